@@ -1,0 +1,1 @@
+"""The hub's core: normalized messages, ingest, outbox, config, app assembly, CLI, admin API."""

@@ -1,0 +1,361 @@
+"""The hub's one typed configuration, loaded from TOML and validated once at start.
+
+``"${NAME}"`` (or ``"${NAME:-default}"``) anywhere in a string value is read from
+the environment. Every problem is reported with its key path
+(``telegram.token: missing``); ``config.example.toml`` documents every key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import zoneinfo
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from hub.errors import ConfigError
+from routing.hours import HoursError, parse_hours
+
+SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+_ENV = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+def _check_listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    if not port.isdigit():
+        raise ValueError(f"port {port!r} is not a number")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {port} out of range 1-65535")
+    return value
+
+
+Listen = Annotated[str, AfterValidator(_check_listen)]
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HubSection(Section):
+    language: Literal["ru", "en"] = "ru"
+    timezone: str = "UTC"
+    default_region: str = "RU"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+class StorageSection(Section):
+    url: str = "sqlite+aiosqlite:///data/hub.db"
+    attachments_dir: str = "data/attachments"
+    max_attachment_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    group_commit_ms: float = Field(default=2.0, ge=0, le=1000)
+    group_commit_max: int = Field(default=2000, ge=1, le=100_000)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError(
+                "missing scheme; use sqlite+aiosqlite:///PATH or postgresql+asyncpg://HOST/DB"
+            )
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL: {exc}") from exc
+        if url.drivername not in SUPPORTED_DRIVERS:
+            raise ValueError(
+                f"unsupported scheme {url.drivername!r}; use one of {', '.join(SUPPORTED_DRIVERS)}"
+            )
+        return value
+
+
+class AdminSection(Section):
+    listen: Listen = "127.0.0.1:8080"
+    token: SecretStr
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("empty")
+        return value
+
+
+class DispatcherSection(Section):
+    max_attempts: int = Field(default=10, ge=1)
+    backoff_base_s: float = Field(default=2.0, gt=0)
+    backoff_max_s: float = Field(default=3600.0, gt=0)
+    lease_s: float = Field(default=120.0, gt=0)
+    batch: int = Field(default=100, ge=1, le=10_000)
+    idle_poll_s: float = Field(default=1.0, gt=0)
+
+
+class TelegramSection(Section):
+    enabled: bool = False
+    token: SecretStr | None = None
+    api_base: str = "https://api.telegram.org"
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: str | None = None
+    webhook_listen: Listen | None = None
+    webhook_secret: SecretStr | None = None
+    staff_chat_id: int | None = None
+    extra_staff_chat_ids: list[int] = []
+
+    @model_validator(mode="after")
+    def _required_when_enabled(self) -> TelegramSection:
+        if not self.enabled:
+            return self
+        missing = []
+        if self.token is None or not self.token.get_secret_value():
+            missing.append("token")
+        if self.staff_chat_id is None:
+            missing.append("staff_chat_id")
+        if self.mode == "webhook":
+            for key in ("webhook_url", "webhook_listen", "webhook_secret"):
+                if getattr(self, key) is None:
+                    missing.append(key)
+        if missing:
+            raise _MissingKeys(missing)
+        return self
+
+
+class ManagerSection(Section):
+    name: str = Field(min_length=1)
+    telegram_id: int
+    email: str | None = None
+    role: Literal["manager", "supervisor", "marketer", "admin"] = "manager"
+    hours: str | None = None
+    timezone: str | None = None
+    capacity: int = Field(default=20, ge=0)
+    skills: list[str] = []
+    team: str | None = None
+    language: Literal["ru", "en"] | None = None
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_hours(value)
+            except HoursError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        return value if value is None else HubSection._tz(value)
+
+
+class SmtpServerSection(Section):
+    listen: Listen | None = None
+    domains: list[str] = []
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+
+
+class ImapSection(Section):
+    host: str
+    port: int = Field(default=993, ge=1, le=65535)
+    user: str
+    password: SecretStr
+    folder: str = "INBOX"
+    tls: bool = True
+
+
+class OutboundSmtpSection(Section):
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    from_: str = Field(alias="from")
+    starttls: bool = True
+    user: str | None = None
+    password: SecretStr | None = None
+
+
+class EmailSection(Section):
+    smtp: SmtpServerSection = SmtpServerSection()
+    imap: list[ImapSection] = []
+    outbound: OutboundSmtpSection | None = None
+
+
+class FormField(Section):
+    name: str = Field(min_length=1)
+    label: str | None = None
+    label_ru: str | None = None
+    type: Literal["text", "textarea", "email", "tel", "checkbox", "file", "hidden"] = "text"
+    required: bool = False
+    max_length: int = Field(default=2000, gt=0)
+
+
+class FormSection(Section):
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    title: str | None = None
+    title_ru: str | None = None
+    fields: list[FormField] = []
+    allowed_origins: list[str] = []
+    thank_you: str | None = None
+    thank_you_ru: str | None = None
+    redirect: str | None = None
+    language: Literal["ru", "en"] | None = None
+    confirm_email: bool = False
+
+
+class WebformSection(Section):
+    listen: Listen | None = None
+    forms: list[FormSection] = []
+
+    @field_validator("forms")
+    @classmethod
+    def _unique_ids(cls, forms: list[FormSection]) -> list[FormSection]:
+        seen: set[str] = set()
+        for form in forms:
+            if form.id in seen:
+                raise ValueError(f"form id {form.id!r} is used twice")
+            seen.add(form.id)
+        return forms
+
+
+class Config(Section):
+    hub: HubSection = HubSection()
+    storage: StorageSection = StorageSection()
+    admin: AdminSection
+    dispatcher: DispatcherSection = DispatcherSection()
+    telegram: TelegramSection = TelegramSection()
+    managers: list[ManagerSection] = []
+    email: EmailSection = EmailSection()
+    webform: WebformSection = WebformSection()
+
+    @field_validator("managers")
+    @classmethod
+    def _unique_managers(cls, managers: list[ManagerSection]) -> list[ManagerSection]:
+        seen: set[int] = set()
+        for manager in managers:
+            if manager.telegram_id in seen:
+                raise ValueError(f"telegram_id {manager.telegram_id} is used twice")
+            seen.add(manager.telegram_id)
+        return managers
+
+
+class _MissingKeys(ValueError):
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(", ".join(keys))
+        self.keys = keys
+
+
+def _expand(value: Any, path: str, problems: list[str]) -> Any:
+    """Replace ``${NAME}`` in every string with the environment's value."""
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{path}.{k}" if path else k, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group("name"), match.group("default")
+            found = os.environ.get(name)
+            if found is None:
+                if default is None:
+                    problems.append(f"{path}: environment variable {name} is not set")
+                    return ""
+                return default
+            return found
+
+        return _ENV.sub(sub, value)
+    return value
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    lines: list[str] = []
+    for err in exc.errors():
+        path = _path(tuple(err["loc"]))
+        ctx_error = err.get("ctx", {}).get("error")
+        if isinstance(ctx_error, _MissingKeys):
+            lines.extend(f"{path}.{key}: missing" for key in ctx_error.keys)
+            continue
+        if err["type"] == "missing":
+            message = "missing"
+        elif err["type"] == "extra_forbidden":
+            message = "unknown key"
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] not in ("value_error", "assertion_error"):
+                message += f" (got {err.get('input')!r})"
+        lines.append(f"{path}: {message}")
+    return lines
+
+
+def parse(data: dict[str, Any]) -> Config:
+    """Validate a config mapping (as read from TOML); raise :class:`ConfigError`."""
+    problems: list[str] = []
+    expanded = _expand(data, "", problems)
+    try:
+        config = Config.model_validate(expanded)
+    except ValidationError as exc:
+        problems.extend(_problems(exc))
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML config file; raise :class:`ConfigError` naming each problem."""
+    file = Path(path)
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError([f"{file}: not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{file}: invalid TOML: {exc}"]) from None
+    return parse(data)
+
+
+def resolve_path(explicit: str | None) -> str:
+    """``--config`` if given, else ``./config.toml`` if it exists, else ``HUB_CONFIG``."""
+    if explicit:
+        return explicit
+    if Path("config.toml").exists():
+        return "config.toml"
+    return os.environ.get("HUB_CONFIG", "config.toml")

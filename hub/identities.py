@@ -1,0 +1,61 @@
+"""Normalization of identities, so that one address written two ways is one identity."""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+
+from hub.errors import HubError
+from hub.types import Identity, IdentityKind
+
+_EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]{2,}$")
+
+
+class InvalidIdentity(HubError):
+    """An identity value that cannot be normalized."""
+
+
+def normalize_email(value: str) -> str:
+    value = value.strip()
+    if not _EMAIL.match(value):
+        raise InvalidIdentity(f"not an email address: {value!r}")
+    local, _, domain = value.rpartition("@")
+    # Local parts are case-sensitive by the RFC, but no real provider treats them so;
+    # one client writing "Anna@" and "anna@" must stay one client.
+    return f"{local.lower()}@{domain.lower().encode('idna').decode('ascii')}"
+
+
+def normalize_phone(value: str, default_region: str | None = None) -> str:
+    try:
+        number = phonenumbers.parse(value, default_region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidIdentity(f"not a phone number: {value!r}") from exc
+    if not phonenumbers.is_possible_number(number):
+        raise InvalidIdentity(f"not a possible phone number: {value!r}")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_telegram(value: str | int) -> str:
+    text = str(value).strip()
+    if not text.lstrip("-").isdigit():
+        raise InvalidIdentity(f"not a Telegram user id: {value!r}")
+    return str(int(text))
+
+
+def identity(
+    kind: IdentityKind | str,
+    value: str | int,
+    display_name: str | None = None,
+    *,
+    default_region: str | None = None,
+) -> Identity:
+    """Build a normalized :class:`Identity`; raise :class:`InvalidIdentity` on bad input."""
+    kind = IdentityKind(kind)
+    if kind is IdentityKind.EMAIL:
+        norm = normalize_email(str(value))
+    elif kind is IdentityKind.PHONE:
+        norm = normalize_phone(str(value), default_region)
+    else:
+        norm = normalize_telegram(value)
+    return Identity(kind, norm, display_name or None)

@@ -1,0 +1,573 @@
+"""The one ingest path every channel's messages take, with group commit.
+
+``Ingestor.__call__`` is the sink channels hand messages to. Concurrent calls
+are gathered by one writer task into one transaction (group commit): resolve
+or create clients by identity, find or open conversations (thread hints first,
+then the client's open conversation on the channel), append interactions, ask
+``routing`` for a decision on new or unassigned conversations, write the
+notifications they cause to the outbox. A call returns only after its batch is
+committed. A redelivery (same channel and external id) returns the interaction
+already stored, with ``duplicate=True``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hub import loggers
+from hub.attachments import AttachmentStore
+from hub.clock import Clock
+from hub.errors import StorageUnavailable
+from hub.types import Direction, InboundMessage, IngestResult
+from routing import Decision, ManagerInfo, Request, Snapshot, decide
+from routing.hours import Hours, parse_hours
+from storage import Database
+from storage import ingest as q
+
+log = loggers.ingest
+
+
+@functools.lru_cache(maxsize=256)
+def _hours(text: str) -> Hours:
+    return parse_hours(text)
+
+
+@dataclass(slots=True)
+class _Pending:
+    message: InboundMessage
+    future: asyncio.Future[IngestResult]
+    files: list[tuple[str, str, str, int]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Client:
+    id: int
+    owner_id: int | None
+    new: bool = False
+
+
+class Ingestor:
+    """The ingest sink; ``start()`` runs the writer, ``stop()`` drains it."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        attachments: AttachmentStore,
+        *,
+        staff_channel: str | None = None,
+        timezone: str = "UTC",
+        window_ms: float = 0.0,
+        max_batch: int = 2000,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.attachments = attachments
+        self.staff_channel = staff_channel
+        self.timezone = timezone
+        self.window = window_ms / 1000
+        self.max_batch = max_batch
+        self._queue: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.batches = 0
+        self.committed = 0
+
+    async def start(self) -> None:
+        self._closing = False
+        self._task = asyncio.create_task(self._run(), name="ingest-writer")
+
+    async def stop(self) -> None:
+        """Refuse new messages, commit what is queued, stop the writer."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def __call__(self, message: InboundMessage) -> IngestResult:
+        if self._closing or self._task is None:
+            raise StorageUnavailable("the hub is not accepting messages (stopping)")
+        if not message.identities:
+            raise ValueError("an inbound message needs at least one identity")
+        pending = _Pending(message, asyncio.get_running_loop().create_future())
+        if message.attachments:
+            await self._store_files(pending)
+        self._queue.append(pending)
+        self._wake.set()
+        return await pending.future
+
+    async def _store_files(self, pending: _Pending) -> None:
+        for att in pending.message.attachments:
+            if len(att.data) > self.attachments.max_bytes:
+                pending.skipped.append(
+                    f"{att.filename}: {len(att.data)} bytes, over the limit of "
+                    f"{self.attachments.max_bytes}"
+                )
+                continue
+            stored = await self.attachments.put(att.data)
+            pending.files.append((att.filename, att.content_type, stored.sha256, stored.size))
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self.window and len(self._queue) < self.max_batch and not self._closing:
+                await asyncio.sleep(self.window)
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            results = await self._write(batch)
+        except Exception as exc:
+            transient = isinstance(exc, OperationalError | OSError) or (
+                isinstance(exc, DBAPIError) and exc.connection_invalidated
+            )
+            if not transient and len(batch) > 1:
+                # One message's data, or a concurrent writer of another instance,
+                # broke the batch: commit each message alone.
+                for pending in batch:
+                    await self._commit([pending])
+                return
+            error: Exception = exc
+            if isinstance(exc, DBAPIError | OSError):
+                error = StorageUnavailable(f"storage failed: {type(exc).__name__}")
+                loggers.event(
+                    log,
+                    "ingest.failed",
+                    logging.WARNING,
+                    batch=len(batch),
+                    error=loggers.redact(str(exc).splitlines()[0] if str(exc) else ""),
+                )
+            else:
+                log.exception("ingest.error")
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        self.batches += 1
+        self.committed += len(batch)
+        for pending, result in zip(batch, results, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(result)
+            if log.isEnabledFor(logging.DEBUG):
+                loggers.event(
+                    log,
+                    "ingest.committed",
+                    logging.DEBUG,
+                    channel=pending.message.channel,
+                    interaction=result.interaction_id,
+                    client=result.client_id,
+                    conversation=result.conversation_id,
+                    duplicate=result.duplicate,
+                )
+
+    async def _write(self, batch: list[_Pending]) -> list[IngestResult]:
+        async with self.db.write() as conn:
+            writer = _BatchWriter(self, conn)
+            await writer.load_snapshot()
+            return await writer.run(batch)
+
+
+class _Conv:
+    """A conversation as the batch sees it; ``id`` is 0 until a new one is inserted."""
+
+    __slots__ = ("assignee_id", "client_id", "id", "row")
+
+    def __init__(
+        self, id: int, client_id: int, assignee_id: int | None, row: dict[str, Any] | None = None
+    ) -> None:
+        self.id = id
+        self.client_id = client_id
+        self.assignee_id = assignee_id
+        self.row = row
+
+
+class _BatchWriter:
+    """One batch inside one transaction, in set-based phases: dedup, clients,
+    conversations (with routing), interactions, attachments, outbox."""
+
+    def __init__(self, ingestor: Ingestor, conn: AsyncConnection) -> None:
+        self.ing = ingestor
+        self.conn = conn
+        self.now = ingestor.clock.now()
+        self.snapshot: Snapshot | None = None
+        self.telegram_ids: dict[int, int] = {}
+
+    async def run(self, batch: list[_Pending]) -> list[IngestResult]:
+        conn, now = self.conn, self.now
+        results: list[IngestResult | None] = [None] * len(batch)
+
+        # 1. Redeliveries: already stored, or twice in this batch.
+        by_channel: dict[str, list[str]] = defaultdict(list)
+        for p in batch:
+            by_channel[p.message.channel].append(p.message.external_id)
+        received: dict[tuple[str, str], q.Received] = {}
+        for channel, external_ids in by_channel.items():
+            for ext, rec in (await q.find_received(conn, channel, external_ids)).items():
+                received[(channel, ext)] = rec
+        fresh: list[int] = []
+        first_of: dict[tuple[str, str], int] = {}
+        repeats: list[tuple[int, int]] = []
+        for index, p in enumerate(batch):
+            key = (p.message.channel.value, p.message.external_id)
+            if key in received:
+                rec = received[key]
+                results[index] = IngestResult(
+                    rec.interaction_id, rec.client_id, rec.conversation_id or 0, duplicate=True
+                )
+            elif key in first_of:
+                repeats.append((index, first_of[key]))
+            else:
+                first_of[key] = index
+                fresh.append(index)
+
+        # 2. Clients by identity; a sender nobody holds becomes a new client.
+        pairs = list({(i.kind.value, i.value) for x in fresh for i in batch[x].message.identities})
+        known = await q.find_identities(conn, pairs)
+        new_client_rows: list[dict[str, Any]] = []
+        new_client_keys: list[tuple[str, str]] = []
+        for x in fresh:
+            m = batch[x].message
+            key = (m.sender.kind.value, m.sender.value)
+            if key not in known and key not in new_client_keys:
+                new_client_keys.append(key)
+                new_client_rows.append(
+                    {
+                        "name": m.sender.display_name,
+                        "language": m.language,
+                        "source": m.extras.get("source") if m.extras else None,
+                        "stage": "prospect",
+                        "owner_id": None,
+                        "opted_out": False,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+        created = dict(
+            zip(new_client_keys, await q.insert_many(conn, q.clients, new_client_rows), strict=True)
+        )
+        new_clients = set(created.values())
+        client_of: dict[int, int] = {}
+        owner_of: dict[int, int | None] = {}
+        identity_rows: list[dict[str, Any]] = []
+        for x in fresh:
+            m = batch[x].message
+            sender_key = (m.sender.kind.value, m.sender.value)
+            sender = known.get(sender_key) or q.KnownIdentity(created[sender_key], None)
+            client_of[x] = sender.client_id
+            owner_of.setdefault(sender.client_id, sender.owner_id)
+            # Other identities a message proves join its client only when nobody
+            # holds them yet: probable duplicates are merged by a person, never silently.
+            for ident in m.identities:
+                key = (ident.kind.value, ident.value)
+                if key not in known:
+                    known[key] = sender
+                    identity_rows.append(
+                        {
+                            "client_id": sender.client_id,
+                            "kind": key[0],
+                            "value": key[1],
+                            "display_name": ident.display_name,
+                            "created_at": now,
+                        }
+                    )
+        await q.add_identities(conn, identity_rows)
+
+        # 3. Conversations: a thread hint first, then the client's open one, else new.
+        hints_by_channel: dict[str, list[str]] = defaultdict(list)
+        for x in fresh:
+            hints_by_channel[batch[x].message.channel].extend(batch[x].message.thread_hints)
+        threads: dict[tuple[str, str], tuple[int, int]] = {}
+        for channel, hints in hints_by_channel.items():
+            if hints:
+                for ext, found in (await q.find_threads(conn, channel, hints)).items():
+                    threads[(channel, ext)] = found
+        threaded = await q.get_conversations(conn, list({c for c, _ in threads.values()}))
+        open_convs: dict[tuple[str, int], _Conv] = {}
+        senders: dict[str, set[int]] = defaultdict(set)
+        for x in fresh:
+            if client_of[x] not in new_clients:
+                senders[batch[x].message.channel].add(client_of[x])
+        for channel, client_ids in senders.items():
+            found_open = await q.open_conversations(conn, channel, list(client_ids))
+            for client_id, row in found_open.items():
+                open_convs[(channel, client_id)] = _Conv(row.id, client_id, row.assignee_id)
+
+        conv_of: dict[int, _Conv] = {}
+        decisions: list[tuple[int, _Conv, Decision]] = []
+        new_convs: list[_Conv] = []
+        touched: dict[int, _Conv] = {}
+        last_at: dict[int, datetime] = {}
+        owners: dict[int, int] = {}
+        for x in fresh:
+            m, client_id = batch[x].message, client_of[x]
+            channel = m.channel.value
+            conv = None
+            for hint in m.thread_hints:
+                hit = threads.get((channel, hint))
+                # a thread never crosses to another client's conversation
+                if hit is not None and hit[1] == client_id:
+                    row = threaded[hit[0]]
+                    conv = open_convs.get((channel, client_id))
+                    if conv is None or conv.id != row.id:
+                        conv = _Conv(row.id, client_id, row.assignee_id)
+                    break
+            if conv is None:
+                conv = open_convs.get((channel, client_id))
+            if conv is None:
+                conv = _Conv(
+                    0,
+                    client_id,
+                    None,
+                    {
+                        "client_id": client_id,
+                        "channel": channel,
+                        "account": m.account,
+                        "status": "open",
+                        "subject": m.subject,
+                        "priority": "normal",
+                        "created_at": now,
+                        "updated_at": now,
+                        "last_inbound_at": m.received_at,
+                    },
+                )
+                new_convs.append(conv)
+                open_convs[(channel, client_id)] = conv
+            if conv.assignee_id is None:
+                decision = self._route(m, client_id, owner_of[client_id], client_id in new_clients)
+                if decision.assignee_id is not None or conv.row is not None:
+                    decisions.append((x, conv, decision))
+                if decision.assignee_id is not None:
+                    conv.assignee_id = decision.assignee_id
+                    if owner_of[client_id] is None:
+                        owners[client_id] = owner_of[client_id] = decision.assignee_id
+            if conv.row is None:
+                touched[conv.id] = conv
+                last_at[conv.id] = max(m.received_at, last_at.get(conv.id, m.received_at))
+            conv_of[x] = conv
+        for conv in new_convs:
+            assert conv.row is not None
+            conv.row["assignee_id"] = conv.assignee_id
+        conv_ids = await q.insert_many(conn, q.conversations, [c.row for c in new_convs if c.row])
+        for conv, conv_id in zip(new_convs, conv_ids, strict=True):
+            conv.id = conv_id
+        await q.touch_conversations(
+            conn, [(c.id, last_at[c.id], c.assignee_id) for c in touched.values()]
+        )
+        await q.set_owners(conn, owners)
+
+        # 4. The interactions: each message, and each routing decision as an event.
+        rows = [self._interaction(batch[x], client_of[x], conv_of[x].id) for x in fresh]
+        rows.extend(
+            self._event(client_of[x], conv.id, f"routed: {d.reason}") for x, conv, d in decisions
+        )
+        ids = await q.insert_many(conn, q.interactions, rows)
+        interaction_of = dict(zip(fresh, ids, strict=False))
+
+        await q.insert_attachments(
+            conn,
+            [
+                {
+                    "interaction_id": interaction_of[x],
+                    "filename": name,
+                    "content_type": ctype,
+                    "sha256": sha,
+                    "size": size,
+                }
+                for x in fresh
+                for name, ctype, sha, size in batch[x].files
+            ],
+        )
+        await q.insert_outbox(
+            conn, self._outbox(batch, fresh, client_of, conv_of, interaction_of, decisions)
+        )
+
+        for x in fresh:
+            results[x] = IngestResult(
+                interaction_of[x],
+                client_of[x],
+                conv_of[x].id,
+                duplicate=False,
+                new_client=client_of[x] in new_clients,
+                new_conversation=conv_of[x] in new_convs,
+            )
+        for index, first in repeats:
+            done = results[first]
+            assert done is not None
+            results[index] = IngestResult(
+                done.interaction_id, done.client_id, done.conversation_id, duplicate=True
+            )
+        return [r for r in results if r is not None]
+
+    def _route(
+        self, m: InboundMessage, client_id: int, owner_id: int | None, new_client: bool
+    ) -> Decision:
+        del client_id
+        if self.snapshot is None:
+            raise RuntimeError("routing snapshot not loaded")
+        decision = decide(
+            self.snapshot,
+            Request(m.channel.value, m.account, owner_id, new_client, m.text),
+            self.now,
+        )
+        if decision.assignee_id is not None:
+            self.snapshot.add_load(decision.assignee_id)
+        return decision
+
+    async def load_snapshot(self) -> None:
+        rows = await q.routing_managers(self.conn)
+        self.telegram_ids = {r.id: r.telegram_id for r in rows}
+        self.snapshot = Snapshot(
+            [
+                ManagerInfo(
+                    id=r.id,
+                    name=r.name,
+                    role=r.role,
+                    hours=_hours(r.hours) if r.hours else None,
+                    timezone=r.timezone or self.ing.timezone,
+                    capacity=r.capacity,
+                    load=r.load,
+                    away=r.away,
+                )
+                for r in rows
+            ]
+        )
+
+    def _interaction(self, p: _Pending, client_id: int, conv_id: int) -> dict[str, Any]:
+        m = p.message
+        extras: dict[str, Any] | None = dict(m.extras) if m.extras else None
+        if p.skipped:
+            extras = extras or {}
+            extras["attachments_skipped"] = p.skipped
+        return {
+            "client_id": client_id,
+            "conversation_id": conv_id,
+            "direction": Direction.IN.value,
+            "channel": m.channel.value,
+            "account": m.account,
+            "external_id": m.external_id,
+            "author": m.sender.display_name or m.sender.value,
+            "subject": m.subject,
+            "text": m.text,
+            "html": m.html,
+            "extras": extras,
+            "at": m.received_at,
+            "delivery": None,
+            "delivery_error": None,
+        }
+
+    def _event(self, client_id: int, conv_id: int, text: str) -> dict[str, Any]:
+        return {
+            "client_id": client_id,
+            "conversation_id": conv_id,
+            "direction": Direction.EVENT.value,
+            "channel": None,
+            "account": None,
+            "external_id": None,
+            "author": "hub",
+            "subject": None,
+            "text": text,
+            "html": None,
+            "extras": None,
+            "at": self.now,
+            "delivery": None,
+            "delivery_error": None,
+        }
+
+    def _outbox(
+        self,
+        batch: list[_Pending],
+        fresh: list[int],
+        client_of: dict[int, int],
+        conv_of: dict[int, _Conv],
+        interaction_of: dict[int, int],
+        decisions: list[tuple[int, _Conv, Decision]],
+    ) -> list[dict[str, Any]]:
+        """Each message mirrored to the staff; each new assignee told in private."""
+        staff = self.ing.staff_channel
+        if staff is None:
+            return []
+        out = []
+        for x in fresh:
+            iid = interaction_of[x]
+            out.append(
+                self._notice(
+                    staff,
+                    "staff",
+                    "mirror",
+                    batch[x].message,
+                    client_of[x],
+                    conv_of[x].id,
+                    iid,
+                    f"mirror:{iid}",
+                )
+            )
+        for x, conv, decision in decisions:
+            if decision.assignee_id is None:
+                continue
+            iid = interaction_of[x]
+            recipient = str(self.telegram_ids[decision.assignee_id])
+            out.append(
+                self._notice(
+                    staff,
+                    recipient,
+                    "assigned",
+                    batch[x].message,
+                    client_of[x],
+                    conv.id,
+                    iid,
+                    f"assigned:{conv.id}:{decision.assignee_id}",
+                )
+            )
+        return out
+
+    def _notice(
+        self,
+        channel: str,
+        recipient: str,
+        kind: str,
+        m: InboundMessage,
+        client_id: int,
+        conv_id: int,
+        interaction_id: int,
+        key: str,
+    ) -> dict[str, Any]:
+        return {
+            "idempotency_key": key,
+            "channel": channel,
+            "account": "staff",
+            "recipient": recipient,
+            "kind": kind,
+            "subject": m.subject,
+            "text": m.text,
+            "extras": None,
+            "client_id": client_id,
+            "conversation_id": conv_id,
+            "interaction_id": interaction_id,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": self.now,
+            "claimed_until": None,
+            "claimed_by": None,
+            "last_error": None,
+            "external_id": None,
+            "created_at": self.now,
+            "sent_at": None,
+        }

@@ -1,0 +1,136 @@
+"""The hub's normalized message types, shared by every channel.
+
+A channel adapter turns raw input into an :class:`InboundMessage` and hands it to
+the ingest sink; the dispatcher hands an :class:`OutboundMessage` to a channel's
+``send``. Channel-specific details travel in ``extras``, never as new fields.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class Channel(enum.StrEnum):
+    TELEGRAM = "telegram"
+    EMAIL = "email"
+    WEBFORM = "webform"
+
+
+class IdentityKind(enum.StrEnum):
+    TELEGRAM = "telegram"
+    EMAIL = "email"
+    PHONE = "phone"
+
+
+class Direction(enum.StrEnum):
+    IN = "in"
+    OUT = "out"
+    NOTE = "note"
+    EVENT = "event"
+
+
+class Delivery(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class ConversationStatus(enum.StrEnum):
+    OPEN = "open"
+    PENDING = "pending"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """How a client is reached: ``kind`` plus a normalized ``value``.
+
+    Build identities with :func:`hub.identities.normalize` so that the same
+    address written two ways is one identity.
+    """
+
+    kind: IdentityKind
+    value: str
+    display_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One message from a client, as every channel normalizes it.
+
+    ``external_id`` is the dedup key within the channel (Telegram chat+message
+    id, email Message-ID or a content hash, a form's idempotency key): a second
+    message with the same channel and external id is a redelivery.
+    ``identities`` lists every identity the message proves (the sender first).
+    ``thread_hints`` are external ids of earlier messages this one answers.
+    """
+
+    channel: Channel
+    account: str
+    external_id: str
+    identities: tuple[Identity, ...]
+    received_at: datetime
+    text: str = ""
+    subject: str | None = None
+    html: str | None = None
+    thread_hints: tuple[str, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+    language: str | None = None
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def sender(self) -> Identity:
+        return self.identities[0]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What ingest committed: ``duplicate`` is true for a recognized redelivery."""
+
+    interaction_id: int
+    client_id: int
+    conversation_id: int
+    duplicate: bool
+    new_client: bool = False
+    new_conversation: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """One message for a channel to deliver, read from the outbox.
+
+    ``idempotency_key`` is stable across retries and restarts: a channel that
+    can make the peer recognize a repeat (an email Message-ID) derives it from
+    this key.
+    """
+
+    outbox_id: int
+    channel: str
+    account: str
+    recipient: str
+    kind: str
+    text: str
+    idempotency_key: str
+    subject: str | None = None
+    client_id: int | None = None
+    conversation_id: int | None = None
+    interaction_id: int | None = None
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """A channel's receipt: the peer's id of the delivered message, if any."""
+
+    external_id: str | None = None

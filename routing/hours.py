@@ -1,0 +1,85 @@
+"""Working hours: ``"Mon-Fri 09:00-18:00; Sat 10:00-14:00"`` parsed and checked."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, time
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAYS_RU = ("пн", "вт", "ср", "чт", "пт", "сб", "вс")
+_SPAN = re.compile(
+    r"^\s*(?P<days>[^\s\d]+(?:\s*-\s*[^\s\d]+)?(?:\s*,\s*[^\s\d]+(?:\s*-\s*[^\s\d]+)?)*)\s+"
+    r"(?P<start>\d{1,2}:\d{2})\s*-\s*(?P<end>\d{1,2}:\d{2})\s*$"
+)
+
+
+class HoursError(ValueError):
+    """A working-hours text that cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    days: frozenset[int]
+    start: time
+    end: time  # end <= start means the span runs past midnight
+
+
+@dataclass(frozen=True, slots=True)
+class Hours:
+    spans: tuple[Span, ...]
+
+    def contains(self, local: datetime) -> bool:
+        """Whether ``local`` (already in the manager's time zone) is working time."""
+        day, now = local.weekday(), local.time()
+        for span in self.spans:
+            if span.start < span.end:
+                if day in span.days and span.start <= now < span.end:
+                    return True
+            else:
+                if day in span.days and now >= span.start:
+                    return True
+                if (day - 1) % 7 in span.days and now < span.end:
+                    return True
+        return False
+
+
+def _day(name: str) -> int:
+    key = name.strip().lower()[:3]
+    if key in DAYS:
+        return DAYS.index(key)
+    if key[:2] in _DAYS_RU:
+        return _DAYS_RU.index(key[:2])
+    raise HoursError(f"unknown day {name.strip()!r}")
+
+
+def _time(text: str) -> time:
+    hour, minute = (int(x) for x in text.split(":"))
+    if hour == 24 and minute == 0:
+        return time(0, 0)
+    if not (0 <= hour < 24 and 0 <= minute < 60):
+        raise HoursError(f"bad time {text!r}")
+    return time(hour, minute)
+
+
+def parse_hours(text: str) -> Hours:
+    spans = []
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        match = _SPAN.match(part)
+        if not match:
+            raise HoursError(f"expected e.g. 'Mon-Fri 09:00-18:00', got {part.strip()!r}")
+        days: set[int] = set()
+        for group in match.group("days").split(","):
+            first, _, last = group.partition("-")
+            a = _day(first)
+            b = _day(last) if last else a
+            days.update((a + i) % 7 for i in range((b - a) % 7 + 1))
+        start, end = _time(match.group("start")), _time(match.group("end"))
+        if start == end:
+            raise HoursError(f"empty span {part.strip()!r}")
+        spans.append(Span(frozenset(days), start, end))
+    if not spans:
+        raise HoursError("no working hours given")
+    return Hours(tuple(spans))
