@@ -75,7 +75,7 @@ def run_raw(source: Path, target: Path, transactions: int) -> tuple[float, int]:
         "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
         "ORDER BY type = 'table' DESC"
     )]
-    data = {t: src.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES}  # noqa: S608
+    data = {t: src.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES}
     managers = src.execute("SELECT * FROM managers").fetchall()
     src.close()
     dst = sqlite3.connect(target, isolation_level=None)
@@ -99,7 +99,7 @@ def run_raw(source: Path, target: Path, transactions: int) -> tuple[float, int]:
                 chunk = rows_of[part * size : (part + 1) * size]
             if chunk:
                 marks = ",".join("?" * len(chunk[0]))
-                dst.executemany(f"INSERT INTO {table} VALUES ({marks})", chunk)  # noqa: S608
+                dst.executemany(f"INSERT INTO {table} VALUES ({marks})", chunk)
         dst.execute("COMMIT")
     elapsed = time.perf_counter() - start
     dst.close()

@@ -16,6 +16,7 @@ import asyncio
 import functools
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -69,6 +70,7 @@ class Ingestor:
         timezone: str = "UTC",
         window_ms: float = 0.0,
         max_batch: int = 2000,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -77,6 +79,7 @@ class Ingestor:
         self.timezone = timezone
         self.window = window_ms / 1000
         self.max_batch = max_batch
+        self.on_commit = on_commit
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -163,6 +166,8 @@ class Ingestor:
             return
         self.batches += 1
         self.committed += len(batch)
+        if self.on_commit is not None:
+            self.on_commit()
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)

@@ -251,8 +251,8 @@ async def _executemany(conn: AsyncConnection, table: Table, rows: list[dict[str,
     columns = tuple(rows[0])
     binder = _binder(table, columns, conn.dialect)
     quote = conn.dialect.identifier_preparer.quote
-    sql = (  # noqa: S608 - names come from the table, values are bound
-        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "  # noqa: S608
         f"VALUES ({', '.join('?' * len(columns))})"
     )
     await conn.exec_driver_sql(sql, [binder(tuple(row[c] for c in columns)) for row in rows])

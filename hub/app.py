@@ -1,0 +1,172 @@
+"""The composition root: one lifespan that opens storage, scheduler, ingest,
+dispatcher, channels and the admin API, and closes them in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from hub import loggers
+from hub.admin import AdminServer, create_app
+from hub.attachments import AttachmentStore
+from hub.clock import Clock, SystemClock
+from hub.config import Config, split_listen
+from hub.dispatcher import Dispatcher
+from hub.errors import HubError
+from hub.ingest import Ingestor
+from hub.ports import ChannelPort
+from storage import Database
+from storage import managers as managers_q
+from storage.migrate import upgrade
+
+log = loggers.core
+
+
+def build_channels(config: Config) -> dict[str, ChannelPort]:
+    """The enabled channels. A channel that is configured but not in this build
+    is an error at start, never a silent no-op."""
+    missing = []
+    if config.telegram.enabled:
+        missing.append("telegram (telegram.enabled = true)")
+    if config.email.smtp.listen or config.email.imap or config.email.outbound:
+        missing.append("email (email.smtp.listen, email.imap or email.outbound)")
+    if config.webform.listen:
+        missing.append("webform (webform.listen)")
+    if missing:
+        raise HubError(f"configured channels not available in this build: {', '.join(missing)}")
+    return {}
+
+
+class Hub:
+    """The running hub; ``ready`` turns true once every enabled channel listens."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        channels: dict[str, ChannelPort] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.channels = build_channels(config) if channels is None else channels
+        self.ready = False
+        self.db: Database | None = None
+        self.ingestor: Ingestor | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.admin: AdminServer | None = None
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[Hub]:
+        config = self.config
+        staff_channel = "telegram" if "telegram" in self.channels else None
+        async with AsyncExitStack() as stack:
+            db = self.db = Database(config.storage.url)
+            stack.push_async_callback(db.dispose)
+            applied = await upgrade(db)
+            loggers.event(
+                log,
+                "storage.ready",
+                url=loggers.redact(config.storage.url),
+                migrations=",".join(applied) or "none",
+            )
+            async with db.write() as conn:
+                await managers_q.sync(
+                    conn,
+                    [
+                        {
+                            "name": m.name,
+                            "telegram_id": m.telegram_id,
+                            "email": m.email,
+                            "role": m.role,
+                            "hours": m.hours,
+                            "timezone": m.timezone,
+                            "capacity": m.capacity,
+                            "attrs": {"skills": m.skills, "team": m.team, "language": m.language},
+                        }
+                        for m in config.managers
+                    ],
+                    self.clock.now(),
+                )
+
+            scheduler = AsyncIOScheduler(timezone=config.hub.timezone)
+            scheduler.add_job(self._report_queue, "interval", seconds=60, id="queue-stats")
+            scheduler.start()
+            stack.callback(scheduler.shutdown, wait=False)
+
+            dispatcher = self.dispatcher = Dispatcher(
+                db, self.clock, self.channels, config.dispatcher, staff_channel=staff_channel
+            )
+            ingestor = self.ingestor = Ingestor(
+                db,
+                self.clock,
+                AttachmentStore(
+                    config.storage.attachments_dir, config.storage.max_attachment_bytes
+                ),
+                staff_channel=staff_channel,
+                timezone=config.hub.timezone,
+                window_ms=config.storage.group_commit_ms,
+                max_batch=config.storage.group_commit_max,
+                on_commit=dispatcher.wake,
+            )
+            await ingestor.start()
+            stack.push_async_callback(ingestor.stop)
+            await dispatcher.start()
+            stack.push_async_callback(dispatcher.stop)
+
+            for name, channel in self.channels.items():
+                await channel.start(ingestor)
+                stack.push_async_callback(channel.stop)
+                loggers.event(log, "channel.started", channel=name)
+
+            host, port = split_listen(config.admin.listen)
+            admin = self.admin = AdminServer(
+                create_app(db, config.admin.token.get_secret_value(), lambda: self.ready)
+            )
+            await admin.start(host, port)
+            stack.push_async_callback(admin.stop)
+            loggers.event(log, "admin.listening", address=f"{host}:{admin.port}")
+
+            self.ready = True
+            loggers.event(log, "hub.ready", channels=",".join(self.channels) or "none")
+            try:
+                yield self
+            finally:
+                self.ready = False
+                loggers.event(log, "hub.stopping")
+
+    async def _report_queue(self) -> None:
+        if self.db is None:
+            return
+        async with self.db.read() as conn:
+            stats = await managers_q.queue_stats(conn)
+        oldest = (
+            f"{(self.clock.now() - stats.oldest_pending).total_seconds():.0f}s"
+            if stats.oldest_pending
+            else "-"
+        )
+        loggers.event(
+            log, "outbox.queue", pending=stats.pending, oldest=oldest, failed=stats.failed
+        )
+
+
+async def run_forever(config: Config) -> None:
+    """Run until SIGTERM or SIGINT, then stop cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    token = config.admin.token.get_secret_value()
+    if token.startswith("change-me") or len(token) < 16:
+        loggers.event(
+            log, "admin.weak_token", level=30, hint="set HUB_ADMIN_TOKEN to a long random value"
+        )
+    async with Hub(config).lifespan():
+        await stop.wait()
+    loggers.event(log, "hub.stopped")

@@ -1,0 +1,103 @@
+"""A manager's answer to a client: one ``out`` interaction and its outbox row,
+written in one transaction; the dispatcher delivers it over the client's channel.
+
+Notes (``direction=note``) are logged the same way and never sent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from hub.clock import Clock
+from hub.errors import HubError
+from hub.types import Channel, Delivery, Direction
+from storage import Database
+from storage import replies as q
+
+# Over which channel, and to which identity, an answer to a conversation goes.
+# A web form leaves no channel to answer on: the answer goes by email.
+REPLY_ROUTE = {
+    Channel.TELEGRAM.value: (Channel.TELEGRAM.value, "telegram"),
+    Channel.EMAIL.value: (Channel.EMAIL.value, "email"),
+    Channel.WEBFORM.value: (Channel.EMAIL.value, "email"),
+}
+
+
+class NoAddress(HubError):
+    """The client has no identity the conversation's channel can reach."""
+
+
+class UnknownConversation(HubError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    interaction_id: int
+    outbox_id: int | None
+
+
+async def reply(
+    db: Database,
+    clock: Clock,
+    conversation_id: int,
+    text: str,
+    *,
+    author: str,
+    note: bool = False,
+    key: str | None = None,
+) -> Queued:
+    """Log the answer and queue it for delivery (or just log a note).
+
+    ``key`` is the idempotency key of the outbox row; give the id of what caused
+    the reply (e.g. the manager's Telegram message) so that a redelivered
+    command queues nothing twice.
+    """
+    now = clock.now()
+    async with db.write() as conn:
+        conv = await q.conversation(conn, conversation_id)
+        if conv is None:
+            raise UnknownConversation(f"no conversation {conversation_id}")
+        interaction = {
+            "client_id": conv.client_id,
+            "conversation_id": conv.id,
+            "direction": (Direction.NOTE if note else Direction.OUT).value,
+            "channel": None if note else conv.channel,
+            "account": conv.account,
+            "author": author,
+            "text": text,
+            "at": now,
+            "delivery": None if note else Delivery.PENDING.value,
+        }
+        if note:
+            interaction_id, _ = await q.append(conn, interaction, None)
+            return Queued(interaction_id, None)
+        channel, kind = REPLY_ROUTE[conv.channel]
+        recipient = await q.address(conn, conv.client_id, kind)
+        if recipient is None:
+            raise NoAddress(f"client {conv.client_id} has no {kind} address to answer on")
+        in_reply_to = await q.last_inbound_external_id(conn, conv.id)
+        interaction["channel"] = channel
+        interaction_id, outbox_id = await q.append(
+            conn,
+            interaction,
+            {
+                "idempotency_key": key or f"reply:{conv.id}:{uuid.uuid4().hex}",
+                "channel": channel,
+                "account": conv.account,
+                "recipient": recipient,
+                "kind": "reply",
+                "subject": conv.subject,
+                "text": text,
+                "extras": {"in_reply_to": in_reply_to} if in_reply_to else None,
+                "client_id": conv.client_id,
+                "conversation_id": conv.id,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            },
+        )
+        await q.mark_responded(conn, conv.id, now)
+    return Queued(interaction_id, outbox_id)

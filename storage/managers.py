@@ -1,0 +1,56 @@
+"""Managers as configured: the config is the source of truth, the table follows it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.models import Manager, Outbox
+
+managers = cast(Table, Manager.__table__)
+outbox = cast(Table, Outbox.__table__)
+
+
+async def sync(conn: AsyncConnection, configured: list[dict[str, Any]], now: datetime) -> None:
+    """Insert or update each configured manager (by ``telegram_id``); deactivate the rest.
+
+    Ids stay stable, so assignments and ownership survive config edits.
+    """
+    m = managers.c
+    existing = {row.telegram_id: row.id for row in await conn.execute(select(m.id, m.telegram_id))}
+    for values in configured:
+        manager_id = existing.pop(values["telegram_id"], None)
+        if manager_id is None:
+            await conn.execute(
+                insert(managers).values(**values, active=True, away=False, created_at=now)
+            )
+        else:
+            await conn.execute(
+                update(managers).where(m.id == manager_id).values(**values, active=True)
+            )
+    if existing:
+        await conn.execute(
+            update(managers).where(m.id.in_(list(existing.values()))).values(active=False)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    pending: int
+    oldest_pending: datetime | None
+    failed: int
+
+
+async def queue_stats(conn: AsyncConnection) -> QueueStats:
+    o = outbox.c
+    pending, oldest = (
+        await conn.execute(
+            select(func.count(), func.min(o.created_at)).where(o.status.in_(("pending", "sending")))
+        )
+    ).one()
+    failed = (await conn.execute(select(func.count()).where(o.status == "failed"))).scalar_one()
+    return QueueStats(int(pending), oldest, int(failed))

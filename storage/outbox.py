@@ -1,0 +1,203 @@
+"""The outbox queries: claim due messages, record each send's outcome.
+
+A claim moves rows to ``sending`` with a lease; a row whose lease ran out (its
+instance died mid-send) is claimed again. On PostgreSQL the claim skips rows
+another instance holds (``FOR UPDATE SKIP LOCKED``); on SQLite the unit of work
+holds the write lock (``BEGIN IMMEDIATE``), where ``FOR UPDATE`` would be dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.models import Conversation, Interaction, Manager, Outbox
+
+outbox = cast(Table, Outbox.__table__)
+interactions = cast(Table, Interaction.__table__)
+conversations = cast(Table, Conversation.__table__)
+managers = cast(Table, Manager.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    idempotency_key: str
+    channel: str
+    account: str
+    recipient: str
+    kind: str
+    subject: str | None
+    text: str
+    extras: dict[str, Any] | None
+    client_id: int | None
+    conversation_id: int | None
+    interaction_id: int | None
+    attempts: int
+
+
+def _due(now: datetime) -> Any:
+    o = outbox.c
+    return or_(
+        and_(o.status == "pending", o.next_attempt_at <= now),
+        and_(o.status == "sending", o.claimed_until < now),
+    )
+
+
+async def claim(
+    conn: AsyncConnection,
+    *,
+    channels: Sequence[str],
+    now: datetime,
+    lease_until: datetime,
+    worker: str,
+    limit: int,
+) -> list[OutboxRow]:
+    o = outbox.c
+    due_ids = (
+        select(o.id)
+        .where(_due(now), o.channel.in_(channels))
+        .order_by(o.next_attempt_at, o.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    result = await conn.execute(
+        update(outbox)
+        .where(o.id.in_(due_ids))
+        .values(
+            status="sending", claimed_until=lease_until, claimed_by=worker, attempts=o.attempts + 1
+        )
+        .returning(
+            o.id,
+            o.idempotency_key,
+            o.channel,
+            o.account,
+            o.recipient,
+            o.kind,
+            o.subject,
+            o.text,
+            o.extras,
+            o.client_id,
+            o.conversation_id,
+            o.interaction_id,
+            o.attempts,
+        )
+    )
+    rows = [OutboxRow(*row) for row in result]
+    rows.sort(key=lambda r: r.id)
+    return rows
+
+
+async def next_due(conn: AsyncConnection, channels: Sequence[str]) -> datetime | None:
+    """When the earliest pending row of these channels falls due."""
+    o = outbox.c
+    return cast(
+        "datetime | None",
+        (
+            await conn.execute(
+                select(func.min(o.next_attempt_at)).where(
+                    o.status == "pending", o.channel.in_(channels)
+                )
+            )
+        ).scalar_one(),
+    )
+
+
+async def mark_sent(
+    conn: AsyncConnection,
+    row_id: int,
+    *,
+    worker: str,
+    external_id: str | None,
+    now: datetime,
+    interaction_id: int | None,
+) -> bool:
+    """Record a delivery; False when the claim was lost (another instance took over)."""
+    o = outbox.c
+    result = await conn.execute(
+        update(outbox)
+        .where(o.id == row_id, o.status == "sending", o.claimed_by == worker)
+        .values(
+            status="sent", sent_at=now, external_id=external_id, claimed_until=None, last_error=None
+        )
+    )
+    if interaction_id is not None:
+        i = interactions.c
+        await conn.execute(
+            update(interactions)
+            .where(i.id == interaction_id)
+            .values(delivery="sent", delivery_error=None)
+        )
+    return result.rowcount == 1
+
+
+async def mark_retry(
+    conn: AsyncConnection,
+    row_id: int,
+    *,
+    worker: str,
+    error: str,
+    next_attempt_at: datetime,
+) -> None:
+    o = outbox.c
+    await conn.execute(
+        update(outbox)
+        .where(o.id == row_id, o.claimed_by == worker)
+        .values(
+            status="pending", next_attempt_at=next_attempt_at, last_error=error, claimed_until=None
+        )
+    )
+
+
+async def mark_failed(
+    conn: AsyncConnection,
+    row_id: int,
+    *,
+    worker: str,
+    error: str,
+    now: datetime,
+    interaction_id: int | None,
+) -> None:
+    o = outbox.c
+    await conn.execute(
+        update(outbox)
+        .where(o.id == row_id, o.claimed_by == worker)
+        .values(status="failed", last_error=error, claimed_until=None, sent_at=None)
+    )
+    if interaction_id is not None:
+        i = interactions.c
+        await conn.execute(
+            update(interactions)
+            .where(i.id == interaction_id)
+            .values(delivery="failed", delivery_error=error)
+        )
+
+
+async def append_event(conn: AsyncConnection, values: dict[str, Any]) -> int:
+    result = await conn.execute(insert(interactions).returning(interactions.c.id), values)
+    return int(result.scalar_one())
+
+
+async def enqueue(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(insert(outbox), rows)
+
+
+async def assignee_telegram_id(conn: AsyncConnection, conversation_id: int) -> int | None:
+    c, m = conversations.c, managers.c
+    return cast(
+        "int | None",
+        (
+            await conn.execute(
+                select(m.telegram_id)
+                .join_from(conversations, managers, c.assignee_id == m.id)
+                .where(c.id == conversation_id)
+            )
+        ).scalar_one_or_none(),
+    )

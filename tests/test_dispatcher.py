@@ -1,0 +1,259 @@
+"""The outbox dispatcher: delivery, retries with backoff, permanent failure, leases,
+rate limits; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import insert, select, update
+
+from hub.attachments import AttachmentStore
+from hub.clock import FrozenClock
+from hub.config import DispatcherSection
+from hub.dispatcher import Dispatcher
+from hub.errors import PermanentDeliveryError, TemporaryDeliveryError
+from hub.identities import identity
+from hub.ingest import Ingestor
+from hub.ports import ChannelLimits, RateLimit
+from hub.ratelimit import RateLimiter
+from hub.replies import reply
+from hub.types import Channel, InboundMessage
+from storage import Database
+from storage.models import Interaction, Manager, Outbox
+from tests.fakes import RecordingChannel
+
+SETTINGS = DispatcherSection(max_attempts=3, backoff_base_s=10, backoff_max_s=100, lease_s=60)
+
+
+async def _client_conversation(db: Database, clock: FrozenClock, tmp_path: Path,
+                               staff: str | None = None) -> int:
+    ingestor = Ingestor(db, clock, AttachmentStore(tmp_path / "files", 10**6), staff_channel=staff)
+    await ingestor.start()
+    try:
+        result = await ingestor(InboundMessage(
+            Channel.TELEGRAM, "bot", "1:1", (identity("telegram", 4242, "Анна"),),
+            clock.now(), text="Здравствуйте",
+        ))
+    finally:
+        await ingestor.stop()
+    return result.conversation_id
+
+
+async def _outbox(db: Database) -> list[Outbox]:
+    async with db.read() as conn:
+        return [row for row in (await conn.execute(select(Outbox).order_by(Outbox.id))).all()]
+
+
+async def _round(dispatcher: Dispatcher) -> int:
+    claimed = await dispatcher.run_once()
+    await dispatcher.drain()
+    return claimed
+
+
+async def test_reply_is_delivered_and_marked_sent(db: Database, tmp_path: Path) -> None:
+    clock = FrozenClock()
+    conv = await _client_conversation(db, clock, tmp_path)
+    queued = await reply(db, clock, conv, "Добрый день!", author="Anna")
+    channel = RecordingChannel()
+    dispatcher = Dispatcher(db, clock, {"telegram": channel}, SETTINGS)
+    assert await _round(dispatcher) == 1
+    assert [(m.recipient, m.text, m.kind) for m in channel.sent] == [("4242", "Добрый день!", "reply")]
+    assert channel.sent[0].idempotency_key
+    async with db.read() as conn:
+        row = (await conn.execute(select(Outbox.status, Outbox.external_id, Outbox.attempts))).one()
+        delivery = (await conn.execute(
+            select(Interaction.delivery).where(Interaction.id == queued.interaction_id)
+        )).scalar_one()
+    assert tuple(row) == ("sent", f"ext-{queued.outbox_id}", 1)
+    assert delivery == "sent"
+    assert await _round(dispatcher) == 0  # nothing is sent twice
+    assert len(channel.sent) == 1
+
+
+async def test_note_is_never_sent(db: Database, tmp_path: Path) -> None:
+    clock = FrozenClock()
+    conv = await _client_conversation(db, clock, tmp_path)
+    queued = await reply(db, clock, conv, "internal: VIP", author="Anna", note=True)
+    assert queued.outbox_id is None
+    channel = RecordingChannel()
+    assert await _round(Dispatcher(db, clock, {"telegram": channel}, SETTINGS)) == 0
+    assert channel.attempts == []
+
+
+async def test_temporary_failure_backs_off_then_succeeds(db: Database, tmp_path: Path) -> None:
+    clock = FrozenClock()
+    conv = await _client_conversation(db, clock, tmp_path)
+    await reply(db, clock, conv, "hi", author="Anna")
+    channel = RecordingChannel()
+    failures = iter([TemporaryDeliveryError("timeout"), None])
+    channel.fail = lambda m: next(failures)
+    dispatcher = Dispatcher(db, clock, {"telegram": channel}, SETTINGS)
+    assert await _round(dispatcher) == 1
+    (row,) = await _outbox(db)
+    assert row.status == "pending" and row.last_error == "timeout"
+    delay = (row.next_attempt_at - clock.now()).total_seconds()
+    assert 8 <= delay <= 12  # base 10 s, with jitter
+    assert await _round(dispatcher) == 0  # not due yet
+    clock.advance(timedelta(seconds=13))
+    assert await _round(dispatcher) == 1
+    (row,) = await _outbox(db)
+    assert (row.status, row.attempts) == ("sent", 2)
+    assert len(channel.sent) == 1
+
+
+async def test_retry_after_is_honored(db: Database, tmp_path: Path) -> None:
+    clock = FrozenClock()
+    conv = await _client_conversation(db, clock, tmp_path)
+    await reply(db, clock, conv, "hi", author="Anna")
+    channel = RecordingChannel()
+    channel.fail = lambda m: TemporaryDeliveryError("429 Too Many Requests", retry_after=37)
+    await _round(Dispatcher(db, clock, {"telegram": channel}, SETTINGS))
+    (row,) = await _outbox(db)
+    assert row.next_attempt_at == clock.now() + timedelta(seconds=37)
+
+
+async def test_permanent_failure_marks_interaction_and_tells_the_manager(
+    db: Database, tmp_path: Path
+) -> None:
+    clock = FrozenClock()
+    async with db.write() as conn:
+        await conn.execute(insert(Manager), {
+            "name": "Anna", "telegram_id": 777, "role": "manager", "capacity": 5,
+            "active": True, "away": False, "created_at": clock.now(),
+        })
+    conv = await _client_conversation(db, clock, tmp_path, staff="telegram")
+    queued = await reply(db, clock, conv, "hi", author="Anna")
+    channel = RecordingChannel()
+    channel.fail = lambda m: (
+        PermanentDeliveryError("Forbidden: bot was blocked by the user") if m.kind == "reply"
+        else None
+    )
+    dispatcher = Dispatcher(db, clock, {"telegram": channel}, SETTINGS, staff_channel="telegram")
+    while await _round(dispatcher):
+        pass
+    async with db.read() as conn:
+        delivery = (await conn.execute(
+            select(Interaction.delivery, Interaction.delivery_error)
+            .where(Interaction.id == queued.interaction_id)
+        )).one()
+        events = (await conn.execute(
+            select(Interaction.text).where(Interaction.direction == "event")
+        )).scalars().all()
+    assert delivery[0] == "failed" and "blocked" in delivery[1]
+    assert any("delivery failed" in e and "blocked" in e for e in events)
+    alerts = [m for m in channel.sent if m.kind == "delivery_failed"]
+    assert [a.recipient for a in alerts] == ["777"]
+    assert "blocked" in alerts[0].text
+    statuses = {r.kind: r.status for r in await _outbox(db)}
+    assert statuses["reply"] == "failed"
+
+
+async def test_gives_up_after_max_attempts(db: Database, tmp_path: Path) -> None:
+    clock = FrozenClock()
+    conv = await _client_conversation(db, clock, tmp_path)
+    queued = await reply(db, clock, conv, "hi", author="Anna")
+    channel = RecordingChannel()
+    channel.fail = lambda m: TemporaryDeliveryError("connection refused")
+    dispatcher = Dispatcher(db, clock, {"telegram": channel}, SETTINGS)
+    for _ in range(SETTINGS.max_attempts):
+        assert await _round(dispatcher) == 1
+        clock.advance(timedelta(seconds=SETTINGS.backoff_max_s * 2))
+    assert await _round(dispatcher) == 0
+    (row,) = await _outbox(db)
+    assert row.status == "failed" and "gave up after 3 attempts" in (row.last_error or "")
+    async with db.read() as conn:
+        assert (await conn.execute(select(Interaction.delivery)
+                                   .where(Interaction.id == queued.interaction_id))
+                ).scalar_one() == "failed"
+    assert len(channel.attempts) == 3
+
+
+async def test_expired_lease_is_claimed_again_once(db: Database, tmp_path: Path) -> None:
+    """A dispatcher that died mid-send leaves its row 'sending': after the lease
+    another one sends it, once."""
+    clock = FrozenClock()
+    conv = await _client_conversation(db, clock, tmp_path)
+    await reply(db, clock, conv, "hi", author="Anna")
+    async with db.write() as conn:
+        await conn.execute(update(Outbox).values(
+            status="sending", claimed_by="dead", claimed_until=clock.now() + timedelta(seconds=60)
+        ))
+    channel = RecordingChannel()
+    dispatcher = Dispatcher(db, clock, {"telegram": channel}, SETTINGS)
+    assert await _round(dispatcher) == 0  # the lease still holds
+    clock.advance(timedelta(seconds=61))
+    assert await _round(dispatcher) == 1
+    assert await _round(dispatcher) == 0
+    assert len(channel.sent) == 1
+
+
+async def test_two_dispatchers_send_each_row_once(db: Database, tmp_path: Path) -> None:
+    clock = FrozenClock()
+    conv = await _client_conversation(db, clock, tmp_path)
+    for i in range(60):
+        await reply(db, clock, conv, f"message {i}", author="Anna")
+    channel = RecordingChannel()
+    settings = DispatcherSection(batch=7, lease_s=60)
+    first = Dispatcher(db, clock, {"telegram": channel}, settings)
+    second = Dispatcher(db, clock, {"telegram": channel}, settings)
+
+    async def work(d: Dispatcher) -> None:
+        while await d.run_once():
+            await asyncio.sleep(0)
+        await d.drain()
+
+    await asyncio.gather(work(first), work(second))
+    await first.drain()
+    await second.drain()
+    texts = sorted(m.text for m in channel.sent)
+    assert texts == sorted(f"message {i}" for i in range(60))
+    assert first.sent > 0 and second.sent > 0
+
+
+async def test_dispatcher_loop_delivers_when_woken(db: Database, tmp_path: Path) -> None:
+    clock = FrozenClock(datetime.now(UTC))
+    conv = await _client_conversation(db, clock, tmp_path)
+    channel = RecordingChannel()
+    dispatcher = Dispatcher(db, clock, {"telegram": channel},
+                            DispatcherSection(idle_poll_s=30))
+    await dispatcher.start()
+    try:
+        await reply(db, clock, conv, "woken", author="Anna")
+        dispatcher.wake()
+        await channel.wait_for(lambda: len(channel.sent) == 1)
+    finally:
+        await dispatcher.stop()
+    assert channel.sent[0].text == "woken"
+
+
+def test_rate_limiter_spaces_sends_and_pauses() -> None:
+    now = [0.0]
+    limiter = RateLimiter(RateLimit(per_second=1, burst=2), monotonic=lambda: now[0])
+    assert limiter.delay("chat") == 0
+    limiter.take("chat")
+    limiter.take("chat")
+    assert limiter.delay("chat") == 1.0
+    assert limiter.delay("other") == 0
+    now[0] = 1.0
+    assert limiter.delay("chat") == 0
+    limiter.pause("chat", 30)
+    assert limiter.delay("chat") == 30
+    now[0] = 31.0
+    assert limiter.delay("chat") == 0
+
+
+async def test_per_recipient_limit_is_applied(db: Database, tmp_path: Path) -> None:
+    """Three replies to one chat at 50/s: the third waits for a token."""
+    clock = FrozenClock()
+    conv = await _client_conversation(db, clock, tmp_path)
+    for i in range(3):
+        await reply(db, clock, conv, f"m{i}", author="Anna")
+    channel = RecordingChannel(limits=ChannelLimits(per_recipient=RateLimit(50, burst=1)))
+    dispatcher = Dispatcher(db, clock, {"telegram": channel}, SETTINGS)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await _round(dispatcher)
+    assert [m.text for m in sorted(channel.sent, key=lambda m: m.outbox_id)] == ["m0", "m1", "m2"]
+    assert loop.time() - started >= 2 / 50 * 0.9

@@ -1,0 +1,49 @@
+"""The schema on both backends: migrations, WAL, append-only interactions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import delete, insert, text, update
+from sqlalchemy.exc import DBAPIError
+
+from storage import Database
+from storage.migrate import current, upgrade
+from storage.models import Client, Interaction
+
+
+async def test_migrations_are_applied_once(db: Database) -> None:
+    assert await current(db) == "0001"
+    assert await upgrade(db) == []
+
+
+async def test_sqlite_runs_in_wal_mode(db: Database, backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("SQLite only")
+    async with db.read() as conn:
+        assert (await conn.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
+        assert (await conn.execute(text("PRAGMA synchronous"))).scalar_one() == 2  # FULL
+
+
+async def test_interactions_are_append_only(db: Database) -> None:
+    now = datetime.now(UTC)
+    async with db.write() as conn:
+        client_id = (await conn.execute(insert(Client).returning(Client.id), {
+            "name": "A", "stage": "prospect", "opted_out": False,
+            "created_at": now, "updated_at": now,
+        })).scalar_one()
+        iid = (await conn.execute(insert(Interaction).returning(Interaction.id), {
+            "client_id": client_id, "direction": "in", "text": "hello", "at": now,
+        })).scalar_one()
+    async with db.write() as conn:  # delivery state may change
+        await conn.execute(update(Interaction).where(Interaction.id == iid).values(delivery="sent"))
+    with pytest.raises(DBAPIError, match="append-only"):
+        async with db.write() as conn:
+            await conn.execute(update(Interaction).where(Interaction.id == iid).values(text="x"))
+    with pytest.raises(DBAPIError, match="append-only"):
+        async with db.write() as conn:
+            await conn.execute(delete(Interaction).where(Interaction.id == iid))
+    async with db.read() as conn:
+        row = (await conn.execute(text("SELECT text, delivery FROM interactions"))).one()
+    assert tuple(row) == ("hello", "sent")
