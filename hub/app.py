@@ -119,18 +119,24 @@ class Hub:
             await dispatcher.start()
             stack.push_async_callback(dispatcher.stop)
 
-            for name, channel in self.channels.items():
-                await channel.start(ingestor)
-                stack.push_async_callback(channel.stop)
-                loggers.event(log, "channel.started", channel=name)
-
+            # The admin API first: /healthz answers 503 until every channel listens.
             host, port = split_listen(config.admin.listen)
             admin = self.admin = AdminServer(
-                create_app(db, config.admin.token.get_secret_value(), lambda: self.ready)
+                create_app(
+                    db,
+                    config.admin.token.get_secret_value(),
+                    lambda: self.ready,
+                    default_region=config.hub.default_region,
+                )
             )
             await admin.start(host, port)
             stack.push_async_callback(admin.stop)
             loggers.event(log, "admin.listening", address=f"{host}:{admin.port}")
+
+            for name, channel in self.channels.items():
+                await channel.start(ingestor)
+                stack.push_async_callback(channel.stop)
+                loggers.event(log, "channel.started", channel=name)
 
             self.ready = True
             loggers.event(log, "hub.ready", channels=",".join(self.channels) or "none")

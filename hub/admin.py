@@ -1,0 +1,281 @@
+"""The admin HTTP API (aiohttp): health, client search and cards, timelines, conversations.
+
+JSON over HTTP, read-only. Every ``/api/`` call needs ``Authorization: Bearer
+<token>`` (RFC 6750), else 401 with ``WWW-Authenticate``. Errors are JSON
+``{"error": message}``: 400 naming the bad parameter, 404 for an unknown client
+or route. Times are ISO 8601 with a UTC offset. One log line per request on
+``hub.admin`` (method, path, status, milliseconds); the token is never logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from sqlalchemy.exc import DBAPIError
+
+from hub import loggers
+from hub.identities import InvalidIdentity, identity
+from hub.types import ConversationStatus, IdentityKind
+from storage import Database
+from storage import read as q
+
+log = loggers.admin
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+MAX_QUERY = 200
+_MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
+_HUGE = 10**18
+_INTEGER = re.compile(r"[0-9]+")
+_PHONE_LIKE = re.compile(r"[0-9\s()+.\-]*[0-9][0-9\s()+.\-]*")
+_STATUSES = tuple(s.value for s in ConversationStatus)
+
+
+class BadRequest(ValueError):
+    """A request parameter is invalid; the message names it."""
+
+
+def create_app(
+    db: Database,
+    token: str,
+    ready: Callable[[], bool],
+    *,
+    default_region: str | None = None,
+) -> web.Application:
+    """The admin application; ``ready()`` tells whether every channel is listening.
+
+    ``default_region`` (``hub.default_region``) reads phone numbers written in a
+    national format (``8 916 …``) in searches.
+    """
+    if not token:
+        raise ValueError("the admin API needs a non-empty token")
+    api = _Api(db, ready, default_region)
+    app = web.Application(middlewares=[_middleware(token.encode())])
+    app.router.add_get("/healthz", api.healthz)
+    app.router.add_get("/api/clients", api.clients)
+    app.router.add_get("/api/clients/{id}", api.client)
+    app.router.add_get("/api/clients/{id}/timeline", api.timeline)
+    app.router.add_get("/api/conversations", api.conversations)
+    return app
+
+
+class AdminServer:
+    """Serves an admin application on ``host:port``; ``port`` is the bound one (0 = any free)."""
+
+    def __init__(self, app: web.Application, *, shutdown_timeout: float = 5.0) -> None:
+        self.app = app
+        self.shutdown_timeout = shutdown_timeout
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=self.shutdown_timeout,
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+
+class _Api:
+    def __init__(self, db: Database, ready: Callable[[], bool], region: str | None) -> None:
+        self.db = db
+        self.ready = ready
+        self.region = region
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        if self.ready():
+            return _json({"status": "ok"})
+        return _json({"status": "starting"}, status=503)
+
+    async def clients(self, request: web.Request) -> web.Response:
+        text = request.query.get("q", "").strip()
+        if len(text) > MAX_QUERY:
+            raise BadRequest(f"q: longer than {MAX_QUERY} characters")
+        limit, offset = _paging(request)
+        search = _search(text, self.region) if text else None
+        async with self.db.read() as conn:
+            found = await q.search_clients(conn, search, limit=limit, offset=offset)
+        return _json([dataclasses.asdict(c) for c in found])
+
+    async def client(self, request: web.Request) -> web.Response:
+        client_id = _client_id(request)
+        card = None
+        if client_id <= _MAX_ID:
+            async with self.db.read() as conn:
+                card = await q.client_card(conn, client_id)
+        if card is None:
+            return _not_found(request)
+        return _json(dataclasses.asdict(card))
+
+    async def timeline(self, request: web.Request) -> web.Response:
+        client_id = _client_id(request)
+        if client_id > _MAX_ID:
+            return _not_found(request)
+        async with self.db.read() as conn:
+            if not await q.client_exists(conn, client_id):
+                return _not_found(request)
+            items = await q.timeline(conn, client_id)
+        return _json([dataclasses.asdict(i) for i in items])
+
+    async def conversations(self, request: web.Request) -> web.Response:
+        status = request.query.get("status") or None
+        if status is not None and status not in _STATUSES:
+            raise BadRequest(f"status: must be one of {', '.join(_STATUSES)} (got {status!r})")
+        limit, offset = _paging(request)
+        async with self.db.read() as conn:
+            found = await q.list_conversations(conn, status, limit=limit, offset=offset)
+        return _json([dataclasses.asdict(c) for c in found])
+
+
+def _search(text: str, region: str | None) -> q.ClientSearch:
+    """Read a search box query: a name or address fragment, a phone written any way, an id."""
+    exact: list[tuple[str, str]] = []
+    for kind in IdentityKind:
+        try:
+            found = identity(kind, text, default_region=region)
+        except (InvalidIdentity, ValueError):  # idna refuses some hosts with ValueError
+            continue
+        exact.append((found.kind.value, found.value))
+    digits = "".join(ch for ch in text if ch.isdigit()) if _PHONE_LIKE.fullmatch(text) else ""
+    return q.ClientSearch(text=text, phone_digits=digits, exact=tuple(exact))
+
+
+def _paging(request: web.Request) -> tuple[int, int]:
+    limit = _integer(request, "limit", DEFAULT_LIMIT)
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit: must be from 1 to {MAX_LIMIT} (got {limit})")
+    offset = _integer(request, "offset", 0)
+    if offset > _MAX_ID:
+        raise BadRequest(f"offset: must be at most {_MAX_ID} (got {offset})")
+    return limit, offset
+
+
+def _integer(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not _INTEGER.fullmatch(raw):
+        raise BadRequest(f"{name}: must be a non-negative integer (got {raw[:40]!r})")
+    return _to_int(raw)
+
+
+def _client_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not _INTEGER.fullmatch(raw) or _to_int(raw) < 1:
+        raise BadRequest(f"id: must be a positive integer (got {raw[:40]!r})")
+    return _to_int(raw)
+
+
+def _to_int(digits: str) -> int:
+    # Anything this long is out of every range we accept; int() of thousands of
+    # digits would raise (CPython's int_max_str_digits) and costs time for nothing.
+    return int(digits) if len(digits) <= 18 else _HUGE
+
+
+def _not_found(request: web.Request) -> web.Response:
+    return _error(404, f"client {request.match_info['id'][:40]} not found")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, ensure_ascii=False, default=_default),
+        status=status,
+        content_type="application/json",
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return _json({"error": message}, status=status, headers=headers)
+
+
+def _authorized(request: web.Request, token: bytes) -> bool | None:
+    """``None`` when no bearer token was given, else whether it is the right one."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    given = given.strip()
+    if scheme.lower() != "bearer" or not given:
+        return None
+    return hmac.compare_digest(given.encode(), token)
+
+
+def _middleware(token: bytes) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        response = await _handle(request, handler, token)
+        loggers.event(
+            log,
+            "admin.request",
+            method=request.method,
+            path=request.path,
+            status=response.status,
+            ms=f"{(time.perf_counter() - started) * 1000:.1f}",
+        )
+        return response
+
+    return middleware
+
+
+async def _handle(request: web.Request, handler: Handler, token: bytes) -> web.StreamResponse:
+    if request.path == "/api" or request.path.startswith("/api/"):
+        authorized = _authorized(request, token)
+        if not authorized:
+            challenge = 'Bearer realm="hub"'
+            if authorized is False:
+                challenge += ', error="invalid_token"'
+            return _error(
+                401,
+                "missing bearer token" if authorized is None else "invalid bearer token",
+                {"WWW-Authenticate": challenge},
+            )
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return _error(400, str(exc))
+    except web.HTTPException as exc:
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        message = f"not found: {request.path}" if exc.status == 404 else exc.reason
+        return _error(exc.status, message, headers)
+    except (DBAPIError, OSError) as exc:
+        loggers.event(
+            log,
+            "admin.storage_failed",
+            logging.WARNING,
+            path=request.path,
+            error=type(exc).__name__,
+        )
+        return _error(503, "storage unavailable")
+    except Exception:
+        log.exception("admin.error path=%s", request.path)
+        return _error(500, "internal error")

@@ -1,0 +1,284 @@
+"""The read queries behind the admin API: client search, client card, timeline, conversations.
+
+Read-only; every function takes a connection from ``Database.read()``. Name search
+folds case per character in the pattern itself (``[аА][нН]…``: GLOB on SQLite, a
+regular expression on PostgreSQL), because both ``lower()`` implementations fold
+only ASCII (SQLite always, PostgreSQL under the C locale) and clients' names are
+often Cyrillic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, Select, Table, and_, false, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.models import Client, Conversation, Identity, Interaction, Manager
+
+clients = cast(Table, Client.__table__)
+identities = cast(Table, Identity.__table__)
+conversations = cast(Table, Conversation.__table__)
+interactions = cast(Table, Interaction.__table__)
+managers = cast(Table, Manager.__table__)
+
+_GLOB_SPECIAL = frozenset("*?[")
+_REGEX_SPECIAL = frozenset("\\^$.|?*+()[]{}")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSearch:
+    """What a search box query means, as the caller understood it.
+
+    ``text`` matches names (case-insensitive substring) and email addresses
+    (substring of the normalized address); ``phone_digits`` is a substring of a
+    phone number's digits; ``exact`` lists identities ``(kind, value)`` the query
+    normalizes to (an email with a Unicode domain, a phone with a trunk prefix, a
+    Telegram id).
+    """
+
+    text: str = ""
+    phone_digits: str = ""
+    exact: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityView:
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSummary:
+    id: int
+    name: str | None
+    stage: str
+    owner: str | None
+    identities: tuple[IdentityView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationView:
+    id: int
+    client_id: int
+    channel: str
+    status: str
+    assignee: str | None
+    subject: str | None
+    created_at: datetime
+    first_response_at: datetime | None
+    due_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCard:
+    id: int
+    name: str | None
+    stage: str
+    owner: str | None
+    identities: tuple[IdentityView, ...]
+    tags: tuple[str, ...]
+    language: str | None
+    source: str | None
+    created_at: datetime
+    open_conversations: tuple[ConversationView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionView:
+    id: int
+    at: datetime
+    direction: str
+    channel: str | None
+    author: str | None
+    text: str
+    conversation_id: int | None
+    delivery: str | None
+
+
+async def search_clients(
+    conn: AsyncConnection, search: ClientSearch | None, *, limit: int = 100, offset: int = 0
+) -> list[ClientSummary]:
+    """Clients matching ``search`` (all clients when ``None``), ordered by id."""
+    c, m = clients.c, managers.c
+    query = select(c.id, c.name, c.stage, m.name.label("owner")).join_from(
+        clients, managers, c.owner_id == m.id, isouter=True
+    )
+    if search is not None:
+        query = query.where(_matches(search, conn.dialect.name))
+    rows = (await conn.execute(query.order_by(c.id).limit(limit).offset(offset))).all()
+    found = await _identities(conn, [row.id for row in rows])
+    return [
+        ClientSummary(row.id, row.name, row.stage, row.owner, found.get(row.id, ())) for row in rows
+    ]
+
+
+async def client_card(conn: AsyncConnection, client_id: int) -> ClientCard | None:
+    """The client's card with its open (not resolved) conversations; ``None`` if unknown."""
+    c, m = clients.c, managers.c
+    row = (
+        await conn.execute(
+            select(
+                c.id,
+                c.name,
+                c.stage,
+                m.name.label("owner"),
+                c.tags,
+                c.language,
+                c.source,
+                c.created_at,
+            )
+            .join_from(clients, managers, c.owner_id == m.id, isouter=True)
+            .where(c.id == client_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    found = await _identities(conn, [client_id])
+    open_conversations = await _conversations(
+        conn,
+        _conversation_query()
+        .where(conversations.c.client_id == client_id, conversations.c.status != "resolved")
+        .order_by(conversations.c.id),
+    )
+    return ClientCard(
+        id=row.id,
+        name=row.name,
+        stage=row.stage,
+        owner=row.owner,
+        identities=found.get(client_id, ()),
+        tags=tuple(row.tags or ()),
+        language=row.language,
+        source=row.source,
+        created_at=row.created_at,
+        open_conversations=tuple(open_conversations),
+    )
+
+
+async def client_exists(conn: AsyncConnection, client_id: int) -> bool:
+    found = await conn.execute(select(clients.c.id).where(clients.c.id == client_id))
+    return found.first() is not None
+
+
+async def timeline(conn: AsyncConnection, client_id: int) -> list[InteractionView]:
+    """Every interaction of the client, oldest first (ties by id, the order of writing)."""
+    t = interactions.c
+    rows = await conn.execute(
+        select(t.id, t.at, t.direction, t.channel, t.author, t.text, t.conversation_id, t.delivery)
+        .where(t.client_id == client_id)
+        .order_by(t.at, t.id)
+    )
+    return [InteractionView(*row) for row in rows]
+
+
+async def list_conversations(
+    conn: AsyncConnection, status: str | None = None, *, limit: int = 100, offset: int = 0
+) -> list[ConversationView]:
+    """Conversations in ``status`` (all when ``None``), ordered by id."""
+    query = _conversation_query()
+    if status is not None:
+        query = query.where(conversations.c.status == status)
+    return await _conversations(
+        conn, query.order_by(conversations.c.id).limit(limit).offset(offset)
+    )
+
+
+def _conversation_query() -> Select[Any]:
+    v, m = conversations.c, managers.c
+    return select(
+        v.id,
+        v.client_id,
+        v.channel,
+        v.status,
+        m.name.label("assignee"),
+        v.subject,
+        v.created_at,
+        v.first_response_at,
+        v.due_at,
+    ).join_from(conversations, managers, v.assignee_id == m.id, isouter=True)
+
+
+async def _conversations(conn: AsyncConnection, query: Select[Any]) -> list[ConversationView]:
+    return [ConversationView(*row) for row in await conn.execute(query)]
+
+
+async def _identities(
+    conn: AsyncConnection, client_ids: Sequence[int]
+) -> dict[int, tuple[IdentityView, ...]]:
+    if not client_ids:
+        return {}
+    i = identities.c
+    rows = await conn.execute(
+        select(i.client_id, i.kind, i.value).where(i.client_id.in_(client_ids)).order_by(i.id)
+    )
+    found: dict[int, list[IdentityView]] = {}
+    for client_id, kind, value in rows:
+        found.setdefault(client_id, []).append(IdentityView(kind, value))
+    return {k: tuple(v) for k, v in found.items()}
+
+
+def _matches(search: ClientSearch, dialect: str) -> ColumnElement[bool]:
+    c, i = clients.c, identities.c
+    by_identity: list[ColumnElement[bool]] = []
+    by_name: ColumnElement[bool] = false()
+    if search.text:
+        if dialect == "sqlite":
+            by_name = c.name.op("GLOB")(f"*{_glob(search.text)}*")
+        else:
+            by_name = c.name.regexp_match(_regex(search.text))
+        by_identity.append(
+            and_(
+                i.kind == "email",
+                i.value.like(f"%{_like(search.text.lower())}%", escape="\\"),
+            )
+        )
+    if search.phone_digits:
+        by_identity.append(
+            and_(i.kind == "phone", i.value.like(f"%{_like(search.phone_digits)}%", escape="\\"))
+        )
+    by_identity.extend(and_(i.kind == kind, i.value == value) for kind, value in search.exact)
+    if not by_identity:
+        return by_name
+    return or_(by_name, c.id.in_(select(i.client_id).where(or_(*by_identity))))
+
+
+def _cases(char: str) -> str:
+    """The one-character spellings of ``char`` in either case, itself first."""
+    variants = [char]
+    for other in (char.lower(), char.upper()):
+        if len(other) == 1 and other not in variants:
+            variants.append(other)
+    return "".join(variants)
+
+
+def _glob(text: str) -> str:
+    """A SQLite GLOB pattern matching ``text`` in any letter case."""
+    out = []
+    for char in text:
+        cases = _cases(char)
+        if len(cases) > 1 or char in _GLOB_SPECIAL:
+            out.append(f"[{cases}]")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _regex(text: str) -> str:
+    """A PostgreSQL regular expression (ARE) matching ``text`` in any letter case."""
+    out = []
+    for char in text:
+        cases = _cases(char)
+        if len(cases) > 1:
+            out.append(f"[{cases}]")
+        elif char in _REGEX_SPECIAL:
+            out.append(f"\\{char}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
