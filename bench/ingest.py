@@ -40,19 +40,30 @@ async def seed_managers(db: Database) -> None:
 
     now = datetime.now(UTC)
     async with db.write() as conn:
-        await conn.execute(insert(Manager), [
-            {"name": f"Manager {i}", "telegram_id": 1000 + i, "role": "manager", "capacity": 10**6,
-             "active": True, "away": False, "created_at": now}
-            for i in range(3)
-        ])
+        await conn.execute(
+            insert(Manager),
+            [
+                {
+                    "name": f"Manager {i}",
+                    "telegram_id": 1000 + i,
+                    "role": "manager",
+                    "capacity": 10**6,
+                    "active": True,
+                    "away": False,
+                    "created_at": now,
+                }
+                for i in range(3)
+            ],
+        )
 
 
 async def run_hub(path: Path, messages: list[InboundMessage], senders: int) -> tuple[float, int]:
     db = Database(f"sqlite+aiosqlite:///{path}")
     await upgrade(db)
     await seed_managers(db)
-    ingestor = Ingestor(db, SystemClock(), AttachmentStore(path.parent / "files", 10**7),
-                        staff_channel="telegram")
+    ingestor = Ingestor(
+        db, SystemClock(), AttachmentStore(path.parent / "files", 10**7), staff_channel="telegram"
+    )
     await ingestor.start()
     work = iter(messages)
 
@@ -71,10 +82,13 @@ async def run_hub(path: Path, messages: list[InboundMessage], senders: int) -> t
 def run_raw(source: Path, target: Path, transactions: int) -> tuple[float, int]:
     """Insert the rows the hub wrote into a fresh copy of the schema, timed."""
     src = sqlite3.connect(source)
-    schema = [sql for (sql,) in src.execute(
-        "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
-        "ORDER BY type = 'table' DESC"
-    )]
+    schema = [
+        sql
+        for (sql,) in src.execute(
+            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY type = 'table' DESC"
+        )
+    ]
     data = {t: src.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES}
     managers = src.execute("SELECT * FROM managers").fetchall()
     src.close()
@@ -115,9 +129,12 @@ def main() -> None:
     now = datetime.now(UTC)
     messages = [
         InboundMessage(
-            Channel.TELEGRAM, "bot", f"{i % args.clients}:{i}",
+            Channel.TELEGRAM,
+            "bot",
+            f"{i % args.clients}:{i}",
             (identity("telegram", 10_000 + i % args.clients, f"Client {i % args.clients}"),),
-            now, text=f"Message {i}: добрый день, подскажите статус заказа номер {i * 7}",
+            now,
+            text=f"Message {i}: добрый день, подскажите статус заказа номер {i * 7}",
         )
         for i in range(args.messages)
     ]
@@ -127,10 +144,14 @@ def main() -> None:
         raw_s, rows = run_raw(hub_db, raw_db, batches)
     hub_rate, raw_rate = args.messages / hub_s, args.messages / raw_s
     print(f"messages {args.messages}, senders {args.senders}, clients {args.clients}")
-    print(f"hub ingest: {hub_s:.2f} s, {hub_rate:,.0f} interactions/s, "
-          f"{batches} group commits (avg {args.messages / batches:.0f} messages)")
-    print(f"raw sqlite3 executemany of the same {rows:,} rows in {batches} transactions: "
-          f"{raw_s:.2f} s, {raw_rate:,.0f} messages/s")
+    print(
+        f"hub ingest: {hub_s:.2f} s, {hub_rate:,.0f} interactions/s, "
+        f"{batches} group commits (avg {args.messages / batches:.0f} messages)"
+    )
+    print(
+        f"raw sqlite3 executemany of the same {rows:,} rows in {batches} transactions: "
+        f"{raw_s:.2f} s, {raw_rate:,.0f} messages/s"
+    )
     print(f"ratio hub/raw: {hub_rate / raw_rate:.2f} (target >= 0.5; and >= 20,000/s)")
 
 

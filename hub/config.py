@@ -302,21 +302,52 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _problems(exc: ValidationError) -> list[str]:
+_SECRET_WORDS = ("token", "password", "secret")
+
+
+def _required_fields(loc: tuple[int | str, ...]) -> list[str]:
+    """The required keys of a missing section (``admin`` -> ``token``)."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            return []
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+    if model is None:
+        return []
+    return [name for name, f in model.model_fields.items() if f.is_required()]
+
+
+def _problems(exc: ValidationError, skip: set[str]) -> list[str]:
     lines: list[str] = []
     for err in exc.errors():
-        path = _path(tuple(err["loc"]))
+        loc = tuple(err["loc"])
+        path = _path(loc)
+        if path in skip:
+            continue  # already reported: its environment variable is not set
         ctx_error = err.get("ctx", {}).get("error")
         if isinstance(ctx_error, _MissingKeys):
             lines.extend(f"{path}.{key}: missing" for key in ctx_error.keys)
             continue
         if err["type"] == "missing":
+            required = _required_fields(loc)
+            if required:
+                lines.extend(f"{path}.{key}: missing" for key in required)
+                continue
             message = "missing"
         elif err["type"] == "extra_forbidden":
             message = "unknown key"
         else:
             message = err["msg"].removeprefix("Value error, ")
-            if err["type"] not in ("value_error", "assertion_error"):
+            secret = any(word in str(part) for part in loc for word in _SECRET_WORDS)
+            if err["type"] not in ("value_error", "assertion_error") and not secret:
                 message += f" (got {err.get('input')!r})"
         lines.append(f"{path}: {message}")
     return lines
@@ -326,10 +357,11 @@ def parse(data: dict[str, Any]) -> Config:
     """Validate a config mapping (as read from TOML); raise :class:`ConfigError`."""
     problems: list[str] = []
     expanded = _expand(data, "", problems)
+    unset = {line.split(": ", 1)[0] for line in problems}
     try:
         config = Config.model_validate(expanded)
     except ValidationError as exc:
-        problems.extend(_problems(exc))
+        problems.extend(_problems(exc, unset))
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)

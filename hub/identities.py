@@ -9,7 +9,11 @@ import phonenumbers
 from hub.errors import HubError
 from hub.types import Identity, IdentityKind
 
-_EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]{2,}$")
+_LOCAL = re.compile(r"^[^@\s<>()\[\],;:\"]+$")
+# An ASCII (already IDNA-encoded) domain: dot-separated labels, no label starting or
+# ending with "-", a top-level label of two characters or more.
+_DOMAIN = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z0-9-]{2,}$")
+_TELEGRAM = re.compile(r"^-?[0-9]+$")
 
 
 class InvalidIdentity(HubError):
@@ -18,12 +22,19 @@ class InvalidIdentity(HubError):
 
 def normalize_email(value: str) -> str:
     value = value.strip()
-    if not _EMAIL.match(value):
+    local, at, domain = value.partition("@")
+    if not at or not _LOCAL.match(local):
         raise InvalidIdentity(f"not an email address: {value!r}")
-    local, _, domain = value.rpartition("@")
+    try:
+        # An internationalized domain (пример.рф) is kept in its ASCII form (RFC 5891).
+        domain = domain.lower().encode("idna").decode("ascii")
+    except UnicodeError:
+        raise InvalidIdentity(f"not an email address: {value!r}") from None
+    if not _DOMAIN.match(domain):
+        raise InvalidIdentity(f"not an email address: {value!r}")
     # Local parts are case-sensitive by the RFC, but no real provider treats them so;
     # one client writing "Anna@" and "anna@" must stay one client.
-    return f"{local.lower()}@{domain.lower().encode('idna').decode('ascii')}"
+    return f"{local.lower()}@{domain}"
 
 
 def normalize_phone(value: str, default_region: str | None = None) -> str:
@@ -38,7 +49,7 @@ def normalize_phone(value: str, default_region: str | None = None) -> str:
 
 def normalize_telegram(value: str | int) -> str:
     text = str(value).strip()
-    if not text.lstrip("-").isdigit():
+    if not _TELEGRAM.match(text):
         raise InvalidIdentity(f"not a Telegram user id: {value!r}")
     return str(int(text))
 
@@ -51,7 +62,10 @@ def identity(
     default_region: str | None = None,
 ) -> Identity:
     """Build a normalized :class:`Identity`; raise :class:`InvalidIdentity` on bad input."""
-    kind = IdentityKind(kind)
+    try:
+        kind = IdentityKind(kind)
+    except ValueError:
+        raise InvalidIdentity(f"unknown identity kind {kind!r}") from None
     if kind is IdentityKind.EMAIL:
         norm = normalize_email(str(value))
     elif kind is IdentityKind.PHONE:

@@ -7,7 +7,22 @@ from dataclasses import dataclass
 from datetime import datetime, time
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_DAYS_RU = ("пн", "вт", "ср", "чт", "пт", "сб", "вс")
+# Every accepted spelling, English and Russian, by weekday (Monday is 0).
+_DAY_NAMES = {
+    name: day
+    for day, names in enumerate(
+        (
+            ("mon", "monday", "пн", "пнд", "пон", "понедельник"),
+            ("tue", "tues", "tuesday", "вт", "втр", "вторник"),
+            ("wed", "wednesday", "ср", "срд", "среда"),
+            ("thu", "thur", "thurs", "thursday", "чт", "чтв", "четверг"),
+            ("fri", "friday", "пт", "птн", "пятница"),
+            ("sat", "saturday", "сб", "сбт", "суббота"),
+            ("sun", "sunday", "вс", "вск", "воскресенье"),
+        )
+    )
+    for name in names
+}
 _SPAN = re.compile(
     r"^\s*(?P<days>[^\s\d]+(?:\s*-\s*[^\s\d]+)?(?:\s*,\s*[^\s\d]+(?:\s*-\s*[^\s\d]+)?)*)\s+"
     r"(?P<start>\d{1,2}:\d{2})\s*-\s*(?P<end>\d{1,2}:\d{2})\s*$"
@@ -45,12 +60,10 @@ class Hours:
 
 
 def _day(name: str) -> int:
-    key = name.strip().lower()[:3]
-    if key in DAYS:
-        return DAYS.index(key)
-    if key[:2] in _DAYS_RU:
-        return _DAYS_RU.index(key[:2])
-    raise HoursError(f"unknown day {name.strip()!r}")
+    day = _DAY_NAMES.get(name.strip().lower().rstrip("."))
+    if day is None:
+        raise HoursError(f"unknown day {name.strip()!r}")
+    return day
 
 
 def _time(text: str) -> time:
@@ -77,7 +90,8 @@ def parse_hours(text: str) -> Hours:
             b = _day(last) if last else a
             days.update((a + i) % 7 for i in range((b - a) % 7 + 1))
         start, end = _time(match.group("start")), _time(match.group("end"))
-        if start == end:
+        # "00:00-24:00" is a whole day: start == end, read by contains() as such.
+        if start == end and match.group("end") != "24:00":
             raise HoursError(f"empty span {part.strip()!r}")
         spans.append(Span(frozenset(days), start, end))
     if not spans:

@@ -46,8 +46,10 @@ class PgServer:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
 
     def stop(self) -> None:
-        _run_as_owner([f"{self.bindir}/pg_ctl", "-D", f"{self.root}/data", "-m", "immediate",
-                       "-w", "stop"], check=False)
+        _run_as_owner(
+            [f"{self.bindir}/pg_ctl", "-D", f"{self.root}/data", "-m", "immediate", "-w", "stop"],
+            check=False,
+        )
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -66,12 +68,37 @@ def start() -> PgServer:
         os.chown(root, pw.pw_uid, pw.pw_gid)
     server = PgServer(_free_port(), root, bindir)
     try:
-        _run_as_owner([f"{bindir}/initdb", "-D", f"{root}/data", "-U", server.user, "-A", "trust",
-                       "-E", "UTF8", "--no-locale"])
-        options = (f"-p {server.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
-        _run_as_owner([f"{bindir}/pg_ctl", "-D", f"{root}/data", "-o", options,
-                       "-l", f"{root}/log", "-w", "start"])
+        _run_as_owner(
+            [
+                f"{bindir}/initdb",
+                "-D",
+                f"{root}/data",
+                "-U",
+                server.user,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ]
+        )
+        options = (
+            f"-p {server.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+        )
+        _run_as_owner(
+            [
+                f"{bindir}/pg_ctl",
+                "-D",
+                f"{root}/data",
+                "-o",
+                options,
+                "-l",
+                f"{root}/log",
+                "-w",
+                "start",
+            ]
+        )
     except subprocess.CalledProcessError as exc:
         log = ""
         if os.path.exists(f"{root}/log"):

@@ -27,15 +27,22 @@ from tests.fakes import RecordingChannel
 SETTINGS = DispatcherSection(max_attempts=3, backoff_base_s=10, backoff_max_s=100, lease_s=60)
 
 
-async def _client_conversation(db: Database, clock: FrozenClock, tmp_path: Path,
-                               staff: str | None = None) -> int:
+async def _client_conversation(
+    db: Database, clock: FrozenClock, tmp_path: Path, staff: str | None = None
+) -> int:
     ingestor = Ingestor(db, clock, AttachmentStore(tmp_path / "files", 10**6), staff_channel=staff)
     await ingestor.start()
     try:
-        result = await ingestor(InboundMessage(
-            Channel.TELEGRAM, "bot", "1:1", (identity("telegram", 4242, "Анна"),),
-            clock.now(), text="Здравствуйте",
-        ))
+        result = await ingestor(
+            InboundMessage(
+                Channel.TELEGRAM,
+                "bot",
+                "1:1",
+                (identity("telegram", 4242, "Анна"),),
+                clock.now(),
+                text="Здравствуйте",
+            )
+        )
     finally:
         await ingestor.stop()
     return result.conversation_id
@@ -59,13 +66,17 @@ async def test_reply_is_delivered_and_marked_sent(db: Database, tmp_path: Path) 
     channel = RecordingChannel()
     dispatcher = Dispatcher(db, clock, {"telegram": channel}, SETTINGS)
     assert await _round(dispatcher) == 1
-    assert [(m.recipient, m.text, m.kind) for m in channel.sent] == [("4242", "Добрый день!", "reply")]
+    assert [(m.recipient, m.text, m.kind) for m in channel.sent] == [
+        ("4242", "Добрый день!", "reply")
+    ]
     assert channel.sent[0].idempotency_key
     async with db.read() as conn:
         row = (await conn.execute(select(Outbox.status, Outbox.external_id, Outbox.attempts))).one()
-        delivery = (await conn.execute(
-            select(Interaction.delivery).where(Interaction.id == queued.interaction_id)
-        )).scalar_one()
+        delivery = (
+            await conn.execute(
+                select(Interaction.delivery).where(Interaction.id == queued.interaction_id)
+            )
+        ).scalar_one()
     assert tuple(row) == ("sent", f"ext-{queued.outbox_id}", 1)
     assert delivery == "sent"
     assert await _round(dispatcher) == 0  # nothing is sent twice
@@ -119,28 +130,42 @@ async def test_permanent_failure_marks_interaction_and_tells_the_manager(
 ) -> None:
     clock = FrozenClock()
     async with db.write() as conn:
-        await conn.execute(insert(Manager), {
-            "name": "Anna", "telegram_id": 777, "role": "manager", "capacity": 5,
-            "active": True, "away": False, "created_at": clock.now(),
-        })
+        await conn.execute(
+            insert(Manager),
+            {
+                "name": "Anna",
+                "telegram_id": 777,
+                "role": "manager",
+                "capacity": 5,
+                "active": True,
+                "away": False,
+                "created_at": clock.now(),
+            },
+        )
     conv = await _client_conversation(db, clock, tmp_path, staff="telegram")
     queued = await reply(db, clock, conv, "hi", author="Anna")
     channel = RecordingChannel()
     channel.fail = lambda m: (
-        PermanentDeliveryError("Forbidden: bot was blocked by the user") if m.kind == "reply"
+        PermanentDeliveryError("Forbidden: bot was blocked by the user")
+        if m.kind == "reply"
         else None
     )
     dispatcher = Dispatcher(db, clock, {"telegram": channel}, SETTINGS, staff_channel="telegram")
     while await _round(dispatcher):
         pass
     async with db.read() as conn:
-        delivery = (await conn.execute(
-            select(Interaction.delivery, Interaction.delivery_error)
-            .where(Interaction.id == queued.interaction_id)
-        )).one()
-        events = (await conn.execute(
-            select(Interaction.text).where(Interaction.direction == "event")
-        )).scalars().all()
+        delivery = (
+            await conn.execute(
+                select(Interaction.delivery, Interaction.delivery_error).where(
+                    Interaction.id == queued.interaction_id
+                )
+            )
+        ).one()
+        events = (
+            (await conn.execute(select(Interaction.text).where(Interaction.direction == "event")))
+            .scalars()
+            .all()
+        )
     assert delivery[0] == "failed" and "blocked" in delivery[1]
     assert any("delivery failed" in e and "blocked" in e for e in events)
     alerts = [m for m in channel.sent if m.kind == "delivery_failed"]
@@ -164,9 +189,11 @@ async def test_gives_up_after_max_attempts(db: Database, tmp_path: Path) -> None
     (row,) = await _outbox(db)
     assert row.status == "failed" and "gave up after 3 attempts" in (row.last_error or "")
     async with db.read() as conn:
-        assert (await conn.execute(select(Interaction.delivery)
-                                   .where(Interaction.id == queued.interaction_id))
-                ).scalar_one() == "failed"
+        assert (
+            await conn.execute(
+                select(Interaction.delivery).where(Interaction.id == queued.interaction_id)
+            )
+        ).scalar_one() == "failed"
     assert len(channel.attempts) == 3
 
 
@@ -177,9 +204,13 @@ async def test_expired_lease_is_claimed_again_once(db: Database, tmp_path: Path)
     conv = await _client_conversation(db, clock, tmp_path)
     await reply(db, clock, conv, "hi", author="Anna")
     async with db.write() as conn:
-        await conn.execute(update(Outbox).values(
-            status="sending", claimed_by="dead", claimed_until=clock.now() + timedelta(seconds=60)
-        ))
+        await conn.execute(
+            update(Outbox).values(
+                status="sending",
+                claimed_by="dead",
+                claimed_until=clock.now() + timedelta(seconds=60),
+            )
+        )
     channel = RecordingChannel()
     dispatcher = Dispatcher(db, clock, {"telegram": channel}, SETTINGS)
     assert await _round(dispatcher) == 0  # the lease still holds
@@ -216,8 +247,7 @@ async def test_dispatcher_loop_delivers_when_woken(db: Database, tmp_path: Path)
     clock = FrozenClock(datetime.now(UTC))
     conv = await _client_conversation(db, clock, tmp_path)
     channel = RecordingChannel()
-    dispatcher = Dispatcher(db, clock, {"telegram": channel},
-                            DispatcherSection(idle_poll_s=30))
+    dispatcher = Dispatcher(db, clock, {"telegram": channel}, DispatcherSection(idle_poll_s=30))
     await dispatcher.start()
     try:
         await reply(db, clock, conv, "woken", author="Anna")

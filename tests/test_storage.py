@@ -29,13 +29,29 @@ async def test_sqlite_runs_in_wal_mode(db: Database, backend: str) -> None:
 async def test_interactions_are_append_only(db: Database) -> None:
     now = datetime.now(UTC)
     async with db.write() as conn:
-        client_id = (await conn.execute(insert(Client).returning(Client.id), {
-            "name": "A", "stage": "prospect", "opted_out": False,
-            "created_at": now, "updated_at": now,
-        })).scalar_one()
-        iid = (await conn.execute(insert(Interaction).returning(Interaction.id), {
-            "client_id": client_id, "direction": "in", "text": "hello", "at": now,
-        })).scalar_one()
+        client_id = (
+            await conn.execute(
+                insert(Client).returning(Client.id),
+                {
+                    "name": "A",
+                    "stage": "prospect",
+                    "opted_out": False,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+        ).scalar_one()
+        iid = (
+            await conn.execute(
+                insert(Interaction).returning(Interaction.id),
+                {
+                    "client_id": client_id,
+                    "direction": "in",
+                    "text": "hello",
+                    "at": now,
+                },
+            )
+        ).scalar_one()
     async with db.write() as conn:  # delivery state may change
         await conn.execute(update(Interaction).where(Interaction.id == iid).values(delivery="sent"))
     with pytest.raises(DBAPIError, match="append-only"):
