@@ -107,6 +107,9 @@ class Ingestor:
         pending = _Pending(message, asyncio.get_running_loop().create_future())
         if message.attachments:
             await self._store_files(pending)
+            if self._closing:
+                # stop() may have drained the queue and ended the writer meanwhile
+                raise StorageUnavailable("the hub is not accepting messages (stopping)")
         self._queue.append(pending)
         self._wake.set()
         return await pending.future
@@ -248,10 +251,12 @@ class _BatchWriter:
         known = await q.find_identities(conn, pairs)
         new_client_rows: list[dict[str, Any]] = []
         new_client_keys: list[tuple[str, str]] = []
+        # identities an earlier message of the batch proves join that message's client
+        claimed: set[tuple[str, str]] = set()
         for x in fresh:
             m = batch[x].message
             key = (m.sender.kind.value, m.sender.value)
-            if key not in known and key not in new_client_keys:
+            if key not in known and key not in claimed:
                 new_client_keys.append(key)
                 new_client_rows.append(
                     {
@@ -265,6 +270,7 @@ class _BatchWriter:
                         "updated_at": now,
                     }
                 )
+            claimed.update((i.kind.value, i.value) for i in m.identities)
         created = dict(
             zip(new_client_keys, await q.insert_many(conn, q.clients, new_client_rows), strict=True)
         )
@@ -321,6 +327,9 @@ class _BatchWriter:
         touched: dict[int, _Conv] = {}
         last_at: dict[int, datetime] = {}
         owners: dict[int, int] = {}
+        # one _Conv per conversation, so it is routed once however many messages join it
+        joined: dict[int, _Conv] = {}
+        queued: set[_Conv] = set()
         for x in fresh:
             m, client_id = batch[x].message, client_of[x]
             channel = m.channel.value
@@ -332,7 +341,7 @@ class _BatchWriter:
                     row = threaded[hit[0]]
                     conv = open_convs.get((channel, client_id))
                     if conv is None or conv.id != row.id:
-                        conv = _Conv(row.id, client_id, row.assignee_id)
+                        conv = joined.setdefault(row.id, _Conv(row.id, client_id, row.assignee_id))
                     break
             if conv is None:
                 conv = open_convs.get((channel, client_id))
@@ -357,8 +366,12 @@ class _BatchWriter:
                 open_convs[(channel, client_id)] = conv
             if conv.assignee_id is None:
                 decision = self._route(m, client_id, owner_of[client_id], client_id in new_clients)
-                if decision.assignee_id is not None or conv.row is not None:
+                if decision.assignee_id is not None or (
+                    conv.row is not None and conv not in queued
+                ):
                     decisions.append((x, conv, decision))
+                    if decision.assignee_id is None:
+                        queued.add(conv)
                 if decision.assignee_id is not None:
                     conv.assignee_id = decision.assignee_id
                     if owner_of[client_id] is None:
@@ -538,7 +551,7 @@ class _BatchWriter:
                     client_of[x],
                     conv.id,
                     iid,
-                    f"assigned:{conv.id}:{decision.assignee_id}",
+                    f"assigned:{conv.id}:{decision.assignee_id}:{iid}",
                 )
             )
         return out

@@ -138,11 +138,13 @@ async def touch_conversations(
 ) -> None:
     """New inbound mail on conversations ``(id, at, assignee)``: open again, stamp the time."""
     if rows and conn.dialect.name == "sqlite":
-        bind = _binder(conversations, ("updated_at", "assignee_id", "id"), conn.dialect)
+        columns = ("updated_at", "last_inbound_at", "assignee_id", "id")
+        bind = _binder(conversations, columns, conn.dialect)
+        # SET expressions read the old row, so the new time is bound twice
         await conn.exec_driver_sql(
             "UPDATE conversations SET status = 'open', resolved_at = NULL, updated_at = ?, "
-            "last_inbound_at = updated_at, assignee_id = ? WHERE id = ?",
-            [bind((at, assignee, conv_id)) for conv_id, at, assignee in rows],
+            "last_inbound_at = ?, assignee_id = ? WHERE id = ?",
+            [bind((at, at, assignee, conv_id)) for conv_id, at, assignee in rows],
         )
     elif rows:
         c = conversations.c
