@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub import loggers
 from hub.attachments import AttachmentStore
@@ -35,6 +35,7 @@ from storage import Database
 from storage import ingest as q
 
 log = loggers.ingest
+_IN, _EVENT = Direction.IN.value, Direction.EVENT.value
 
 
 @functools.lru_cache(maxsize=256)
@@ -187,38 +188,43 @@ class Ingestor:
                 )
 
     async def _write(self, batch: list[_Pending]) -> list[IngestResult]:
-        async with self.db.write() as conn:
-            writer = _BatchWriter(self, conn)
-            await writer.load_snapshot()
-            return await writer.run(batch)
+        now = self.clock.now()
+        return await self.db.run_write(lambda conn: _BatchWriter(self, conn, now).run(batch))
 
 
 class _Conv:
     """A conversation as the batch sees it; ``id`` is 0 until a new one is inserted."""
 
-    __slots__ = ("assignee_id", "client_id", "id", "row")
+    __slots__ = ("assignee_id", "changed", "client_id", "id", "row", "status")
 
     def __init__(
-        self, id: int, client_id: int, assignee_id: int | None, row: dict[str, Any] | None = None
+        self,
+        id: int,
+        client_id: int,
+        status: str,
+        assignee_id: int | None,
+        row: dict[str, Any] | None = None,
     ) -> None:
         self.id = id
         self.client_id = client_id
+        self.status = status
         self.assignee_id = assignee_id
         self.row = row
+        self.changed = False  # an existing conversation reopened or assigned in this batch
 
 
 class _BatchWriter:
     """One batch inside one transaction, in set-based phases: dedup, clients,
     conversations (with routing), interactions, attachments, outbox."""
 
-    def __init__(self, ingestor: Ingestor, conn: AsyncConnection) -> None:
+    def __init__(self, ingestor: Ingestor, conn: Connection, now: datetime) -> None:
         self.ing = ingestor
         self.conn = conn
-        self.now = ingestor.clock.now()
+        self.now = now
         self.snapshot: Snapshot | None = None
         self.telegram_ids: dict[int, int] = {}
 
-    async def run(self, batch: list[_Pending]) -> list[IngestResult]:
+    def run(self, batch: list[_Pending]) -> list[IngestResult]:
         conn, now = self.conn, self.now
         results: list[IngestResult | None] = [None] * len(batch)
 
@@ -228,13 +234,13 @@ class _BatchWriter:
             by_channel[p.message.channel].append(p.message.external_id)
         received: dict[tuple[str, str], q.Received] = {}
         for channel, external_ids in by_channel.items():
-            for ext, rec in (await q.find_received(conn, channel, external_ids)).items():
+            for ext, rec in (q.find_received(conn, channel, external_ids)).items():
                 received[(channel, ext)] = rec
         fresh: list[int] = []
         first_of: dict[tuple[str, str], int] = {}
         repeats: list[tuple[int, int]] = []
         for index, p in enumerate(batch):
-            key = (p.message.channel.value, p.message.external_id)
+            key = (p.message.channel, p.message.external_id)
             if key in received:
                 rec = received[key]
                 results[index] = IngestResult(
@@ -247,17 +253,17 @@ class _BatchWriter:
                 fresh.append(index)
 
         # 2. Clients by identity; a sender nobody holds becomes a new client.
-        pairs = list({(i.kind.value, i.value) for x in fresh for i in batch[x].message.identities})
-        known = await q.find_identities(conn, pairs)
+        pairs = list({(i.kind, i.value) for x in fresh for i in batch[x].message.identities})
+        known = q.find_identities(conn, pairs)
         new_client_rows: list[dict[str, Any]] = []
         new_client_keys: list[tuple[str, str]] = []
         # identities an earlier message of the batch proves join that message's client
         claimed: set[tuple[str, str]] = set()
         for x in fresh:
             m = batch[x].message
-            key = (m.sender.kind.value, m.sender.value)
-            if key not in known and key not in claimed:
-                new_client_keys.append(key)
+            sender_key = (m.sender.kind, m.sender.value)
+            if sender_key not in known and sender_key not in claimed:
+                new_client_keys.append(sender_key)
                 new_client_rows.append(
                     {
                         "name": m.sender.display_name,
@@ -270,9 +276,9 @@ class _BatchWriter:
                         "updated_at": now,
                     }
                 )
-            claimed.update((i.kind.value, i.value) for i in m.identities)
+            claimed.update((i.kind, i.value) for i in m.identities)
         created = dict(
-            zip(new_client_keys, await q.insert_many(conn, q.clients, new_client_rows), strict=True)
+            zip(new_client_keys, q.insert_many(conn, q.clients, new_client_rows), strict=True)
         )
         new_clients = set(created.values())
         client_of: dict[int, int] = {}
@@ -280,26 +286,26 @@ class _BatchWriter:
         identity_rows: list[dict[str, Any]] = []
         for x in fresh:
             m = batch[x].message
-            sender_key = (m.sender.kind.value, m.sender.value)
+            sender_key = (m.sender.kind, m.sender.value)
             sender = known.get(sender_key) or q.KnownIdentity(created[sender_key], None)
             client_of[x] = sender.client_id
             owner_of.setdefault(sender.client_id, sender.owner_id)
             # Other identities a message proves join its client only when nobody
             # holds them yet: probable duplicates are merged by a person, never silently.
             for ident in m.identities:
-                key = (ident.kind.value, ident.value)
-                if key not in known:
-                    known[key] = sender
+                pair = (ident.kind, ident.value)
+                if pair not in known:
+                    known[pair] = sender
                     identity_rows.append(
                         {
                             "client_id": sender.client_id,
-                            "kind": key[0],
-                            "value": key[1],
+                            "kind": ident.kind.value,
+                            "value": ident.value,
                             "display_name": ident.display_name,
                             "created_at": now,
                         }
                     )
-        await q.add_identities(conn, identity_rows)
+        q.add_identities(conn, identity_rows)
 
         # 3. Conversations: a thread hint first, then the client's open one, else new.
         hints_by_channel: dict[str, list[str]] = defaultdict(list)
@@ -308,31 +314,33 @@ class _BatchWriter:
         threads: dict[tuple[str, str], tuple[int, int]] = {}
         for channel, hints in hints_by_channel.items():
             if hints:
-                for ext, found in (await q.find_threads(conn, channel, hints)).items():
+                for ext, found in (q.find_threads(conn, channel, hints)).items():
                     threads[(channel, ext)] = found
-        threaded = await q.get_conversations(conn, list({c for c, _ in threads.values()}))
+        threaded = q.get_conversations(conn, list({c for c, _ in threads.values()}))
         open_convs: dict[tuple[str, int], _Conv] = {}
         senders: dict[str, set[int]] = defaultdict(set)
         for x in fresh:
             if client_of[x] not in new_clients:
                 senders[batch[x].message.channel].add(client_of[x])
         for channel, client_ids in senders.items():
-            found_open = await q.open_conversations(conn, channel, list(client_ids))
+            found_open = q.open_conversations(conn, channel, list(client_ids))
             for client_id, row in found_open.items():
-                open_convs[(channel, client_id)] = _Conv(row.id, client_id, row.assignee_id)
+                open_convs[(channel, client_id)] = _Conv(
+                    row.id, client_id, row.status, row.assignee_id
+                )
 
         conv_of: dict[int, _Conv] = {}
         decisions: list[tuple[int, _Conv, Decision]] = []
         new_convs: list[_Conv] = []
-        touched: dict[int, _Conv] = {}
-        last_at: dict[int, datetime] = {}
+        existing: dict[int, _Conv] = {}
+        opened_by: dict[int, int] = {}  # a new conversation -> the message that opened it
         owners: dict[int, int] = {}
         # one _Conv per conversation, so it is routed once however many messages join it
         joined: dict[int, _Conv] = {}
         queued: set[_Conv] = set()
         for x in fresh:
             m, client_id = batch[x].message, client_of[x]
-            channel = m.channel.value
+            channel = m.channel
             conv = None
             for hint in m.thread_hints:
                 hit = threads.get((channel, hint))
@@ -341,7 +349,9 @@ class _BatchWriter:
                     row = threaded[hit[0]]
                     conv = open_convs.get((channel, client_id))
                     if conv is None or conv.id != row.id:
-                        conv = joined.setdefault(row.id, _Conv(row.id, client_id, row.assignee_id))
+                        conv = joined.setdefault(
+                            row.id, _Conv(row.id, client_id, row.status, row.assignee_id)
+                        )
                     break
             if conv is None:
                 conv = open_convs.get((channel, client_id))
@@ -349,20 +359,21 @@ class _BatchWriter:
                 conv = _Conv(
                     0,
                     client_id,
+                    "open",
                     None,
                     {
                         "client_id": client_id,
-                        "channel": channel,
+                        "channel": channel.value,
                         "account": m.account,
                         "status": "open",
                         "subject": m.subject,
                         "priority": "normal",
                         "created_at": now,
                         "updated_at": now,
-                        "last_inbound_at": m.received_at,
                     },
                 )
                 new_convs.append(conv)
+                opened_by[id(conv)] = x
                 open_convs[(channel, client_id)] = conv
             if conv.assignee_id is None:
                 decision = self._route(m, client_id, owner_of[client_id], client_id in new_clients)
@@ -374,32 +385,35 @@ class _BatchWriter:
                         queued.add(conv)
                 if decision.assignee_id is not None:
                     conv.assignee_id = decision.assignee_id
+                    conv.changed = True
                     if owner_of[client_id] is None:
                         owners[client_id] = owner_of[client_id] = decision.assignee_id
             if conv.row is None:
-                touched[conv.id] = conv
-                last_at[conv.id] = max(m.received_at, last_at.get(conv.id, m.received_at))
+                existing[conv.id] = conv
+                if conv.status != "open":  # pending or resolved: the client wrote again
+                    conv.status = "open"
+                    conv.changed = True
             conv_of[x] = conv
         for conv in new_convs:
             assert conv.row is not None
             conv.row["assignee_id"] = conv.assignee_id
-        conv_ids = await q.insert_many(conn, q.conversations, [c.row for c in new_convs if c.row])
+        conv_ids = q.insert_many(conn, q.conversations, [c.row for c in new_convs if c.row])
         for conv, conv_id in zip(new_convs, conv_ids, strict=True):
             conv.id = conv_id
-        await q.touch_conversations(
-            conn, [(c.id, last_at[c.id], c.assignee_id) for c in touched.values()]
+        q.reopen_or_assign(
+            conn, [(c.id, c.assignee_id) for c in existing.values() if c.changed], now
         )
-        await q.set_owners(conn, owners)
+        q.set_owners(conn, owners)
 
         # 4. The interactions: each message, and each routing decision as an event.
         rows = [self._interaction(batch[x], client_of[x], conv_of[x].id) for x in fresh]
         rows.extend(
             self._event(client_of[x], conv.id, f"routed: {d.reason}") for x, conv, d in decisions
         )
-        ids = await q.insert_many(conn, q.interactions, rows)
+        ids = q.insert_many(conn, q.interactions, rows)
         interaction_of = dict(zip(fresh, ids, strict=False))
 
-        await q.insert_attachments(
+        q.insert_attachments(
             conn,
             [
                 {
@@ -413,7 +427,7 @@ class _BatchWriter:
                 for name, ctype, sha, size in batch[x].files
             ],
         )
-        await q.insert_outbox(
+        q.insert_outbox(
             conn, self._outbox(batch, fresh, client_of, conv_of, interaction_of, decisions)
         )
 
@@ -424,7 +438,7 @@ class _BatchWriter:
                 conv_of[x].id,
                 duplicate=False,
                 new_client=client_of[x] in new_clients,
-                new_conversation=conv_of[x] in new_convs,
+                new_conversation=opened_by.get(id(conv_of[x])) == x,
             )
         for index, first in repeats:
             done = results[first]
@@ -438,8 +452,8 @@ class _BatchWriter:
         self, m: InboundMessage, client_id: int, owner_id: int | None, new_client: bool
     ) -> Decision:
         del client_id
-        if self.snapshot is None:
-            raise RuntimeError("routing snapshot not loaded")
+        if self.snapshot is None:  # loaded once per batch, and only when needed
+            self.snapshot = self._load_snapshot()
         decision = decide(
             self.snapshot,
             Request(m.channel.value, m.account, owner_id, new_client, m.text),
@@ -449,10 +463,10 @@ class _BatchWriter:
             self.snapshot.add_load(decision.assignee_id)
         return decision
 
-    async def load_snapshot(self) -> None:
-        rows = await q.routing_managers(self.conn)
+    def _load_snapshot(self) -> Snapshot:
+        rows = q.routing_managers(self.conn)
         self.telegram_ids = {r.id: r.telegram_id for r in rows}
-        self.snapshot = Snapshot(
+        return Snapshot(
             [
                 ManagerInfo(
                     id=r.id,
@@ -477,7 +491,7 @@ class _BatchWriter:
         return {
             "client_id": client_id,
             "conversation_id": conv_id,
-            "direction": Direction.IN.value,
+            "direction": _IN,
             "channel": m.channel.value,
             "account": m.account,
             "external_id": m.external_id,
@@ -495,7 +509,7 @@ class _BatchWriter:
         return {
             "client_id": client_id,
             "conversation_id": conv_id,
-            "direction": Direction.EVENT.value,
+            "direction": _EVENT,
             "channel": None,
             "account": None,
             "external_id": None,

@@ -1,16 +1,20 @@
-"""The queries of the ingest path, all set-based so a batch costs a few statements."""
+"""The queries of the ingest path: set-based, so a batch costs a few statements.
+
+They are synchronous functions over a :class:`~sqlalchemy.engine.Connection`:
+ingest runs a whole batch in one unit of work through ``Database.run_write``.
+"""
 
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, insert, select, update
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection, Dialect
 
 from storage.models import Attachment, Client, Conversation, Identity, Interaction, Manager, Outbox
 from storage.types import UTCDateTime
@@ -63,13 +67,13 @@ def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
-async def find_received(
-    conn: AsyncConnection, channel: str, external_ids: Sequence[str]
+def find_received(
+    conn: Connection, channel: str, external_ids: Sequence[str]
 ) -> dict[str, Received]:
     found: dict[str, Received] = {}
     t = interactions.c
     for chunk in _chunks(external_ids):
-        rows = await conn.execute(
+        rows = conn.execute(
             select(t.external_id, t.id, t.client_id, t.conversation_id).where(
                 t.channel == channel, t.external_id.in_(chunk)
             )
@@ -79,8 +83,8 @@ async def find_received(
     return found
 
 
-async def find_identities(
-    conn: AsyncConnection, pairs: Sequence[tuple[str, str]]
+def find_identities(
+    conn: Connection, pairs: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], KnownIdentity]:
     found: dict[tuple[str, str], KnownIdentity] = {}
     i, c = identities.c, clients.c
@@ -89,7 +93,7 @@ async def find_identities(
         by_kind.setdefault(kind, []).append(value)
     for kind, values in by_kind.items():
         for chunk in _chunks(values):
-            rows = await conn.execute(
+            rows = conn.execute(
                 select(i.value, i.client_id, c.owner_id)
                 .join_from(identities, clients, i.client_id == c.id)
                 .where(i.kind == kind, i.value.in_(chunk))
@@ -99,7 +103,7 @@ async def find_identities(
     return found
 
 
-async def insert_many(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
+def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
     """Insert rows in one statement and return their ids, in the order of ``rows``.
 
     On SQLite the unit of work holds the write lock (``BEGIN IMMEDIATE``), so the
@@ -109,23 +113,21 @@ async def insert_many(conn: AsyncConnection, table: Table, rows: list[dict[str, 
     if not rows:
         return []
     if conn.dialect.name == "sqlite":
-        top = (await conn.execute(select(func.coalesce(func.max(table.c.id), 0)))).scalar_one()
+        top = conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()
         ids = list(range(int(top) + 1, int(top) + 1 + len(rows)))
-        await conn.execute(
-            insert(table), [{**row, "id": i} for row, i in zip(rows, ids, strict=True)]
-        )
+        for row, new_id in zip(rows, ids, strict=True):
+            row["id"] = new_id
+        _executemany(conn, table, rows)
         return ids
-    result = await conn.execute(
-        insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
-    )
+    result = conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
     return [int(x) for x in result.scalars().all()]
 
 
-async def set_owners(conn: AsyncConnection, owners: dict[int, int]) -> None:
+def set_owners(conn: Connection, owners: dict[int, int]) -> None:
     """Give each client without an owner its first assignee as owner."""
     if owners:
         c = clients.c
-        await conn.execute(
+        conn.execute(
             update(clients)
             .where(c.id == bindparam("b_id"), c.owner_id.is_(None))
             .values(owner_id=bindparam("b_owner")),
@@ -133,47 +135,29 @@ async def set_owners(conn: AsyncConnection, owners: dict[int, int]) -> None:
         )
 
 
-async def touch_conversations(
-    conn: AsyncConnection, rows: list[tuple[int, datetime, int | None]]
-) -> None:
-    """New inbound mail on conversations ``(id, at, assignee)``: open again, stamp the time."""
-    if rows and conn.dialect.name == "sqlite":
-        columns = ("updated_at", "last_inbound_at", "assignee_id", "id")
-        bind = _binder(conversations, columns, conn.dialect)
-        # SET expressions read the old row, so the new time is bound twice
-        await conn.exec_driver_sql(
-            "UPDATE conversations SET status = 'open', resolved_at = NULL, updated_at = ?, "
-            "last_inbound_at = ?, assignee_id = ? WHERE id = ?",
-            [bind((at, at, assignee, conv_id)) for conv_id, at, assignee in rows],
-        )
-    elif rows:
+def reopen_or_assign(conn: Connection, rows: list[tuple[int, int | None]], now: datetime) -> None:
+    """Conversations ``(id, assignee)`` that new inbound mail makes open (again), or
+    that routing just assigned."""
+    if rows:
         c = conversations.c
-        await conn.execute(
+        conn.execute(
             update(conversations)
             .where(c.id == bindparam("b_id"))
             .values(
-                status="open",
-                resolved_at=None,
-                updated_at=bindparam("b_at"),
-                last_inbound_at=bindparam("b_at"),
-                assignee_id=bindparam("b_assignee"),
+                status="open", resolved_at=None, updated_at=now, assignee_id=bindparam("b_assignee")
             ),
-            [{"b_id": i, "b_at": at, "b_assignee": a} for i, at, a in rows],
+            [{"b_id": i, "b_assignee": a} for i, a in rows],
         )
 
 
-async def add_identities(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await _executemany(conn, identities, rows)
-
-
-async def find_threads(
-    conn: AsyncConnection, channel: str, hints: Sequence[str]
+def find_threads(
+    conn: Connection, channel: str, hints: Sequence[str]
 ) -> dict[str, tuple[int, int]]:
     """External id of an earlier message -> (conversation id, client id)."""
     found: dict[str, tuple[int, int]] = {}
     t = interactions.c
     for chunk in _chunks(hints):
-        rows = await conn.execute(
+        rows = conn.execute(
             select(t.external_id, t.conversation_id, t.client_id).where(
                 t.channel == channel, t.external_id.in_(chunk), t.conversation_id.is_not(None)
             )
@@ -183,13 +167,11 @@ async def find_threads(
     return found
 
 
-async def get_conversations(
-    conn: AsyncConnection, ids: Sequence[int]
-) -> dict[int, OpenConversation]:
+def get_conversations(conn: Connection, ids: Sequence[int]) -> dict[int, OpenConversation]:
     c = conversations.c
     found: dict[int, OpenConversation] = {}
     for chunk in _chunks(ids):
-        rows = await conn.execute(
+        rows = conn.execute(
             select(c.id, c.client_id, c.status, c.assignee_id).where(c.id.in_(chunk))
         )
         for row in rows:
@@ -197,14 +179,14 @@ async def get_conversations(
     return found
 
 
-async def open_conversations(
-    conn: AsyncConnection, channel: str, client_ids: Sequence[int]
+def open_conversations(
+    conn: Connection, channel: str, client_ids: Sequence[int]
 ) -> dict[int, OpenConversation]:
     """The newest not-resolved conversation on ``channel`` of each client."""
     c = conversations.c
     found: dict[int, OpenConversation] = {}
     for chunk in _chunks(client_ids):
-        rows = await conn.execute(
+        rows = conn.execute(
             select(c.id, c.client_id, c.status, c.assignee_id)
             .where(c.client_id.in_(chunk), c.channel == channel, c.status != "resolved")
             .order_by(c.id)
@@ -216,18 +198,16 @@ async def open_conversations(
     return found
 
 
-async def routing_managers(conn: AsyncConnection) -> list[ManagerRow]:
+def routing_managers(conn: Connection) -> list[ManagerRow]:
     m, c = managers.c, conversations.c
     loads: dict[int, int] = dict(
-        (
-            await conn.execute(
-                select(c.assignee_id, func.count())
-                .where(c.status != "resolved", c.assignee_id.is_not(None))
-                .group_by(c.assignee_id)
-            )
+        conn.execute(
+            select(c.assignee_id, func.count())
+            .where(c.status != "resolved", c.assignee_id.is_not(None))
+            .group_by(c.assignee_id)
         ).all()
     )
-    rows = await conn.execute(
+    rows = conn.execute(
         select(m.id, m.name, m.telegram_id, m.role, m.hours, m.timezone, m.capacity, m.away)
         .where(m.active.is_(True))
         .order_by(m.id)
@@ -235,33 +215,32 @@ async def routing_managers(conn: AsyncConnection) -> list[ManagerRow]:
     return [ManagerRow(*row, load=int(loads.get(row.id, 0))) for row in rows]
 
 
-async def insert_outbox(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await _executemany(conn, outbox, rows)
+def add_identities(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    _executemany(conn, identities, rows)
 
 
-async def insert_attachments(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await _executemany(conn, attachments, rows)
+def insert_outbox(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    _executemany(conn, outbox, rows)
 
 
-async def _executemany(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
+def insert_attachments(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    _executemany(conn, attachments, rows)
+
+
+def _executemany(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """One INSERT for many rows; on SQLite straight to the driver (see :class:`_Binder`)."""
     if not rows:
         return
     if conn.dialect.name != "sqlite":
-        await conn.execute(insert(table), rows)
+        conn.execute(insert(table), rows)
         return
     columns = tuple(rows[0])
     binder = _binder(table, columns, conn.dialect)
-    quote = conn.dialect.identifier_preparer.quote
-    sql = (
-        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "  # noqa: S608
-        f"VALUES ({', '.join('?' * len(columns))})"
-    )
-    await conn.exec_driver_sql(sql, [binder(tuple(row[c] for c in columns)) for row in rows])
+    conn.exec_driver_sql(binder.sql, [binder(binder.get(row)) for row in rows])
 
 
 class _Binder:
-    """The columns' own bind processors, applied to positional rows.
+    """A positional INSERT with the columns' own bind processors.
 
     The same conversion SQLAlchemy applies per value, without its per-row
     bookkeeping: the ingest hot path writes thousands of rows per commit. Datetime
@@ -269,6 +248,15 @@ class _Binder:
     """
 
     def __init__(self, table: Table, columns: tuple[str, ...], dialect: Dialect) -> None:
+        quote = dialect.identifier_preparer.quote
+        self.sql = (
+            f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "  # noqa: S608
+            f"VALUES ({', '.join('?' * len(columns))})"
+        )
+        getter = operator.itemgetter(*columns)
+        self.get: Callable[[dict[str, Any]], tuple[Any, ...]] = (
+            getter if len(columns) > 1 else lambda row: (getter(row),)
+        )
         self.processors: list[tuple[int, Callable[[Any], Any]]] = []
         for i, name in enumerate(columns):
             column_type = table.c[name].type
@@ -284,7 +272,9 @@ class _Binder:
             return row
         values = list(row)
         for i, proc in self.processors:
-            values[i] = proc(values[i])
+            value = values[i]
+            if value is not None:
+                values[i] = proc(value)
         return tuple(values)
 
 

@@ -105,7 +105,6 @@ class Conversation(Base):
     priority: Mapped[str] = mapped_column(String(16), default="normal")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
-    last_inbound_at: Mapped[datetime | None]
     first_response_at: Mapped[datetime | None]
     due_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]

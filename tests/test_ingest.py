@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -233,20 +233,22 @@ async def test_flags_and_conversation_reuse_per_channel(db: Database, tmp_path: 
     ]
 
 
-async def test_a_new_message_stamps_the_conversation_last_inbound_time(
-    db: Database, tmp_path: Path
-) -> None:
-    # Regression: SQLite evaluates SET expressions on the old row, so
-    # ``last_inbound_at = updated_at`` stored the previous update time.
-    later = T0 + timedelta(hours=3)
+async def test_a_new_message_reopens_a_pending_conversation(db: Database, tmp_path: Path) -> None:
     async with running(db, tmp_path) as ingest:
         first = await ingest(message(Channel.TELEGRAM, "1:1", ANNA_TG, at=T0))
-        await ingest(message(Channel.TELEGRAM, "1:2", ANNA_TG, at=later))
-    stamped = await scalar(
-        db,
-        select(Conversation.last_inbound_at).where(Conversation.id == first.conversation_id),
+        async with db.write() as conn:
+            await conn.execute(
+                update(Conversation)
+                .where(Conversation.id == first.conversation_id)
+                .values(status="pending")
+            )
+        second = await ingest(message(Channel.TELEGRAM, "1:2", ANNA_TG, at=T0))
+    assert second.conversation_id == first.conversation_id
+    assert not second.new_conversation
+    status = await scalar(
+        db, select(Conversation.status).where(Conversation.id == first.conversation_id)
     )
-    assert stamped == later
+    assert status == "open"
 
 
 async def test_a_message_after_resolution_opens_a_new_conversation(
