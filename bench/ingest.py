@@ -57,12 +57,18 @@ async def seed_managers(db: Database) -> None:
         )
 
 
-async def run_hub(path: Path, messages: list[InboundMessage], senders: int) -> tuple[float, int]:
+async def run_hub(
+    path: Path, messages: list[InboundMessage], senders: int, max_batch: int = 2000
+) -> tuple[float, int]:
     db = Database(f"sqlite+aiosqlite:///{path}")
     await upgrade(db)
     await seed_managers(db)
     ingestor = Ingestor(
-        db, SystemClock(), AttachmentStore(path.parent / "files", 10**7), staff_channel="telegram"
+        db,
+        SystemClock(),
+        AttachmentStore(path.parent / "files", 10**7),
+        staff_channel="telegram",
+        max_batch=max_batch,
     )
     await ingestor.start()
     work = iter(messages)
@@ -125,6 +131,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--clients", type=int, default=2_000)
     parser.add_argument("--senders", type=int, default=500)
+    parser.add_argument("--max-batch", type=int, default=2000, help="storage.group_commit_max")
     args = parser.parse_args()
     now = datetime.now(UTC)
     messages = [
@@ -140,7 +147,7 @@ def main() -> None:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         hub_db, raw_db = Path(tmp) / "hub.db", Path(tmp) / "raw.db"
-        hub_s, batches = asyncio.run(run_hub(hub_db, messages, args.senders))
+        hub_s, batches = asyncio.run(run_hub(hub_db, messages, args.senders, args.max_batch))
         raw_s, rows = run_raw(hub_db, raw_db, batches)
     hub_rate, raw_rate = args.messages / hub_s, args.messages / raw_s
     print(f"messages {args.messages}, senders {args.senders}, clients {args.clients}")

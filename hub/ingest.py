@@ -13,7 +13,9 @@ already stored, with ``duplicate=True``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -41,6 +43,21 @@ _IN, _EVENT = Direction.IN.value, Direction.EVENT.value
 @functools.lru_cache(maxsize=256)
 def _hours(text: str) -> Hours:
     return parse_hours(text)
+
+
+_MAX_ID = 500  # the external_id column
+
+
+def _fit_id(external_id: str) -> str:
+    """An over-long external id (a broken Message-ID, say) stands in by its digest."""
+    if len(external_id) <= _MAX_ID:
+        return external_id
+    return "sha256:" + hashlib.sha256(external_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _clip(text: str | None, limit: int) -> str | None:
+    """Fit a header-like field in its column; the full text stays in the message."""
+    return text if text is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(slots=True)
@@ -105,6 +122,14 @@ class Ingestor:
             raise StorageUnavailable("the hub is not accepting messages (stopping)")
         if not message.identities:
             raise ValueError("an inbound message needs at least one identity")
+        if len(message.external_id) > _MAX_ID or any(
+            len(h) > _MAX_ID for h in message.thread_hints
+        ):
+            message = dataclasses.replace(
+                message,
+                external_id=_fit_id(message.external_id),
+                thread_hints=tuple(_fit_id(h) for h in message.thread_hints),
+            )
         pending = _Pending(message, asyncio.get_running_loop().create_future())
         if message.attachments:
             await self._store_files(pending)
@@ -252,21 +277,36 @@ class _BatchWriter:
                 first_of[key] = index
                 fresh.append(index)
 
-        # 2. Clients by identity; a sender nobody holds becomes a new client.
-        pairs = list({(i.kind, i.value) for x in fresh for i in batch[x].message.identities})
-        known = q.find_identities(conn, pairs)
+        # 2. Clients by identity (and their open conversations on the message's
+        # channel); a sender nobody holds becomes a new client.
+        pairs_by_channel: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        for x in fresh:
+            m = batch[x].message
+            channel_pairs = pairs_by_channel[m.channel]
+            for ident in m.identities:
+                channel_pairs.add((ident.kind, ident.value))
+        known: dict[tuple[str, str], q.KnownIdentity] = {}
+        open_convs: dict[tuple[str, int], _Conv] = {}
+        for channel, pairs in pairs_by_channel.items():
+            found, found_open = q.find_clients(conn, channel, list(pairs))
+            known.update(found)
+            for client_id, row in found_open.items():
+                open_convs[(channel, client_id)] = _Conv(
+                    row.id, client_id, row.status, row.assignee_id
+                )
         new_client_rows: list[dict[str, Any]] = []
         new_client_keys: list[tuple[str, str]] = []
         # identities an earlier message of the batch proves join that message's client
         claimed: set[tuple[str, str]] = set()
         for x in fresh:
             m = batch[x].message
-            sender_key = (m.sender.kind, m.sender.value)
+            first = m.identities[0]
+            sender_key = (first.kind, first.value)
             if sender_key not in known and sender_key not in claimed:
                 new_client_keys.append(sender_key)
                 new_client_rows.append(
                     {
-                        "name": m.sender.display_name,
+                        "name": _clip(first.display_name, 300),
                         "language": m.language,
                         "source": m.extras.get("source") if m.extras else None,
                         "stage": "prospect",
@@ -276,7 +316,8 @@ class _BatchWriter:
                         "updated_at": now,
                     }
                 )
-            claimed.update((i.kind, i.value) for i in m.identities)
+            for ident in m.identities:
+                claimed.add((ident.kind, ident.value))
         created = dict(
             zip(new_client_keys, q.insert_many(conn, q.clients, new_client_rows), strict=True)
         )
@@ -286,7 +327,8 @@ class _BatchWriter:
         identity_rows: list[dict[str, Any]] = []
         for x in fresh:
             m = batch[x].message
-            sender_key = (m.sender.kind, m.sender.value)
+            first = m.identities[0]
+            sender_key = (first.kind, first.value)
             sender = known.get(sender_key) or q.KnownIdentity(created[sender_key], None)
             client_of[x] = sender.client_id
             owner_of.setdefault(sender.client_id, sender.owner_id)
@@ -314,21 +356,9 @@ class _BatchWriter:
         threads: dict[tuple[str, str], tuple[int, int]] = {}
         for channel, hints in hints_by_channel.items():
             if hints:
-                for ext, found in (q.find_threads(conn, channel, hints)).items():
-                    threads[(channel, ext)] = found
+                for ext, hit in q.find_threads(conn, channel, hints).items():
+                    threads[(channel, ext)] = hit
         threaded = q.get_conversations(conn, list({c for c, _ in threads.values()}))
-        open_convs: dict[tuple[str, int], _Conv] = {}
-        senders: dict[str, set[int]] = defaultdict(set)
-        for x in fresh:
-            if client_of[x] not in new_clients:
-                senders[batch[x].message.channel].add(client_of[x])
-        for channel, client_ids in senders.items():
-            found_open = q.open_conversations(conn, channel, list(client_ids))
-            for client_id, row in found_open.items():
-                open_convs[(channel, client_id)] = _Conv(
-                    row.id, client_id, row.status, row.assignee_id
-                )
-
         conv_of: dict[int, _Conv] = {}
         decisions: list[tuple[int, _Conv, Decision]] = []
         new_convs: list[_Conv] = []
@@ -343,10 +373,10 @@ class _BatchWriter:
             channel = m.channel
             conv = None
             for hint in m.thread_hints:
-                hit = threads.get((channel, hint))
+                thread = threads.get((channel, hint))
                 # a thread never crosses to another client's conversation
-                if hit is not None and hit[1] == client_id:
-                    row = threaded[hit[0]]
+                if thread is not None and thread[1] == client_id:
+                    row = threaded[thread[0]]
                     conv = open_convs.get((channel, client_id))
                     if conv is None or conv.id != row.id:
                         conv = joined.setdefault(
@@ -366,7 +396,7 @@ class _BatchWriter:
                         "channel": channel.value,
                         "account": m.account,
                         "status": "open",
-                        "subject": m.subject,
+                        "subject": _clip(m.subject, 500),
                         "priority": "normal",
                         "created_at": now,
                         "updated_at": now,
@@ -440,8 +470,8 @@ class _BatchWriter:
                 new_client=client_of[x] in new_clients,
                 new_conversation=opened_by.get(id(conv_of[x])) == x,
             )
-        for index, first in repeats:
-            done = results[first]
+        for index, original in repeats:
+            done = results[original]
             assert done is not None
             results[index] = IngestResult(
                 done.interaction_id, done.client_id, done.conversation_id, duplicate=True
@@ -484,6 +514,7 @@ class _BatchWriter:
 
     def _interaction(self, p: _Pending, client_id: int, conv_id: int) -> dict[str, Any]:
         m = p.message
+        first = m.identities[0]
         extras: dict[str, Any] | None = dict(m.extras) if m.extras else None
         if p.skipped:
             extras = extras or {}
@@ -495,14 +526,12 @@ class _BatchWriter:
             "channel": m.channel.value,
             "account": m.account,
             "external_id": m.external_id,
-            "author": m.sender.display_name or m.sender.value,
-            "subject": m.subject,
+            "author": _clip(first.display_name or first.value, 300),
+            "subject": _clip(m.subject, 500),
             "text": m.text,
             "html": m.html,
             "extras": extras,
             "at": m.received_at,
-            "delivery": None,
-            "delivery_error": None,
         }
 
     def _event(self, client_id: int, conv_id: int, text: str) -> dict[str, Any]:
@@ -519,8 +548,6 @@ class _BatchWriter:
             "html": None,
             "extras": None,
             "at": self.now,
-            "delivery": None,
-            "delivery_error": None,
         }
 
     def _outbox(
@@ -587,19 +614,13 @@ class _BatchWriter:
             "account": "staff",
             "recipient": recipient,
             "kind": kind,
-            "subject": m.subject,
+            "subject": _clip(m.subject, 500),
             "text": m.text,
-            "extras": None,
             "client_id": client_id,
             "conversation_id": conv_id,
             "interaction_id": interaction_id,
             "status": "pending",
             "attempts": 0,
             "next_attempt_at": self.now,
-            "claimed_until": None,
-            "claimed_by": None,
-            "last_error": None,
-            "external_id": None,
             "created_at": self.now,
-            "sent_at": None,
         }

@@ -7,14 +7,29 @@ ingest runs a whole batch in one unit of work through ``Database.run_write``.
 from __future__ import annotations
 
 import functools
+import json
 import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.sql import Select
 
 from storage.models import Attachment, Client, Conversation, Identity, Interaction, Manager, Outbox
 from storage.types import UTCDateTime
@@ -62,45 +77,60 @@ class ManagerRow:
     load: int
 
 
-def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _one_of(conn: Connection, column: ColumnElement[Any], values: Sequence[Any]) -> Any:
+    """``column IN values`` with the whole list as ONE bound parameter.
+
+    An expanded ``IN (?, ?, …)`` costs SQLAlchemy a bind name per value and
+    SQLite a fresh statement per list length; a batch asks with hundreds.
+    """
+    if conn.dialect.name == "sqlite":
+        listed: Select[tuple[Any]] = select(literal_column("value")).select_from(
+            func.json_each(bindparam(None, json.dumps(list(values)), type_=String))
+        )
+        return column.in_(listed.scalar_subquery())
+    return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
 
 
 def find_received(
     conn: Connection, channel: str, external_ids: Sequence[str]
 ) -> dict[str, Received]:
-    found: dict[str, Received] = {}
     t = interactions.c
-    for chunk in _chunks(external_ids):
-        rows = conn.execute(
-            select(t.external_id, t.id, t.client_id, t.conversation_id).where(
-                t.channel == channel, t.external_id.in_(chunk)
-            )
+    rows = conn.execute(
+        select(t.external_id, t.id, t.client_id, t.conversation_id).where(
+            t.channel == channel, _one_of(conn, t.external_id, external_ids)
         )
-        for ext, iid, cid, conv in rows:
-            found[ext] = Received(iid, cid, conv)
-    return found
+    )
+    return {ext: Received(iid, cid, conv) for ext, iid, cid, conv in rows.all()}
 
 
-def find_identities(
-    conn: Connection, pairs: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], KnownIdentity]:
+def find_clients(
+    conn: Connection, channel: str, pairs: Sequence[tuple[str, str]]
+) -> tuple[dict[tuple[str, str], KnownIdentity], dict[int, OpenConversation]]:
+    """The clients holding these ``(kind, value)`` identities, and the newest
+    not-resolved conversation on ``channel`` of each, in one query per kind."""
     found: dict[tuple[str, str], KnownIdentity] = {}
-    i, c = identities.c, clients.c
+    open_: dict[int, OpenConversation] = {}
+    i, c, v = identities.c, clients.c, conversations.c
     by_kind: dict[str, list[str]] = {}
     for kind, value in pairs:
         by_kind.setdefault(kind, []).append(value)
     for kind, values in by_kind.items():
-        for chunk in _chunks(values):
-            rows = conn.execute(
-                select(i.value, i.client_id, c.owner_id)
-                .join_from(identities, clients, i.client_id == c.id)
-                .where(i.kind == kind, i.value.in_(chunk))
+        rows = conn.execute(
+            select(i.value, i.client_id, c.owner_id, v.id, v.status, v.assignee_id)
+            .join_from(identities, clients, i.client_id == c.id)
+            .outerjoin(
+                conversations,
+                and_(v.client_id == c.id, v.channel == channel, v.status != "resolved"),
             )
-            for value, client_id, owner_id in rows:
-                found[(kind, value)] = KnownIdentity(client_id, owner_id)
-    return found
+            .where(i.kind == kind, _one_of(conn, i.value, values))
+        ).all()
+        for value, client_id, owner_id, conv_id, status, assignee_id in rows:
+            found[(kind, value)] = KnownIdentity(client_id, owner_id)
+            if conv_id is not None:
+                seen = open_.get(client_id)
+                if seen is None or seen.id < conv_id:
+                    open_[client_id] = OpenConversation(conv_id, client_id, status, assignee_id)
+    return found, open_
 
 
 def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
@@ -154,48 +184,25 @@ def find_threads(
     conn: Connection, channel: str, hints: Sequence[str]
 ) -> dict[str, tuple[int, int]]:
     """External id of an earlier message -> (conversation id, client id)."""
-    found: dict[str, tuple[int, int]] = {}
     t = interactions.c
-    for chunk in _chunks(hints):
-        rows = conn.execute(
-            select(t.external_id, t.conversation_id, t.client_id).where(
-                t.channel == channel, t.external_id.in_(chunk), t.conversation_id.is_not(None)
-            )
+    rows = conn.execute(
+        select(t.external_id, t.conversation_id, t.client_id).where(
+            t.channel == channel,
+            _one_of(conn, t.external_id, hints),
+            t.conversation_id.is_not(None),
         )
-        for ext, conv, client in rows:
-            found[ext] = (conv, client)
-    return found
+    )
+    return {ext: (conv, client) for ext, conv, client in rows.all()}
 
 
 def get_conversations(conn: Connection, ids: Sequence[int]) -> dict[int, OpenConversation]:
+    if not ids:
+        return {}
     c = conversations.c
-    found: dict[int, OpenConversation] = {}
-    for chunk in _chunks(ids):
-        rows = conn.execute(
-            select(c.id, c.client_id, c.status, c.assignee_id).where(c.id.in_(chunk))
-        )
-        for row in rows:
-            found[row.id] = OpenConversation(row.id, row.client_id, row.status, row.assignee_id)
-    return found
-
-
-def open_conversations(
-    conn: Connection, channel: str, client_ids: Sequence[int]
-) -> dict[int, OpenConversation]:
-    """The newest not-resolved conversation on ``channel`` of each client."""
-    c = conversations.c
-    found: dict[int, OpenConversation] = {}
-    for chunk in _chunks(client_ids):
-        rows = conn.execute(
-            select(c.id, c.client_id, c.status, c.assignee_id)
-            .where(c.client_id.in_(chunk), c.channel == channel, c.status != "resolved")
-            .order_by(c.id)
-        )
-        for row in rows:
-            found[row.client_id] = OpenConversation(
-                row.id, row.client_id, row.status, row.assignee_id
-            )
-    return found
+    rows = conn.execute(
+        select(c.id, c.client_id, c.status, c.assignee_id).where(_one_of(conn, c.id, ids))
+    )
+    return {row[0]: OpenConversation(*row) for row in rows}
 
 
 def routing_managers(conn: Connection) -> list[ManagerRow]:
