@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sqlite3
 import tempfile
 import time
@@ -127,6 +128,8 @@ def run_raw(source: Path, target: Path, transactions: int) -> tuple[float, int]:
 
 
 def main() -> None:
+    # One log line per message is for operators, not part of durable ingest.
+    logging.getLogger("hub").setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--clients", type=int, default=2_000)

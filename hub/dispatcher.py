@@ -187,7 +187,6 @@ class Dispatcher:
                 loggers.event(
                     log,
                     "outbox.sent",
-                    logging.DEBUG,
                     outbox=row.id,
                     kind=row.kind,
                     channel=row.channel,

@@ -17,6 +17,10 @@ class StorageUnavailable(HubError):
     """The database could not take the write; the sender should retry later."""
 
 
+class MessageRejected(HubError):
+    """This inbound message can never be stored as it is; retrying will not help."""
+
+
 class DeliveryError(HubError):
     """A channel could not deliver an outbound message."""
 

@@ -24,12 +24,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from hub import loggers
 from hub.attachments import AttachmentStore
 from hub.clock import Clock
-from hub.errors import StorageUnavailable
+from hub.errors import MessageRejected, StorageUnavailable
 from hub.types import Direction, InboundMessage, IngestResult
 from routing import Decision, ManagerInfo, Request, Snapshot, decide
 from routing.hours import Hours, parse_hours
@@ -43,6 +43,15 @@ _IN, _EVENT = Direction.IN.value, Direction.EVENT.value
 @functools.lru_cache(maxsize=256)
 def _hours(text: str) -> Hours:
     return parse_hours(text)
+
+
+def _refused_data(exc: BaseException) -> bool:
+    """The database refused the data itself (SQLSTATE class 22), not the moment."""
+    if isinstance(exc, DataError):
+        return True
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    return isinstance(code, str) and code.startswith("22")
 
 
 _MAX_ID = 500  # the external_id column
@@ -178,7 +187,12 @@ class Ingestor:
                     await self._commit([pending])
                 return
             error: Exception = exc
-            if isinstance(exc, DBAPIError | OSError):
+            if _refused_data(exc):
+                # The database refuses this message's data as such: retrying
+                # cannot help, so the sender is told so (SMTP 554, form 422).
+                error = MessageRejected(f"the message cannot be stored: {type(exc).__name__}")
+                log.error("ingest.rejected %s", loggers.redact(str(exc).splitlines()[0]))
+            elif isinstance(exc, DBAPIError | OSError):
                 error = StorageUnavailable(f"storage failed: {type(exc).__name__}")
                 loggers.event(
                     log,
@@ -196,20 +210,24 @@ class Ingestor:
         self.batches += 1
         self.committed += len(batch)
         if self.on_commit is not None:
-            self.on_commit()
+            try:
+                self.on_commit()
+            except Exception:  # a listener's bug must not stop the writer
+                log.exception("ingest.on_commit_failed")
+        logged = log.isEnabledFor(logging.INFO)
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
-            if log.isEnabledFor(logging.DEBUG):
+            if logged:
+                m = pending.message
                 loggers.event(
                     log,
-                    "ingest.committed",
-                    logging.DEBUG,
-                    channel=pending.message.channel,
+                    "ingest.duplicate" if result.duplicate else "ingest.logged",
+                    channel=m.channel.value,
+                    account=m.account,
                     interaction=result.interaction_id,
                     client=result.client_id,
                     conversation=result.conversation_id,
-                    duplicate=result.duplicate,
                 )
 
     async def _write(self, batch: list[_Pending]) -> list[IngestResult]:

@@ -4,6 +4,7 @@ threading, redelivery, group commit, routing and the outbox, attachments, stop."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ from sqlalchemy import func, insert, select, update
 
 from hub.attachments import AttachmentStore, StoredFile
 from hub.clock import FrozenClock
-from hub.errors import StorageUnavailable
+from hub.errors import MessageRejected, StorageUnavailable
 from hub.identities import identity
 from hub.ingest import Ingestor
 from hub.types import Attachment, Channel, InboundMessage
@@ -724,3 +725,35 @@ async def test_one_batch_opening_a_conversation_nobody_takes_logs_one_routing_ev
     assert len({r.conversation_id for r in results}) == 1
     events = await rows(db, select(Interaction.text).where(Interaction.direction == "event"))
     assert [e.text for e in events] == ["routed: nobody available: queued"]
+
+
+async def test_a_message_the_database_refuses_is_rejected_alone(
+    db: Database, tmp_path: Path, backend: str
+) -> None:
+    """PostgreSQL enforces column sizes: an account name too long for its column
+    is refused with MessageRejected (retrying cannot help), and the message that
+    shared its batch is still stored."""
+    bad = dataclasses.replace(message(Channel.TELEGRAM, "1:1", ANNA_TG), account="x" * 300)
+    good = message(Channel.TELEGRAM, "1:2", ANNA_TG)
+    async with running(db, tmp_path) as ingest:
+        outcomes = await asyncio.gather(ingest(bad), ingest(good), return_exceptions=True)
+    stored = await scalar(
+        db, select(func.count()).select_from(Interaction).where(Interaction.direction == "in")
+    )
+    if backend == "postgresql":
+        assert isinstance(outcomes[0], MessageRejected)
+        assert stored == 1
+    else:  # SQLite keeps any length
+        assert not isinstance(outcomes[0], BaseException)
+        assert stored == 2
+    assert not isinstance(outcomes[1], BaseException)
+
+
+async def test_an_overlong_external_id_is_kept_by_its_digest(db: Database, tmp_path: Path) -> None:
+    long_id = "<" + "a" * 2000 + "@example.com>"
+    async with running(db, tmp_path) as ingest:
+        first = await ingest(message(Channel.EMAIL, long_id, ANNA))
+        again = await ingest(message(Channel.EMAIL, long_id, ANNA))
+        reply = await ingest(message(Channel.EMAIL, "<r@example.com>", ANNA, hints=(long_id,)))
+    assert again.duplicate and again.interaction_id == first.interaction_id
+    assert reply.conversation_id == first.conversation_id
