@@ -19,7 +19,6 @@ import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +29,7 @@ from hub import loggers
 from hub.attachments import AttachmentStore
 from hub.clock import Clock
 from hub.errors import MessageRejected, StorageUnavailable
-from hub.types import Direction, InboundMessage, IngestResult
+from hub.types import Channel, Direction, InboundMessage, IngestResult
 from routing import Decision, ManagerInfo, Request, Snapshot, decide
 from routing.hours import Hours, parse_hours
 from storage import Database
@@ -38,6 +37,7 @@ from storage import ingest as q
 
 log = loggers.ingest
 _IN, _EVENT = Direction.IN.value, Direction.EVENT.value
+_CHANNEL = {c: c.value for c in Channel}  # plain strings for the rows, without enum lookups
 
 
 @functools.lru_cache(maxsize=256)
@@ -69,19 +69,16 @@ def _clip(text: str | None, limit: int) -> str | None:
     return text if text is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
-@dataclass(slots=True)
 class _Pending:
-    message: InboundMessage
-    future: asyncio.Future[IngestResult]
-    files: list[tuple[str, str, str, int]] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    """A message waiting for its batch, with its stored attachment files."""
 
+    __slots__ = ("files", "future", "message", "skipped")
 
-@dataclass(slots=True)
-class _Client:
-    id: int
-    owner_id: int | None
-    new: bool = False
+    def __init__(self, message: InboundMessage, future: asyncio.Future[IngestResult]) -> None:
+        self.message = message
+        self.future = future
+        self.files: list[tuple[str, str, str, int]] = []
+        self.skipped: list[str] = []
 
 
 class Ingestor:
@@ -131,8 +128,8 @@ class Ingestor:
             raise StorageUnavailable("the hub is not accepting messages (stopping)")
         if not message.identities:
             raise ValueError("an inbound message needs at least one identity")
-        if len(message.external_id) > _MAX_ID or any(
-            len(h) > _MAX_ID for h in message.thread_hints
+        if len(message.external_id) > _MAX_ID or (
+            message.thread_hints and any(len(h) > _MAX_ID for h in message.thread_hints)
         ):
             message = dataclasses.replace(
                 message,
@@ -541,7 +538,7 @@ class _BatchWriter:
             "client_id": client_id,
             "conversation_id": conv_id,
             "direction": _IN,
-            "channel": m.channel.value,
+            "channel": _CHANNEL[m.channel],
             "account": m.account,
             "external_id": m.external_id,
             "author": _clip(first.display_name or first.value, 300),

@@ -54,6 +54,7 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         self._writer_engine: Engine | None = None
+        self._writer_conn: Connection | None = None
         self._writer: ThreadPoolExecutor | None = None
 
     @property
@@ -101,10 +102,17 @@ class Database:
         assert engine is not None
 
         def transaction() -> T:
-            with engine.connect() as conn:
-                conn = conn.execution_options(sqlite_immediate=True)
+            # One connection kept by the writer thread: no pool round trip per batch.
+            if self._writer_conn is None or self._writer_conn.closed:
+                self._writer_conn = engine.connect().execution_options(sqlite_immediate=True)
+            conn = self._writer_conn
+            try:
                 with conn.begin():
                     return work(conn)
+            except BaseException:
+                if conn.invalidated:
+                    conn.close()
+                raise
 
         return await asyncio.get_running_loop().run_in_executor(self._writer, transaction)
 
@@ -112,8 +120,15 @@ class Database:
         if self._writer is not None:
             writer, engine = self._writer, self._writer_engine
             self._writer = self._writer_engine = None
-            if engine is not None:
-                await asyncio.get_running_loop().run_in_executor(writer, engine.dispose)
+            conn, self._writer_conn = self._writer_conn, None
+
+            def close() -> None:
+                if conn is not None:
+                    conn.close()
+                if engine is not None:
+                    engine.dispose()
+
+            await asyncio.get_running_loop().run_in_executor(writer, close)
             writer.shutdown(wait=True)
         await self.engine.dispose()
 

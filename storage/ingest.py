@@ -77,30 +77,74 @@ class ManagerRow:
     load: int
 
 
-def _one_of(conn: Connection, column: ColumnElement[Any], values: Sequence[Any]) -> Any:
-    """``column IN values`` with the whole list as ONE bound parameter.
-
-    An expanded ``IN (?, ?, …)`` costs SQLAlchemy a bind name per value and
-    SQLite a fresh statement per list length; a batch asks with hundreds.
-    """
-    if conn.dialect.name == "sqlite":
+def _one_of(dialect: str, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """``column IN :name`` with the whole list as ONE bound parameter (see
+    :func:`_listed`): an expanded ``IN (?, ?, …)`` costs a bind per value and,
+    on SQLite, a fresh statement per list length; a batch asks with hundreds."""
+    if dialect == "sqlite":
         listed: Select[tuple[Any]] = select(literal_column("value")).select_from(
-            func.json_each(bindparam(None, json.dumps(list(values)), type_=String))
+            func.json_each(bindparam(name, type_=String))
         )
         return column.in_(listed.scalar_subquery())
-    return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column == any_(bindparam(name, type_=ARRAY(column.type)))
+
+
+def _listed(conn: Connection, values: Sequence[Any]) -> Any:
+    return json.dumps(list(values)) if conn.dialect.name == "sqlite" else list(values)
+
+
+_prepared: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+
+
+def _fetch(
+    conn: Connection, name: str, build: Callable[[str], Select[Any]], params: dict[str, Any]
+) -> Sequence[Any]:
+    """Run a hot-path SELECT. On SQLite it is compiled once and executed straight
+    by the driver, which halves its cost; elsewhere through SQLAlchemy as usual."""
+    dialect = conn.dialect.name
+    if dialect != "sqlite":
+        return conn.execute(build(dialect), params).all()
+    prepared = _prepared.get(name)
+    if prepared is None:
+        compiled = build(dialect).compile(dialect=conn.dialect)
+        prepared = _prepared[name] = (
+            compiled.string,
+            tuple(compiled.positiontup or ()),
+            dict(compiled.params),
+        )
+    sql, names, defaults = prepared
+    return conn.exec_driver_sql(
+        sql, tuple(params[n] if n in params else defaults[n] for n in names)
+    ).all()
+
+
+def _received_query(dialect: str) -> Select[Any]:
+    t = interactions.c
+    return select(t.external_id, t.id, t.client_id, t.conversation_id).where(
+        t.channel == bindparam("channel"), _one_of(dialect, t.external_id, "ids")
+    )
 
 
 def find_received(
     conn: Connection, channel: str, external_ids: Sequence[str]
 ) -> dict[str, Received]:
-    t = interactions.c
-    rows = conn.execute(
-        select(t.external_id, t.id, t.client_id, t.conversation_id).where(
-            t.channel == channel, _one_of(conn, t.external_id, external_ids)
-        )
+    rows = _fetch(
+        conn, "received", _received_query, {"channel": channel, "ids": _listed(conn, external_ids)}
     )
-    return {ext: Received(iid, cid, conv) for ext, iid, cid, conv in rows.all()}
+    return {ext: Received(iid, cid, conv) for ext, iid, cid, conv in rows}
+
+
+def _clients_query(dialect: str) -> Select[Any]:
+    i, c, v = identities.c, clients.c, conversations.c
+    return (
+        select(i.value, i.client_id, c.owner_id, v.id, v.status, v.assignee_id)
+        .join_from(identities, clients, i.client_id == c.id)
+        .outerjoin(
+            conversations,
+            and_(v.client_id == c.id, v.channel == bindparam("channel"), v.status != "resolved"),
+        )
+        .where(i.kind == bindparam("kind"), _one_of(dialect, i.value, "values"))
+    )
 
 
 def find_clients(
@@ -110,20 +154,20 @@ def find_clients(
     not-resolved conversation on ``channel`` of each, in one query per kind."""
     found: dict[tuple[str, str], KnownIdentity] = {}
     open_: dict[int, OpenConversation] = {}
-    i, c, v = identities.c, clients.c, conversations.c
     by_kind: dict[str, list[str]] = {}
     for kind, value in pairs:
         by_kind.setdefault(kind, []).append(value)
     for kind, values in by_kind.items():
-        rows = conn.execute(
-            select(i.value, i.client_id, c.owner_id, v.id, v.status, v.assignee_id)
-            .join_from(identities, clients, i.client_id == c.id)
-            .outerjoin(
-                conversations,
-                and_(v.client_id == c.id, v.channel == channel, v.status != "resolved"),
-            )
-            .where(i.kind == kind, _one_of(conn, i.value, values))
-        ).all()
+        rows = _fetch(
+            conn,
+            "clients",
+            _clients_query,
+            {
+                "channel": channel,
+                "kind": str(kind),
+                "values": _listed(conn, values),
+            },
+        )
         for value, client_id, owner_id, conv_id, status, assignee_id in rows:
             found[(kind, value)] = KnownIdentity(client_id, owner_id)
             if conv_id is not None:
@@ -143,7 +187,9 @@ def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> l
     if not rows:
         return []
     if conn.dialect.name == "sqlite":
-        top = conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()
+        top = conn.exec_driver_sql(
+            f"SELECT coalesce(max(id), 0) FROM {table.name}"  # noqa: S608 - a table of ours
+        ).scalar_one()
         ids = list(range(int(top) + 1, int(top) + 1 + len(rows)))
         for row, new_id in zip(rows, ids, strict=True):
             row["id"] = new_id
@@ -188,9 +234,10 @@ def find_threads(
     rows = conn.execute(
         select(t.external_id, t.conversation_id, t.client_id).where(
             t.channel == channel,
-            _one_of(conn, t.external_id, hints),
+            _one_of(conn.dialect.name, t.external_id, "hints"),
             t.conversation_id.is_not(None),
-        )
+        ),
+        {"hints": _listed(conn, hints)},
     )
     return {ext: (conv, client) for ext, conv, client in rows.all()}
 
@@ -200,7 +247,10 @@ def get_conversations(conn: Connection, ids: Sequence[int]) -> dict[int, OpenCon
         return {}
     c = conversations.c
     rows = conn.execute(
-        select(c.id, c.client_id, c.status, c.assignee_id).where(_one_of(conn, c.id, ids))
+        select(c.id, c.client_id, c.status, c.assignee_id).where(
+            _one_of(conn.dialect.name, c.id, "ids")
+        ),
+        {"ids": _listed(conn, ids)},
     )
     return {row[0]: OpenConversation(*row) for row in rows}
 
