@@ -24,8 +24,8 @@ from aiohttp.typedefs import Handler, Middleware
 from sqlalchemy.exc import DBAPIError
 
 from hub import loggers
-from hub.identities import InvalidIdentity, identity
-from hub.types import ConversationStatus, IdentityKind
+from hub.search import client_search
+from hub.types import ConversationStatus
 from storage import Database
 from storage import read as q
 
@@ -37,7 +37,6 @@ MAX_QUERY = 200
 _MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
 _HUGE = 10**18
 _INTEGER = re.compile(r"[0-9]+")
-_PHONE_LIKE = re.compile(r"[0-9\s()+.\-]*[0-9][0-9\s()+.\-]*")
 _STATUSES = tuple(s.value for s in ConversationStatus)
 
 
@@ -116,7 +115,7 @@ class _Api:
         if len(text) > MAX_QUERY:
             raise BadRequest(f"q: longer than {MAX_QUERY} characters")
         limit, offset = _paging(request)
-        search = _search(text, self.region) if text else None
+        search = client_search(text, self.region) if text else None
         async with self.db.read() as conn:
             found = await q.search_clients(conn, search, limit=limit, offset=offset)
         return _json([dataclasses.asdict(c) for c in found])
@@ -149,19 +148,6 @@ class _Api:
         async with self.db.read() as conn:
             found = await q.list_conversations(conn, status, limit=limit, offset=offset)
         return _json([dataclasses.asdict(c) for c in found])
-
-
-def _search(text: str, region: str | None) -> q.ClientSearch:
-    """Read a search box query: a name or address fragment, a phone written any way, an id."""
-    exact: list[tuple[str, str]] = []
-    for kind in IdentityKind:
-        try:
-            found = identity(kind, text, default_region=region)
-        except (InvalidIdentity, ValueError):  # idna refuses some hosts with ValueError
-            continue
-        exact.append((found.kind.value, found.value))
-    digits = "".join(ch for ch in text if ch.isdigit()) if _PHONE_LIKE.fullmatch(text) else ""
-    return q.ClientSearch(text=text, phone_digits=digits, exact=tuple(exact))
 
 
 def _paging(request: web.Request) -> tuple[int, int]:

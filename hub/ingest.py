@@ -284,7 +284,7 @@ class _BatchWriter:
             if key in received:
                 rec = received[key]
                 results[index] = IngestResult(
-                    rec.interaction_id, rec.client_id, rec.conversation_id or 0, duplicate=True
+                    rec.interaction_id, rec.client_id, rec.conversation_id, duplicate=True
                 )
             elif key in first_of:
                 repeats.append((index, first_of[key]))
@@ -385,6 +385,8 @@ class _BatchWriter:
         queued: set[_Conv] = set()
         for x in fresh:
             m, client_id = batch[x].message, client_of[x]
+            if m.extras and m.extras.get("service"):
+                continue  # a bare /start or /stop: logged, but no request to route
             channel = m.channel
             conv = None
             for hint in m.thread_hints:
@@ -449,9 +451,13 @@ class _BatchWriter:
             conn, [(c.id, c.assignee_id) for c in existing.values() if c.changed], now
         )
         q.set_owners(conn, owners)
+        q.opt_out(conn, [client_of[x] for x in fresh if batch[x].message.extras.get("opt_out")])
 
         # 4. The interactions: each message, and each routing decision as an event.
-        rows = [self._interaction(batch[x], client_of[x], conv_of[x].id) for x in fresh]
+        rows = [
+            self._interaction(batch[x], client_of[x], conv_of[x].id if x in conv_of else None)
+            for x in fresh
+        ]
         rows.extend(
             self._event(client_of[x], conv.id, f"routed: {d.reason}") for x, conv, d in decisions
         )
@@ -480,10 +486,10 @@ class _BatchWriter:
             results[x] = IngestResult(
                 interaction_of[x],
                 client_of[x],
-                conv_of[x].id,
+                conv_of[x].id if x in conv_of else None,
                 duplicate=False,
                 new_client=client_of[x] in new_clients,
-                new_conversation=opened_by.get(id(conv_of[x])) == x,
+                new_conversation=x in conv_of and opened_by.get(id(conv_of[x])) == x,
             )
         for index, original in repeats:
             done = results[original]
@@ -527,7 +533,7 @@ class _BatchWriter:
             ]
         )
 
-    def _interaction(self, p: _Pending, client_id: int, conv_id: int) -> dict[str, Any]:
+    def _interaction(self, p: _Pending, client_id: int, conv_id: int | None) -> dict[str, Any]:
         m = p.message
         first = m.identities[0]
         extras: dict[str, Any] | None = dict(m.extras) if m.extras else None
@@ -580,6 +586,8 @@ class _BatchWriter:
             return []
         out = []
         for x in fresh:
+            if x not in conv_of:
+                continue  # service messages are not mirrored
             iid = interaction_of[x]
             out.append(
                 self._notice(

@@ -8,11 +8,22 @@ after the sink returned (the message is committed), and delivers
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from hub.types import InboundMessage, IngestResult, OutboundMessage, SendResult
+from hub.types import (
+    Attachment,
+    ClientCard,
+    InboundMessage,
+    InboxItem,
+    IngestResult,
+    ManagerRef,
+    OutboundMessage,
+    SendResult,
+    StoredAttachment,
+    Topic,
+)
 
 InboundSink = Callable[[InboundMessage], Awaitable[IngestResult]]
 
@@ -47,3 +58,59 @@ class ChannelPort(Protocol):
 
     async def send(self, message: OutboundMessage) -> SendResult:
         """Deliver, or raise TemporaryDeliveryError / PermanentDeliveryError."""
+
+
+class StaffDesk(Protocol):
+    """What the hub offers a staff surface (the managers' Telegram chat).
+
+    The channel calls these for what managers do; each call returns after its
+    effects are committed. Every call names the acting manager, already checked
+    with :meth:`manager` by the surface: strangers get nothing but a logged refusal.
+    """
+
+    async def manager(self, telegram_id: int) -> ManagerRef | None:
+        """The active manager with this Telegram id, else None."""
+
+    async def refused(self, telegram_id: int, what: str) -> None:
+        """Record that someone who is not a manager tried ``what``."""
+
+    async def topic_of(self, client_id: int) -> Topic | None: ...
+
+    async def save_topic(self, client_id: int, topic: Topic) -> None: ...
+
+    async def forget_topic(self, client_id: int) -> None:
+        """The topic is gone (deleted in Telegram): the next mirror opens a new one."""
+
+    async def client_of_topic(self, topic: Topic) -> int | None: ...
+
+    async def card(self, client_id: int) -> ClientCard | None: ...
+
+    async def attachments(self, interaction_id: int) -> list[StoredAttachment]: ...
+
+    async def attachment_bytes(self, sha256: str) -> bytes: ...
+
+    async def answer(
+        self,
+        client_id: int,
+        text: str,
+        *,
+        manager: ManagerRef,
+        key: str,
+        note: bool = False,
+        attachments: Sequence[Attachment] = (),
+    ) -> int:
+        """Log the manager's answer (or internal note) and queue it to the client
+        over the conversation's channel; return the interaction id. ``key`` (the
+        id of the manager's message) makes a repeated call a no-op."""
+
+    async def act(
+        self, client_id: int, manager: ManagerRef, action: str, argument: str = ""
+    ) -> str:
+        """take, resolve, reopen, transfer NAME, tag WORDS, remind WHEN TEXT, stage NAME:
+        do it, log it on the client, return the confirmation to show (localized)."""
+
+    async def inbox(self, manager: ManagerRef) -> list[InboxItem]:
+        """Open requests assigned to the manager, oldest first."""
+
+    async def find(self, manager: ManagerRef, text: str) -> list[ClientCard]:
+        """Clients matching a name, email, phone, Telegram id, or text of the log."""

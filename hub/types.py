@@ -100,7 +100,7 @@ class IngestResult:
 
     interaction_id: int
     client_id: int
-    conversation_id: int
+    conversation_id: int | None  # None for a service message (a bare /start)
     duplicate: bool
     new_client: bool = False
     new_conversation: bool = False
@@ -134,3 +134,65 @@ class SendResult:
     """A channel's receipt: the peer's id of the delivered message, if any."""
 
     external_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerRef:
+    """A registered manager, as the staff surface sees them."""
+
+    id: int
+    name: str
+    telegram_id: int
+    role: str
+    language: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """Where a client's conversation lives in the staff chat (a forum topic)."""
+
+    chat_id: int
+    thread_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """One line of a card's recent history."""
+
+    at: datetime
+    direction: str
+    channel: str | None
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCard:
+    id: int
+    name: str | None
+    stage: str
+    owner: str | None
+    identities: tuple[tuple[str, str], ...]
+    open_requests: int
+    assignee: str | None
+    language: str | None
+    source: str | None
+    tags: tuple[str, ...]
+    last_contacts: tuple[Contact, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAttachment:
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    client_id: int
+    client_name: str | None
+    conversation_id: int
+    channel: str
+    waiting_since: datetime
+    topic: Topic | None

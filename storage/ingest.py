@@ -211,6 +211,14 @@ def set_owners(conn: Connection, owners: dict[int, int]) -> None:
         )
 
 
+def opt_out(conn: Connection, client_ids: list[int]) -> None:
+    """Clients who asked for no more campaigns (/stop, an unsubscribe link)."""
+    if client_ids:
+        conn.execute(
+            update(clients).where(clients.c.id.in_(set(client_ids))).values(opted_out=True)
+        )
+
+
 def reopen_or_assign(conn: Connection, rows: list[tuple[int, int | None]], now: datetime) -> None:
     """Conversations ``(id, assignee)`` that new inbound mail makes open (again), or
     that routing just assigned."""

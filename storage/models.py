@@ -201,3 +201,15 @@ class Audit(Base):
     object_type: Mapped[str | None] = mapped_column(String(50))
     object_id: Mapped[int | None] = mapped_column(Integer)
     details: Mapped[dict[str, Any] | None]
+
+
+class StaffTopic(Base):
+    """The forum topic of a client in a staff chat."""
+
+    __tablename__ = "staff_topics"
+    __table_args__ = (UniqueConstraint("chat_id", "thread_id"),)
+
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    thread_id: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]

@@ -146,6 +146,6 @@ def test_migrate_command(tmp_path: Path) -> None:
     run = [sys.executable, "-m", "hub.cli", "migrate", "--config", str(config)]
     first = subprocess.run(run, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
-    assert "applied: 0001" in first.stdout
+    assert "applied: 0001, 0002" in first.stdout
     second = subprocess.run(run, capture_output=True, text=True, timeout=60)
     assert second.stdout.strip() == "schema is up to date"

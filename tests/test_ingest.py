@@ -757,3 +757,30 @@ async def test_an_overlong_external_id_is_kept_by_its_digest(db: Database, tmp_p
         reply = await ingest(message(Channel.EMAIL, "<r@example.com>", ANNA, hints=(long_id,)))
     assert again.duplicate and again.interaction_id == first.interaction_id
     assert reply.conversation_id == first.conversation_id
+
+
+async def test_a_bare_start_is_logged_but_opens_no_request(db: Database, tmp_path: Path) -> None:
+    """Regression (Telegram issue): a swarm of bare /start must not open requests,
+    route them or mirror them to the staff."""
+    start = dataclasses.replace(
+        message(Channel.TELEGRAM, "1:1", ANNA_TG, text="/start"),
+        extras={"command": "start", "service": True, "source": "ad-42"},
+    )
+    async with running(db, tmp_path, staff="telegram") as ingest:
+        result = await ingest(start)
+        real = await ingest(message(Channel.TELEGRAM, "1:2", ANNA_TG, text="Здравствуйте"))
+    assert result.conversation_id is None and result.new_client
+    assert real.conversation_id is not None and real.new_conversation
+    assert await scalar(db, select(Client.source).where(Client.id == result.client_id)) == "ad-42"
+    kinds = await rows(db, select(Outbox.kind, Outbox.interaction_id))
+    assert [tuple(k) for k in kinds] == [("mirror", real.interaction_id)]
+
+
+async def test_stop_opts_the_client_out(db: Database, tmp_path: Path) -> None:
+    stop = dataclasses.replace(
+        message(Channel.TELEGRAM, "1:1", ANNA_TG, text="/stop"),
+        extras={"command": "stop", "service": True, "opt_out": True},
+    )
+    async with running(db, tmp_path) as ingest:
+        result = await ingest(stop)
+    assert await scalar(db, select(Client.opted_out).where(Client.id == result.client_id))

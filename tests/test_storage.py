@@ -14,7 +14,7 @@ from storage.models import Client, Interaction
 
 
 async def test_migrations_are_applied_once(db: Database) -> None:
-    assert await current(db) == "0001"
+    assert await current(db) == "0002"
     assert await upgrade(db) == []
 
 
@@ -63,3 +63,17 @@ async def test_interactions_are_append_only(db: Database) -> None:
     async with db.read() as conn:
         row = (await conn.execute(text("SELECT text, delivery FROM interactions"))).one()
     assert tuple(row) == ("hello", "sent")
+
+
+async def test_migrations_match_the_models(db: Database) -> None:
+    """A model change without its migration would show here."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from storage.models import Base
+
+    async with db.engine.connect() as conn:
+        diff = await conn.run_sync(
+            lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
+        )
+    assert diff == []

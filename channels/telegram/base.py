@@ -1,0 +1,31 @@
+"""The seam between the Telegram channel's two sides.
+
+``TelegramChannel`` (channel.py) owns the bot, the update stream (polling or
+webhook, commit first, confirm after) and the clients' side. The managers'
+side — the staff forum, topics, cards, mirrors, commands and buttons — plugs in
+as a :class:`StaffSurface`, built over the hub's :class:`~hub.ports.StaffDesk`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from aiogram import Bot
+from aiogram.types import Update
+
+from hub.types import OutboundMessage, SendResult
+
+# Outbox kinds the staff side delivers; every other kind goes to a client.
+STAFF_KINDS = frozenset({"mirror", "assigned", "delivery_failed", "reminder", "alert"})
+
+
+class StaffSurface(Protocol):
+    async def handles(self, update: Update) -> bool:
+        """Whether the update is the staff's: from a staff chat, a button press, or a
+        registered manager's private chat with the bot."""
+
+    async def handle(self, bot: Bot, update: Update) -> None:
+        """Act on a staff update; return once its effects are committed."""
+
+    async def send(self, bot: Bot, message: OutboundMessage) -> SendResult:
+        """Deliver a staff kind (see STAFF_KINDS); raise the hub's delivery errors."""

@@ -1,0 +1,370 @@
+"""The managers' desk: what a staff surface (the Telegram staff chat) can do.
+
+Implements :class:`hub.ports.StaffDesk`. Every action is one transaction that
+also logs an ``event`` (or the answer itself) on the client's record, so the log
+tells who did what and when.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from hub import loggers
+from hub.attachments import AttachmentStore
+from hub.clock import Clock
+from hub.errors import HubError
+from hub.replies import REPLY_ROUTE
+from hub.search import client_search
+from hub.texts import text
+from hub.types import (
+    Attachment,
+    ClientCard,
+    Contact,
+    Delivery,
+    Direction,
+    InboxItem,
+    ManagerRef,
+    StoredAttachment,
+    Topic,
+)
+from hub.when import parse_when
+from storage import Database, read
+from storage import desk as q
+
+log = loggers.core
+
+STAGES = (
+    "prospect",
+    "first_time_buyer",
+    "repeat_buyer",
+    "client",
+    "supporter",
+    "advocate",
+    "partner",
+    "lapsed",
+)
+ACTIONS = ("take", "resolve", "reopen", "transfer", "tag", "remind", "stage")
+
+
+class NoConversation(HubError):
+    """The client has no conversation to answer in."""
+
+
+def _ref(row: q.ManagerRow) -> ManagerRef:
+    language = (row.attrs or {}).get("language")
+    return ManagerRef(row.id, row.name, row.telegram_id, row.role, language)
+
+
+class Desk:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        files: AttachmentStore,
+        *,
+        language: str = "ru",
+        timezone: str = "UTC",
+        region: str | None = None,
+        staff_channel: str | None = "telegram",
+    ) -> None:
+        self.region = region
+        self.db = db
+        self.clock = clock
+        self.files = files
+        self.language = language
+        self.timezone = timezone
+        self.staff_channel = staff_channel
+
+    async def manager(self, telegram_id: int) -> ManagerRef | None:
+        async with self.db.read() as conn:
+            row = await q.manager_by_telegram(conn, telegram_id)
+        return _ref(row) if row else None
+
+    async def refused(self, telegram_id: int, what: str) -> None:
+        loggers.event(log, "staff.refused", 30, telegram_id=telegram_id, what=what[:80])
+        async with self.db.write() as conn:
+            await q.audit(
+                conn,
+                {
+                    "at": self.clock.now(),
+                    "actor": f"telegram:{telegram_id}",
+                    "action": "refused",
+                    "details": {"what": what[:500]},
+                },
+            )
+
+    async def topic_of(self, client_id: int) -> Topic | None:
+        async with self.db.read() as conn:
+            found = await q.topic_of(conn, client_id)
+        return Topic(*found) if found else None
+
+    async def save_topic(self, client_id: int, topic: Topic) -> None:
+        async with self.db.write() as conn:
+            await q.save_topic(conn, client_id, topic.chat_id, topic.thread_id, self.clock.now())
+
+    async def forget_topic(self, client_id: int) -> None:
+        async with self.db.write() as conn:
+            await q.forget_topic(conn, client_id)
+
+    async def client_of_topic(self, topic: Topic) -> int | None:
+        async with self.db.read() as conn:
+            return await q.client_of_topic(conn, topic.chat_id, topic.thread_id)
+
+    async def card(self, client_id: int) -> ClientCard | None:
+        async with self.db.read() as conn:
+            client = await q.client(conn, client_id)
+            if client is None:
+                return None
+            idents = await q.identities_of(conn, client_id)
+            open_convs = await q.open_conversations(conn, client_id)
+            assignee = await q.manager_name(conn, open_convs[0].assignee_id) if open_convs else None
+            recent = await q.last_interactions(conn, client_id, 5)
+        return ClientCard(
+            id=client.id,
+            name=client.name,
+            stage=client.stage,
+            owner=client.owner,
+            identities=tuple(idents),
+            open_requests=len(open_convs),
+            assignee=assignee,
+            language=client.language,
+            source=client.source,
+            tags=tuple(client.tags or ()),
+            last_contacts=tuple(Contact(at, d, ch, t) for at, d, ch, t in recent),
+        )
+
+    async def attachments(self, interaction_id: int) -> list[StoredAttachment]:
+        async with self.db.read() as conn:
+            rows = await q.attachments_of(conn, interaction_id)
+        return [StoredAttachment(*row) for row in rows]
+
+    async def attachment_bytes(self, sha256: str) -> bytes:
+        return await self.files.get(sha256)
+
+    async def answer(
+        self,
+        client_id: int,
+        text_: str,
+        *,
+        manager: ManagerRef,
+        key: str,
+        note: bool = False,
+        attachments: Sequence[Attachment] = (),
+    ) -> int:
+        stored = [(a, await self.files.put(a.data)) for a in attachments]
+        now = self.clock.now()
+        staff = self.staff_channel or "staff"
+        async with self.db.write() as conn:
+            done = await q.answered(conn, key, staff)
+            if done is not None:
+                return done  # a redelivered manager message
+            conv = await q.latest_conversation(conn, client_id)
+            if conv is None:
+                raise NoConversation(f"client {client_id} has no conversation")
+            values = {
+                "client_id": client_id,
+                "conversation_id": conv.id,
+                "author": manager.name,
+                "text": text_,
+                "at": now,
+                "account": staff,
+            }
+            if note:
+                interaction_id = await q.event(
+                    conn,
+                    {
+                        **values,
+                        "direction": Direction.NOTE.value,
+                        "channel": staff,
+                        "external_id": key,
+                    },
+                )
+            else:
+                channel, kind = REPLY_ROUTE[conv.channel]
+                recipient = next(
+                    (v for k, v in reversed(await q.identities_of(conn, client_id)) if k == kind),
+                    None,
+                )
+                if recipient is None:
+                    raise NoConversation(f"client {client_id} has no {kind} address")
+                interaction_id = await q.event(
+                    conn,
+                    {
+                        **values,
+                        "direction": Direction.OUT.value,
+                        "channel": channel,
+                        "delivery": Delivery.PENDING.value,
+                    },
+                )
+                await q.enqueue(
+                    conn,
+                    {
+                        "idempotency_key": key,
+                        "channel": channel,
+                        "account": conv.channel,
+                        "recipient": recipient,
+                        "kind": "reply",
+                        "text": text_,
+                        "client_id": client_id,
+                        "conversation_id": conv.id,
+                        "interaction_id": interaction_id,
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "created_at": now,
+                    },
+                )
+                await q.set_conversations(conn, [conv.id], now, status="pending")
+                if conv.assignee_id is None:
+                    await q.set_conversations(conn, [conv.id], now, assignee_id=manager.id)
+                await q.mark_responded(conn, conv.id, now)
+            await q.add_attachments(
+                conn,
+                [
+                    {
+                        "interaction_id": interaction_id,
+                        "filename": a.filename,
+                        "content_type": a.content_type,
+                        "size": s.size,
+                        "sha256": s.sha256,
+                    }
+                    for a, s in stored
+                ],
+            )
+        loggers.event(
+            log,
+            "staff.note" if note else "staff.answer",
+            client=client_id,
+            conversation=conv.id,
+            interaction=interaction_id,
+            manager=manager.id,
+        )
+        return interaction_id
+
+    async def act(
+        self, client_id: int, manager: ManagerRef, action: str, argument: str = ""
+    ) -> str:
+        language = manager.language or self.language
+        now = self.clock.now()
+        argument = argument.strip()
+        async with self.db.write() as conn:
+            convs = await q.open_conversations(conn, client_id)
+            ids = [c.id for c in convs]
+            latest = await q.latest_conversation(conn, client_id)
+            event_conv = convs[0].id if convs else (latest.id if latest else None)
+            if action == "take":
+                if not ids:
+                    return text("no_open", language)
+                await q.set_conversations(conn, ids, now, assignee_id=manager.id)
+                reply = text("taken", language, manager=manager.name)
+            elif action == "resolve":
+                if not ids:
+                    return text("no_open", language)
+                await q.set_conversations(conn, ids, now, status="resolved", resolved_at=now)
+                reply = text("resolved", language, manager=manager.name)
+            elif action == "reopen":
+                if latest is None:
+                    return text("no_open", language)
+                await q.set_conversations(conn, [latest.id], now, status="open", resolved_at=None)
+                reply = text("reopened", language, manager=manager.name)
+            elif action == "transfer":
+                if not argument:
+                    return text("need_argument", language, usage="/transfer NAME")
+                target = await q.manager_by_name(conn, argument)
+                if target is None:
+                    return text("unknown_manager", language, name=argument)
+                if not ids:
+                    return text("no_open", language)
+                await q.set_conversations(conn, ids, now, assignee_id=target.id)
+                reply = text("transferred", language, target=target.name, manager=manager.name)
+                if self.staff_channel is not None:
+                    await q.enqueue(
+                        conn,
+                        {
+                            "idempotency_key": f"transfer:{uuid.uuid4().hex}",
+                            "channel": self.staff_channel,
+                            "account": "staff",
+                            "recipient": str(target.telegram_id),
+                            "kind": "assigned",
+                            "text": reply,
+                            "client_id": client_id,
+                            "conversation_id": ids[0],
+                            "status": "pending",
+                            "attempts": 0,
+                            "next_attempt_at": now,
+                            "created_at": now,
+                        },
+                    )
+            elif action == "tag":
+                words = [w.lstrip("#") for w in argument.replace(",", " ").split() if w]
+                if not words:
+                    return text("need_argument", language, usage="/tag WORD …")
+                client = await q.client(conn, client_id)
+                tags = list(dict.fromkeys([*(client.tags or [] if client else []), *words]))
+                await q.set_client(conn, client_id, now, tags=tags)
+                reply = text("tagged", language, tags=", ".join(tags))
+            elif action == "stage":
+                stage = argument.lower().replace(" ", "_").replace("-", "_")
+                if stage not in STAGES:
+                    return text("bad_stage", language, stage=argument, stages=", ".join(STAGES))
+                await q.set_client(conn, client_id, now, stage=stage)
+                reply = text("stage", language, stage=stage, manager=manager.name)
+            elif action == "remind":
+                parsed = parse_when(argument, now, self.timezone)
+                if parsed is None:
+                    return text("bad_when", language, text=argument)
+                due, what = parsed
+                await q.add_reminder(
+                    conn,
+                    {
+                        "client_id": client_id,
+                        "conversation_id": event_conv,
+                        "manager_id": manager.id,
+                        "due_at": due,
+                        "text": what,
+                        "kind": "reminder",
+                        "status": "pending",
+                        "created_at": now,
+                    },
+                )
+                reply = text(
+                    "remind_set", language, when=due.isoformat(timespec="minutes"), text=what or "—"
+                )
+            else:
+                return text("unknown_action", language, action=action)
+            await q.event(
+                conn,
+                {
+                    "client_id": client_id,
+                    "conversation_id": event_conv,
+                    "direction": Direction.EVENT.value,
+                    "author": manager.name,
+                    "text": reply,
+                    "at": now,
+                },
+            )
+        loggers.event(log, "staff.action", action=action, client=client_id, manager=manager.id)
+        return reply
+
+    async def inbox(self, manager: ManagerRef) -> list[InboxItem]:
+        async with self.db.read() as conn:
+            rows = await q.inbox(conn, manager.id)
+        return [
+            InboxItem(
+                cid, name, conv, channel, created, Topic(chat, thread) if chat is not None else None
+            )
+            for cid, name, conv, channel, created, chat, thread in rows
+        ]
+
+    async def find(self, manager: ManagerRef, text_: str) -> list[ClientCard]:
+        async with self.db.read() as conn:
+            found = await read.search_clients(
+                conn, client_search(text_.strip(), self.region), limit=10
+            )
+        cards = []
+        for summary in found:
+            card = await self.card(summary.id)
+            if card is not None:
+                cards.append(card)
+        return cards

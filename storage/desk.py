@@ -1,0 +1,319 @@
+"""The queries behind the managers' desk: managers, topics, cards, answers, actions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.models import (
+    Attachment,
+    Audit,
+    Client,
+    Conversation,
+    Identity,
+    Interaction,
+    Manager,
+    Outbox,
+    Reminder,
+    StaffTopic,
+)
+
+managers = cast(Table, Manager.__table__)
+clients = cast(Table, Client.__table__)
+identities = cast(Table, Identity.__table__)
+conversations = cast(Table, Conversation.__table__)
+interactions = cast(Table, Interaction.__table__)
+attachments = cast(Table, Attachment.__table__)
+outbox = cast(Table, Outbox.__table__)
+reminders = cast(Table, Reminder.__table__)
+topics = cast(Table, StaffTopic.__table__)
+audit_table = cast(Table, Audit.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerRow:
+    id: int
+    name: str
+    telegram_id: int
+    role: str
+    attrs: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRow:
+    id: int
+    name: str | None
+    stage: str
+    owner: str | None
+    language: str | None
+    source: str | None
+    tags: list[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRow:
+    id: int
+    client_id: int
+    channel: str
+    status: str
+    assignee_id: int | None
+    created_at: datetime
+
+
+_MANAGER_COLUMNS = (
+    managers.c.id,
+    managers.c.name,
+    managers.c.telegram_id,
+    managers.c.role,
+    managers.c.attrs,
+)
+
+
+async def manager_by_telegram(conn: AsyncConnection, telegram_id: int) -> ManagerRow | None:
+    row = (
+        await conn.execute(
+            select(*_MANAGER_COLUMNS).where(
+                managers.c.telegram_id == telegram_id, managers.c.active.is_(True)
+            )
+        )
+    ).one_or_none()
+    return ManagerRow(*row) if row else None
+
+
+async def manager_by_name(conn: AsyncConnection, name: str) -> ManagerRow | None:
+    """By exact Telegram id, else by name (case-insensitive, unique prefix)."""
+    m = managers.c
+    rows = [
+        ManagerRow(*r)
+        for r in await conn.execute(
+            select(*_MANAGER_COLUMNS).where(m.active.is_(True)).order_by(m.id)
+        )
+    ]
+    wanted = name.strip().lstrip("@").casefold()
+    for row in rows:
+        if str(row.telegram_id) == wanted or row.name.casefold() == wanted:
+            return row
+    prefixed = [r for r in rows if r.name.casefold().startswith(wanted)]
+    return prefixed[0] if len(prefixed) == 1 else None
+
+
+async def manager_name(conn: AsyncConnection, manager_id: int | None) -> str | None:
+    if manager_id is None:
+        return None
+    return cast(
+        "str | None",
+        (
+            await conn.execute(select(managers.c.name).where(managers.c.id == manager_id))
+        ).scalar_one_or_none(),
+    )
+
+
+async def topic_of(conn: AsyncConnection, client_id: int) -> tuple[int, int] | None:
+    row = (
+        await conn.execute(
+            select(topics.c.chat_id, topics.c.thread_id).where(topics.c.client_id == client_id)
+        )
+    ).one_or_none()
+    return (int(row[0]), int(row[1])) if row else None
+
+
+async def save_topic(
+    conn: AsyncConnection, client_id: int, chat_id: int, thread_id: int, now: datetime
+) -> None:
+    await conn.execute(delete(topics).where(topics.c.client_id == client_id))
+    await conn.execute(
+        insert(topics).values(
+            client_id=client_id, chat_id=chat_id, thread_id=thread_id, created_at=now
+        )
+    )
+
+
+async def forget_topic(conn: AsyncConnection, client_id: int) -> None:
+    await conn.execute(delete(topics).where(topics.c.client_id == client_id))
+
+
+async def client_of_topic(conn: AsyncConnection, chat_id: int, thread_id: int) -> int | None:
+    return cast(
+        "int | None",
+        (
+            await conn.execute(
+                select(topics.c.client_id).where(
+                    topics.c.chat_id == chat_id, topics.c.thread_id == thread_id
+                )
+            )
+        ).scalar_one_or_none(),
+    )
+
+
+async def client(conn: AsyncConnection, client_id: int) -> ClientRow | None:
+    c, m = clients.c, managers.c
+    row = (
+        await conn.execute(
+            select(c.id, c.name, c.stage, m.name, c.language, c.source, c.tags)
+            .join_from(clients, managers, c.owner_id == m.id, isouter=True)
+            .where(c.id == client_id)
+        )
+    ).one_or_none()
+    return ClientRow(*row) if row else None
+
+
+async def identities_of(conn: AsyncConnection, client_id: int) -> list[tuple[str, str]]:
+    i = identities.c
+    rows = await conn.execute(
+        select(i.kind, i.value).where(i.client_id == client_id).order_by(i.id)
+    )
+    return [(kind, value) for kind, value in rows]
+
+
+async def open_conversations(conn: AsyncConnection, client_id: int) -> list[ConversationRow]:
+    """Not resolved, the most recently active first."""
+    c = conversations.c
+    rows = await conn.execute(
+        select(c.id, c.client_id, c.channel, c.status, c.assignee_id, c.created_at)
+        .where(c.client_id == client_id, c.status != "resolved")
+        .order_by(c.updated_at.desc(), c.id.desc())
+    )
+    return [ConversationRow(*r) for r in rows]
+
+
+async def latest_conversation(conn: AsyncConnection, client_id: int) -> ConversationRow | None:
+    """The conversation of the client's latest inbound message, else the newest."""
+    c, i = conversations.c, interactions.c
+    last_in = (
+        await conn.execute(
+            select(i.conversation_id)
+            .where(i.client_id == client_id, i.direction == "in", i.conversation_id.is_not(None))
+            .order_by(i.id.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    query = select(c.id, c.client_id, c.channel, c.status, c.assignee_id, c.created_at)
+    if last_in is not None:
+        query = query.where(c.id == last_in)
+    else:
+        query = query.where(c.client_id == client_id).order_by(c.id.desc()).limit(1)
+    row = (await conn.execute(query)).one_or_none()
+    return ConversationRow(*row) if row else None
+
+
+async def last_interactions(
+    conn: AsyncConnection, client_id: int, limit: int
+) -> list[tuple[datetime, str, str | None, str]]:
+    i = interactions.c
+    rows = await conn.execute(
+        select(i.at, i.direction, i.channel, i.text)
+        .where(i.client_id == client_id, i.direction.in_(("in", "out")))
+        .order_by(i.id.desc())
+        .limit(limit)
+    )
+    return [(at, d, ch, text) for at, d, ch, text in reversed(rows.all())]
+
+
+async def attachments_of(
+    conn: AsyncConnection, interaction_id: int
+) -> list[tuple[str, str, int, str]]:
+    a = attachments.c
+    rows = await conn.execute(
+        select(a.filename, a.content_type, a.size, a.sha256)
+        .where(a.interaction_id == interaction_id)
+        .order_by(a.id)
+    )
+    return [(f, ct, int(sz), sha) for f, ct, sz, sha in rows]
+
+
+async def add_attachments(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(insert(attachments), rows)
+
+
+async def answered(conn: AsyncConnection, key: str, channel: str) -> int | None:
+    """The interaction an earlier call with this idempotency key logged, if any."""
+    found = (
+        await conn.execute(select(outbox.c.interaction_id).where(outbox.c.idempotency_key == key))
+    ).scalar_one_or_none()
+    if found is not None:
+        return int(found)
+    return cast(
+        "int | None",
+        (
+            await conn.execute(
+                select(interactions.c.id).where(
+                    interactions.c.channel == channel, interactions.c.external_id == key
+                )
+            )
+        ).scalar_one_or_none(),
+    )
+
+
+async def event(conn: AsyncConnection, values: dict[str, Any]) -> int:
+    return int(
+        (await conn.execute(insert(interactions).returning(interactions.c.id), values)).scalar_one()
+    )
+
+
+async def set_conversations(
+    conn: AsyncConnection, ids: list[int], now: datetime, **values: Any
+) -> None:
+    if ids:
+        await conn.execute(
+            update(conversations)
+            .where(conversations.c.id.in_(ids))
+            .values(updated_at=now, **values)
+        )
+
+
+async def set_client(conn: AsyncConnection, client_id: int, now: datetime, **values: Any) -> None:
+    await conn.execute(
+        update(clients).where(clients.c.id == client_id).values(updated_at=now, **values)
+    )
+
+
+async def add_reminder(conn: AsyncConnection, values: dict[str, Any]) -> int:
+    return int(
+        (await conn.execute(insert(reminders).returning(reminders.c.id), values)).scalar_one()
+    )
+
+
+async def enqueue(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    await conn.execute(insert(outbox), values)
+
+
+async def inbox(conn: AsyncConnection, manager_id: int) -> list[tuple[Any, ...]]:
+    c, cl, t = conversations.c, clients.c, topics.c
+    rows = await conn.execute(
+        select(cl.id, cl.name, c.id, c.channel, c.created_at, t.chat_id, t.thread_id)
+        .join_from(conversations, clients, c.client_id == cl.id)
+        .join(topics, t.client_id == cl.id, isouter=True)
+        .where(c.assignee_id == manager_id, c.status != "resolved")
+        .order_by(c.created_at, c.id)
+    )
+    return [tuple(r) for r in rows]
+
+
+async def audit(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    await conn.execute(insert(audit_table), values)
+
+
+async def mark_responded(conn: AsyncConnection, conversation_id: int, at: datetime) -> None:
+    """The first answer sets the conversation's first response time."""
+    c = conversations.c
+    await conn.execute(
+        update(conversations)
+        .where(c.id == conversation_id)
+        .values(first_response_at=func.coalesce(c.first_response_at, at))
+    )
+
+
+async def count_open(conn: AsyncConnection, client_id: int) -> int:
+    c = conversations.c
+    return int(
+        (
+            await conn.execute(
+                select(func.count()).where(c.client_id == client_id, c.status != "resolved")
+            )
+        ).scalar_one()
+    )
