@@ -20,6 +20,7 @@ from hub.dispatcher import Dispatcher
 from hub.errors import HubError
 from hub.ingest import Ingestor
 from hub.ports import ChannelPort
+from hub.reminders import fire_due
 from storage import Database
 from storage import managers as managers_q
 from storage.migrate import upgrade
@@ -96,6 +97,9 @@ class Hub:
 
             scheduler = AsyncIOScheduler(timezone=config.hub.timezone)
             scheduler.add_job(self._report_queue, "interval", seconds=60, id="queue-stats")
+            scheduler.add_job(
+                self._fire_reminders, "interval", seconds=5, id="reminders", args=[staff_channel]
+            )
             scheduler.start()
             stack.callback(scheduler.shutdown, wait=False)
 
@@ -145,6 +149,19 @@ class Hub:
             finally:
                 self.ready = False
                 loggers.event(log, "hub.stopping")
+
+    async def _fire_reminders(self, staff_channel: str | None) -> None:
+        if self.db is None:
+            return
+        try:
+            fired = await fire_due(
+                self.db, self.clock, staff_channel=staff_channel, language=self.config.hub.language
+            )
+        except Exception as exc:  # the database may be down: the next run retries
+            loggers.event(log, "reminders.failed", 30, error=loggers.redact(str(exc)[:200]))
+            return
+        if fired and self.dispatcher is not None:
+            self.dispatcher.wake()
 
     async def _report_queue(self) -> None:
         if self.db is None:
