@@ -461,7 +461,7 @@ class _BatchWriter:
         rows.extend(
             self._event(client_of[x], conv.id, f"routed: {d.reason}") for x, conv, d in decisions
         )
-        ids = q.insert_many(conn, q.interactions, rows)
+        ids = q.insert_tuples(conn, q.interactions, q.INTERACTION_COLUMNS, rows, returning_ids=True)
         interaction_of = dict(zip(fresh, ids, strict=False))
 
         q.insert_attachments(
@@ -478,8 +478,11 @@ class _BatchWriter:
                 for name, ctype, sha, size in batch[x].files
             ],
         )
-        q.insert_outbox(
-            conn, self._outbox(batch, fresh, client_of, conv_of, interaction_of, decisions)
+        q.insert_tuples(
+            conn,
+            q.outbox,
+            q.OUTBOX_COLUMNS,
+            self._outbox(batch, fresh, client_of, conv_of, interaction_of, decisions),
         )
 
         for x in fresh:
@@ -533,43 +536,45 @@ class _BatchWriter:
             ]
         )
 
-    def _interaction(self, p: _Pending, client_id: int, conv_id: int | None) -> dict[str, Any]:
+    def _interaction(self, p: _Pending, client_id: int, conv_id: int | None) -> tuple[Any, ...]:
+        """A row in ``q.INTERACTION_COLUMNS`` order."""
         m = p.message
         first = m.identities[0]
         extras: dict[str, Any] | None = dict(m.extras) if m.extras else None
         if p.skipped:
             extras = extras or {}
             extras["attachments_skipped"] = p.skipped
-        return {
-            "client_id": client_id,
-            "conversation_id": conv_id,
-            "direction": _IN,
-            "channel": _CHANNEL[m.channel],
-            "account": m.account,
-            "external_id": m.external_id,
-            "author": _clip(first.display_name or first.value, 300),
-            "subject": _clip(m.subject, 500),
-            "text": m.text,
-            "html": m.html,
-            "extras": extras,
-            "at": m.received_at,
-        }
+        return (
+            client_id,
+            conv_id,
+            _IN,
+            _CHANNEL[m.channel],
+            m.account,
+            m.external_id,
+            _clip(first.display_name or first.value, 300),
+            _clip(m.subject, 500),
+            m.text,
+            m.html,
+            extras,
+            m.received_at,
+        )
 
-    def _event(self, client_id: int, conv_id: int, text: str) -> dict[str, Any]:
-        return {
-            "client_id": client_id,
-            "conversation_id": conv_id,
-            "direction": _EVENT,
-            "channel": None,
-            "account": None,
-            "external_id": None,
-            "author": "hub",
-            "subject": None,
-            "text": text,
-            "html": None,
-            "extras": None,
-            "at": self.now,
-        }
+    def _event(self, client_id: int, conv_id: int, text: str) -> tuple[Any, ...]:
+        """A routing decision as an ``event`` row, in ``q.INTERACTION_COLUMNS`` order."""
+        return (
+            client_id,
+            conv_id,
+            _EVENT,
+            None,
+            None,
+            None,
+            "hub",
+            None,
+            text,
+            None,
+            None,
+            self.now,
+        )
 
     def _outbox(
         self,
@@ -579,7 +584,7 @@ class _BatchWriter:
         conv_of: dict[int, _Conv],
         interaction_of: dict[int, int],
         decisions: list[tuple[int, _Conv, Decision]],
-    ) -> list[dict[str, Any]]:
+    ) -> list[tuple[Any, ...]]:
         """Each message mirrored to the staff; each new assignee told in private."""
         staff = self.ing.staff_channel
         if staff is None:
@@ -630,20 +635,21 @@ class _BatchWriter:
         conv_id: int,
         interaction_id: int,
         key: str,
-    ) -> dict[str, Any]:
-        return {
-            "idempotency_key": key,
-            "channel": channel,
-            "account": "staff",
-            "recipient": recipient,
-            "kind": kind,
-            "subject": _clip(m.subject, 500),
-            "text": m.text,
-            "client_id": client_id,
-            "conversation_id": conv_id,
-            "interaction_id": interaction_id,
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": self.now,
-            "created_at": self.now,
-        }
+    ) -> tuple[Any, ...]:
+        """A staff notification, in ``q.OUTBOX_COLUMNS`` order."""
+        return (
+            key,
+            channel,
+            "staff",
+            recipient,
+            kind,
+            _clip(m.subject, 500),
+            m.text,
+            client_id,
+            conv_id,
+            interaction_id,
+            "pending",
+            0,
+            self.now,
+            self.now,
+        )

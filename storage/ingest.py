@@ -199,6 +199,71 @@ def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> l
     return [int(x) for x in result.scalars().all()]
 
 
+INTERACTION_COLUMNS = (
+    "client_id",
+    "conversation_id",
+    "direction",
+    "channel",
+    "account",
+    "external_id",
+    "author",
+    "subject",
+    "text",
+    "html",
+    "extras",
+    "at",
+)
+OUTBOX_COLUMNS = (
+    "idempotency_key",
+    "channel",
+    "account",
+    "recipient",
+    "kind",
+    "subject",
+    "text",
+    "client_id",
+    "conversation_id",
+    "interaction_id",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+)
+
+
+def insert_tuples(
+    conn: Connection,
+    table: Table,
+    columns: tuple[str, ...],
+    rows: list[tuple[Any, ...]],
+    *,
+    returning_ids: bool = False,
+) -> list[int]:
+    """Insert rows given as tuples in ``columns`` order (the hot path's shape: no dict
+    per row); with ``returning_ids``, return their ids in order (see insert_many)."""
+    if not rows:
+        return []
+    if conn.dialect.name != "sqlite":
+        dicts = [dict(zip(columns, row, strict=True)) for row in rows]
+        if returning_ids:
+            return insert_many(conn, table, dicts)
+        _executemany(conn, table, dicts)
+        return []
+    ids: list[int] = []
+    if returning_ids:
+        top = int(
+            conn.exec_driver_sql(
+                f"SELECT coalesce(max(id), 0) FROM {table.name}"  # noqa: S608 - a table of ours
+            ).scalar_one()
+        )
+        ids = list(range(top + 1, top + 1 + len(rows)))
+        columns = ("id", *columns)
+        rows = [(i, *row) for i, row in zip(ids, rows, strict=True)]
+    binder = _binder(table, columns, conn.dialect)
+    conn.exec_driver_sql(binder.sql, [binder(row) for row in rows])
+    return ids
+
+
 def set_owners(conn: Connection, owners: dict[int, int]) -> None:
     """Give each client without an owner its first assignee as owner."""
     if owners:
@@ -282,10 +347,6 @@ def routing_managers(conn: Connection) -> list[ManagerRow]:
 
 def add_identities(conn: Connection, rows: list[dict[str, Any]]) -> None:
     _executemany(conn, identities, rows)
-
-
-def insert_outbox(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    _executemany(conn, outbox, rows)
 
 
 def insert_attachments(conn: Connection, rows: list[dict[str, Any]]) -> None:
