@@ -333,9 +333,7 @@ class _BatchWriter:
                 )
             for ident in m.identities:
                 claimed.add((ident.kind, ident.value))
-        created = dict(
-            zip(new_client_keys, q.insert_many(conn, q.clients, new_client_rows), strict=True)
-        )
+        created = dict(zip(new_client_keys, q.insert_clients(conn, new_client_rows), strict=True))
         new_clients = set(created.values())
         client_of: dict[int, int] = {}
         owner_of: dict[int, int | None] = {}
@@ -444,7 +442,7 @@ class _BatchWriter:
         for conv in new_convs:
             assert conv.row is not None
             conv.row["assignee_id"] = conv.assignee_id
-        conv_ids = q.insert_many(conn, q.conversations, [c.row for c in new_convs if c.row])
+        conv_ids = q.insert_conversations(conn, [c.row for c in new_convs if c.row])
         for conv, conv_id in zip(new_convs, conv_ids, strict=True):
             conv.id = conv_id
         q.reopen_or_assign(
@@ -461,7 +459,7 @@ class _BatchWriter:
         rows.extend(
             self._event(client_of[x], conv.id, f"routed: {d.reason}") for x, conv, d in decisions
         )
-        ids = q.insert_tuples(conn, q.interactions, q.INTERACTION_COLUMNS, rows, returning_ids=True)
+        ids = q.insert_interactions(conn, rows)
         interaction_of = dict(zip(fresh, ids, strict=False))
 
         q.insert_attachments(
@@ -478,11 +476,8 @@ class _BatchWriter:
                 for name, ctype, sha, size in batch[x].files
             ],
         )
-        q.insert_tuples(
-            conn,
-            q.outbox,
-            q.OUTBOX_COLUMNS,
-            self._outbox(batch, fresh, client_of, conv_of, interaction_of, decisions),
+        q.insert_notifications(
+            conn, self._outbox(batch, fresh, client_of, conv_of, interaction_of, decisions)
         )
 
         for x in fresh:

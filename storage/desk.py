@@ -6,32 +6,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.models import (
-    Attachment,
-    Audit,
-    Client,
-    Conversation,
-    Identity,
-    Interaction,
-    Manager,
-    Outbox,
-    Reminder,
-    StaffTopic,
+from storage.tables import (
+    attachments,
+    clients,
+    conversations,
+    identities,
+    interactions,
+    managers,
+    outbox,
+    reminders,
+    topics,
 )
-
-managers = cast(Table, Manager.__table__)
-clients = cast(Table, Client.__table__)
-identities = cast(Table, Identity.__table__)
-conversations = cast(Table, Conversation.__table__)
-interactions = cast(Table, Interaction.__table__)
-attachments = cast(Table, Attachment.__table__)
-outbox = cast(Table, Outbox.__table__)
-reminders = cast(Table, Reminder.__table__)
-topics = cast(Table, StaffTopic.__table__)
-audit_table = cast(Table, Audit.__table__)
+from storage.tables import audit as audit_table
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     ARRAY,
@@ -31,16 +31,16 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql import Select
 
-from storage.models import Attachment, Client, Conversation, Identity, Interaction, Manager, Outbox
+from storage.tables import (
+    attachments,
+    clients,
+    conversations,
+    identities,
+    interactions,
+    managers,
+    outbox,
+)
 from storage.types import UTCDateTime
-
-clients = cast(Table, Client.__table__)
-identities = cast(Table, Identity.__table__)
-conversations = cast(Table, Conversation.__table__)
-interactions = cast(Table, Interaction.__table__)
-outbox = cast(Table, Outbox.__table__)
-attachments = cast(Table, Attachment.__table__)
-managers = cast(Table, Manager.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +262,24 @@ def insert_tuples(
     binder = _binder(table, columns, conn.dialect)
     conn.exec_driver_sql(binder.sql, [binder(row) for row in rows])
     return ids
+
+
+def insert_clients(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    return insert_many(conn, clients, rows)
+
+
+def insert_conversations(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    return insert_many(conn, conversations, rows)
+
+
+def insert_interactions(conn: Connection, rows: list[tuple[Any, ...]]) -> list[int]:
+    """Rows in ``INTERACTION_COLUMNS`` order; their ids, in order."""
+    return insert_tuples(conn, interactions, INTERACTION_COLUMNS, rows, returning_ids=True)
+
+
+def insert_notifications(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Outbox rows in ``OUTBOX_COLUMNS`` order."""
+    insert_tuples(conn, outbox, OUTBOX_COLUMNS, rows)
 
 
 def set_owners(conn: Connection, owners: dict[int, int]) -> None:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.models import Manager, Outbox
-
-managers = cast(Table, Manager.__table__)
-outbox = cast(Table, Outbox.__table__)
+from storage.tables import managers, outbox
 
 
 async def sync(conn: AsyncConnection, configured: list[dict[str, Any]], now: datetime) -> None:

@@ -13,15 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.models import Conversation, Interaction, Manager, Outbox
-
-outbox = cast(Table, Outbox.__table__)
-interactions = cast(Table, Interaction.__table__)
-conversations = cast(Table, Conversation.__table__)
-managers = cast(Table, Manager.__table__)
+from storage.tables import conversations, interactions, managers, outbox
 
 
 @dataclass(frozen=True, slots=True)

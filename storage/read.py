@@ -12,18 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, and_, false, or_, select
+from sqlalchemy import ColumnElement, Select, and_, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.models import Client, Conversation, Identity, Interaction, Manager
-
-clients = cast(Table, Client.__table__)
-identities = cast(Table, Identity.__table__)
-conversations = cast(Table, Conversation.__table__)
-interactions = cast(Table, Interaction.__table__)
-managers = cast(Table, Manager.__table__)
+from storage.tables import clients, conversations, identities, interactions, managers
 
 _GLOB_SPECIAL = frozenset("*?[")
 _REGEX_SPECIAL = frozenset("\\^$.|?*+()[]{}")

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.models import Manager, Reminder
-
-reminders = cast(Table, Reminder.__table__)
-managers = cast(Table, Manager.__table__)
+from storage.tables import managers, reminders
 
 
 @dataclass(frozen=True, slots=True)

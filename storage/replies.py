@@ -6,15 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.models import Conversation, Identity, Interaction, Outbox
-
-conversations = cast(Table, Conversation.__table__)
-identities = cast(Table, Identity.__table__)
-interactions = cast(Table, Interaction.__table__)
-outbox = cast(Table, Outbox.__table__)
+from storage.tables import conversations, identities, interactions, outbox
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,31 @@
+"""The models' Core tables, typed, for the set-based queries of the hot paths."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from sqlalchemy import Table
+
+from storage.models import (
+    Attachment,
+    Audit,
+    Client,
+    Conversation,
+    Identity,
+    Interaction,
+    Manager,
+    Outbox,
+    Reminder,
+    StaffTopic,
+)
+
+clients = cast(Table, Client.__table__)
+identities = cast(Table, Identity.__table__)
+conversations = cast(Table, Conversation.__table__)
+interactions = cast(Table, Interaction.__table__)
+attachments = cast(Table, Attachment.__table__)
+managers = cast(Table, Manager.__table__)
+outbox = cast(Table, Outbox.__table__)
+reminders = cast(Table, Reminder.__table__)
+topics = cast(Table, StaffTopic.__table__)
+audit = cast(Table, Audit.__table__)
