@@ -18,9 +18,10 @@ from hub.clock import Clock, SystemClock
 from hub.config import Config, split_listen
 from hub.dispatcher import Dispatcher
 from hub.errors import HubError
-from hub.ingest import Ingestor
+from hub.ingest import AutoReplies, Ingestor
 from hub.ports import ChannelPort
 from hub.reminders import fire_due
+from routing.hours import parse_hours
 from storage import Database
 from storage import managers as managers_q
 from storage.migrate import upgrade
@@ -41,6 +42,21 @@ def build_channels(config: Config) -> dict[str, ChannelPort]:
     if missing:
         raise HubError(f"configured channels not available in this build: {', '.join(missing)}")
     return {}
+
+
+def auto_replies(config: Config) -> AutoReplies:
+    r = config.replies
+
+    def texts(ru: str | None, en: str | None) -> dict[str, str]:
+        return {lang: t for lang, t in (("ru", ru), ("en", en)) if t}
+
+    return AutoReplies(
+        greeting=texts(r.greeting_ru, r.greeting_en),
+        out_of_hours=texts(r.out_of_hours_ru, r.out_of_hours_en),
+        default_language=config.hub.language,
+        hours=parse_hours(config.hub.hours) if config.hub.hours else None,
+        timezone=config.hub.timezone,
+    )
 
 
 class Hub:
@@ -117,6 +133,7 @@ class Hub:
                 window_ms=config.storage.group_commit_ms,
                 max_batch=config.storage.group_commit_max,
                 on_commit=dispatcher.wake,
+                auto_replies=auto_replies(config),
             )
             await ingestor.start()
             stack.push_async_callback(ingestor.stop)

@@ -62,6 +62,17 @@ class HubSection(Section):
     timezone: str = "UTC"
     default_region: str = "RU"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    hours: str | None = None
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_hours(value)
+            except HoursError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -77,7 +88,7 @@ class StorageSection(Section):
     url: str = "sqlite+aiosqlite:///data/hub.db"
     attachments_dir: str = "data/attachments"
     max_attachment_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
-    group_commit_ms: float = Field(default=2.0, ge=0, le=1000)
+    group_commit_ms: float = Field(default=0.0, ge=0, le=1000)
     group_commit_max: int = Field(default=2000, ge=1, le=100_000)
 
     @field_validator("url")
@@ -108,6 +119,13 @@ class AdminSection(Section):
         if not value.get_secret_value():
             raise ValueError("empty")
         return value
+
+
+class RepliesSection(Section):
+    greeting_ru: str | None = None
+    greeting_en: str | None = None
+    out_of_hours_ru: str | None = None
+    out_of_hours_en: str | None = None
 
 
 class DispatcherSection(Section):
@@ -248,6 +266,7 @@ class Config(Section):
     storage: StorageSection = StorageSection()
     admin: AdminSection
     dispatcher: DispatcherSection = DispatcherSection()
+    replies: RepliesSection = RepliesSection()
     telegram: TelegramSection = TelegramSection()
     managers: list[ManagerSection] = []
     email: EmailSection = EmailSection()

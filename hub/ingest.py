@@ -19,8 +19,10 @@ import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
@@ -29,14 +31,16 @@ from hub import loggers
 from hub.attachments import AttachmentStore
 from hub.clock import Clock
 from hub.errors import MessageRejected, StorageUnavailable
-from hub.types import Channel, Direction, InboundMessage, IngestResult
+from hub.replies import REPLY_ROUTE
+from hub.types import Channel, Delivery, Direction, InboundMessage, IngestResult
 from routing import Decision, ManagerInfo, Request, Snapshot, decide
 from routing.hours import Hours, parse_hours
 from storage import Database
 from storage import ingest as q
 
 log = loggers.ingest
-_IN, _EVENT = Direction.IN.value, Direction.EVENT.value
+_IN, _OUT, _EVENT = Direction.IN.value, Direction.OUT.value, Direction.EVENT.value
+_PENDING = Delivery.PENDING.value
 _CHANNEL = {c: c.value for c in Channel}  # plain strings for the rows, without enum lookups
 
 
@@ -69,6 +73,25 @@ def _clip(text: str | None, limit: int) -> str | None:
     return text if text is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
+@dataclass(frozen=True, slots=True)
+class AutoReplies:
+    """Texts the hub answers by itself, per language (``ru``, ``en``); ``hours`` are
+    the company's working hours (None: always open)."""
+
+    greeting: dict[str, str]
+    out_of_hours: dict[str, str]
+    default_language: str = "ru"
+    hours: Hours | None = None
+    timezone: str = "UTC"
+
+    def open_at(self, now: datetime) -> bool:
+        return self.hours is None or self.hours.contains(now.astimezone(ZoneInfo(self.timezone)))
+
+    def text(self, kind: str, language: str | None) -> str | None:
+        texts = self.greeting if kind == "greeting" else self.out_of_hours
+        return texts.get(language or self.default_language) or texts.get(self.default_language)
+
+
 class _Pending:
     """A message waiting for its batch, with its stored attachment files."""
 
@@ -95,6 +118,7 @@ class Ingestor:
         window_ms: float = 0.0,
         max_batch: int = 2000,
         on_commit: Callable[[], None] | None = None,
+        auto_replies: AutoReplies | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -104,6 +128,7 @@ class Ingestor:
         self.window = window_ms / 1000
         self.max_batch = max_batch
         self.on_commit = on_commit
+        self.auto_replies = auto_replies
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -459,8 +484,28 @@ class _BatchWriter:
         rows.extend(
             self._event(client_of[x], conv.id, f"routed: {d.reason}") for x, conv, d in decisions
         )
+        autos = self._auto_replies(batch, fresh, conv_of, opened_by)
+        rows.extend(
+            (
+                client_of[x],
+                conv_id,
+                _OUT,
+                channel,
+                account,
+                None,
+                "hub",
+                None,
+                text,
+                None,
+                {"auto_reply": kind},
+                now,
+                _PENDING,
+            )
+            for x, kind, text, channel, account, _, conv_id in autos
+        )
         ids = q.insert_interactions(conn, rows)
         interaction_of = dict(zip(fresh, ids, strict=False))
+        auto_ids = ids[len(ids) - len(autos) :] if autos else []
 
         q.insert_attachments(
             conn,
@@ -478,6 +523,30 @@ class _BatchWriter:
         )
         q.insert_notifications(
             conn, self._outbox(batch, fresh, client_of, conv_of, interaction_of, decisions)
+        )
+        q.insert_notifications(
+            conn,
+            [
+                (
+                    f"auto_reply:{iid}",
+                    channel,
+                    account,
+                    recipient,
+                    "auto_reply",
+                    None,
+                    text,
+                    client_of[x],
+                    conv_id,
+                    iid,
+                    "pending",
+                    0,
+                    now,
+                    now,
+                )
+                for (x, _, text, channel, account, recipient, conv_id), iid in zip(
+                    autos, auto_ids, strict=True
+                )
+            ],
         )
 
         for x in fresh:
@@ -552,6 +621,7 @@ class _BatchWriter:
             m.html,
             extras,
             m.received_at,
+            None,
         )
 
     def _event(self, client_id: int, conv_id: int, text: str) -> tuple[Any, ...]:
@@ -569,7 +639,53 @@ class _BatchWriter:
             None,
             None,
             self.now,
+            None,
         )
+
+    def _auto_replies(
+        self,
+        batch: list[_Pending],
+        fresh: list[int],
+        conv_of: dict[int, _Conv],
+        opened_by: dict[int, int],
+    ) -> list[tuple[int, str, str, str, str, str, int | None]]:
+        """The greeting after /start, and the out-of-hours reply to a new request:
+        ``(message, kind, text, channel, account, recipient, conversation)``."""
+        replies = self.ing.auto_replies
+        if replies is None:
+            return []
+        out = []
+        for x in fresh:
+            m = batch[x].message
+            conv = conv_of.get(x)
+            if m.extras and m.extras.get("command") == "start":
+                kind = "greeting"
+            elif (
+                conv is not None and opened_by.get(id(conv)) == x and not replies.open_at(self.now)
+            ):
+                kind = "out_of_hours"
+            else:
+                continue
+            text = replies.text(kind, m.language)
+            route = REPLY_ROUTE.get(_CHANNEL[m.channel])
+            if text is None or route is None:
+                continue
+            channel, identity_kind = route
+            recipient = next((i.value for i in m.identities if i.kind == identity_kind), None)
+            if recipient is None:
+                continue
+            out.append(
+                (
+                    x,
+                    kind,
+                    text,
+                    channel,
+                    m.account,
+                    recipient,
+                    conv.id if conv is not None else None,
+                )
+            )
+        return out
 
     def _outbox(
         self,

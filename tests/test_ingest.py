@@ -19,9 +19,10 @@ from hub.attachments import AttachmentStore, StoredFile
 from hub.clock import FrozenClock
 from hub.errors import MessageRejected, StorageUnavailable
 from hub.identities import identity
-from hub.ingest import Ingestor
+from hub.ingest import AutoReplies, Ingestor
 from hub.types import Attachment, Channel, InboundMessage
 from hub.types import Identity as Ident
+from routing.hours import parse_hours
 from storage import Database
 from storage.models import Attachment as AttachmentRow
 from storage.models import Client, Conversation, Identity, Interaction, Manager, Outbox
@@ -64,9 +65,10 @@ async def running(
     staff: str | None = None,
     max_bytes: int = 10**6,
     store: AttachmentStore | None = None,
+    auto_replies: AutoReplies | None = None,
 ) -> AsyncIterator[Ingestor]:
     files = store or AttachmentStore(tmp_path / "files", max_bytes)
-    ingestor = Ingestor(db, FrozenClock(T0), files, staff_channel=staff)
+    ingestor = Ingestor(db, FrozenClock(T0), files, staff_channel=staff, auto_replies=auto_replies)
     await ingestor.start()
     try:
         yield ingestor
@@ -784,3 +786,53 @@ async def test_stop_opts_the_client_out(db: Database, tmp_path: Path) -> None:
     async with running(db, tmp_path) as ingest:
         result = await ingest(stop)
     assert await scalar(db, select(Client.opted_out).where(Client.id == result.client_id))
+
+
+REPLIES = AutoReplies(
+    greeting={"ru": "Здравствуйте!", "en": "Hello!"},
+    out_of_hours={"ru": "Мы закрыты", "en": "We are closed"},
+    hours=parse_hours("Mon-Fri 12:00-18:00"),  # T0 is Monday 10:00 UTC: closed
+)
+
+
+async def test_start_gets_the_greeting_in_the_clients_language(
+    db: Database, tmp_path: Path
+) -> None:
+    start = dataclasses.replace(
+        message(Channel.TELEGRAM, "1:1", ANNA_TG, text="/start"),
+        extras={"command": "start", "service": True},
+        language="en",
+    )
+    async with running(db, tmp_path, auto_replies=REPLIES) as ingest:
+        result = await ingest(start)
+    sent = await rows(db, select(Outbox.kind, Outbox.recipient, Outbox.text, Outbox.channel))
+    assert [tuple(r) for r in sent] == [("auto_reply", "4242", "Hello!", "telegram")]
+    logged = await rows(
+        db,
+        select(Interaction.direction, Interaction.text, Interaction.delivery)
+        .where(Interaction.client_id == result.client_id)
+        .order_by(Interaction.id),
+    )
+    assert [tuple(r) for r in logged] == [("in", "/start", None), ("out", "Hello!", "pending")]
+
+
+async def test_a_new_request_out_of_hours_gets_the_out_of_hours_reply_once(
+    db: Database, tmp_path: Path
+) -> None:
+    async with running(db, tmp_path, auto_replies=REPLIES) as ingest:
+        first = await ingest(message(Channel.EMAIL, "<1@x>", ANNA, text="Помогите"))
+        await ingest(message(Channel.EMAIL, "<2@x>", ANNA, text="Ещё вопрос"))
+    sent = await rows(
+        db,
+        select(Outbox.kind, Outbox.recipient, Outbox.text, Outbox.channel, Outbox.conversation_id),
+    )
+    assert [tuple(r) for r in sent] == [
+        ("auto_reply", "anna@example.com", "Мы закрыты", "email", first.conversation_id)
+    ]
+
+
+async def test_no_out_of_hours_reply_in_working_hours(db: Database, tmp_path: Path) -> None:
+    open_all_day = dataclasses.replace(REPLIES, hours=parse_hours("Mon-Sun 00:00-24:00"))
+    async with running(db, tmp_path, auto_replies=open_all_day) as ingest:
+        await ingest(message(Channel.EMAIL, "<1@x>", ANNA, text="Помогите"))
+    assert await rows(db, select(Outbox.id)) == []
