@@ -212,6 +212,7 @@ INTERACTION_COLUMNS = (
     "html",
     "extras",
     "at",
+    "delivery",
 )
 OUTBOX_COLUMNS = (
     "idempotency_key",
