@@ -334,21 +334,26 @@ class _BatchWriter:
                 open_convs[(channel, client_id)] = _Conv(
                     row.id, client_id, row.status, row.assignee_id
                 )
+        # A message joins the client of its first identity somebody holds (in the
+        # database, or proven by an earlier message of the batch); when nobody
+        # holds any, its sender becomes a new client.
         new_client_rows: list[dict[str, Any]] = []
         new_client_keys: list[tuple[str, str]] = []
-        # identities an earlier message of the batch proves join that message's client
         claimed: set[tuple[str, str]] = set()
+        decides: dict[int, tuple[str, str]] = {}
         for x in fresh:
             m = batch[x].message
-            first = m.identities[0]
-            sender_key = (first.kind, first.value)
-            if sender_key not in known and sender_key not in claimed:
-                new_client_keys.append(sender_key)
+            pairs = [(ident.kind, ident.value) for ident in m.identities]
+            held = next((p for p in pairs if p in known or p in claimed), None)
+            if held is None:
+                held = pairs[0]
+                first = m.identities[0]
+                new_client_keys.append(held)
                 new_client_rows.append(
                     {
                         "name": _clip(first.display_name, 300),
                         "language": m.language,
-                        "source": m.extras.get("source") if m.extras else None,
+                        "source": _clip(m.extras.get("source"), 300) if m.extras else None,
                         "stage": "prospect",
                         "owner_id": None,
                         "opted_out": False,
@@ -356,8 +361,8 @@ class _BatchWriter:
                         "updated_at": now,
                     }
                 )
-            for ident in m.identities:
-                claimed.add((ident.kind, ident.value))
+            decides[x] = held
+            claimed.update(pairs)
         created = dict(zip(new_client_keys, q.insert_clients(conn, new_client_rows), strict=True))
         new_clients = set(created.values())
         client_of: dict[int, int] = {}
@@ -365,13 +370,12 @@ class _BatchWriter:
         identity_rows: list[dict[str, Any]] = []
         for x in fresh:
             m = batch[x].message
-            first = m.identities[0]
-            sender_key = (first.kind, first.value)
-            sender = known.get(sender_key) or q.KnownIdentity(created[sender_key], None)
+            sender = known.get(decides[x]) or q.KnownIdentity(created[decides[x]], None)
             client_of[x] = sender.client_id
             owner_of.setdefault(sender.client_id, sender.owner_id)
-            # Other identities a message proves join its client only when nobody
-            # holds them yet: probable duplicates are merged by a person, never silently.
+            # The message's other identities join its client only when nobody holds
+            # them yet: one held by another client is a probable duplicate, for a
+            # person to merge, never moved silently.
             for ident in m.identities:
                 pair = (ident.kind, ident.value)
                 if pair not in known:

@@ -162,13 +162,15 @@ async def test_an_identity_held_by_another_client_is_never_moved(
 ) -> None:
     async with running(db, tmp_path) as ingest:
         anna = await ingest(message(Channel.TELEGRAM, "1:1", ANNA_TG, ANNA_PHONE))
+        boris = await ingest(message(Channel.EMAIL, "<b0@example.org>", BORIS))
         # Boris writes from his mail and claims Anna's phone: a probable duplicate
         # or a typo, for a person to decide; no silent move, no merge.
-        boris = await ingest(message(Channel.EMAIL, "<b1@example.org>", BORIS, ANNA_PHONE))
+        claim = await ingest(message(Channel.EMAIL, "<b1@example.org>", BORIS, ANNA_PHONE))
         # Anna, in turn, claims Boris's address from her Telegram
         again = await ingest(message(Channel.TELEGRAM, "1:2", ANNA_TG, BORIS))
     assert boris.client_id != anna.client_id
     assert boris.new_client
+    assert claim.client_id == boris.client_id
     assert again.client_id == anna.client_id
     assert await identities_of(db, anna.client_id) == {
         ("telegram", "4242"),
@@ -836,3 +838,19 @@ async def test_no_out_of_hours_reply_in_working_hours(db: Database, tmp_path: Pa
     async with running(db, tmp_path, auto_replies=open_all_day) as ingest:
         await ingest(message(Channel.EMAIL, "<1@x>", ANNA, text="Помогите"))
     assert await rows(db, select(Outbox.id)) == []
+
+
+async def test_a_new_address_with_a_known_phone_joins_the_phones_client(
+    db: Database, tmp_path: Path
+) -> None:
+    """A form with a new email and a phone known from Telegram: one client, the
+    email linked to it (issue 5: linked with the same email or phone)."""
+    async with running(db, tmp_path) as ingest:
+        anna = await ingest(message(Channel.TELEGRAM, "1:1", ANNA_TG, ANNA_PHONE))
+        form = await ingest(message(Channel.WEBFORM, "f1", ANNA, ANNA_PHONE))
+    assert form.client_id == anna.client_id and not form.new_client
+    assert await identities_of(db, anna.client_id) == {
+        ("telegram", "4242"),
+        ("phone", "+79123456789"),
+        ("email", "anna@example.com"),
+    }

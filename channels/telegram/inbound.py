@@ -1,0 +1,277 @@
+"""A client's Telegram message as the hub's :class:`~hub.types.InboundMessage`.
+
+Reads Bot API ``Message`` objects (https://core.telegram.org/bots/api#message)
+of private chats. :func:`normalize` is pure: it answers a :class:`Draft`, the
+message without its file plus the file still to fetch (one within the size
+limit); :func:`complete` fetches that file through a download function. The
+external id is ``{bot id}:{chat id}:{message id}`` (an edit adds
+``:edit:{edit date}``), the same shape the channel gives the messages it sends,
+so a client's reply to one of them threads into its conversation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import mimetypes
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiogram.types import Message, User
+
+from hub import loggers
+from hub.errors import HubError
+from hub.identities import InvalidIdentity, identity
+from hub.types import Attachment, Channel, Identity, IdentityKind, InboundMessage
+
+log = loggers.channels
+
+EDIT_PREFIX = "[edited] "
+# A deep-link payload (t.me/<bot>?start=<payload>) as Telegram allows it.
+_PAYLOAD = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class FileUnavailable(HubError):
+    """Telegram will never give this file (too big for getFile, gone): log the
+    message without it rather than retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    """A file a message carries, still to download."""
+
+    file_id: str
+    filename: str
+    content_type: str
+    size: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A normalized message and the file it still needs (``None``: nothing to fetch)."""
+
+    message: InboundMessage
+    file: FileRef | None = None
+
+
+Download = Callable[[str], Awaitable[bytes]]
+
+
+def message_id(bot_id: int, chat_id: int, message_id: int) -> str:
+    """The hub's external id of a Telegram message in a bot's chat."""
+    return f"{bot_id}:{chat_id}:{message_id}"
+
+
+def language(code: str | None) -> str | None:
+    """``ru`` for Russian-speaking clients, ``en`` for everyone else who told us."""
+    if not code:
+        return None
+    return "ru" if code.lower().split("-")[0] == "ru" else "en"
+
+
+def display_name(user: User) -> str:
+    return " ".join(part for part in (user.first_name, user.last_name) if part).strip()
+
+
+def command(text: str) -> tuple[str, str] | None:
+    """``("start", "payload")`` for ``/start payload`` (or ``/start@bot payload``)."""
+    if not text.startswith("/"):
+        return None
+    head, _, rest = text.partition(" ")
+    name = head[1:].split("@", 1)[0].lower()
+    if not name:
+        return None
+    return name, rest.strip()
+
+
+def _coordinates(latitude: float, longitude: float) -> str:
+    return f"{round(latitude, 6)}, {round(longitude, 6)}"
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _file(message: Message, kind: str) -> FileRef | None:
+    """The file of a media message: the largest photo size, or the one media object."""
+    n = message.message_id
+    if kind == "photo" and message.photo:
+        size = message.photo[-1]  # Telegram lists sizes smallest first
+        return FileRef(size.file_id, f"photo_{n}.jpg", "image/jpeg", size.file_size)
+    media: Any = getattr(message, kind, None)
+    if media is None:
+        return None
+    defaults = {
+        "document": ("bin", "application/octet-stream"),
+        "animation": ("mp4", "video/mp4"),
+        "video": ("mp4", "video/mp4"),
+        "video_note": ("mp4", "video/mp4"),
+        "voice": ("ogg", "audio/ogg"),
+        "audio": ("mp3", "audio/mpeg"),
+    }
+    ext, fallback = defaults[kind]
+    name: str | None = getattr(media, "file_name", None)
+    mime: str | None = getattr(media, "mime_type", None)
+    content_type = mime or (name and mimetypes.guess_type(name)[0]) or fallback
+    return FileRef(media.file_id, name or f"{kind}_{n}.{ext}", content_type, media.file_size)
+
+
+_MEDIA = ("photo", "animation", "document", "video", "video_note", "voice", "audio")
+
+
+def normalize(
+    message: Message,
+    *,
+    bot_id: int,
+    account: str,
+    max_attachment_bytes: int,
+    default_region: str | None = "RU",
+    edited: bool = False,
+) -> Draft | None:
+    """A client's private-chat message (or its edit) as a :class:`Draft`; ``None``
+    when the message has no human sender (a channel post, an anonymous admin)."""
+    sender = message.from_user
+    if sender is None or sender.is_bot:
+        return None
+    chat_id = message.chat.id
+    own_id = message_id(bot_id, chat_id, message.message_id)
+    extras: dict[str, Any] = {"message_id": message.message_id, "chat_id": chat_id}
+    if sender.username:
+        extras["username"] = sender.username
+    if message.media_group_id:
+        extras["media_group_id"] = message.media_group_id
+    identities: list[Identity] = [
+        identity(IdentityKind.TELEGRAM, sender.id, display_name(sender) or sender.username)
+    ]
+    hints: list[str] = []
+    if message.reply_to_message is not None:
+        replied = message_id(bot_id, chat_id, message.reply_to_message.message_id)
+        extras["reply_to"] = replied
+        hints.append(replied)
+
+    text = message.text or message.caption or ""
+    file: FileRef | None = None
+    kind = next((k for k in _MEDIA if getattr(message, k)), None)
+    if message.text is not None:
+        kind = "text"
+        found = None if edited else command(message.text)
+        if found is not None:
+            name, argument = found
+            # Both are service messages for the hub: logged on the client, but no
+            # request is opened, routed or mirrored to the staff for them.
+            if name == "start":
+                extras["command"] = "start"
+                extras["service"] = True
+                if _PAYLOAD.match(argument):
+                    extras["source"] = argument
+            elif name == "stop":
+                extras["command"] = "stop"
+                extras["service"] = True
+                extras["opt_out"] = True
+    elif kind is not None:
+        file = _file(message, kind)
+    elif message.sticker is not None:
+        kind = "sticker"
+        emoji = message.sticker.emoji
+        text = f"[sticker {emoji}]" if emoji else "[sticker]"
+        if message.sticker.set_name:
+            extras["sticker_set"] = message.sticker.set_name
+    elif message.contact is not None:
+        kind = "contact"
+        contact = message.contact
+        own = contact.user_id is not None and contact.user_id == sender.id
+        shown = contact.phone_number
+        details: dict[str, Any] = {
+            "phone": contact.phone_number,
+            "name": " ".join(p for p in (contact.first_name, contact.last_name) if p),
+            "own": own,
+        }
+        if contact.user_id is not None:
+            details["user_id"] = contact.user_id
+        if own:
+            # Telegram gives a user's own number in international form, often without "+".
+            phone = _own_phone(contact.phone_number, default_region)
+            if phone is None:
+                loggers.event(log, "telegram.contact_unparsed", chat=chat_id)
+            else:
+                identities.append(phone)
+                shown = phone.value
+        else:
+            # Someone else's number proves nothing about this client: kept, never linked.
+            loggers.event(log, "telegram.contact_not_linked", chat=chat_id, user=sender.id)
+        extras["contact"] = details
+        text = f"[contact {shown}]"
+    elif message.venue is not None:
+        kind = "venue"
+        venue = message.venue
+        place = _coordinates(venue.location.latitude, venue.location.longitude)
+        text = f"[venue {venue.title}, {venue.address} — {place}]"
+        extras["latitude"] = venue.location.latitude
+        extras["longitude"] = venue.location.longitude
+    elif message.location is not None:
+        kind = "location"
+        location = message.location
+        text = f"[location {_coordinates(location.latitude, location.longitude)}]"
+        extras["latitude"] = location.latitude
+        extras["longitude"] = location.longitude
+    else:
+        kind = "other"
+        text = text or f"[{message.content_type}]"
+    extras["kind"] = kind
+
+    if file is not None and file.size is not None and file.size > max_attachment_bytes:
+        extras["attachments_skipped"] = [
+            f"{file.filename}: {file.size} bytes, over the limit of {max_attachment_bytes}"
+        ]
+        file = None
+
+    external_id = own_id
+    received_at = _utc(message.date)
+    if edited:
+        edit_date = message.edit_date or int(message.date.timestamp())
+        external_id = f"{own_id}:edit:{edit_date}"
+        received_at = datetime.fromtimestamp(edit_date, UTC)
+        extras["edit_of"] = own_id
+        hints.insert(0, own_id)
+        text = EDIT_PREFIX + text
+
+    inbound = InboundMessage(
+        channel=Channel.TELEGRAM,
+        account=account,
+        external_id=external_id,
+        identities=tuple(identities),
+        received_at=received_at,
+        text=text,
+        thread_hints=tuple(hints),
+        language=language(sender.language_code),
+        extras=extras,
+    )
+    return Draft(inbound, file)
+
+
+def _own_phone(phone: str, default_region: str | None) -> Identity | None:
+    candidates = [phone] if phone.startswith("+") else [f"+{phone}", phone]
+    for candidate in candidates:
+        try:
+            return identity(IdentityKind.PHONE, candidate, default_region=default_region)
+        except InvalidIdentity:
+            continue
+    return None
+
+
+async def complete(draft: Draft, download: Download) -> InboundMessage:
+    """The draft with its file downloaded; a file Telegram will not give is noted
+    in ``extras["attachments_skipped"]`` and the message is logged without it."""
+    if draft.file is None:
+        return draft.message
+    file = draft.file
+    try:
+        data = await download(file.file_id)
+    except FileUnavailable as exc:
+        extras = dict(draft.message.extras)
+        extras["attachments_skipped"] = [f"{file.filename}: {exc}"]
+        return dataclasses.replace(draft.message, extras=extras)
+    attachment = Attachment(file.filename, file.content_type, data)
+    return dataclasses.replace(draft.message, attachments=(attachment,))

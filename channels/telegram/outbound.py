@@ -1,0 +1,146 @@
+"""Sending the hub's messages to clients over the Bot API's ``sendMessage``
+(https://core.telegram.org/bots/api#sendmessage), and aiogram's errors as the
+hub's delivery errors.
+
+A client's message is its text, HTML-escaped and sent with ``parse_mode=HTML``,
+split into parts of at most 4096 UTF-16 code units (Telegram's limit, counted
+after the markup is parsed) on paragraph, line or word boundaries. Attachments
+of the interaction are not sent by this module.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import aiohttp
+from aiogram import Bot
+from aiogram.enums import ParseMode
+from aiogram.exceptions import (
+    AiogramError,
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramEntityTooLarge,
+    TelegramForbiddenError,
+    TelegramMigrateToChat,
+    TelegramNotFound,
+    TelegramRetryAfter,
+)
+from aiogram.utils.text_decorations import html_decoration
+
+from channels.telegram.inbound import message_id
+from hub import loggers
+from hub.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from hub.types import OutboundMessage, SendResult
+
+log = loggers.channels
+
+MAX_TEXT = 4096  # UTF-16 code units per message
+_SEPARATORS = ("\n\n", "\n", " ")
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _fit(text: str, limit: int) -> int:
+    """How many characters of ``text`` fit in ``limit`` UTF-16 code units."""
+    units = 0
+    for index, char in enumerate(text):
+        units += 2 if ord(char) > 0xFFFF else 1
+        if units > limit:
+            return index
+    return len(text)
+
+
+def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
+    """``text`` in parts of at most ``limit`` UTF-16 code units, cut at the last
+    paragraph break, else line break, else space of each part (else mid-word);
+    blank parts are dropped (Telegram refuses an empty message)."""
+    parts: list[str] = []
+    rest = text
+    while utf16_len(rest) > limit:
+        head = rest[: _fit(rest, limit)]
+        for separator in _SEPARATORS:
+            cut = head.rfind(separator)
+            if cut > 0:
+                parts.append(rest[:cut])
+                rest = rest[cut + len(separator) :]
+                break
+        else:
+            parts.append(head)
+            rest = rest[len(head) :]
+    parts.append(rest)
+    return [part for part in parts if part.strip()]
+
+
+def delivery_error(exc: BaseException) -> DeliveryError:
+    """The hub's delivery error for what aiogram raised on a send."""
+    if isinstance(exc, DeliveryError):
+        return exc
+    if isinstance(exc, TelegramRetryAfter):
+        return TemporaryDeliveryError("Telegram flood control", retry_after=exc.retry_after)
+    if isinstance(exc, TelegramMigrateToChat):
+        return PermanentDeliveryError(f"the chat moved to {exc.migrate_to_chat_id}")
+    if isinstance(
+        exc, TelegramForbiddenError | TelegramBadRequest | TelegramNotFound | TelegramEntityTooLarge
+    ):
+        return PermanentDeliveryError(exc.message)
+    if isinstance(exc, TelegramAPIError):
+        # 5xx, network errors, an unauthorized token being fixed: worth another try.
+        return TemporaryDeliveryError(f"{type(exc).__name__}: {exc.message}")
+    if isinstance(exc, AiogramError | aiohttp.ClientError | TimeoutError | OSError):
+        return TemporaryDeliveryError(type(exc).__name__)
+    return TemporaryDeliveryError(f"unexpected {type(exc).__name__}")
+
+
+class ClientSender:
+    """Sends text messages to clients' private chats with one bot.
+
+    When a long message fails after some of its parts went out, the parts sent
+    are remembered (by idempotency key, in this process) and the retry sends
+    only the rest.
+    """
+
+    def __init__(self, bot: Bot, *, remember: int = 1000) -> None:
+        self.bot = bot
+        self._remember = remember
+        self._progress: OrderedDict[str, int] = OrderedDict()
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        try:
+            chat_id = int(message.recipient)
+        except ValueError:
+            raise PermanentDeliveryError(f"not a Telegram user id: {message.recipient!r}") from None
+        parts = split_text(message.text)
+        if not parts:
+            raise PermanentDeliveryError("nothing to send: the message has no text")
+        key = message.idempotency_key
+        done = self._progress.pop(key, 0)
+        last: int | None = None
+        for index in range(done, len(parts)):
+            try:
+                sent = await self.bot.send_message(
+                    chat_id, html_decoration.quote(parts[index]), parse_mode=ParseMode.HTML
+                )
+            except Exception as exc:
+                error = delivery_error(exc)
+                if index > 0 and isinstance(error, TemporaryDeliveryError):
+                    self._keep(key, index)
+                loggers.event(
+                    log,
+                    "telegram.send_failed",
+                    30,
+                    outbox=message.outbox_id,
+                    chat=chat_id,
+                    part=f"{index + 1}/{len(parts)}",
+                    error=error.reason,
+                )
+                raise error from None
+            last = sent.message_id
+        assert last is not None
+        return SendResult(external_id=message_id(self.bot.id, chat_id, last))
+
+    def _keep(self, key: str, parts_sent: int) -> None:
+        self._progress[key] = parts_sent
+        while len(self._progress) > self._remember:
+            self._progress.popitem(last=False)
