@@ -343,10 +343,10 @@ class _BatchWriter:
         decides: dict[int, tuple[str, str]] = {}
         for x in fresh:
             m = batch[x].message
-            pairs = [(ident.kind, ident.value) for ident in m.identities]
-            held = next((p for p in pairs if p in known or p in claimed), None)
+            proven = [(ident.kind, ident.value) for ident in m.identities]
+            held = next((p for p in proven if p in known or p in claimed), None)
             if held is None:
-                held = pairs[0]
+                held = proven[0]
                 first = m.identities[0]
                 new_client_keys.append(held)
                 new_client_rows.append(
@@ -362,7 +362,7 @@ class _BatchWriter:
                     }
                 )
             decides[x] = held
-            claimed.update(pairs)
+            claimed.update(proven)
         created = dict(zip(new_client_keys, q.insert_clients(conn, new_client_rows), strict=True))
         new_clients = set(created.values())
         client_of: dict[int, int] = {}
