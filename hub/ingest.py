@@ -343,11 +343,18 @@ class _BatchWriter:
         decides: dict[int, tuple[str, str]] = {}
         for x in fresh:
             m = batch[x].message
-            proven = [(ident.kind, ident.value) for ident in m.identities]
-            held = next((p for p in proven if p in known or p in claimed), None)
-            if held is None:
-                held = proven[0]
-                first = m.identities[0]
+            first = m.identities[0]
+            held = (first.kind, first.value)
+            if held not in known and held not in claimed:
+                held = next(
+                    (
+                        p
+                        for p in ((i.kind, i.value) for i in m.identities[1:])
+                        if p in known or p in claimed
+                    ),
+                    held,
+                )
+            if held not in known and held not in claimed:
                 new_client_keys.append(held)
                 new_client_rows.append(
                     {
@@ -362,7 +369,8 @@ class _BatchWriter:
                     }
                 )
             decides[x] = held
-            claimed.update(proven)
+            for ident in m.identities:
+                claimed.add((ident.kind, ident.value))
         created = dict(zip(new_client_keys, q.insert_clients(conn, new_client_rows), strict=True))
         new_clients = set(created.values())
         client_of: dict[int, int] = {}
