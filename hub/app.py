@@ -16,6 +16,7 @@ from hub.admin import AdminServer, create_app
 from hub.attachments import AttachmentStore
 from hub.clock import Clock, SystemClock
 from hub.config import Config, split_listen
+from hub.desk import Desk
 from hub.dispatcher import Dispatcher
 from hub.errors import HubError
 from hub.ingest import AutoReplies, Ingestor
@@ -29,19 +30,41 @@ from storage.migrate import upgrade
 log = loggers.core
 
 
-def build_channels(config: Config) -> dict[str, ChannelPort]:
-    """The enabled channels. A channel that is configured but not in this build
-    is an error at start, never a silent no-op."""
+def check_channels(config: Config) -> None:
+    """A channel configured but not in this build is an error at start, never a
+    silent no-op."""
     missing = []
-    if config.telegram.enabled:
-        missing.append("telegram (telegram.enabled = true)")
     if config.email.smtp.listen or config.email.imap or config.email.outbound:
         missing.append("email (email.smtp.listen, email.imap or email.outbound)")
     if config.webform.listen:
         missing.append("webform (webform.listen)")
     if missing:
         raise HubError(f"configured channels not available in this build: {', '.join(missing)}")
-    return {}
+
+
+def build_channels(config: Config, desk: Desk, clock: Clock) -> dict[str, ChannelPort]:
+    """The enabled channels. The composition root is the one place in ``hub``
+    that knows the channel packages."""
+    check_channels(config)
+    channels: dict[str, ChannelPort] = {}
+    if config.telegram.enabled:
+        from channels.telegram import TelegramChannel
+        from channels.telegram.staff import StaffSide
+
+        staff = StaffSide(
+            desk,
+            config.telegram,
+            language=config.hub.language,
+            timezone=config.hub.timezone,
+            clock=clock,
+        )
+        channels["telegram"] = TelegramChannel(
+            config.telegram,
+            staff=staff,
+            max_attachment_bytes=config.storage.max_attachment_bytes,
+            default_region=config.hub.default_region,
+        )
+    return channels
 
 
 def auto_replies(config: Config) -> AutoReplies:
@@ -71,7 +94,10 @@ class Hub:
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.channels = build_channels(config) if channels is None else channels
+        if channels is None:
+            check_channels(config)
+        self._given_channels = channels
+        self.channels: dict[str, ChannelPort] = {}
         self.ready = False
         self.db: Database | None = None
         self.ingestor: Ingestor | None = None
@@ -81,10 +107,28 @@ class Hub:
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[Hub]:
         config = self.config
-        staff_channel = "telegram" if "telegram" in self.channels else None
         async with AsyncExitStack() as stack:
             db = self.db = Database(config.storage.url)
             stack.push_async_callback(db.dispose)
+            files = AttachmentStore(
+                config.storage.attachments_dir, config.storage.max_attachment_bytes
+            )
+            telegram = config.telegram.enabled or "telegram" in (self._given_channels or {})
+            staff_channel = "telegram" if telegram else None
+            desk = Desk(
+                db,
+                self.clock,
+                files,
+                language=config.hub.language,
+                timezone=config.hub.timezone,
+                region=config.hub.default_region,
+                staff_channel=staff_channel,
+            )
+            self.channels = (
+                build_channels(config, desk, self.clock)
+                if self._given_channels is None
+                else self._given_channels
+            )
             applied = await upgrade(db)
             loggers.event(
                 log,
@@ -125,9 +169,7 @@ class Hub:
             ingestor = self.ingestor = Ingestor(
                 db,
                 self.clock,
-                AttachmentStore(
-                    config.storage.attachments_dir, config.storage.max_attachment_bytes
-                ),
+                files,
                 staff_channel=staff_channel,
                 timezone=config.hub.timezone,
                 window_ms=config.storage.group_commit_ms,

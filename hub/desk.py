@@ -168,7 +168,6 @@ class Desk:
                 "author": manager.name,
                 "text": text_,
                 "at": now,
-                "account": staff,
             }
             if note:
                 interaction_id = await q.event(
@@ -177,6 +176,7 @@ class Desk:
                         **values,
                         "direction": Direction.NOTE.value,
                         "channel": staff,
+                        "account": staff,
                         "external_id": key,
                     },
                 )
@@ -194,18 +194,22 @@ class Desk:
                         **values,
                         "direction": Direction.OUT.value,
                         "channel": channel,
+                        "account": conv.account,
                         "delivery": Delivery.PENDING.value,
                     },
                 )
+                in_reply_to = await q.last_inbound_external_id(conn, conv.id)
                 await q.enqueue(
                     conn,
                     {
                         "idempotency_key": key,
                         "channel": channel,
-                        "account": conv.channel,
+                        "account": conv.account,
                         "recipient": recipient,
                         "kind": "reply",
+                        "subject": conv.subject,
                         "text": text_,
+                        "extras": {"in_reply_to": in_reply_to} if in_reply_to else None,
                         "client_id": client_id,
                         "conversation_id": conv.id,
                         "interaction_id": interaction_id,

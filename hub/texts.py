@@ -38,6 +38,63 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Не доставлено ({channel}): {reason}",
         "en": "Not delivered ({channel}): {reason}",
     },
+    # The staff chat (channels/telegram/staff.py, render.py)
+    "card_stage": {"ru": "Стадия", "en": "Stage"},
+    "card_owner": {"ru": "Владелец", "en": "Owner"},
+    "card_assignee": {"ru": "Ответственный", "en": "Assignee"},
+    "card_open": {"ru": "Открытых обращений", "en": "Open requests"},
+    "card_tags": {"ru": "Теги", "en": "Tags"},
+    "card_source": {"ru": "Источник", "en": "Source"},
+    "card_recent": {"ru": "Последние контакты", "en": "Last contacts"},
+    "button_take": {"ru": "Взять", "en": "Take"},
+    "button_resolve": {"ru": "Закрыть", "en": "Resolve"},
+    "button_reopen": {"ru": "Открыть снова", "en": "Reopen"},
+    "button_card": {"ru": "Карточка", "en": "Card"},
+    "open_topic": {"ru": "Открыть тему", "en": "Open the topic"},
+    "assigned_to_you": {"ru": "🆕 Вам назначено: {client}", "en": "🆕 Assigned to you: {client}"},
+    "assigned_to": {"ru": "Назначено: {manager}", "en": "Assigned to {manager}"},
+    "staff_notice": {"ru": "Клиент: {client}", "en": "Client: {client}"},
+    "inbox_title": {
+        "ru": "Ваши открытые обращения ({count}):",
+        "en": "Your open requests ({count}):",
+    },
+    "inbox_empty": {
+        "ru": "На вас нет открытых обращений",
+        "en": "No open requests are assigned to you",
+    },
+    "inbox_more": {"ru": "…и ещё {count}", "en": "…and {count} more"},
+    "waiting": {"ru": "ждёт {age}", "en": "waiting {age}"},
+    "find_title": {"ru": "Найдено ({count}):", "en": "Found ({count}):"},
+    "find_none": {"ru": "Ничего не найдено: «{query}»", "en": "Nothing found for “{query}”"},
+    "no_topic": {"ru": "нет темы", "en": "no topic"},
+    "cannot_answer": {
+        "ru": "Не отправлено клиенту: {reason}",
+        "en": "Not sent to the client: {reason}",
+    },
+    "file_failed": {
+        "ru": "Не удалось получить файл, ничего не отправлено: {reason}",
+        "en": "Could not fetch the file, nothing was sent: {reason}",
+    },
+    "file_too_big": {
+        "ru": "📎 {name} ({size}) — слишком большой файл для Telegram",
+        "en": "📎 {name} ({size}) — too big for Telegram",
+    },
+    "topic_help": {
+        "ru": (
+            "Сообщение в теме уходит клиенту; «!» или /note — заметка для своих.\n"
+            "/take, /resolve, /reopen, /transfer ИМЯ, /tag СЛОВА, /stage СТАДИЯ, "
+            "/remind 2h ТЕКСТ, /card"
+        ),
+        "en": (
+            "A message in the topic goes to the client; “!” or /note makes an internal note.\n"
+            "/take, /resolve, /reopen, /transfer NAME, /tag WORDS, /stage NAME, "
+            "/remind 2h TEXT, /card"
+        ),
+    },
+    "private_help": {
+        "ru": "/inbox — ваши открытые обращения\n/find ТЕКСТ — найти клиента",
+        "en": "/inbox — your open requests\n/find TEXT — find a client",
+    },
 }
 
 

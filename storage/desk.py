@@ -51,6 +51,8 @@ class ConversationRow:
     status: str
     assignee_id: int | None
     created_at: datetime
+    account: str
+    subject: str | None
 
 
 _MANAGER_COLUMNS = (
@@ -158,11 +160,25 @@ async def identities_of(conn: AsyncConnection, client_id: int) -> list[tuple[str
     return [(kind, value) for kind, value in rows]
 
 
+def _conversation_columns() -> tuple[Any, ...]:
+    c = conversations.c
+    return (
+        c.id,
+        c.client_id,
+        c.channel,
+        c.status,
+        c.assignee_id,
+        c.created_at,
+        c.account,
+        c.subject,
+    )
+
+
 async def open_conversations(conn: AsyncConnection, client_id: int) -> list[ConversationRow]:
     """Not resolved, the most recently active first."""
     c = conversations.c
     rows = await conn.execute(
-        select(c.id, c.client_id, c.channel, c.status, c.assignee_id, c.created_at)
+        select(*_conversation_columns())
         .where(c.client_id == client_id, c.status != "resolved")
         .order_by(c.updated_at.desc(), c.id.desc())
     )
@@ -180,13 +196,29 @@ async def latest_conversation(conn: AsyncConnection, client_id: int) -> Conversa
             .limit(1)
         )
     ).scalar_one_or_none()
-    query = select(c.id, c.client_id, c.channel, c.status, c.assignee_id, c.created_at)
+    query = select(*_conversation_columns())
     if last_in is not None:
         query = query.where(c.id == last_in)
     else:
         query = query.where(c.client_id == client_id).order_by(c.id.desc()).limit(1)
     row = (await conn.execute(query)).one_or_none()
     return ConversationRow(*row) if row else None
+
+
+async def last_inbound_external_id(conn: AsyncConnection, conversation_id: int) -> str | None:
+    """The external id of the conversation's latest inbound message (what a reply answers)."""
+    i = interactions.c
+    return cast(
+        "str | None",
+        (
+            await conn.execute(
+                select(i.external_id)
+                .where(i.conversation_id == conversation_id, i.direction == "in")
+                .order_by(i.id.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none(),
+    )
 
 
 async def last_interactions(

@@ -84,10 +84,10 @@ async def test_hub_refuses_a_channel_this_build_lacks(db_url: str, tmp_path: Pat
         {
             "storage": {"url": db_url},
             "admin": {"token": TOKEN},
-            "telegram": {"enabled": True, "token": "1:x", "staff_chat_id": -100},
+            "email": {"smtp": {"listen": "127.0.0.1:2525", "domains": ["example.com"]}},
         }
     )
-    with pytest.raises(Exception, match="telegram"):
+    with pytest.raises(Exception, match="email"):
         Hub(config)
 
 

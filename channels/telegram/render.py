@@ -1,0 +1,300 @@
+"""What the staff chat shows: client cards, mirrors, notices, inbox and search lists.
+
+Everything is HTML for ``parse_mode="HTML"`` (https://core.telegram.org/bots/api#html-style);
+text that came from people goes through aiogram's ``html_decoration.quote``.
+Telegram measures its limits in UTF-16 code units of the text after the markup
+is parsed: 4096 for a message, 1024 for a caption, 128 for a forum topic name;
+callback data is at most 64 bytes.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.utils.text_decorations import html_decoration
+
+from hub.texts import text
+from hub.types import ClientCard, InboxItem, Topic
+
+MESSAGE_LIMIT = 4096
+CAPTION_LIMIT = 1024
+TOPIC_NAME_LIMIT = 128
+CALLBACK_LIMIT = 64
+CALLBACK_PREFIX = "hub:"
+BUTTONS = ("take", "resolve", "reopen", "card")
+
+_TAG = re.compile(r"<[^>]*>")
+_CHANNEL_ICONS = {"telegram": "💬", "email": "✉️", "webform": "📝"}
+_IDENTITY_ICONS = {"telegram": "✈️", "email": "✉️", "phone": "📞"}
+_DIRECTION_MARKS = {"in": "←", "out": "→"}
+
+
+def utf16_len(value: str) -> int:
+    """Length in UTF-16 code units, Telegram's unit for every text limit."""
+    return len(value.encode("utf-16-le")) // 2
+
+
+def visible_len(markup: str) -> int:
+    """Length of an HTML message as Telegram counts it: without tags, entities decoded."""
+    return utf16_len(html.unescape(_TAG.sub("", markup)))
+
+
+def escape(value: str) -> str:
+    return html_decoration.quote(value)
+
+
+def _fit(value: str, limit: int) -> int:
+    """How many characters of ``value`` fit in ``limit`` UTF-16 units."""
+    used = 0
+    for index, char in enumerate(value):
+        used += 2 if ord(char) > 0xFFFF else 1
+        if used > limit:
+            return index
+    return len(value)
+
+
+def clip(value: str, limit: int) -> str:
+    """``value`` cut to ``limit`` UTF-16 units, with an ellipsis when cut."""
+    if utf16_len(value) <= limit:
+        return value
+    return value[: _fit(value, max(limit - 1, 0))].rstrip() + "…"
+
+
+def split_text(value: str, limit: int, first_limit: int | None = None) -> list[str]:
+    """Plain text in pieces of at most ``limit`` UTF-16 units (the first piece
+    ``first_limit``), cut at a line break or a space when one is near the end."""
+    pieces: list[str] = []
+    rest = value
+    room = limit if first_limit is None else first_limit
+    while utf16_len(rest) > room:
+        cut = _fit(rest, room)
+        if cut == 0:  # no room at all in this piece (the header filled it)
+            pieces.append("")
+            room = limit
+            continue
+        floor = cut * 3 // 4
+        brk = rest.rfind("\n", floor, cut)
+        if brk < 0:
+            brk = rest.rfind(" ", floor, cut)
+        if brk > 0:
+            pieces.append(rest[:brk])
+            rest = rest[brk + 1 :]
+        else:
+            pieces.append(rest[:cut])
+            rest = rest[cut:]
+        room = limit
+    pieces.append(rest)
+    return pieces
+
+
+def with_header(header: str, body: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """The header (HTML) and the escaped body, split into messages of at most ``limit``."""
+    if not header:
+        return [escape(piece) for piece in split_text(body, limit) if piece.strip()]
+    if not body:
+        return [header]
+    first = limit - visible_len(header) - 1
+    pieces = split_text(body, limit, first)
+    return [f"{header}\n{escape(pieces[0])}".rstrip()] + [
+        escape(piece) for piece in pieces[1:] if piece.strip()
+    ]
+
+
+def _local(moment: datetime, tz: ZoneInfo) -> datetime:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(tz)
+
+
+def _label(card: ClientCard) -> str:
+    if card.name:
+        return card.name
+    for _, value in card.identities:
+        return value
+    return f"#{card.id}"
+
+
+def client_label(card: ClientCard | None, client_id: int) -> str:
+    """The client's name, else an address, else the id (plain text)."""
+    return _label(card) if card is not None else f"#{client_id}"
+
+
+def topic_name(card: ClientCard | None, client_id: int, channel: str | None) -> str:
+    """The forum topic title: the client's name and the channel they came by."""
+    hint = f" · {channel}" if channel else ""
+    name = " ".join(client_label(card, client_id).split()) or f"#{client_id}"
+    return clip(name, TOPIC_NAME_LIMIT - utf16_len(hint)) + hint
+
+
+def topic_link(topic: Topic) -> str:
+    """https://t.me/c/<chat>/<thread>: opens the topic for members of the group."""
+    chat = str(abs(topic.chat_id))
+    if topic.chat_id < 0 and chat.startswith("100") and len(chat) > 10:
+        chat = chat[3:]  # a supergroup's id is -100<internal id>
+    return f"https://t.me/c/{chat}/{topic.thread_id}"
+
+
+def callback_data(action: str, client_id: int) -> str:
+    data = f"{CALLBACK_PREFIX}{action}:{client_id}"
+    assert len(data.encode()) <= CALLBACK_LIMIT
+    return data
+
+
+def parse_callback(data: str | None) -> tuple[str, int] | None:
+    """``("take", 42)`` from ``"hub:take:42"``; None for anything else."""
+    if not data or not data.startswith(CALLBACK_PREFIX):
+        return None
+    action, _, client = data.removeprefix(CALLBACK_PREFIX).partition(":")
+    if action not in BUTTONS or not client.isdigit():
+        return None
+    return action, int(client)
+
+
+def card_keyboard(client_id: int, language: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=text(f"button_{action}", language),
+                    callback_data=callback_data(action, client_id),
+                )
+                for action in BUTTONS
+            ]
+        ]
+    )
+
+
+def card_html(card: ClientCard, language: str, tz: ZoneInfo) -> str:
+    """The client card: name, identities, stage, owner, assignee, open requests, last contacts."""
+    lines = [f"👤 <b>{escape(clip(_label(card), 200))}</b> · #{card.id}"]
+    if card.identities:
+        lines.append(
+            " · ".join(
+                f"{_IDENTITY_ICONS.get(kind, kind)} {escape(clip(value, 100))}"
+                for kind, value in card.identities[:8]
+            )
+        )
+    facts = [
+        f"{text('card_stage', language)}: {escape(card.stage)}",
+        f"{text('card_owner', language)}: {escape(card.owner or '—')}",
+        f"{text('card_assignee', language)}: {escape(card.assignee or '—')}",
+        f"{text('card_open', language)}: {card.open_requests}",
+    ]
+    lines.append(" · ".join(facts[:2]))
+    lines.append(" · ".join(facts[2:]))
+    extra = []
+    if card.tags:
+        extra.append(f"{text('card_tags', language)}: {escape(clip(', '.join(card.tags), 300))}")
+    if card.source:
+        extra.append(f"{text('card_source', language)}: {escape(clip(card.source, 100))}")
+    if extra:
+        lines.append(" · ".join(extra))
+    if card.last_contacts:
+        lines.append("")
+        lines.append(f"<b>{text('card_recent', language)}:</b>")
+        for contact in card.last_contacts:
+            when = _local(contact.at, tz).strftime("%d.%m %H:%M")
+            mark = _DIRECTION_MARKS.get(contact.direction, "·")
+            said = " ".join(contact.text.split()) or "…"
+            lines.append(
+                f"{mark} {when} {escape(contact.channel or '')}: {escape(clip(said, 120))}"
+            )
+    return "\n".join(lines)
+
+
+def mirror_header(channel: str | None, subject: str | None) -> str:
+    """The first line of a mirrored message: its channel, and its subject when it has one."""
+    parts = []
+    if channel:
+        parts.append(f"{_CHANNEL_ICONS.get(channel, '•')} <b>{escape(channel)}</b>")
+    if subject:
+        parts.append(f"<i>{escape(clip(' '.join(subject.split()), 300))}</i>")
+    return " · ".join(parts)
+
+
+def notice_html(
+    headline: str, body: str, topic: Topic | None, language: str, limit: int = MESSAGE_LIMIT
+) -> list[str]:
+    """A private notice to a manager: a bold headline, the text, a link to the topic."""
+    link = (
+        f'\n\n<a href="{escape(topic_link(topic))}">{text("open_topic", language)}</a>'
+        if topic is not None
+        else ""
+    )
+    head = f"<b>{escape(clip(headline, 300))}</b>"
+    parts = with_header(head, body, limit - visible_len(link))
+    parts[-1] += link
+    return parts
+
+
+def _age(since: datetime, now: datetime) -> str:
+    minutes = max(0, int((now - since).total_seconds() // 60))
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes:02d}m"
+    return f"{hours // 24}d {hours % 24}h"
+
+
+def _join(lines: Sequence[str], limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Lines of HTML into as few messages as fit (a line never straddles two)."""
+    messages: list[str] = []
+    current: list[str] = []
+    used = 0
+    for line in lines:
+        size = visible_len(line) + 1
+        if current and used + size > limit:
+            messages.append("\n".join(current))
+            current, used = [], 0
+        current.append(line)
+        used += size
+    if current:
+        messages.append("\n".join(current))
+    return messages
+
+
+def _link(label: str, topic: Topic | None, language: str) -> str:
+    name = escape(clip(label, 100))
+    if topic is None:
+        return f"{name} ({text('no_topic', language)})"
+    return f'<a href="{escape(topic_link(topic))}">{name}</a>'
+
+
+def inbox_html(
+    items: Sequence[InboxItem], language: str, now: datetime, limit_items: int = 100
+) -> list[str]:
+    """``/inbox``: open requests assigned to the manager, oldest first, with topic links."""
+    if not items:
+        return [escape(text("inbox_empty", language))]
+    lines = [f"<b>{escape(text('inbox_title', language, count=len(items)))}</b>"]
+    for number, item in enumerate(items[:limit_items], 1):
+        label = item.client_name or f"#{item.client_id}"
+        waiting = text("waiting", language, age=_age(item.waiting_since, now))
+        lines.append(
+            f"{number}. {_link(label, item.topic, language)} · {escape(item.channel)} · {waiting}"
+        )
+    if len(items) > limit_items:
+        lines.append(escape(text("inbox_more", language, count=len(items) - limit_items)))
+    return _join(lines)
+
+
+def find_html(
+    found: Sequence[tuple[ClientCard, Topic | None]], query: str, language: str
+) -> list[str]:
+    """``/find``: matching clients with their identities and topic links."""
+    if not found:
+        return [escape(text("find_none", language, query=clip(query, 100)))]
+    lines = [f"<b>{escape(text('find_title', language, count=len(found)))}</b>"]
+    for card, topic in found:
+        idents = ", ".join(clip(value, 60) for _, value in card.identities[:4])
+        lines.append(
+            f"• {_link(_label(card), topic, language)} · #{card.id} · {escape(card.stage)}"
+            + (f" · {escape(idents)}" if idents else "")
+        )
+    return _join(lines)
