@@ -24,7 +24,7 @@ from hub.config import DispatcherSection
 from hub.errors import PermanentDeliveryError, TemporaryDeliveryError
 from hub.ports import ChannelPort
 from hub.ratelimit import RateLimiter
-from hub.types import Direction, OutboundMessage
+from hub.types import STAFF_KINDS, Direction, OutboundMessage
 from storage import Database
 from storage import outbox as q
 
@@ -33,7 +33,6 @@ log = loggers.dispatcher
 # Kinds whose outbox row delivers its interaction (the reply itself); the rest
 # (mirror, assigned, alerts) only point at the interaction they are about.
 DELIVERS_INTERACTION = frozenset({"reply", "auto_reply", "campaign", "confirmation"})
-STAFF_KINDS = frozenset({"mirror", "assigned", "delivery_failed", "reminder", "alert"})
 
 
 class Dispatcher:
@@ -198,9 +197,14 @@ class Dispatcher:
             # and the row is claimed again.
             log.exception("dispatcher.record_failed outbox=%s", row.id)
 
+    def _recipient_limiter(self, row: q.OutboxRow) -> RateLimiter | None:
+        if row.kind in self.channels[row.channel].limits.self_paced:
+            return None
+        return self._per_recipient.get(row.channel)
+
     async def _limit(self, row: q.OutboxRow) -> None:
         overall = self._overall.get(row.channel)
-        per_recipient = self._per_recipient.get(row.channel)
+        per_recipient = self._recipient_limiter(row)
         key = f"{row.account}:{row.recipient}"
         while True:
             wait = max(
@@ -220,13 +224,15 @@ class Dispatcher:
         return min(self.settings.backoff_max_s, base) * random.uniform(0.8, 1.2)  # noqa: S311
 
     async def _temporary(self, row: q.OutboxRow, exc: TemporaryDeliveryError) -> None:
-        if row.attempts >= self.settings.max_attempts:
+        # "Wait N seconds" (a peer's flow control) is not a failure: only other
+        # temporary errors count towards giving up.
+        if row.attempts >= self.settings.max_attempts and exc.retry_after is None:
             await self._permanent(row, f"gave up after {row.attempts} attempts: {exc.reason}")
             return
         delay = self._backoff(row.attempts)
         if exc.retry_after is not None:
             delay = max(exc.retry_after, 0.0)
-            per_recipient = self._per_recipient.get(row.channel)
+            per_recipient = self._recipient_limiter(row)
             if per_recipient is not None:
                 per_recipient.pause(f"{row.account}:{row.recipient}", exc.retry_after)
         async with self.db.write() as conn:

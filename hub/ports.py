@@ -38,10 +38,13 @@ class RateLimit:
 
 @dataclass(frozen=True, slots=True)
 class ChannelLimits:
-    """Send limits of a channel: over the whole account, and per recipient."""
+    """Send limits of a channel: over the whole account, and per recipient.
+    Kinds in ``self_paced`` skip the per-recipient limit: the channel paces them
+    itself (Telegram's staff groups have a budget of their own)."""
 
     overall: RateLimit | None = None
     per_recipient: RateLimit | None = None
+    self_paced: frozenset[str] = frozenset()
 
 
 class ChannelPort(Protocol):

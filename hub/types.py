@@ -106,6 +106,10 @@ class IngestResult:
     new_conversation: bool = False
 
 
+# Outbox kinds addressed to the staff (the managers' chat or a manager), not to a client.
+STAFF_KINDS = frozenset({"mirror", "assigned", "delivery_failed", "reminder", "alert"})
+
+
 @dataclass(frozen=True, slots=True)
 class OutboundMessage:
     """One message for a channel to deliver, read from the outbox.

@@ -287,3 +287,54 @@ async def test_per_recipient_limit_is_applied(db: Database, tmp_path: Path) -> N
     await _round(dispatcher)
     assert [m.text for m in sorted(channel.sent, key=lambda m: m.outbox_id)] == ["m0", "m1", "m2"]
     assert loop.time() - started >= 2 / 50 * 0.9
+
+
+async def test_flow_control_waits_do_not_use_up_attempts(db: Database, tmp_path: Path) -> None:
+    """A peer saying "retry after N s" (Telegram's 429, a busy staff group) is not a
+    failure: the row keeps waiting past max_attempts instead of being given up."""
+    clock = FrozenClock()
+    conv = await _client_conversation(db, clock, tmp_path)
+    await reply(db, clock, conv, "hi", author="Anna")
+    channel = RecordingChannel()
+    channel.fail = lambda m: TemporaryDeliveryError("429 Too Many Requests", retry_after=5)
+    dispatcher = Dispatcher(db, clock, {"telegram": channel}, SETTINGS)
+    for _ in range(SETTINGS.max_attempts + 2):
+        assert await _round(dispatcher) == 1
+        clock.advance(timedelta(seconds=6))
+    (row,) = await _outbox(db)
+    assert row.status == "pending"
+    channel.fail = lambda m: None
+    assert await _round(dispatcher) == 1
+    (row,) = await _outbox(db)
+    assert row.status == "sent"
+
+
+async def test_self_paced_kinds_skip_the_per_recipient_limit(db: Database, tmp_path: Path) -> None:
+    """Staff mirrors are paced by the channel itself: a one-per-hour per-recipient
+    limit does not hold them back."""
+    clock = FrozenClock()
+    await _client_conversation(db, clock, tmp_path, staff="telegram")
+    ingestor = Ingestor(
+        db, clock, AttachmentStore(tmp_path / "f2", 10**6), staff_channel="telegram"
+    )
+    await ingestor.start()
+    try:
+        for i in range(3):
+            await ingestor(
+                InboundMessage(
+                    Channel.TELEGRAM,
+                    "bot",
+                    f"1:{i + 10}",
+                    (identity("telegram", 4242, "Анна"),),
+                    clock.now(),
+                    text=f"more {i}",
+                )
+            )
+    finally:
+        await ingestor.stop()
+    limits = ChannelLimits(
+        per_recipient=RateLimit(1 / 3600, burst=1), self_paced=frozenset({"mirror"})
+    )
+    channel = RecordingChannel(limits=limits)
+    await asyncio.wait_for(_round(Dispatcher(db, clock, {"telegram": channel}, SETTINGS)), 10)
+    assert len([m for m in channel.sent if m.kind == "mirror"]) == 4

@@ -13,10 +13,9 @@ from typing import Protocol
 from aiogram import Bot
 from aiogram.types import Update
 
-from hub.types import OutboundMessage, SendResult
+from hub.types import STAFF_KINDS, OutboundMessage, SendResult
 
-# Outbox kinds the staff side delivers; every other kind goes to a client.
-STAFF_KINDS = frozenset({"mirror", "assigned", "delivery_failed", "reminder", "alert"})
+__all__ = ["STAFF_KINDS", "StaffSurface"]  # STAFF_KINDS: delivered by the staff side
 
 
 class StaffSurface(Protocol):
