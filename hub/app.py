@@ -61,6 +61,7 @@ def build_channels(config: Config, desk: Desk, clock: Clock) -> dict[str, Channe
         channels["telegram"] = TelegramChannel(
             config.telegram,
             staff=staff,
+            files=desk,
             max_attachment_bytes=config.storage.max_attachment_bytes,
             default_region=config.hub.default_region,
         )

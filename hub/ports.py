@@ -63,6 +63,14 @@ class ChannelPort(Protocol):
         """Deliver, or raise TemporaryDeliveryError / PermanentDeliveryError."""
 
 
+class AttachmentSource(Protocol):
+    """The files logged with an interaction, for a channel sending it."""
+
+    async def attachments(self, interaction_id: int) -> list[StoredAttachment]: ...
+
+    async def attachment_bytes(self, sha256: str) -> bytes: ...
+
+
 class StaffDesk(Protocol):
     """What the hub offers a staff surface (the managers' Telegram chat).
 

@@ -27,7 +27,7 @@ from channels.telegram.updates import Poller, WebhookServer, describe
 from hub import loggers
 from hub.config import TelegramSection
 from hub.errors import DeliveryError, HubError, PermanentDeliveryError, TemporaryDeliveryError
-from hub.ports import ChannelLimits, InboundSink, RateLimit
+from hub.ports import AttachmentSource, ChannelLimits, InboundSink, RateLimit
 from hub.types import OutboundMessage, SendResult
 
 log = loggers.channels
@@ -40,6 +40,7 @@ class DownloadFailed(HubError):
 class TelegramChannel:
     """The hub's :class:`~hub.ports.ChannelPort` for Telegram (``name = "telegram"``).
 
+    ``files`` gives the files of an answer to send with it (the desk).
     ``staff`` handles the managers' side; without it, staff updates are treated
     like anyone else's and staff kinds cannot be sent. ``max_attachment_bytes``
     bounds what is downloaded from clients. ``poll_timeout``, ``retry_backoff``
@@ -61,6 +62,7 @@ class TelegramChannel:
         config: TelegramSection,
         *,
         staff: StaffSurface | None = None,
+        files: AttachmentSource | None = None,
         max_attachment_bytes: int,
         default_region: str = "RU",
         poll_timeout: int = 25,
@@ -69,6 +71,7 @@ class TelegramChannel:
     ) -> None:
         self.config = config
         self.staff = staff
+        self.files = files
         self.max_attachment_bytes = max_attachment_bytes
         self.default_region = default_region
         self.poll_timeout = poll_timeout
@@ -119,7 +122,7 @@ class TelegramChannel:
             self.bot = self._receiver = self._sink = None
             await bot.session.close()
             raise HubError(f"telegram: cannot start: {describe(exc, self._redact)}") from None
-        self._sender = ClientSender(bot)
+        self._sender = ClientSender(bot, files=self.files)
         loggers.event(log, "telegram.started", mode=config.mode, bot=f"@{self.account}", id=bot.id)
 
     def _webhook(self, bot: Bot) -> WebhookServer:

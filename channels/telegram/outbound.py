@@ -4,8 +4,9 @@ hub's delivery errors.
 
 A client's message is its text, HTML-escaped and sent with ``parse_mode=HTML``,
 split into parts of at most 4096 UTF-16 code units (Telegram's limit, counted
-after the markup is parsed) on paragraph, line or word boundaries. Attachments
-of the interaction are not sent by this module.
+after the markup is parsed) on paragraph, line or word boundaries; then the
+files logged with the interaction (a manager's photo or document), each by
+``sendPhoto``, ``sendVoice`` or ``sendDocument``.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from aiogram.exceptions import (
     TelegramNotFound,
     TelegramRetryAfter,
 )
+from aiogram.types import BufferedInputFile, Message
 from aiogram.utils.text_decorations import html_decoration
 
 from channels.telegram.inbound import message_id
 from hub import loggers
 from hub.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
-from hub.types import OutboundMessage, SendResult
+from hub.ports import AttachmentSource
+from hub.types import OutboundMessage, SendResult, StoredAttachment
 
 log = loggers.channels
 
@@ -101,8 +104,11 @@ class ClientSender:
     only the rest.
     """
 
-    def __init__(self, bot: Bot, *, remember: int = 1000) -> None:
+    def __init__(
+        self, bot: Bot, *, files: AttachmentSource | None = None, remember: int = 1000
+    ) -> None:
         self.bot = bot
+        self.files = files
         self._remember = remember
         self._progress: OrderedDict[str, int] = OrderedDict()
 
@@ -111,17 +117,25 @@ class ClientSender:
             chat_id = int(message.recipient)
         except ValueError:
             raise PermanentDeliveryError(f"not a Telegram user id: {message.recipient!r}") from None
-        parts = split_text(message.text)
-        if not parts:
+        attached: list[StoredAttachment] = []
+        if self.files is not None and message.interaction_id is not None:
+            attached = await self.files.attachments(message.interaction_id)
+        steps: list[str | StoredAttachment] = [*split_text(message.text), *attached]
+        if not steps:
             raise PermanentDeliveryError("nothing to send: the message has no text")
+        parts = steps
         key = message.idempotency_key
         done = self._progress.pop(key, 0)
         last: int | None = None
         for index in range(done, len(parts)):
             try:
-                sent = await self.bot.send_message(
-                    chat_id, html_decoration.quote(parts[index]), parse_mode=ParseMode.HTML
-                )
+                step = parts[index]
+                if isinstance(step, str):
+                    sent = await self.bot.send_message(
+                        chat_id, html_decoration.quote(step), parse_mode=ParseMode.HTML
+                    )
+                else:
+                    sent = await self._send_file(chat_id, step)
             except Exception as exc:
                 error = delivery_error(exc)
                 if index > 0 and isinstance(error, TemporaryDeliveryError):
@@ -139,6 +153,17 @@ class ClientSender:
             last = sent.message_id
         assert last is not None
         return SendResult(external_id=message_id(self.bot.id, chat_id, last))
+
+    async def _send_file(self, chat_id: int, attachment: StoredAttachment) -> Message:
+        assert self.files is not None
+        data = await self.files.attachment_bytes(attachment.sha256)
+        upload = BufferedInputFile(data, filename=attachment.filename)
+        kind = attachment.content_type.split(";")[0].strip().lower()
+        if kind in ("image/jpeg", "image/png", "image/webp"):
+            return await self.bot.send_photo(chat_id, upload)
+        if kind in ("audio/ogg", "audio/opus"):
+            return await self.bot.send_voice(chat_id, upload)
+        return await self.bot.send_document(chat_id, upload)
 
     def _keep(self, key: str, parts_sent: int) -> None:
         self._progress[key] = parts_sent
