@@ -593,6 +593,11 @@ class _BatchWriter:
             self.snapshot.add_load(decision.assignee_id)
         return decision
 
+    def _telegram_id(self, manager_id: int) -> int:
+        if manager_id not in self.telegram_ids:
+            self.telegram_ids.update(q.manager_telegram_ids(self.conn))
+        return self.telegram_ids[manager_id]
+
     def _load_snapshot(self) -> Snapshot:
         rows = q.routing_managers(self.conn)
         self.telegram_ids = {r.id: r.telegram_id for r in rows}
@@ -708,32 +713,36 @@ class _BatchWriter:
         interaction_of: dict[int, int],
         decisions: list[tuple[int, _Conv, Decision]],
     ) -> list[tuple[Any, ...]]:
-        """Each message mirrored to the staff; each new assignee told in private."""
+        """Each message mirrored to the staff group; the conversation's manager told
+        in private too (the group has a small message budget, a private chat its
+        own): a new assignee by ``assigned``, an existing one by ``notify``."""
         staff = self.ing.staff_channel
         if staff is None:
             return []
+        assigned_now = {x for x, _, d in decisions if d.assignee_id is not None}
         out = []
         for x in fresh:
-            if x not in conv_of:
+            conv = conv_of.get(x)
+            if conv is None:
                 continue  # service messages are not mirrored
-            iid = interaction_of[x]
+            m, iid = batch[x].message, interaction_of[x]
             out.append(
                 self._notice(
-                    staff,
-                    "staff",
-                    "mirror",
-                    batch[x].message,
-                    client_of[x],
-                    conv_of[x].id,
-                    iid,
-                    f"mirror:{iid}",
+                    staff, "staff", "mirror", m, client_of[x], conv.id, iid, f"mirror:{iid}"
                 )
             )
+            if conv.assignee_id is not None and x not in assigned_now:
+                recipient = str(self._telegram_id(conv.assignee_id))
+                out.append(
+                    self._notice(
+                        staff, recipient, "notify", m, client_of[x], conv.id, iid, f"notify:{iid}"
+                    )
+                )
         for x, conv, decision in decisions:
             if decision.assignee_id is None:
                 continue
             iid = interaction_of[x]
-            recipient = str(self.telegram_ids[decision.assignee_id])
+            recipient = str(self._telegram_id(decision.assignee_id))
             out.append(
                 self._notice(
                     staff,

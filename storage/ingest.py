@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -261,7 +261,7 @@ def insert_tuples(
         columns = ("id", *columns)
         rows = [(i, *row) for i, row in zip(ids, rows, strict=True)]
     binder = _binder(table, columns, conn.dialect)
-    conn.exec_driver_sql(binder.sql, [binder(row) for row in rows])
+    conn.exec_driver_sql(binder.sql, binder.bind(rows))
     return ids
 
 
@@ -364,6 +364,11 @@ def routing_managers(conn: Connection) -> list[ManagerRow]:
     return [ManagerRow(*row, load=int(loads.get(row.id, 0))) for row in rows]
 
 
+def manager_telegram_ids(conn: Connection) -> dict[int, int]:
+    m = managers.c
+    return {int(i): int(t) for i, t in conn.execute(select(m.id, m.telegram_id)).all()}
+
+
 def add_identities(conn: Connection, rows: list[dict[str, Any]]) -> None:
     _executemany(conn, identities, rows)
 
@@ -381,7 +386,7 @@ def _executemany(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> 
         return
     columns = tuple(rows[0])
     binder = _binder(table, columns, conn.dialect)
-    conn.exec_driver_sql(binder.sql, [binder(binder.get(row)) for row in rows])
+    conn.exec_driver_sql(binder.sql, binder.bind(binder.get(row) for row in rows))
 
 
 class _Binder:
@@ -389,7 +394,7 @@ class _Binder:
 
     The same conversion SQLAlchemy applies per value, without its per-row
     bookkeeping: the ingest hot path writes thousands of rows per commit. Datetime
-    conversions are memoized, as a batch repeats the same few instants.
+    conversions are memoized within a call, as a batch repeats the same instants.
     """
 
     def __init__(self, table: Table, columns: tuple[str, ...], dialect: Dialect) -> None:
@@ -402,25 +407,35 @@ class _Binder:
         self.get: Callable[[dict[str, Any]], tuple[Any, ...]] = (
             getter if len(columns) > 1 else lambda row: (getter(row),)
         )
-        self.processors: list[tuple[int, Callable[[Any], Any]]] = []
+        # (column index, processor, whether to memoize by object: datetimes repeat)
+        self.processors: list[tuple[int, Callable[[Any], Any], bool]] = []
         for i, name in enumerate(columns):
             column_type = table.c[name].type
             proc = column_type._cached_bind_processor(dialect)
-            if proc is None:
-                continue
-            if isinstance(column_type, UTCDateTime):
-                proc = functools.lru_cache(maxsize=1024)(proc)
-            self.processors.append((i, proc))
+            if proc is not None:
+                self.processors.append((i, proc, isinstance(column_type, UTCDateTime)))
 
-    def __call__(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
-        if not self.processors:
-            return row
-        values = list(row)
-        for i, proc in self.processors:
-            value = values[i]
-            if value is not None:
-                values[i] = proc(value)
-        return tuple(values)
+    def bind(self, rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        processors = self.processors
+        if not processors:
+            return list(rows)
+        memo: dict[int, Any] = {}  # id() of a value -> its bound form, for this call
+        out = []
+        for row in rows:
+            values = list(row)
+            for i, proc, memoized in processors:
+                value = values[i]
+                if value is None:
+                    continue
+                if memoized:
+                    bound = memo.get(id(value))
+                    if bound is None:
+                        bound = memo[id(value)] = proc(value)
+                    values[i] = bound
+                else:
+                    values[i] = proc(value)
+            out.append(tuple(values))
+        return out
 
 
 @functools.cache

@@ -457,7 +457,10 @@ async def test_a_new_conversation_is_routed_and_the_manager_told(
     assert {o.channel for o in outbox} == {"telegram"}
     assigned = sorted((o.recipient, o.interaction_id) for o in outbox if o.kind == "assigned")
     assert assigned == [("1001", first.interaction_id), ("1002", boris.interaction_id)]
-    assert len(outbox) == 5
+    # Anna's second message: her manager is told in private as well as in the group.
+    notified = [(o.recipient, o.interaction_id) for o in outbox if o.kind == "notify"]
+    assert notified == [("1001", second.interaction_id)]
+    assert len(outbox) == 6
 
 
 async def test_without_managers_the_conversation_waits_and_no_manager_is_told(
