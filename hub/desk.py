@@ -247,12 +247,23 @@ class Desk:
         return interaction_id
 
     async def act(
-        self, client_id: int, manager: ManagerRef, action: str, argument: str = ""
+        self,
+        client_id: int,
+        manager: ManagerRef,
+        action: str,
+        argument: str = "",
+        *,
+        key: str | None = None,
     ) -> str:
         language = manager.language or self.language
         now = self.clock.now()
         argument = argument.strip()
+        staff = self.staff_channel or "staff"
         async with self.db.write() as conn:
+            if key is not None:
+                done = await q.event_text(conn, key, staff)
+                if done is not None:
+                    return done  # a redelivered command: acted on already
             convs = await q.open_conversations(conn, client_id)
             ids = [c.id for c in convs]
             latest = await q.latest_conversation(conn, client_id)
@@ -345,6 +356,8 @@ class Desk:
                     "direction": Direction.EVENT.value,
                     "author": manager.name,
                     "text": reply,
+                    "channel": staff if key is not None else None,
+                    "external_id": key,
                     "at": now,
                 },
             )

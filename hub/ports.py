@@ -115,10 +115,18 @@ class StaffDesk(Protocol):
         id of the manager's message) makes a repeated call a no-op."""
 
     async def act(
-        self, client_id: int, manager: ManagerRef, action: str, argument: str = ""
+        self,
+        client_id: int,
+        manager: ManagerRef,
+        action: str,
+        argument: str = "",
+        *,
+        key: str | None = None,
     ) -> str:
         """take, resolve, reopen, transfer NAME, tag WORDS, remind WHEN TEXT, stage NAME:
-        do it, log it on the client, return the confirmation to show (localized)."""
+        do it, log it on the client, return the confirmation to show (localized).
+        ``key`` (the id of the manager's message or button press) makes a repeated
+        call return the first confirmation without acting again."""
 
     async def inbox(self, manager: ManagerRef) -> list[InboxItem]:
         """Open requests assigned to the manager, oldest first."""

@@ -270,6 +270,20 @@ async def answered(conn: AsyncConnection, key: str, channel: str) -> int | None:
     )
 
 
+async def event_text(conn: AsyncConnection, key: str, channel: str) -> str | None:
+    """The text of the event an action with this key logged, if any."""
+    return cast(
+        "str | None",
+        (
+            await conn.execute(
+                select(interactions.c.text).where(
+                    interactions.c.channel == channel, interactions.c.external_id == key
+                )
+            )
+        ).scalar_one_or_none(),
+    )
+
+
 async def event(conn: AsyncConnection, values: dict[str, Any]) -> int:
     return int(
         (await conn.execute(insert(interactions).returning(interactions.c.id), values)).scalar_one()

@@ -519,3 +519,15 @@ async def test_find_by_phone_written_any_way_by_name_and_by_email(world: World) 
     assert [c.name for c in await desk.find(world.maria, "stone")] == ["Bob Stone"]
     assert [c.id for c in await desk.find(world.maria, "example.org")] == [bob.client_id]
     assert await desk.find(world.maria, "nobody at all") == []
+
+
+async def test_a_redelivered_command_acts_once(world: World) -> None:
+    """A command's update handled twice (a crash between commit and confirm) sets
+    one reminder and answers the same confirmation."""
+    anna = await world.write(ANNA)
+    desk, cid = world.desk, anna.client_id
+    first = await desk.act(cid, world.maria, "remind", "2h call back", key="tg:-100:77")
+    again = await desk.act(cid, world.maria, "remind", "2h call back", key="tg:-100:77")
+    assert again == first
+    assert len(await rows(world.db, select(Reminder.id))) == 1
+    assert await events(world.db, cid) == [(first, "Maria")]

@@ -965,7 +965,13 @@ class StaffSide:
         elif command == "note":
             await self._answer(bot, message, topic, client_id, manager, argument, True)
         elif command in ACTIONS:
-            reply = await self.desk.act(client_id, manager, command, argument)
+            reply = await self.desk.act(
+                client_id,
+                manager,
+                command,
+                argument,
+                key=f"tg:{message.chat.id}:{message.message_id}",
+            )
             loggers.event(
                 log, "staff.command", command=command, client=client_id, manager=manager.id
             )
@@ -1095,7 +1101,9 @@ class StaffSide:
         confirmation: str | None = None
         try:
             if action != "card":
-                confirmation = await self.desk.act(client_id, manager, action)
+                confirmation = await self.desk.act(
+                    client_id, manager, action, key=f"tg:callback:{query.id}"
+                )
                 loggers.event(
                     log, "staff.button", action=action, client=client_id, manager=manager.id
                 )
