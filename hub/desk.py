@@ -31,6 +31,7 @@ from hub.types import (
 from hub.when import parse_when
 from storage import Database, read
 from storage import desk as q
+from storage import replies as replies_q
 
 log = loggers.core
 
@@ -198,7 +199,7 @@ class Desk:
                         "delivery": Delivery.PENDING.value,
                     },
                 )
-                in_reply_to = await q.last_inbound_external_id(conn, conv.id)
+                in_reply_to = await replies_q.last_inbound_external_id(conn, conv.id)
                 await q.enqueue(
                     conn,
                     {
@@ -222,7 +223,7 @@ class Desk:
                 await q.set_conversations(conn, [conv.id], now, status="pending")
                 if conv.assignee_id is None:
                     await q.set_conversations(conn, [conv.id], now, assignee_id=manager.id)
-                await q.mark_responded(conn, conv.id, now)
+                await replies_q.mark_responded(conn, conv.id, now)
             await q.add_attachments(
                 conn,
                 [

@@ -205,22 +205,6 @@ async def latest_conversation(conn: AsyncConnection, client_id: int) -> Conversa
     return ConversationRow(*row) if row else None
 
 
-async def last_inbound_external_id(conn: AsyncConnection, conversation_id: int) -> str | None:
-    """The external id of the conversation's latest inbound message (what a reply answers)."""
-    i = interactions.c
-    return cast(
-        "str | None",
-        (
-            await conn.execute(
-                select(i.external_id)
-                .where(i.conversation_id == conversation_id, i.direction == "in")
-                .order_by(i.id.desc())
-                .limit(1)
-            )
-        ).scalar_one_or_none(),
-    )
-
-
 async def last_interactions(
     conn: AsyncConnection, client_id: int, limit: int
 ) -> list[tuple[datetime, str, str | None, str]]:
@@ -331,16 +315,6 @@ async def inbox(conn: AsyncConnection, manager_id: int) -> list[tuple[Any, ...]]
 
 async def audit(conn: AsyncConnection, values: dict[str, Any]) -> None:
     await conn.execute(insert(audit_table), values)
-
-
-async def mark_responded(conn: AsyncConnection, conversation_id: int, at: datetime) -> None:
-    """The first answer sets the conversation's first response time."""
-    c = conversations.c
-    await conn.execute(
-        update(conversations)
-        .where(c.id == conversation_id)
-        .values(first_response_at=func.coalesce(c.first_response_at, at))
-    )
 
 
 async def count_open(conn: AsyncConnection, client_id: int) -> int:
