@@ -10,18 +10,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from hub import loggers
+from hub import loggers, replies
 from hub.attachments import AttachmentStore
 from hub.clock import Clock
 from hub.errors import HubError
-from hub.replies import REPLY_ROUTE
 from hub.search import client_search
 from hub.texts import text
 from hub.types import (
     Attachment,
     ClientCard,
     Contact,
-    Delivery,
     Direction,
     InboxItem,
     ManagerRef,
@@ -163,67 +161,26 @@ class Desk:
             conv = await q.latest_conversation(conn, client_id)
             if conv is None:
                 raise NoConversation(f"client {client_id} has no conversation")
-            values = {
-                "client_id": client_id,
-                "conversation_id": conv.id,
-                "author": manager.name,
-                "text": text_,
-                "at": now,
-            }
-            if note:
-                interaction_id = await q.event(
+            try:
+                queued = await replies.queue(
                     conn,
-                    {
-                        **values,
-                        "direction": Direction.NOTE.value,
-                        "channel": staff,
-                        "account": staff,
-                        "external_id": key,
-                    },
+                    conversation=replies_q.ConversationRow(
+                        conv.id, client_id, conv.channel, conv.account, conv.subject, None
+                    ),
+                    text=text_,
+                    author=manager.name,
+                    now=now,
+                    key=key,
+                    note=note,
+                    note_channel=staff,
                 )
-            else:
-                channel, kind = REPLY_ROUTE[conv.channel]
-                recipient = next(
-                    (v for k, v in reversed(await q.identities_of(conn, client_id)) if k == kind),
-                    None,
-                )
-                if recipient is None:
-                    raise NoConversation(f"client {client_id} has no {kind} address")
-                interaction_id = await q.event(
-                    conn,
-                    {
-                        **values,
-                        "direction": Direction.OUT.value,
-                        "channel": channel,
-                        "account": conv.account,
-                        "delivery": Delivery.PENDING.value,
-                    },
-                )
-                in_reply_to = await replies_q.last_inbound_external_id(conn, conv.id)
-                await q.enqueue(
-                    conn,
-                    {
-                        "idempotency_key": key,
-                        "channel": channel,
-                        "account": conv.account,
-                        "recipient": recipient,
-                        "kind": "reply",
-                        "subject": conv.subject,
-                        "text": text_,
-                        "extras": {"in_reply_to": in_reply_to} if in_reply_to else None,
-                        "client_id": client_id,
-                        "conversation_id": conv.id,
-                        "interaction_id": interaction_id,
-                        "status": "pending",
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                    },
-                )
+            except replies.NoAddress as exc:
+                raise NoConversation(str(exc)) from None
+            interaction_id = queued.interaction_id
+            if not note:
                 await q.set_conversations(conn, [conv.id], now, status="pending")
                 if conv.assignee_id is None:
                     await q.set_conversations(conn, [conv.id], now, assignee_id=manager.id)
-                await replies_q.mark_responded(conn, conv.id, now)
             await q.add_attachments(
                 conn,
                 [

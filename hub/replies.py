@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.clock import Clock
 from hub.errors import HubError
@@ -38,6 +41,76 @@ class Queued:
     outbox_id: int | None
 
 
+async def queue(
+    conn: AsyncConnection,
+    *,
+    conversation: q.ConversationRow,
+    text: str,
+    author: str,
+    now: datetime,
+    key: str | None = None,
+    note: bool = False,
+    note_channel: str | None = None,
+) -> Queued:
+    """In the caller's transaction: log the answer as an ``out`` interaction with
+    its outbox row over the conversation's reply route, or a note (``key`` then
+    marks the note, on ``note_channel``, so that a repeat is recognized)."""
+    conv = conversation
+    values = {
+        "client_id": conv.client_id,
+        "conversation_id": conv.id,
+        "author": author,
+        "text": text,
+        "at": now,
+    }
+    if note:
+        interaction_id, _ = await q.append(
+            conn,
+            {
+                **values,
+                "direction": Direction.NOTE.value,
+                "channel": note_channel,
+                "account": note_channel,
+                "external_id": key if note_channel else None,
+            },
+            None,
+        )
+        return Queued(interaction_id, None)
+    channel, kind = REPLY_ROUTE[conv.channel]
+    recipient = await q.address(conn, conv.client_id, kind)
+    if recipient is None:
+        raise NoAddress(f"client {conv.client_id} has no {kind} address to answer on")
+    in_reply_to = await q.last_inbound_external_id(conn, conv.id)
+    interaction_id, outbox_id = await q.append(
+        conn,
+        {
+            **values,
+            "direction": Direction.OUT.value,
+            "channel": channel,
+            "account": conv.account,
+            "delivery": Delivery.PENDING.value,
+        },
+        {
+            "idempotency_key": key or f"reply:{conv.id}:{uuid.uuid4().hex}",
+            "channel": channel,
+            "account": conv.account,
+            "recipient": recipient,
+            "kind": "reply",
+            "subject": conv.subject,
+            "text": text,
+            "extras": {"in_reply_to": in_reply_to} if in_reply_to else None,
+            "client_id": conv.client_id,
+            "conversation_id": conv.id,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        },
+    )
+    await q.mark_responded(conn, conv.id, now)
+    return Queued(interaction_id, outbox_id)
+
+
 async def reply(
     db: Database,
     clock: Clock,
@@ -54,50 +127,16 @@ async def reply(
     the reply (e.g. the manager's Telegram message) so that a redelivered
     command queues nothing twice.
     """
-    now = clock.now()
     async with db.write() as conn:
         conv = await q.conversation(conn, conversation_id)
         if conv is None:
             raise UnknownConversation(f"no conversation {conversation_id}")
-        interaction = {
-            "client_id": conv.client_id,
-            "conversation_id": conv.id,
-            "direction": (Direction.NOTE if note else Direction.OUT).value,
-            "channel": None if note else conv.channel,
-            "account": conv.account,
-            "author": author,
-            "text": text,
-            "at": now,
-            "delivery": None if note else Delivery.PENDING.value,
-        }
-        if note:
-            interaction_id, _ = await q.append(conn, interaction, None)
-            return Queued(interaction_id, None)
-        channel, kind = REPLY_ROUTE[conv.channel]
-        recipient = await q.address(conn, conv.client_id, kind)
-        if recipient is None:
-            raise NoAddress(f"client {conv.client_id} has no {kind} address to answer on")
-        in_reply_to = await q.last_inbound_external_id(conn, conv.id)
-        interaction["channel"] = channel
-        interaction_id, outbox_id = await q.append(
+        return await queue(
             conn,
-            interaction,
-            {
-                "idempotency_key": key or f"reply:{conv.id}:{uuid.uuid4().hex}",
-                "channel": channel,
-                "account": conv.account,
-                "recipient": recipient,
-                "kind": "reply",
-                "subject": conv.subject,
-                "text": text,
-                "extras": {"in_reply_to": in_reply_to} if in_reply_to else None,
-                "client_id": conv.client_id,
-                "conversation_id": conv.id,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            },
+            conversation=conv,
+            text=text,
+            author=author,
+            now=clock.now(),
+            key=key,
+            note=note,
         )
-        await q.mark_responded(conn, conv.id, now)
-    return Queued(interaction_id, outbox_id)
