@@ -1,0 +1,1 @@
+"""The email channel: inbound mail (SMTP, IMAP) and outbound replies (SMTP)."""

@@ -1,0 +1,278 @@
+"""The hub's inbound SMTP server (RFC 5321) on aiosmtpd, in the hub's own event loop.
+
+The protocol edge is kept thin: refuse early, hand over, answer after the commit.
+Replies carry RFC 3463 enhanced status codes:
+
+- ``RCPT`` to a domain outside ``email.smtp.domains`` → ``550 5.7.1`` (never an
+  open relay); more than :data:`MAX_RECIPIENTS` recipients → ``452 4.5.3``;
+- a message over ``email.smtp.max_message_bytes`` → ``552 5.3.4``, both when the
+  ``SIZE=`` of ``MAIL FROM`` (RFC 1870) announces it and when the data exceeds it;
+- ``DATA`` → ``deliver(raw, mail_from, rcpt_tos)``; ``250 2.0.0`` only once it
+  returned (the message is committed), ``554 5.6.0`` when it raised
+  :class:`~hub.errors.MessageRejected`, ``451 4.3.0`` for
+  :class:`~hub.errors.StorageUnavailable` or any other error, so the sender
+  retries. aiosmtpd answers an uncaught exception with a permanent ``500``; this
+  module never lets one through.
+
+``raw`` is the RFC 5322 message exactly as received (dot-unstuffed, CRLF line
+ends). The null reverse-path of a bounce (``MAIL FROM:<>``) is passed as ``""``.
+A ``deliver`` in progress is finished even when the client hangs up meanwhile
+(the client retries; the channel recognizes the redelivery).
+
+STARTTLS (RFC 3207) is offered when a ``tls_context`` is given. AUTH is not
+offered yet; it comes with the submission settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, AnyStr
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from hub import loggers
+from hub.config import SmtpServerSection, split_listen
+from hub.errors import ConfigError, MessageRejected, StorageUnavailable
+
+log = loggers.channels
+
+Deliver = Callable[[bytes, str, list[str]], Awaitable[None]]
+
+MAX_RECIPIENTS = 100  # RFC 5321 4.5.3.1.8: at least 100 must be accepted
+
+RELAY_DENIED = "550 5.7.1 relaying denied"
+TOO_BIG = "552 5.3.4 message too big"
+TOO_MANY_RECIPIENTS = "452 4.5.3 too many recipients"
+TEMPORARY_FAILURE = "451 4.3.0 temporary failure, try again later"
+_REJECTED = "554 5.6.0 message rejected: {}"
+
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
+
+
+def _reply_text(reason: str, limit: int = 200) -> str:
+    """One printable ASCII line, safe inside an SMTP reply."""
+    text = " ".join(_UNPRINTABLE.sub(" ", reason).split())
+    return (text[: limit - 3] + "...") if len(text) > limit else text or "unspecified"
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower() if "@" in address else ""
+
+
+class _Handler:
+    """aiosmtpd hooks: the relay check, the hand-over and the answer."""
+
+    def __init__(self, domains: frozenset[str], deliver: Deliver) -> None:
+        self._domains = domains
+        self._deliver = deliver
+        self.pending: set[asyncio.Task[None]] = set()
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if _domain(address) not in self._domains:
+            loggers.event(
+                log,
+                "smtp_refused",
+                logging.WARNING,
+                reason="relaying_denied",
+                peer=_peer(session),
+                mail_from=envelope.mail_from or "-",
+                rcpt_domain=_domain(address) or "-",
+            )
+            return RELAY_DENIED
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return TOO_MANY_RECIPIENTS
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        mail_from = envelope.mail_from or ""
+        if mail_from == "<>":
+            mail_from = ""
+        rcpt_tos = list(envelope.rcpt_tos)
+        queue_id = secrets.token_hex(8)
+        fields: dict[str, Any] = {
+            "id": queue_id,
+            "peer": _peer(session),
+            "mail_from": mail_from or "<>",
+            "rcpts": len(rcpt_tos),
+            "size": len(raw),
+        }
+        # Shielded: a client hanging up must not cancel a commit half way.
+        task = asyncio.ensure_future(self._deliver(raw, mail_from, rcpt_tos))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+        try:
+            await asyncio.shield(task)
+        except MessageRejected as error:
+            loggers.event(log, "smtp_message", result="rejected", reason=str(error), **fields)
+            return _REJECTED.format(_reply_text(str(error)))
+        except StorageUnavailable as error:
+            loggers.event(
+                log, "smtp_message", logging.WARNING, result="deferred", reason=error, **fields
+            )
+            return TEMPORARY_FAILURE
+        except Exception as error:
+            log.exception("smtp_deliver_failed id=%s", queue_id)
+            loggers.event(
+                log,
+                "smtp_message",
+                logging.ERROR,
+                result="deferred",
+                reason=type(error).__name__,
+                **fields,
+            )
+            return TEMPORARY_FAILURE
+        loggers.event(log, "smtp_message", result="accepted", **fields)
+        return f"250 2.0.0 OK queued as {queue_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        # Anything aiosmtpd did not expect: temporary, so the mail is retried, not lost.
+        log.exception("smtp_session_error")
+        return TEMPORARY_FAILURE
+
+
+def _peer(session: Session | None) -> str:
+    peer = session.peer if session is not None else None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer) if peer else "-"
+
+
+class _Protocol(SMTP):
+    """aiosmtpd's SMTP with our size reply and connection tracking."""
+
+    def __init__(
+        self,
+        handler: _Handler,
+        connections: set[_Protocol],
+        *,
+        data_size_limit: int,
+        hostname: str,
+        tls_context: ssl.SSLContext | None,
+        timeout: float,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(
+            handler,
+            data_size_limit=data_size_limit,
+            enable_SMTPUTF8=True,
+            hostname=hostname,
+            tls_context=tls_context,
+            timeout=timeout,
+            loop=loop,
+        )
+        self._connections = connections
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._connections.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._connections.discard(self)
+        super().connection_lost(error)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    async def push(self, status: AnyStr) -> None:
+        # aiosmtpd's own size refusals ("552 Error: ...") get an RFC 3463 code.
+        text = status.decode("ascii", "replace") if isinstance(status, bytes) else status
+        if text.startswith("552 Error"):
+            envelope = self.envelope
+            loggers.event(
+                log,
+                "smtp_refused",
+                logging.WARNING,
+                reason="too_big",
+                peer=_peer(self.session),
+                mail_from=(envelope.mail_from if envelope else None) or "-",
+                rcpts=len(envelope.rcpt_tos) if envelope else 0,
+            )
+            await super().push(TOO_BIG)
+            return
+        await super().push(status)
+
+
+class SmtpServer:
+    """Listens on ``email.smtp.listen`` (or ``listen``, where port 0 picks a free
+    port; ``port`` is the bound one after :meth:`start`)."""
+
+    def __init__(
+        self,
+        settings: SmtpServerSection,
+        deliver: Deliver,
+        *,
+        listen: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        hostname: str | None = None,
+        timeout: float = 300,
+    ) -> None:
+        address = listen or settings.listen
+        if address is None:
+            raise ConfigError(["email.smtp.listen: missing"])
+        self.host, self.port = split_listen(address)
+        self._settings = settings
+        self._handler = _Handler(frozenset(d.lower() for d in settings.domains), deliver)
+        self._tls_context = tls_context
+        self._hostname = hostname
+        self._timeout = timeout
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Protocol] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Resolved once: aiosmtpd would look it up for every connection.
+        hostname = self._hostname or str(await asyncio.to_thread(socket.getfqdn))
+
+        def protocol() -> _Protocol:
+            return _Protocol(
+                self._handler,
+                self._connections,
+                data_size_limit=self._settings.max_message_bytes,
+                hostname=hostname,
+                tls_context=self._tls_context,
+                timeout=self._timeout,
+                loop=loop,
+            )
+
+        self._server = await loop.create_server(protocol, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        loggers.event(
+            log,
+            "smtp_listening",
+            host=self.host,
+            port=self.port,
+            domains=",".join(self._settings.domains) or "-",
+            starttls=self._tls_context is not None,
+        )
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, let deliveries in progress commit (up to ``grace``
+        seconds), then close every session."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        pending = set(self._handler.pending)
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        for connection in list(self._connections):
+            connection.close()
+        await server.wait_closed()
+        loggers.event(log, "smtp_stopped", port=self.port)
