@@ -35,8 +35,8 @@ def check_channels(config: Config) -> None:
     """A channel configured but not in this build is an error at start, never a
     silent no-op."""
     missing = []
-    if config.email.smtp.listen or config.email.imap or config.email.outbound:
-        missing.append("email (email.smtp.listen, email.imap or email.outbound)")
+    if config.email.imap:
+        missing.append("IMAP mailboxes (email.imap)")
     if config.webform.listen:
         missing.append("webform (webform.listen)")
     if missing:
@@ -65,6 +65,15 @@ def build_channels(config: Config, desk: Desk, clock: Clock) -> dict[str, Channe
             files=desk,
             max_attachment_bytes=config.storage.max_attachment_bytes,
             default_region=config.hub.default_region,
+        )
+    if config.email.smtp.listen or config.email.outbound:
+        from channels.email.channel import EmailChannel
+
+        channels["email"] = EmailChannel(
+            config.email,
+            max_attachment_bytes=config.storage.max_attachment_bytes,
+            files=desk,
+            clock=clock,
         )
     return channels
 

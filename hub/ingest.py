@@ -675,6 +675,8 @@ class _BatchWriter:
         for x in fresh:
             m = batch[x].message
             conv = conv_of.get(x)
+            if m.extras and m.extras.get("auto"):
+                continue  # an auto-reply or a bounce is never answered automatically
             if m.extras and m.extras.get("command") == "start":
                 kind = "greeting"
             elif (

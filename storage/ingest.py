@@ -321,17 +321,22 @@ def reopen_or_assign(conn: Connection, rows: list[tuple[int, int | None]], now: 
 def find_threads(
     conn: Connection, channel: str, hints: Sequence[str]
 ) -> dict[str, tuple[int, int]]:
-    """External id of an earlier message -> (conversation id, client id)."""
-    t = interactions.c
-    rows = conn.execute(
-        select(t.external_id, t.conversation_id, t.client_id).where(
-            t.channel == channel,
-            _one_of(conn.dialect.name, t.external_id, "hints"),
-            t.conversation_id.is_not(None),
-        ),
-        {"hints": _listed(conn, hints)},
-    )
-    return {ext: (conv, client) for ext, conv, client in rows.all()}
+    """External id of an earlier message, received or sent by the hub (the id the
+    peer gave it: an email Message-ID) -> (conversation id, client id)."""
+    found: dict[str, tuple[int, int]] = {}
+    for table in (outbox, interactions):
+        t = table.c
+        rows = conn.execute(
+            select(t.external_id, t.conversation_id, t.client_id).where(
+                t.channel == channel,
+                _one_of(conn.dialect.name, t.external_id, "hints"),
+                t.conversation_id.is_not(None),
+                t.client_id.is_not(None),
+            ),
+            {"hints": _listed(conn, hints)},
+        )
+        found.update({ext: (conv, client) for ext, conv, client in rows.all()})
+    return found
 
 
 def get_conversations(conn: Connection, ids: Sequence[int]) -> dict[int, OpenConversation]:

@@ -1,0 +1,138 @@
+"""The email channel: inbound over SMTP (RFC 5321, aiosmtpd), outbound through an
+SMTP relay (aiosmtplib), both through the hub's narrow channel contract.
+
+Each accepted message is parsed (parse.py) and handed to the ingest sink; the
+SMTP server answers 250 only after the sink returned, i.e. after the commit.
+A message the parser could not read fully is logged with its raw bytes kept as
+an attachment and the problems noted. Replies go out with threading headers;
+their Message-IDs come from the outbox row's idempotency key and carry the
+conversation id, and the sent id is recorded so that the client's answer threads.
+IMAP mailboxes come next (``email.imap``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from channels.email.parse import parse
+from channels.email.sender import SmtpSender
+from channels.email.smtp_server import SmtpServer
+from hub import loggers
+from hub.clock import Clock, SystemClock
+from hub.config import EmailSection
+from hub.errors import MessageRejected, PermanentDeliveryError
+from hub.identities import InvalidIdentity, identity
+from hub.ports import AttachmentSource, ChannelLimits, InboundSink, RateLimit
+from hub.types import Attachment, OutboundMessage, SendResult
+
+log = loggers.channels
+
+
+class EmailChannel:
+    """``name = "email"``. ``listen`` overrides ``email.smtp.listen`` (tests: port 0)."""
+
+    name = "email"
+    limits = ChannelLimits(overall=RateLimit(10, burst=5))
+
+    def __init__(
+        self,
+        config: EmailSection,
+        *,
+        max_attachment_bytes: int,
+        files: AttachmentSource | None = None,
+        clock: Clock | None = None,
+        listen: str | None = None,
+    ) -> None:
+        self.config = config
+        self.max_attachment_bytes = max_attachment_bytes
+        self.files = files
+        self.clock = clock or SystemClock()
+        self._listen = listen
+        self._sink: InboundSink | None = None
+        self.server: SmtpServer | None = None
+        self.sender: SmtpSender | None = None
+        if config.outbound is not None:
+            domain = config.outbound.from_.rpartition("@")[2].strip(">").strip() or "localhost"
+            self.sender = SmtpSender(config.outbound, domain=domain, clock=self.clock)
+
+    async def start(self, sink: InboundSink) -> None:
+        self._sink = sink
+        if self.config.smtp.listen is not None or self._listen is not None:
+            self.server = SmtpServer(self.config.smtp, self._deliver, listen=self._listen)
+            await self.server.start()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+        if self.sender is not None:
+            await self.sender.close()
+        self._sink = None
+
+    async def _deliver(self, raw: bytes, mail_from: str, rcpt_tos: list[str]) -> None:
+        sink = self._sink
+        if sink is None:
+            raise MessageRejected("the email channel is stopping")
+        account = rcpt_tos[0].lower() if rcpt_tos else "smtp"
+        parsed = parse(
+            raw,
+            account=account,
+            received_at=self.clock.now(),
+            max_attachment_bytes=self.max_attachment_bytes,
+        )
+        message = parsed.message
+        if message is None and mail_from:
+            # No readable sender in the headers: the envelope's still tells who wrote.
+            try:
+                sender = identity("email", mail_from)
+            except InvalidIdentity:
+                sender = None
+            if sender is not None:
+                message = parse(
+                    b"From: " + mail_from.encode() + b"\r\n" + raw,
+                    account=account,
+                    received_at=self.clock.now(),
+                    max_attachment_bytes=self.max_attachment_bytes,
+                ).message
+        if message is None:
+            raise MessageRejected("no sender address in the message or its envelope")
+        if parsed.problems:
+            # Kept whole, so that nothing the parser could not read is lost.
+            message = dataclasses.replace(
+                message,
+                attachments=(
+                    *message.attachments,
+                    Attachment("original.eml", "message/rfc822", raw),
+                ),
+            )
+        extras = dict(message.extras)
+        extras.setdefault("envelope_from", mail_from)
+        if parsed.kind != "message":
+            extras["auto"] = parsed.kind
+        message = dataclasses.replace(message, extras=extras)
+        result = await sink(message)
+        loggers.event(
+            log,
+            "email.received",
+            kind=parsed.kind,
+            client=result.client_id,
+            interaction=result.interaction_id,
+            duplicate=result.duplicate,
+            problems=len(parsed.problems),
+        )
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        if self.sender is None:
+            raise PermanentDeliveryError("email.outbound is not configured")
+        in_reply_to = message.extras.get("in_reply_to") if message.extras else None
+        attachments: list[tuple[str, str, bytes]] = []
+        if self.files is not None and message.interaction_id is not None:
+            for stored in await self.files.attachments(message.interaction_id):
+                data = await self.files.attachment_bytes(stored.sha256)
+                attachments.append((stored.filename, stored.content_type, data))
+        return await self.sender.send(
+            message,
+            in_reply_to=in_reply_to if isinstance(in_reply_to, str) else None,
+            references=[in_reply_to] if isinstance(in_reply_to, str) else [],
+            attachments=attachments,
+        )

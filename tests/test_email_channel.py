@@ -1,0 +1,182 @@
+"""The email channel assembled: a client's mail over a real SMTP session lands in
+the log, a manager's reply goes out through a real relay with threading headers,
+the client's answer to it joins the same conversation, and an auto-reply is
+logged but never answered."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from channels.email.channel import EmailChannel
+from hub.attachments import AttachmentStore
+from hub.clock import FrozenClock
+from hub.config import DispatcherSection, EmailSection
+from hub.desk import Desk
+from hub.dispatcher import Dispatcher
+from hub.ingest import AutoReplies, Ingestor
+from hub.replies import reply
+from routing.hours import parse_hours
+from storage import Database
+from storage.models import Attachment, Interaction, Outbox
+from tests.test_email_smtp import Capture, capturing_server
+
+CLOSED = AutoReplies(
+    greeting={},
+    out_of_hours={"ru": "Мы закрыты", "en": "We are closed"},
+    hours=parse_hours("Mon-Fri 12:00-13:00"),  # the frozen clock's Monday 10:00 is closed
+)
+
+
+@dataclass
+class Desk2:
+    channel: EmailChannel
+    ingestor: Ingestor
+    dispatcher: Dispatcher
+    capture: Capture
+    clock: FrozenClock
+
+
+@asynccontextmanager
+async def email_desk(db: Database, tmp_path: Path) -> AsyncIterator[Desk2]:
+    clock = FrozenClock(datetime(2026, 1, 5, 10, 0, tzinfo=UTC))
+    files = AttachmentStore(tmp_path / "files", 10**6)
+    async with capturing_server() as (capture, relay_port):
+        config = EmailSection.model_validate(
+            {
+                "smtp": {"domains": ["support.example"]},
+                "outbound": {
+                    "host": "127.0.0.1",
+                    "port": relay_port,
+                    "from": "Поддержка <help@support.example>",
+                    "starttls": False,
+                },
+            }
+        )
+        desk = Desk(db, clock, files, staff_channel=None)
+        channel = EmailChannel(
+            config, max_attachment_bytes=10**6, files=desk, clock=clock, listen="127.0.0.1:0"
+        )
+        ingestor = Ingestor(db, clock, files, auto_replies=CLOSED)
+        dispatcher = Dispatcher(db, clock, {"email": channel}, DispatcherSection())
+        await ingestor.start()
+        await channel.start(ingestor)
+        try:
+            yield Desk2(channel, ingestor, dispatcher, capture, clock)
+        finally:
+            await channel.stop()
+            await ingestor.stop()
+
+
+def _send(port: int, raw: bytes, sender: str = "anna@example.com") -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        smtp.sendmail(sender, ["help@support.example"], raw)
+
+
+async def _deliver_all(dispatcher: Dispatcher) -> None:
+    while await dispatcher.run_once():
+        await dispatcher.drain()
+
+
+async def test_mail_in_reply_out_and_the_answer_threads(db: Database, tmp_path: Path) -> None:
+    async with email_desk(db, tmp_path) as d:
+        assert d.channel.server is not None
+        port = d.channel.server.port
+        first = (
+            "From: Анна <anna@example.com>\r\nTo: help@support.example\r\n"
+            "Subject: Заказ 42\r\nMessage-ID: <q1@example.com>\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\nГде мой заказ?\r\n"
+        ).encode()
+        await asyncio.to_thread(_send, port, first)
+        async with db.read() as conn:
+            logged = (
+                await conn.execute(
+                    select(
+                        Interaction.conversation_id, Interaction.subject, Interaction.text
+                    ).where(Interaction.direction == "in")
+                )
+            ).all()
+        assert [(s, t.strip()) for _, s, t in logged] == [("Заказ 42", "Где мой заказ?")]
+        conversation = logged[0][0]
+
+        await reply(db, d.clock, conversation, "Заказ в пути.", author="Мария")
+        await _deliver_all(d.dispatcher)
+        sent = [c for c in d.capture.envelopes if c.rcpt_tos == ["anna@example.com"]]
+        answer = [
+            c for c in sent if "Заказ в пути." in c.message.get_body(("plain",)).get_content()
+        ]
+        assert len(answer) == 1
+        headers = answer[0].message
+        assert headers["In-Reply-To"] == "<q1@example.com>"
+        assert headers["Subject"] == "Re: Заказ 42"
+        our_id = headers["Message-ID"]
+
+        # The client answers our message: it joins the same conversation.
+        second = (
+            "From: anna@example.com\r\nTo: help@support.example\r\nSubject: Re: Заказ 42\r\n"
+            f"Message-ID: <q2@example.com>\r\nIn-Reply-To: {our_id}\r\n\r\nСпасибо!\r\n"
+        ).encode()
+        await asyncio.to_thread(_send, port, second)
+        async with db.read() as conn:
+            convs = (
+                (
+                    await conn.execute(
+                        select(Interaction.conversation_id).where(Interaction.direction == "in")
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            sent_id = (
+                await conn.execute(select(Outbox.external_id).where(Outbox.kind == "reply"))
+            ).scalar_one()
+    assert convs == [conversation, conversation]
+    assert sent_id == our_id
+
+
+async def test_an_auto_reply_is_logged_and_never_answered(db: Database, tmp_path: Path) -> None:
+    async with email_desk(db, tmp_path) as d:
+        assert d.channel.server is not None
+        vacation = (
+            b"From: boris@example.org\r\nTo: help@support.example\r\nSubject: Out of office\r\n"
+            b"Auto-Submitted: auto-replied\r\nMessage-ID: <v1@example.org>\r\n\r\nI am away.\r\n"
+        )
+        await asyncio.to_thread(_send, d.channel.server.port, vacation, "boris@example.org")
+        async with db.read() as conn:
+            extras = (
+                await conn.execute(select(Interaction.extras).where(Interaction.direction == "in"))
+            ).scalar_one()
+            queued = (await conn.execute(select(Outbox.kind))).scalars().all()
+    assert extras["auto"] == "auto_reply"
+    assert queued == []  # the out-of-hours reply goes to people, not to robots
+
+
+async def test_a_message_without_a_from_header_is_kept_whole(db: Database, tmp_path: Path) -> None:
+    async with email_desk(db, tmp_path) as d:
+        assert d.channel.server is not None
+        raw = b"To: help@support.example\r\nSubject: ???\r\n\r\nno from header\r\n"
+        await asyncio.to_thread(_send, d.channel.server.port, raw, "carol@example.net")
+        async with db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(Interaction.id, Interaction.author).where(Interaction.direction == "in")
+                )
+            ).one()
+            kept = (
+                (
+                    await conn.execute(
+                        select(Attachment.filename).where(Attachment.interaction_id == row.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+    assert row.author == "carol@example.net"
+    assert kept == ["original.eml"]
