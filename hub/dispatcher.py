@@ -18,6 +18,8 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from hub import loggers
 from hub.clock import Clock
 from hub.config import DispatcherSection
@@ -33,6 +35,67 @@ log = loggers.dispatcher
 # Kinds whose outbox row delivers its interaction (the reply itself); the rest
 # (mirror, assigned, alerts) only point at the interaction they are about.
 DELIVERS_INTERACTION = frozenset({"reply", "auto_reply", "campaign", "confirmation"})
+
+
+async def report_failure(
+    conn: AsyncConnection,
+    *,
+    outbox_id: int,
+    channel: str,
+    client_id: int,
+    conversation_id: int | None,
+    reason: str,
+    now: datetime,
+    staff_channel: str | None,
+    report: tuple[str, str] | None = None,
+) -> int:
+    """A message to a client could not be delivered: an ``event`` on the client's
+    record (keyed by ``report``, (channel, external id) of a bounce, so that a
+    redelivered bounce is recognized) and a notice to the staff. The event's id."""
+    text = f"delivery failed ({channel}): {reason}"
+    event_id = await q.append_event(
+        conn,
+        {
+            "client_id": client_id,
+            "conversation_id": conversation_id,
+            "direction": Direction.EVENT.value,
+            "author": "hub",
+            "text": text,
+            "at": now,
+            "channel": report[0] if report else None,
+            "external_id": report[1] if report else None,
+        },
+    )
+    if staff_channel is None:
+        return event_id
+    recipient = "staff"
+    if conversation_id is not None:
+        telegram_id = await q.assignee_telegram_id(conn, conversation_id)
+        if telegram_id is not None:
+            recipient = str(telegram_id)
+    await q.enqueue(
+        conn,
+        [
+            {
+                "idempotency_key": f"delivery_failed:{outbox_id}",
+                "channel": staff_channel,
+                "account": "staff",
+                "recipient": recipient,
+                "kind": "delivery_failed",
+                "subject": None,
+                "text": text,
+                "extras": {"outbox_id": outbox_id},
+                "client_id": client_id,
+                "conversation_id": conversation_id,
+                "interaction_id": event_id,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+        ],
+    )
+    return event_id
 
 
 class Dispatcher:
@@ -280,45 +343,15 @@ class Dispatcher:
     ) -> None:
         """Log the failure on the client's record and tell the staff about it."""
         assert row.client_id is not None
-        text = f"delivery failed ({row.channel}): {reason}"
-        event_id = await q.append_event(
+        await report_failure(
             conn,
-            {
-                "client_id": row.client_id,
-                "conversation_id": row.conversation_id,
-                "direction": Direction.EVENT.value,
-                "author": "hub",
-                "text": text,
-                "at": now,
-            },
+            outbox_id=row.id,
+            channel=row.channel,
+            client_id=row.client_id,
+            conversation_id=row.conversation_id,
+            reason=reason,
+            now=now,
+            staff_channel=self.staff_channel,
         )
-        if self.staff_channel is None:
-            return
-        recipient = "staff"
-        if row.conversation_id is not None:
-            telegram_id = await q.assignee_telegram_id(conn, row.conversation_id)
-            if telegram_id is not None:
-                recipient = str(telegram_id)
-        await q.enqueue(
-            conn,
-            [
-                {
-                    "idempotency_key": f"delivery_failed:{row.id}",
-                    "channel": self.staff_channel,
-                    "account": "staff",
-                    "recipient": recipient,
-                    "kind": "delivery_failed",
-                    "subject": None,
-                    "text": text,
-                    "extras": {"outbox_id": row.id},
-                    "client_id": row.client_id,
-                    "conversation_id": row.conversation_id,
-                    "interaction_id": event_id,
-                    "status": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                }
-            ],
-        )
-        self.wake()
+        if self.staff_channel is not None:
+            self.wake()

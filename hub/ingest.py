@@ -29,6 +29,7 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from hub import loggers
 from hub.attachments import AttachmentStore
+from hub.bounces import record_bounce
 from hub.clock import Clock
 from hub.errors import MessageRejected, StorageUnavailable
 from hub.replies import REPLY_ROUTE
@@ -161,6 +162,17 @@ class Ingestor:
                 external_id=_fit_id(message.external_id),
                 thread_hints=tuple(_fit_id(h) for h in message.thread_hints),
             )
+        if message.extras and message.extras.get("auto") == "bounce":
+            try:
+                bounce = await record_bounce(
+                    self.db, self.clock, message, staff_channel=self.staff_channel
+                )
+            except (DBAPIError, OSError) as exc:
+                raise StorageUnavailable(f"storage failed: {type(exc).__name__}") from None
+            if bounce is not None:
+                if self.on_commit is not None:
+                    self.on_commit()
+                return bounce
         pending = _Pending(message, asyncio.get_running_loop().create_future())
         if message.attachments:
             await self._store_files(pending)

@@ -196,3 +196,52 @@ async def assignee_telegram_id(conn: AsyncConnection, conversation_id: int) -> i
             )
         ).scalar_one_or_none(),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SentRow:
+    id: int
+    kind: str
+    client_id: int | None
+    conversation_id: int | None
+    interaction_id: int | None
+
+
+async def find_sent(conn: AsyncConnection, channel: str, external_id: str) -> SentRow | None:
+    """The outbox row a peer knows by ``external_id`` (an email's Message-ID)."""
+    o = outbox.c
+    row = (
+        await conn.execute(
+            select(o.id, o.kind, o.client_id, o.conversation_id, o.interaction_id)
+            .where(o.channel == channel, o.external_id == external_id)
+            .limit(1)
+        )
+    ).one_or_none()
+    return SentRow(*row) if row is not None else None
+
+
+async def logged(conn: AsyncConnection, channel: str, external_id: str) -> tuple[int, int] | None:
+    """(interaction id, client id) already logged under this channel and external id."""
+    i = interactions.c
+    row = (
+        await conn.execute(
+            select(i.id, i.client_id).where(i.channel == channel, i.external_id == external_id)
+        )
+    ).one_or_none()
+    return (int(row[0]), int(row[1])) if row is not None else None
+
+
+async def fail_sent(
+    conn: AsyncConnection, row_id: int, *, error: str, interaction_id: int | None
+) -> None:
+    """A message the relay accepted came back undelivered (a bounce)."""
+    await conn.execute(
+        update(outbox).where(outbox.c.id == row_id).values(status="failed", last_error=error)
+    )
+    if interaction_id is not None:
+        i = interactions.c
+        await conn.execute(
+            update(interactions)
+            .where(i.id == interaction_id)
+            .values(delivery="failed", delivery_error=error)
+        )

@@ -180,3 +180,78 @@ async def test_a_message_without_a_from_header_is_kept_whole(db: Database, tmp_p
             )
     assert row.author == "carol@example.net"
     assert kept == ["original.eml"]
+
+
+def _dsn(original_id: str) -> bytes:
+    return (
+        "From: MAILER-DAEMON@mx.example.com\r\nTo: help@support.example\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn1@mx.example.com>\r\n"
+        "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.com\r\n\r\n"
+        "Final-Recipient: rfc822; anna@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n"
+        "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"From: help@support.example\r\nTo: anna@example.com\r\nMessage-ID: {original_id}\r\n"
+        "--B--\r\n"
+    ).encode()
+
+
+async def test_a_bounce_marks_the_reply_failed_instead_of_opening_a_conversation(
+    db: Database, tmp_path: Path
+) -> None:
+    async with email_desk(db, tmp_path) as d:
+        assert d.channel.server is not None
+        port = d.channel.server.port
+        first = (
+            "From: anna@example.com\r\nTo: help@support.example\r\nSubject: Вопрос\r\n"
+            "Message-ID: <q1@example.com>\r\n\r\nЗдравствуйте\r\n"
+        ).encode()
+        await asyncio.to_thread(_send, port, first)
+        async with db.read() as conn:
+            conversation = (
+                await conn.execute(
+                    select(Interaction.conversation_id).where(Interaction.direction == "in")
+                )
+            ).scalar_one()
+        queued = await reply(db, d.clock, conversation, "Ответ", author="Мария")
+        await _deliver_all(d.dispatcher)
+        async with db.read() as conn:
+            our_id = (
+                await conn.execute(select(Outbox.external_id).where(Outbox.id == queued.outbox_id))
+            ).scalar_one()
+        for _ in range(2):  # a redelivered bounce changes nothing more
+            await asyncio.to_thread(_send, port, _dsn(our_id), "")
+        async with db.read() as conn:
+            status = (
+                await conn.execute(
+                    select(Outbox.status, Outbox.last_error).where(Outbox.id == queued.outbox_id)
+                )
+            ).one()
+            delivery = (
+                await conn.execute(
+                    select(Interaction.delivery).where(Interaction.id == queued.interaction_id)
+                )
+            ).scalar_one()
+            events = (
+                (
+                    await conn.execute(
+                        select(Interaction.text).where(Interaction.direction == "event")
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            inbound = (
+                (await conn.execute(select(Interaction.id).where(Interaction.direction == "in")))
+                .scalars()
+                .all()
+            )
+    assert status[0] == "failed" and "5.1.1" in (status[1] or "")
+    assert delivery == "failed"
+    assert [e for e in events if e.startswith("delivery failed")] == [
+        f"delivery failed (email): {status[1]}"
+    ]
+    assert len(inbound) == 1  # the daemon opened no conversation
