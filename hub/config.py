@@ -199,6 +199,12 @@ class SmtpServerSection(Section):
     domains: list[str] = []
     max_message_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
 
+    @model_validator(mode="after")
+    def _domains_when_listening(self) -> SmtpServerSection:
+        if self.listen is not None and not self.domains:
+            raise _MissingKeys(["domains"])  # it takes mail only for listed domains
+        return self
+
 
 class ImapSection(Section):
     host: str
