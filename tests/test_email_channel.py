@@ -16,11 +16,13 @@ from pathlib import Path
 from sqlalchemy import select
 
 from channels.email.channel import EmailChannel
+from channels.email.parse import parse
 from hub.attachments import AttachmentStore
 from hub.clock import FrozenClock
 from hub.config import DispatcherSection, EmailSection
 from hub.desk import Desk
 from hub.dispatcher import Dispatcher
+from hub.errors import MessageRejected
 from hub.ingest import AutoReplies, Ingestor
 from hub.replies import reply
 from routing.hours import parse_hours
@@ -255,3 +257,44 @@ async def test_a_bounce_marks_the_reply_failed_instead_of_opening_a_conversation
         f"delivery failed (email): {status[1]}"
     ]
     assert len(inbound) == 1  # the daemon opened no conversation
+
+
+CORPUS = sorted(Path("/work/shared/corpus/email").glob("*.eml")) or sorted(
+    (Path(__file__).parent.parent.parent / "shared" / "corpus" / "email").glob("*.eml")
+)
+
+
+async def test_the_whole_corpus_goes_through_ingest(db: Database, tmp_path: Path) -> None:
+    """Every real-world message of the corpus is logged (a bounce of mail the hub
+    never sent is logged as a message too) or refused with a clear reason:
+    nothing crashes, nothing is dropped silently, nothing is logged twice."""
+    assert CORPUS, "the email corpus is missing"
+    async with email_desk(db, tmp_path) as d:
+        refused: list[str] = []
+        for path in CORPUS:
+            try:
+                await d.channel._deliver(path.read_bytes(), "", ["help@support.example"])
+            except MessageRejected as exc:
+                refused.append(f"{path.name}: {exc}")
+        async with db.read() as conn:
+            logged = (
+                (
+                    await conn.execute(
+                        select(Interaction.external_id).where(Interaction.direction == "in")
+                    )
+                )
+                .scalars()
+                .all()
+            )
+    assert len(logged) == len(set(logged))
+    assert all("no sender" in r for r in refused), refused
+    assert len(refused) <= 3
+    # Every message that has a sender is in the log under its id (several files of
+    # the corpus share a Message-ID: those are one message, logged once).
+    stored = set(logged)
+    for path in CORPUS:
+        parsed = parse(
+            path.read_bytes(), account="a", received_at=d.clock.now(), max_attachment_bytes=10**6
+        )
+        if parsed.message is not None:
+            assert parsed.message.external_id in stored, path.name
