@@ -28,6 +28,7 @@ from hub.replies import reply
 from routing.hours import parse_hours
 from storage import Database
 from storage.models import Attachment, Interaction, Outbox
+from tests.corpus import email_corpus
 from tests.test_email_smtp import Capture, capturing_server
 
 CLOSED = AutoReplies(
@@ -259,9 +260,7 @@ async def test_a_bounce_marks_the_reply_failed_instead_of_opening_a_conversation
     assert len(inbound) == 1  # the daemon opened no conversation
 
 
-CORPUS = sorted(Path("/work/shared/corpus/email").glob("*.eml")) or sorted(
-    (Path(__file__).parent.parent.parent / "shared" / "corpus" / "email").glob("*.eml")
-)
+CORPUS = sorted(email_corpus().glob("*.eml"))
 
 
 async def test_the_whole_corpus_goes_through_ingest(db: Database, tmp_path: Path) -> None:

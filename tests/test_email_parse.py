@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from channels.email.parse import ParsedEmail, html_to_text, parse, split_quoted
+from tests.corpus import email_corpus
 
-CORPUS = Path("/work/shared/corpus/email")
+CORPUS = email_corpus()
 FILES = sorted(CORPUS.glob("*.eml"))
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 LIMIT = 10_000_000
