@@ -13,6 +13,7 @@ IMAP mailboxes come next (``email.imap``).
 from __future__ import annotations
 
 import dataclasses
+import html
 
 from channels.email.parse import parse
 from channels.email.sender import SmtpSender
@@ -134,5 +135,13 @@ class EmailChannel:
             message,
             in_reply_to=in_reply_to if isinstance(in_reply_to, str) else None,
             references=[in_reply_to] if isinstance(in_reply_to, str) else [],
+            html=_html(message.text),
             attachments=attachments,
         )
+
+
+def _html(text: str) -> str:
+    """The plain answer as a small HTML alternative (paragraphs and line breaks)."""
+    paragraphs = [p for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
+    body = "".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs)
+    return f'<!DOCTYPE html><html><body style="font-family:sans-serif">{body}</body></html>'
