@@ -17,6 +17,7 @@ from hub.admin import AdminServer, create_app
 from hub.attachments import AttachmentStore
 from hub.clock import Clock, SystemClock
 from hub.config import Config, split_listen
+from hub.cursors import DbCursorStore
 from hub.desk import Desk
 from hub.dispatcher import Dispatcher
 from hub.errors import HubError
@@ -35,8 +36,6 @@ def check_channels(config: Config) -> None:
     """A channel configured but not in this build is an error at start, never a
     silent no-op."""
     missing = []
-    if config.email.imap:
-        missing.append("IMAP mailboxes (email.imap)")
     if config.webform.listen:
         missing.append("webform (webform.listen)")
     if missing:
@@ -66,7 +65,7 @@ def build_channels(config: Config, desk: Desk, clock: Clock) -> dict[str, Channe
             max_attachment_bytes=config.storage.max_attachment_bytes,
             default_region=config.hub.default_region,
         )
-    if config.email.smtp.listen or config.email.outbound:
+    if config.email.smtp.listen or config.email.outbound or config.email.imap:
         from channels.email.channel import EmailChannel
 
         channels["email"] = EmailChannel(
@@ -74,6 +73,7 @@ def build_channels(config: Config, desk: Desk, clock: Clock) -> dict[str, Channe
             max_attachment_bytes=config.storage.max_attachment_bytes,
             files=desk,
             clock=clock,
+            cursors=DbCursorStore(desk.db, clock),
         )
     return channels
 

@@ -217,3 +217,14 @@ class StaffTopic(Base):
     chat_id: Mapped[int] = mapped_column(BigInteger)
     thread_id: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
+
+
+class MailboxCursor(Base):
+    """How far an IMAP mailbox was read: UIDVALIDITY and the last UID committed."""
+
+    __tablename__ = "mailbox_cursors"
+
+    key: Mapped[str] = mapped_column(String(500), primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]

@@ -13,6 +13,7 @@ from storage.models import (
     Conversation,
     Identity,
     Interaction,
+    MailboxCursor,
     Manager,
     Outbox,
     Reminder,
@@ -29,3 +30,4 @@ outbox = cast(Table, Outbox.__table__)
 reminders = cast(Table, Reminder.__table__)
 topics = cast(Table, StaffTopic.__table__)
 audit = cast(Table, Audit.__table__)
+mailbox_cursors = cast(Table, MailboxCursor.__table__)

@@ -7,14 +7,17 @@ A message the parser could not read fully is logged with its raw bytes kept as
 an attachment and the problems noted. Replies go out with threading headers;
 their Message-IDs come from the outbox row's idempotency key and carry the
 conversation id, and the sent id is recorded so that the client's answer threads.
-IMAP mailboxes come next (``email.imap``).
+Each ``[[email.imap]]`` mailbox is watched (imap.py) through the same path;
+its cursor is kept by the ``cursors`` store the hub gives (the database).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 
+from channels.email.imap import CursorStore, ImapWatcher, MemoryCursorStore
 from channels.email.parse import parse
 from channels.email.sender import SmtpSender
 from channels.email.smtp_server import SmtpServer
@@ -43,8 +46,11 @@ class EmailChannel:
         files: AttachmentSource | None = None,
         clock: Clock | None = None,
         listen: str | None = None,
+        cursors: CursorStore | None = None,
     ) -> None:
         self.config = config
+        self.cursors = cursors or MemoryCursorStore()
+        self.watchers: list[ImapWatcher] = []
         self.max_attachment_bytes = max_attachment_bytes
         self.files = files
         self.clock = clock or SystemClock()
@@ -61,8 +67,22 @@ class EmailChannel:
         if self.config.smtp.listen is not None or self._listen is not None:
             self.server = SmtpServer(self.config.smtp, self._deliver, listen=self._listen)
             await self.server.start()
+        for mailbox in self.config.imap:
+            watcher = ImapWatcher(
+                mailbox,
+                functools.partial(self._from_mailbox, mailbox.user),
+                cursor=self.cursors,
+            )
+            await watcher.start()
+            self.watchers.append(watcher)
+
+    async def _from_mailbox(self, user: str, raw: bytes) -> None:
+        await self._deliver(raw, "", [user])
 
     async def stop(self) -> None:
+        for watcher in self.watchers:
+            await watcher.stop()
+        self.watchers = []
         if self.server is not None:
             await self.server.stop()
             self.server = None

@@ -1,0 +1,376 @@
+"""An IMAP mailbox watcher: IMAP4rev1 (RFC 3501) with IDLE (RFC 2177), aioimaplib.
+
+One :class:`ImapWatcher` per ``[[email.imap]]`` mailbox. It keeps a cursor of
+(UIDVALIDITY, last UID) in a :class:`CursorStore`, so that nothing is re-read
+and nothing is skipped after a disconnect of any length. Each round fetches the
+UIDs above the cursor with ``BODY.PEEK[]`` (which leaves ``\\Seen`` alone), hands
+each message in UID order to ``deliver`` (which returns after the commit), and
+only then sets ``\\Seen`` and advances the cursor. A ``deliver`` that raises ends
+the round without advancing; the message is tried again in the next one. When
+UIDVALIDITY changes the folder is read from the start (ingest deduplicates by
+Message-ID). Between rounds it IDLEs where the server has it, re-issuing IDLE
+every 29 minutes, and polls otherwise; a lost connection is reopened with
+bounded exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, Protocol
+
+import aioimaplib  # type: ignore[import-untyped]
+
+from hub import loggers
+from hub.config import ImapSection
+from hub.errors import HubError, MessageRejected
+
+log = loggers.channels
+
+Deliver = Callable[[bytes], Awaitable[None]]
+
+_UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
+_FETCH_UID = re.compile(rb"\bUID (\d+)")
+_FETCH_START = re.compile(rb"^\d+ FETCH \(")
+_RE_IDLE_S = 29 * 60.0  # RFC 2177: servers may drop an IDLE after 30 minutes
+_FETCH_BATCH = 100
+
+
+class CursorStore(Protocol):
+    """Where a mailbox's (UIDVALIDITY, last delivered UID) survives restarts."""
+
+    async def load(self, key: str) -> tuple[int, int] | None: ...
+
+    async def save(self, key: str, uidvalidity: int, uid: int) -> None: ...
+
+
+class MemoryCursorStore:
+    """A :class:`CursorStore` in a dict: for tests and for runs without a database."""
+
+    def __init__(self) -> None:
+        self.cursors: dict[str, tuple[int, int]] = {}
+
+    async def load(self, key: str) -> tuple[int, int] | None:
+        return self.cursors.get(key)
+
+    async def save(self, key: str, uidvalidity: int, uid: int) -> None:
+        self.cursors[key] = (uidvalidity, uid)
+
+
+class ImapError(HubError):
+    """The IMAP mailbox could not be reached or used."""
+
+
+class ImapLoginError(ImapError):
+    """The server refused the configured user and password."""
+
+
+class _ConnectionLost(Exception):
+    pass
+
+
+def cursor_key(settings: ImapSection) -> str:
+    """The cursor's key: one mailbox folder of one account on one server."""
+    return f"{settings.user}@{settings.host}:{settings.port}/{settings.folder}"
+
+
+def parse_fetch(lines: list[Any]) -> list[tuple[int, bytes]]:
+    """(UID, message) pairs from a ``UID FETCH … (UID BODY.PEEK[])`` response's lines."""
+    found: list[tuple[int, bytes]] = []
+    uid: int | None = None
+    body: bytes | None = None
+
+    def flush() -> None:
+        if uid is not None and body is not None:
+            found.append((uid, body))
+
+    for line in lines:
+        if isinstance(line, bytearray):
+            body = bytes(line)
+            continue
+        if not isinstance(line, bytes):
+            continue
+        if _FETCH_START.match(line):
+            flush()
+            uid, body = None, None
+        match = _FETCH_UID.search(line)
+        if match:
+            uid = int(match.group(1))
+    flush()
+    return found
+
+
+class ImapWatcher:
+    """Watch one IMAP folder and hand each new message to ``deliver`` exactly once."""
+
+    def __init__(
+        self,
+        settings: ImapSection,
+        deliver: Deliver,
+        *,
+        cursor: CursorStore,
+        poll_s: float = 60.0,
+        re_idle_s: float = _RE_IDLE_S,
+        retry_s: float = 5.0,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 300.0,
+        timeout_s: float = 30.0,
+        use_idle: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.deliver = deliver
+        self.cursor = cursor
+        self.key = cursor_key(settings)
+        self.poll_s = poll_s
+        self.re_idle_s = re_idle_s
+        self.retry_s = retry_s
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.timeout_s = timeout_s
+        self.use_idle = use_idle
+        self._client: Any = None
+        self._uidvalidity = 0
+        self._lost = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Return after the first login; raise :class:`ImapError` when it fails."""
+        self._stopping.clear()
+        self._client = await self._connect()
+        self._task = asyncio.create_task(self._run(), name=f"imap {self.key}")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        task, self._task = self._task, None
+        if task is not None:
+            # A delivery under way is let finish, so that its commit is marked \Seen.
+            done, _ = await asyncio.wait({task}, timeout=self.timeout_s)
+            if not done:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._close()
+
+    # -- connection --------------------------------------------------------------
+
+    async def _connect(self) -> Any:
+        s = self.settings
+        self._lost.clear()
+        if s.tls:
+            client = aioimaplib.IMAP4_SSL(
+                s.host, s.port, timeout=self.timeout_s, ssl_context=ssl.create_default_context()
+            )
+        else:
+            client = aioimaplib.IMAP4(s.host, s.port, timeout=self.timeout_s)
+        # IMAP4_SSL does not take the callback; the protocol has it either way.
+        client.protocol.conn_lost_cb = self._on_connection_lost
+        try:
+            await client.wait_hello_from_server()
+            response = await client.login(s.user, s.password.get_secret_value())
+            if response.result != "OK":
+                text = b" ".join(x for x in response.lines if isinstance(x, bytes))
+                raise ImapLoginError(
+                    f"email.imap: login as {s.user!r} at {s.host}:{s.port} refused: "
+                    f"{text.decode(errors='replace')}"
+                )
+            response = await client.select(aioimaplib.quoted(s.folder))
+            if response.result != "OK":
+                raise ImapError(f"email.imap: cannot select folder {s.folder!r} of {self.key}")
+        except ImapError:
+            await self._close_client(client)
+            raise
+        except (OSError, TimeoutError, aioimaplib.AioImapException) as exc:
+            await self._close_client(client)
+            raise ImapError(f"email.imap: cannot reach {s.host}:{s.port}: {exc!r}") from exc
+        self._uidvalidity = _uidvalidity(response.lines)
+        loggers.event(log, "imap.connected", mailbox=self.key, uidvalidity=self._uidvalidity)
+        return client
+
+    def _on_connection_lost(self, exc: Exception | None) -> None:
+        self._lost.set()
+
+    async def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await self._close_client(client)
+
+    async def _close_client(self, client: Any) -> None:
+        with contextlib.suppress(Exception):
+            if client.protocol.transport is not None and not self._lost.is_set():
+                if client.has_pending_idle():
+                    client.idle_done()
+                await asyncio.wait_for(client.logout(), timeout=2.0)
+        with contextlib.suppress(Exception):
+            if client.protocol.transport is not None:
+                client.protocol.transport.close()
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = self.backoff_base_s
+        while not self._stopping.is_set():
+            try:
+                if self._client is None:
+                    self._client = await self._connect()
+                    backoff = self.backoff_base_s
+                await self._session(self._client)
+            except (ImapError, _ConnectionLost, OSError, TimeoutError) as exc:
+                loggers.event(
+                    log,
+                    "imap.disconnected",
+                    logging.WARNING,
+                    mailbox=self.key,
+                    error=exc,
+                    retry_in=backoff,
+                )
+            except aioimaplib.AioImapException as exc:
+                loggers.event(
+                    log,
+                    "imap.error",
+                    logging.WARNING,
+                    mailbox=self.key,
+                    error=exc,
+                    retry_in=backoff,
+                )
+            else:
+                continue
+            await self._close()
+            await self._sleep(backoff)
+            backoff = min(backoff * 2, self.backoff_max_s)
+
+    async def _session(self, client: Any) -> None:
+        while not self._stopping.is_set():
+            complete = await self._sync(client)
+            if self._stopping.is_set():
+                return
+            if not complete:
+                await self._sleep(self.retry_s)
+            elif self.use_idle and client.has_capability("IDLE"):
+                await self._idle(client)
+            else:
+                await self._sleep(self.poll_s)
+                self._check(client)
+                response = await client.noop()
+                if response.result != "OK":
+                    raise _ConnectionLost("NOOP failed")
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    def _check(self, client: Any) -> None:
+        if self._lost.is_set() or client.protocol.transport is None:
+            raise _ConnectionLost("connection closed by the server")
+
+    async def _idle(self, client: Any) -> None:
+        """One IDLE: return on news from the server, on the re-IDLE time, or on stop."""
+        self._check(client)
+        idle = await client.idle_start(timeout=self.re_idle_s)
+        waits = {
+            asyncio.ensure_future(client.wait_server_push(timeout=self.re_idle_s + 60)),
+            asyncio.ensure_future(self._lost.wait()),
+            asyncio.ensure_future(self._stopping.wait()),
+        }
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        self._check(client)
+        client.idle_done()
+        await asyncio.wait_for(idle, timeout=self.timeout_s)
+        queue = client.protocol.idle_queue
+        while not queue.empty():  # the next round reads whatever these announced
+            queue.get_nowait()
+
+    async def _sync(self, client: Any) -> bool:
+        """Deliver every message above the cursor; False when a delivery failed."""
+        self._check(client)
+        uidvalidity = self._uidvalidity
+        stored = await self.cursor.load(self.key)
+        last = 0
+        if stored is not None:
+            if stored[0] == uidvalidity:
+                last = stored[1]
+            else:
+                loggers.event(
+                    log,
+                    "imap.uidvalidity_changed",
+                    logging.WARNING,
+                    mailbox=self.key,
+                    old=stored[0],
+                    new=uidvalidity,
+                )
+        response = await client.uid_search(f"UID {last + 1}:*", charset=None)
+        if response.result != "OK":
+            raise ImapError(f"UID SEARCH failed: {response.lines!r}")
+        # "N:*" always matches the highest UID, even one at or below N: filter.
+        uids = sorted(u for u in _search_uids(response.lines) if u > last)
+        for start in range(0, len(uids), _FETCH_BATCH):
+            batch = uids[start : start + _FETCH_BATCH]
+            response = await client.uid("fetch", ",".join(map(str, batch)), "(UID BODY.PEEK[])")
+            if response.result != "OK":
+                raise ImapError(f"UID FETCH failed: {response.lines!r}")
+            for uid, raw in sorted(parse_fetch(response.lines)):
+                if uid <= last:
+                    continue
+                outcome = await self._deliver_one(uid, raw)
+                if outcome == "failed":
+                    return False
+                if outcome == "delivered":
+                    response = await client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Seen)")
+                    if response.result != "OK":
+                        raise ImapError(f"UID STORE failed: {response.lines!r}")
+                await self.cursor.save(self.key, uidvalidity, uid)
+                last = uid
+        return True
+
+    async def _deliver_one(
+        self, uid: int, raw: bytes
+    ) -> Literal["delivered", "rejected", "failed"]:
+        try:
+            await self.deliver(raw)
+        except MessageRejected as exc:
+            # Never storable as it is: left unseen in the mailbox for a human, not retried.
+            loggers.event(
+                log, "imap.rejected", logging.ERROR, mailbox=self.key, uid=uid, reason=exc
+            )
+            return "rejected"
+        except Exception as exc:
+            loggers.event(
+                log,
+                "imap.deliver_failed",
+                logging.WARNING,
+                mailbox=self.key,
+                uid=uid,
+                error=repr(exc),
+            )
+            return "failed"
+        return "delivered"
+
+
+def _uidvalidity(lines: list[Any]) -> int:
+    for line in lines:
+        if isinstance(line, bytes):
+            match = _UIDVALIDITY.search(line)
+            if match:
+                return int(match.group(1))
+    raise ImapError("the server sent no UIDVALIDITY on SELECT")
+
+
+def _search_uids(lines: list[Any]) -> list[int]:
+    uids: list[int] = []
+    for line in lines:
+        if isinstance(line, bytes):
+            words = line.split()
+            if words[:1] == [b"SEARCH"]:
+                words = words[1:]
+            if words and all(w.isdigit() for w in words):
+                uids.extend(int(w) for w in words)
+    return uids
