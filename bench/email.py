@@ -1,0 +1,142 @@
+"""Email through the hub's SMTP server, against a bare aiosmtpd server.
+
+The hub: the email channel's SMTP server takes each message, parses it and
+answers 250 only after ingest committed it on SQLite. The baseline, in the same
+run with the same messages and the same client: aiosmtpd with a handler that
+only answers 250. The client is aiosmtplib, ``--clients`` sessions at once,
+each sending its share of the messages over one connection.
+
+    python -m bench.email [--messages 5000] [--clients 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import aiosmtplib
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from channels.email.channel import EmailChannel
+from hub.attachments import AttachmentStore
+from hub.clock import SystemClock
+from hub.config import EmailSection
+from hub.ingest import Ingestor
+from storage.db import Database
+from storage.migrate import upgrade
+
+DOMAIN = "support.example.com"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def messages(count: int) -> list[bytes]:
+    out = []
+    for i in range(count):
+        client = i % 500
+        out.append(
+            (
+                f"From: Клиент {client} <client{client}@example.org>\r\n"
+                f"To: help@{DOMAIN}\r\nSubject: Заказ {i}\r\n"
+                f"Message-ID: <m{i}@example.org>\r\nMIME-Version: 1.0\r\n"
+                "Content-Type: text/plain; charset=utf-8\r\n"
+                "Content-Transfer-Encoding: 8bit\r\n\r\n"
+                f"Здравствуйте! Где мой заказ номер {i}? Спасибо.\r\n"
+            ).encode()
+        )
+    return out
+
+
+async def send_all(port: int, payloads: list[bytes], clients: int) -> float:
+    async def client(share: list[bytes]) -> None:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        await smtp.connect()
+        try:
+            for raw in share:
+                await smtp.sendmail("sender@example.org", [f"help@{DOMAIN}"], raw)
+        finally:
+            await smtp.quit()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client(payloads[k::clients]) for k in range(clients)))
+    return time.perf_counter() - start
+
+
+async def run_hub(folder: Path, payloads: list[bytes], clients: int) -> float:
+    db = Database(f"sqlite+aiosqlite:///{folder}/hub.db")
+    await upgrade(db)
+    ingestor = Ingestor(db, SystemClock(), AttachmentStore(folder / "files", 10**7))
+    await ingestor.start()
+    port = free_port()
+    config = EmailSection.model_validate(
+        {"smtp": {"listen": f"127.0.0.1:{port}", "domains": [DOMAIN]}}
+    )
+    channel = EmailChannel(config, max_attachment_bytes=10**7)
+    await channel.start(ingestor)
+    try:
+        return await send_all(port, payloads, clients)
+    finally:
+        await channel.stop()
+        await ingestor.stop()
+        await db.dispose()
+
+
+class _Bare:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        return "250 OK"
+
+
+async def run_bare(payloads: list[bytes], clients: int) -> float:
+    loop = asyncio.get_running_loop()
+    handler = _Bare()
+    server = await loop.create_server(
+        lambda: SMTP(handler, hostname="bench", enable_SMTPUTF8=True, loop=loop),
+        "127.0.0.1",
+        0,
+    )
+    port = server.sockets[0].getsockname()[1]
+    try:
+        return await send_all(port, payloads, clients)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    payloads = messages(args.messages)
+    gc.collect()
+    gc.freeze()  # the input, not the servers' heap
+    with tempfile.TemporaryDirectory() as tmp:
+        hub_s = await run_hub(Path(tmp), payloads, args.clients)
+    bare_s = await run_bare(payloads, args.clients)
+    hub_rate, bare_rate = args.messages / hub_s, args.messages / bare_s
+    print(f"messages {args.messages}, SMTP sessions at once {args.clients}")
+    print(
+        f"hub (SMTP session -> parsed -> committed interaction -> 250): {hub_s:.2f} s, "
+        f"{hub_rate:,.0f} messages/s"
+    )
+    print(f"bare aiosmtpd answering 250: {bare_s:.2f} s, {bare_rate:,.0f} messages/s")
+    print(f"ratio hub/bare: {hub_rate / bare_rate:.2f} (target >= 0.7)")
+
+
+def main() -> None:
+    logging.getLogger("hub").setLevel(logging.WARNING)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--clients", type=int, default=20)
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
