@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
 from email.header import decode_header
-from email.message import Message
+from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import getaddresses
 from html.parser import HTMLParser
@@ -779,10 +779,47 @@ def parse(
         return ParsedEmail(kind="message", message=None, problems=problems)
 
 
+class _Message(EmailMessage):
+    """An EmailMessage that parses each header once: ``policy.default`` builds a
+    new header object on every ``get``, and a walk asks for Content-Type many
+    times. Any change to the headers drops what was kept."""
+
+    def get(self, name: str, failobj: Any = None) -> Any:
+        kept: dict[str, Any] = self.__dict__.setdefault("_kept", {})
+        key = name.lower()
+        if key not in kept:
+            kept[key] = super().get(name)
+        value = kept[key]
+        return failobj if value is None else value
+
+    def add_header(self, _name: str, _value: str, **_params: Any) -> None:
+        self.__dict__.pop("_kept", None)
+        super().add_header(_name, _value, **_params)
+
+    def __setitem__(self, name: str, val: Any) -> None:
+        self.__dict__.pop("_kept", None)
+        super().__setitem__(name, val)
+
+    def __delitem__(self, name: str) -> None:
+        self.__dict__.pop("_kept", None)
+        super().__delitem__(name)
+
+    def replace_header(self, _name: str, _value: Any) -> None:
+        self.__dict__.pop("_kept", None)
+        super().replace_header(_name, _value)
+
+    def set_raw(self, name: str, value: Any) -> None:
+        self.__dict__.pop("_kept", None)
+        super().set_raw(name, value)
+
+
+_CACHING = policy.default.clone(message_factory=_Message)
+
+
 def _parse(
     raw: bytes, account: str, received_at: datetime, max_bytes: int, problems: list[str]
 ) -> ParsedEmail:
-    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    msg = BytesParser(policy=_CACHING).parsebytes(raw)
     hint = _charset_hint(msg)
     h = _Headers(msg, problems, hint)
 
