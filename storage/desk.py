@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.tables import (
@@ -315,14 +315,3 @@ async def inbox(conn: AsyncConnection, manager_id: int) -> list[tuple[Any, ...]]
 
 async def audit(conn: AsyncConnection, values: dict[str, Any]) -> None:
     await conn.execute(insert(audit_table), values)
-
-
-async def count_open(conn: AsyncConnection, client_id: int) -> int:
-    c = conversations.c
-    return int(
-        (
-            await conn.execute(
-                select(func.count()).where(c.client_id == client_id, c.status != "resolved")
-            )
-        ).scalar_one()
-    )
