@@ -13,6 +13,7 @@ its cursor is kept by the ``cursors`` store the hub gives (the database).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import html
@@ -30,6 +31,7 @@ from hub.ports import AttachmentSource, ChannelLimits, InboundSink, RateLimit
 from hub.types import Attachment, OutboundMessage, SendResult
 
 log = loggers.channels
+_READ_IN_PLACE = 64 * 1024  # bytes
 
 
 class EmailChannel:
@@ -95,12 +97,16 @@ class EmailChannel:
         if sink is None:
             raise MessageRejected("the email channel is stopping")
         account = rcpt_tos[0].lower() if rcpt_tos else "smtp"
-        parsed = parse(
+        read = functools.partial(
+            parse,
             raw,
             account=account,
             received_at=self.clock.now(),
             max_attachment_bytes=self.max_attachment_bytes,
         )
+        # A big message takes the parser long enough to stall every other
+        # session: read it off the event loop. A small one is quicker in place.
+        parsed = await asyncio.to_thread(read) if len(raw) > _READ_IN_PLACE else read()
         message = parsed.message
         if message is None and mail_from:
             # No readable sender in the headers: the envelope's still tells who wrote.
