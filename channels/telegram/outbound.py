@@ -26,6 +26,7 @@ from aiogram.exceptions import (
     TelegramNotFound,
     TelegramRetryAfter,
 )
+from aiogram.methods import SendDocument, SendPhoto, SendVideo, SendVoice, TelegramMethod
 from aiogram.types import BufferedInputFile, Message
 from aiogram.utils.text_decorations import html_decoration
 
@@ -74,6 +75,30 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
             rest = rest[len(head) :]
     parts.append(rest)
     return [part for part in parts if part.strip()]
+
+
+PHOTO_LIMIT = 10 * 1024 * 1024  # larger images go as documents
+_MEDIA_OF = {
+    "image/jpeg": "photo",
+    "image/png": "photo",
+    "image/webp": "photo",
+    "audio/ogg": "voice",
+    "audio/opus": "voice",
+    "video/mp4": "video",
+}
+# How each kind of file is sent: the Bot API method and its file field.
+MEDIA_METHODS: dict[str, tuple[type[TelegramMethod[Message]], str]] = {
+    "photo": (SendPhoto, "photo"),
+    "voice": (SendVoice, "voice"),
+    "video": (SendVideo, "video"),
+    "document": (SendDocument, "document"),
+}
+
+
+def media_kind(content_type: str, size: int) -> str:
+    """``photo``, ``voice``, ``video`` or ``document``: how Telegram shows a file."""
+    kind = _MEDIA_OF.get(content_type.split(";")[0].strip().lower(), "document")
+    return "document" if kind == "photo" and size > PHOTO_LIMIT else kind
 
 
 def delivery_error(exc: BaseException) -> DeliveryError:
@@ -158,12 +183,8 @@ class ClientSender:
         assert self.files is not None
         data = await self.files.attachment_bytes(attachment.sha256)
         upload = BufferedInputFile(data, filename=attachment.filename)
-        kind = attachment.content_type.split(";")[0].strip().lower()
-        if kind in ("image/jpeg", "image/png", "image/webp"):
-            return await self.bot.send_photo(chat_id, upload)
-        if kind in ("audio/ogg", "audio/opus"):
-            return await self.bot.send_voice(chat_id, upload)
-        return await self.bot.send_document(chat_id, upload)
+        method, field = MEDIA_METHODS[media_kind(attachment.content_type, attachment.size)]
+        return await self.bot(method(chat_id=chat_id, **{field: upload}))
 
     def _keep(self, key: str, parts_sent: int) -> None:
         self._progress[key] = parts_sent

@@ -49,9 +49,6 @@ from aiogram.methods import (
     ReopenForumTopic,
     SendDocument,
     SendMessage,
-    SendPhoto,
-    SendVideo,
-    SendVoice,
 )
 from aiogram.methods.base import TelegramMethod
 from aiogram.types import (
@@ -64,6 +61,7 @@ from aiogram.types import (
 )
 
 from channels.telegram import render
+from channels.telegram.outbound import MEDIA_METHODS, media_kind
 from hub import loggers
 from hub.clock import Clock, SystemClock
 from hub.config import TelegramSection
@@ -92,8 +90,6 @@ T = TypeVar("T")
 HTML = "HTML"
 ACTIONS = frozenset({"take", "resolve", "reopen", "transfer", "tag", "stage", "remind"})
 UPLOAD_LIMIT = 50 * 1024 * 1024  # what a bot may upload (sendDocument)
-PHOTO_LIMIT = 10 * 1024 * 1024  # larger images go as documents
-PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 _GONE = ("thread not found", "topic_deleted", "topic_id_invalid")
 _NOTICE_ICONS = {"assigned": "🆕", "delivery_failed": "⚠️", "reminder": "", "alert": "🔔"}
@@ -694,37 +690,14 @@ class StaffSide:
         as_document = False
 
         def media() -> TelegramMethod[Message]:
-            ctype = "" if as_document else file.content_type.lower()
-            if ctype in PHOTO_TYPES and file.size <= PHOTO_LIMIT:
-                return SendPhoto(
-                    chat_id=topic.chat_id,
-                    message_thread_id=thread,
-                    photo=upload,
-                    caption=caption,
-                    parse_mode=HTML,
-                )
-            if ctype == "audio/ogg":
-                return SendVoice(
-                    chat_id=topic.chat_id,
-                    message_thread_id=thread,
-                    voice=upload,
-                    caption=caption,
-                    parse_mode=HTML,
-                )
-            if ctype == "video/mp4":
-                return SendVideo(
-                    chat_id=topic.chat_id,
-                    message_thread_id=thread,
-                    video=upload,
-                    caption=caption,
-                    parse_mode=HTML,
-                )
-            return SendDocument(
+            kind = "document" if as_document else media_kind(file.content_type, file.size)
+            method, field = MEDIA_METHODS[kind]
+            return method(
                 chat_id=topic.chat_id,
                 message_thread_id=thread,
-                document=upload,
                 caption=caption,
                 parse_mode=HTML,
+                **{field: upload},
             )
 
         try:
