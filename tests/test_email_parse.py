@@ -184,7 +184,7 @@ def test_bounces_classify(path: Path) -> None:
     [
         (
             "zammad-mail033-undelivered-mail-returned-to-sender-notification.eml",
-            "<notification.20150830145600.1.4.5f4fd063-f69b-4e64-a92d-5e7128bd6682@127.0.0.1>",
+            "<notification.20150830145600.1.4.5f4fd063-f69b-4e64-a92d-5e7128bd6682@127.0.0.1:3000>",
             "5.1.1",
         ),
         ("flanker-bounce-zed.eml", "<20090708054735.GC7578@example.com>", "5.1.1"),
