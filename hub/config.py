@@ -194,15 +194,38 @@ class ManagerSection(Section):
         return value if value is None else HubSection._tz(value)
 
 
+def _existing_file(value: str | None) -> str | None:
+    if value is not None and not Path(value).is_file():
+        raise ValueError(f"no such file: {value}")
+    return value
+
+
+class SmtpUser(Section):
+    user: str = Field(min_length=1)
+    password: SecretStr
+
+
 class SmtpServerSection(Section):
     listen: Listen | None = None
     domains: list[str] = []
     max_message_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    tls_cert: Annotated[str | None, AfterValidator(_existing_file)] = None
+    tls_key: Annotated[str | None, AfterValidator(_existing_file)] = None
+    require_tls: bool = False
+    users: list[SmtpUser] = []
+    require_auth: bool = False
 
     @model_validator(mode="after")
-    def _domains_when_listening(self) -> SmtpServerSection:
+    def _consistent(self) -> SmtpServerSection:
         if self.listen is not None and not self.domains:
             raise _MissingKeys(["domains"])  # it takes mail only for listed domains
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_cert is None and (self.require_tls or self.users):
+            # Passwords are never taken over a plaintext connection.
+            raise ValueError("require_tls and users need tls_cert and tls_key")
+        if self.require_auth and not self.users:
+            raise ValueError("require_auth needs at least one of users")
         return self
 
 
@@ -213,12 +236,15 @@ class ImapSection(Section):
     password: SecretStr
     folder: str = "INBOX"
     tls: bool = True
+    move_to: str | None = Field(default=None, min_length=1)
 
 
 class OutboundSmtpSection(Section):
     host: str
     port: int = Field(default=587, ge=1, le=65535)
     from_: str = Field(alias="from")
+    reply_to: str | None = None
+    subject_tag: bool = True
     starttls: bool = True
     user: str | None = None
     password: SecretStr | None = None

@@ -322,8 +322,22 @@ def find_threads(
     conn: Connection, channel: str, hints: Sequence[str]
 ) -> dict[str, tuple[int, int]]:
     """External id of an earlier message, received or sent by the hub (the id the
-    peer gave it: an email Message-ID) -> (conversation id, client id)."""
+    peer gave it: an email Message-ID) -> (conversation id, client id). A hint
+    ``#N`` (the subject tag of email) names conversation N of this channel."""
     found: dict[str, tuple[int, int]] = {}
+    tags = {int(h[1:]): h for h in hints if h[:1] == "#" and h[1:].isdigit()}
+    if tags:
+        c = conversations.c
+        tagged = conn.execute(
+            select(c.id, c.client_id).where(
+                c.channel == channel, _one_of(conn.dialect.name, c.id, "ids")
+            ),
+            {"ids": _listed(conn, list(tags))},
+        )
+        found.update({tags[conv]: (conv, client) for conv, client in tagged.all()})
+        hints = [h for h in hints if h not in tags.values()]
+        if not hints:
+            return found
     for table in (outbox, interactions):
         t = table.c
         rows = conn.execute(

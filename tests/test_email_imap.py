@@ -150,10 +150,11 @@ def watcher(
     mailbox: Mailbox,
     deliver: Recorder,
     cursor: MemoryCursorStore,
+    **changes: Any,
 ) -> ImapWatcher:
     # Long poll and re-IDLE times: mail that arrives in a test came through IDLE.
     return ImapWatcher(
-        settings(server, mailbox.folder),
+        settings(server, mailbox.folder).model_copy(update=changes),
         deliver,
         cursor=cursor,
         poll_s=3600,
@@ -190,6 +191,33 @@ async def test_backlog_is_delivered_in_order_once_and_marked_seen(
     assert all(r"\Seen" in f for f in flags.values()), flags
     key = cursor_key(settings(server, mailbox.folder))
     assert cursor.cursors[key] == (await mailbox.uidvalidity(), max(flags))
+
+
+@pytest.mark.parametrize("with_move", [True, False], ids=["MOVE", "COPY-EXPUNGE"])
+async def test_committed_mail_is_moved_to_the_configured_folder(
+    server: dovecot.DovecotServer, mailbox: Mailbox, with_move: bool
+) -> None:
+    target = mailbox.folder + "_done"
+    assert (await mailbox.client.create(target)).result == "OK"
+    await mailbox.append("move-1@example.org")
+    rec = Recorder()
+    w = watcher(server, mailbox, rec, MemoryCursorStore(), move_to=target)
+    await w.start()
+    try:
+        await rec.until(lambda r: len(r.delivered) >= 1)
+        await until(lambda: idling(w))
+        if not with_move:  # a server without RFC 6851: COPY, \Deleted, UID EXPUNGE
+            w._client.protocol.capabilities.discard("MOVE")
+        await mailbox.append("move-2@example.org")
+        await rec.until(lambda r: len(r.delivered) >= 2)
+        await until(lambda: idling(w))
+    finally:
+        await w.stop()
+    assert rec.delivered == ["move-1@example.org", "move-2@example.org"]
+    assert await mailbox.flags() == {}  # nothing left in the watched folder
+    moved = await Mailbox(mailbox.client, target).flags()
+    assert len(moved) == 2
+    assert all(r"\Seen" in f and r"\Deleted" not in f for f in moved.values()), moved
 
 
 async def test_new_mail_arrives_through_idle(

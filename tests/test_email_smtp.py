@@ -451,7 +451,8 @@ async def test_reply_headers_threading_and_envelope(outbound: Outbound) -> None:
     assert captured.rcpt_tos == ["anna@client.example"]
     assert msg["From"] == "Поддержка <support@hub.example>"
     assert msg["To"] == "anna@client.example"
-    assert msg["Subject"] == "Re: Заказ №5"
+    assert msg["Subject"] == "Re: Заказ №5 [#42]"  # the conversation's tag
+    assert msg["Reply-To"] is None
     assert msg["In-Reply-To"] == "<m2@client.example>"
     assert msg["References"].split() == [
         "<m1@client.example>",
@@ -498,9 +499,10 @@ async def test_bare_and_malformed_thread_ids(outbound: Outbound) -> None:
 @pytest.mark.parametrize(
     ("subject", "in_reply_to", "expected"),
     [
-        ("Re: Заказ", "<m@client.example>", "Re: Заказ"),
-        ("RE[2]: Заказ", "<m@client.example>", "RE[2]: Заказ"),
-        ("Заказ", None, "Заказ"),  # not an answer: no prefix
+        ("Re: Заказ", "<m@client.example>", "Re: Заказ [#42]"),
+        ("RE[2]: Заказ", "<m@client.example>", "RE[2]: Заказ [#42]"),
+        ("Заказ", None, "Заказ [#42]"),  # not an answer: no prefix
+        ("Re: Заказ [#42]", "<m@client.example>", "Re: Заказ [#42]"),  # tagged once
     ],
 )
 async def test_subject_prefix(
@@ -510,6 +512,20 @@ async def test_subject_prefix(
         outbound_message(subject=subject), in_reply_to=in_reply_to, references=[]
     )
     assert outbound.capture.envelopes[0].message["Subject"] == expected
+
+
+async def test_reply_to_and_no_subject_tag_from_config(outbound: Outbound) -> None:
+    settings = _outbound_settings(
+        outbound.port, reply_to="Отдел продаж <sales@hub.example>", subject_tag=False
+    )
+    sender = SmtpSender(settings, domain="hub.example", timeout=10)
+    try:
+        await sender.send(outbound_message(), in_reply_to="<m@client.example>", references=[])
+    finally:
+        await sender.close()
+    msg = outbound.capture.envelopes[0].message
+    assert msg["Reply-To"] == "Отдел продаж <sales@hub.example>"
+    assert msg["Subject"] == "Re: Заказ №5"
 
 
 async def test_text_html_alternatives_and_a_russian_attachment(outbound: Outbound) -> None:
@@ -622,6 +638,8 @@ class Certificate:
 
     server: ssl.SSLContext
     client: ssl.SSLContext
+    cert: Path
+    key: Path
 
 
 @pytest.fixture(scope="module")
@@ -643,7 +661,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(cert, key)
     client = ssl.create_default_context(cafile=str(cert))
-    return Certificate(server, client)
+    return Certificate(server, client, cert, key)
 
 
 async def test_inbound_starttls(certificate: Certificate) -> None:
@@ -712,3 +730,126 @@ async def test_starttls_required_but_not_offered_is_temporary(outbound: Outbound
     finally:
         await sender.close()
     assert outbound.capture.envelopes == []
+
+
+# --- STARTTLS and AUTH from email.smtp -------------------------------------------------
+
+
+def _tls_settings(certificate: Certificate, **extra: Any) -> SmtpServerSection:
+    return SmtpServerSection.model_validate(
+        {
+            "domains": ["hub.example"],
+            "tls_cert": str(certificate.cert),
+            "tls_key": str(certificate.key),
+            **extra,
+        }
+    )
+
+
+async def _serve(settings: SmtpServerSection) -> Inbound:
+    deliver = Recorder()
+    server = SmtpServer(settings, deliver, listen="127.0.0.1:0", hostname="mx.hub.example")
+    await server.start()
+    return Inbound(server, deliver)
+
+
+async def test_require_tls_refuses_mail_in_plaintext(certificate: Certificate) -> None:
+    inbound = await _serve(_tls_settings(certificate, require_tls=True))
+
+    def send(c: smtplib.SMTP) -> tuple[int, int, dict[str, tuple[int, bytes]]]:
+        c.ehlo()
+        plain, _ = c.mail(FROM)
+        c.starttls(context=certificate.client)
+        c.ehlo()
+        c.rset()
+        return plain, 0, c.sendmail(FROM, [TO], RAW)
+
+    try:
+        plain, _, refused = await inbound.session(send)
+    finally:
+        await inbound.server.stop()
+    assert plain == 530
+    assert refused == {}
+    assert inbound.deliver.calls == [(RAW, FROM, [TO])]
+
+
+async def test_auth_is_offered_only_over_tls_and_checks_the_password(
+    certificate: Certificate, caplog: pytest.LogCaptureFixture
+) -> None:
+    password = "pa55-w0rd!"
+    inbound = await _serve(
+        _tls_settings(
+            certificate,
+            users=[{"user": "website", "password": password}],
+            require_auth=True,
+        )
+    )
+
+    def run(c: smtplib.SMTP) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        c.ehlo()
+        seen["auth_in_plaintext"] = c.has_extn("auth")
+        seen["mail_in_plaintext"] = c.mail(FROM)[0]
+        c.rset()
+        c.starttls(context=certificate.client)
+        c.ehlo()
+        seen["auth_over_tls"] = c.esmtp_features.get("auth", "")
+        seen["mail_before_auth"] = c.mail(FROM)[0]
+        c.rset()
+        try:
+            c.login("website", "wrong")
+        except smtplib.SMTPAuthenticationError as exc:
+            seen["wrong"] = exc.smtp_code
+        c.login("website", password)
+        seen["relay_after_auth"] = c.mail(FROM)[0], c.rcpt("victim@elsewhere.example")[0]
+        c.rset()
+        seen["sent"] = c.sendmail(FROM, [TO], RAW)
+        return seen
+
+    try:
+        seen = await inbound.session(run)
+    finally:
+        await inbound.server.stop()
+    assert seen["auth_in_plaintext"] is False
+    assert seen["mail_in_plaintext"] == 530
+    assert "PLAIN" in seen["auth_over_tls"] and "LOGIN" in seen["auth_over_tls"]
+    assert seen["mail_before_auth"] == 530
+    assert seen["wrong"] == 535
+    assert seen["relay_after_auth"] == (250, 550)  # authenticated, still never a relay
+    assert seen["sent"] == {}
+    assert inbound.deliver.calls == [(RAW, FROM, [TO])]
+    assert "smtp_auth result=refused" in caplog.text
+    assert "wrong" not in caplog.text and password not in caplog.text
+
+
+async def test_without_users_auth_is_not_advertised_even_over_tls(
+    certificate: Certificate,
+) -> None:
+    inbound = await _serve(_tls_settings(certificate))
+
+    def run(c: smtplib.SMTP) -> tuple[bool, bool]:
+        c.ehlo()
+        c.starttls(context=certificate.client)
+        c.ehlo()
+        return c.has_extn("auth"), c.has_extn("starttls")
+
+    try:
+        assert await inbound.session(run) == (False, False)
+    finally:
+        await inbound.server.stop()
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ({"users": [{"user": "u", "password": "p"}]}, "need tls_cert and tls_key"),
+        ({"require_tls": True}, "need tls_cert and tls_key"),
+        ({"tls_cert": "/nonexistent/cert.pem", "tls_key": "/nonexistent/key.pem"}, "no such file"),
+        ({"require_auth": True}, "require_auth needs"),
+    ],
+)
+def test_tls_and_auth_settings_are_checked(extra: dict[str, Any], problem: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=problem):
+        SmtpServerSection.model_validate({"domains": ["hub.example"], **extra})

@@ -317,19 +317,48 @@ class ImapWatcher:
             response = await client.uid("fetch", ",".join(map(str, batch)), "(UID BODY.PEEK[])")
             if response.result != "OK":
                 raise ImapError(f"UID FETCH failed: {response.lines!r}")
-            for uid, raw in sorted(parse_fetch(response.lines)):
-                if uid <= last:
-                    continue
-                outcome = await self._deliver_one(uid, raw)
-                if outcome == "failed":
-                    return False
-                if outcome == "delivered":
-                    response = await client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Seen)")
-                    if response.result != "OK":
-                        raise ImapError(f"UID STORE failed: {response.lines!r}")
-                await self.cursor.save(self.key, uidvalidity, uid)
-                last = uid
+            fetched = [(uid, raw) for uid, raw in sorted(parse_fetch(response.lines)) if uid > last]
+            # Handed over together, so that ingest commits them as one group; each
+            # is handed over in UID order, and a failed one stops the cursor there.
+            outcomes = await asyncio.gather(*(self._deliver_one(u, r) for u, r in fetched))
+            done = [uid for (uid, _), outcome in zip(fetched, outcomes) if outcome == "delivered"]
+            if done:
+                await self._file(client, done)
+            complete = next(
+                (i for i, outcome in enumerate(outcomes) if outcome == "failed"), len(fetched)
+            )
+            if complete:
+                last = fetched[complete - 1][0]
+                await self.cursor.save(self.key, uidvalidity, last)
+            if complete < len(fetched):
+                return False
         return True
+
+    async def _file(self, client: Any, uids: list[int]) -> None:
+        """Mark committed messages ``\\Seen``; with ``move_to``, move them there too
+        (MOVE, RFC 6851, where the server has it; else COPY, ``\\Deleted``, EXPUNGE)."""
+        members = ",".join(map(str, uids))
+        await self._command(client, "store", members, "+FLAGS.SILENT", r"(\Seen)")
+        target = self.settings.move_to
+        if not target:
+            return
+        folder = aioimaplib.quoted(target)
+        if client.has_capability("MOVE"):
+            await self._command(client, "move", members, folder)
+            return
+        await self._command(client, "copy", members, folder)
+        await self._command(client, "store", members, "+FLAGS.SILENT", r"(\Deleted)")
+        if client.has_capability("UIDPLUS"):
+            await self._command(client, "expunge", members)
+        else:
+            response = await client.expunge()
+            if response.result != "OK":
+                raise ImapError(f"EXPUNGE failed: {response.lines!r}")
+
+    async def _command(self, client: Any, command: str, *args: str) -> None:
+        response = await client.uid(command, *args)
+        if response.result != "OK":
+            raise ImapError(f"UID {command.upper()} failed: {response.lines!r}")
 
     async def _deliver_one(
         self, uid: int, raw: bytes

@@ -480,6 +480,7 @@ _AS_RECEIVED = policy.compat32.clone(linesep="\r\n", max_line_length=0)
 
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
+_SUBJECT_TAG = re.compile(r"\[#(\d{1,15})\]")
 
 
 def _message_ids(value: str | None, *, bare: bool = False) -> list[str]:
@@ -910,6 +911,8 @@ def _parse(
     if sender is not None:
         in_reply_to = _message_ids(h.text("In-Reply-To"))
         references = _message_ids(" ".join(h.raw("References")))
+        # The hub's subject tag, tried after every Message-ID.
+        tags = [f"#{n}" for n in _SUBJECT_TAG.findall(subject)]
         message = InboundMessage(
             channel=Channel.EMAIL,
             account=account,
@@ -919,7 +922,7 @@ def _parse(
             text=new_text,
             subject=subject or None,
             html=html_part,
-            thread_hints=_unique([*in_reply_to, *reversed(references)]),
+            thread_hints=_unique([*in_reply_to, *reversed(references), *tags]),
             attachments=tuple(body.attachments),
             extras=extras,
         )

@@ -61,6 +61,15 @@ def conversation_of(msg_id: str, domain: str) -> int | None:
     return int(match["conversation"])
 
 
+def tag_subject(subject: str | None, conversation_id: int) -> str:
+    """The subject with the conversation's tag (``[#42]``), the threading fallback
+    for a reply that lost its In-Reply-To and References."""
+    tag = f"[#{conversation_id}]"
+    if subject and tag in subject:
+        return subject
+    return f"{subject} {tag}" if subject else tag
+
+
 def reply_subject(subject: str | None) -> str | None:
     if not subject:
         return subject
@@ -121,8 +130,12 @@ class SmtpSender:
         msg = EmailMessage(policy=policy.SMTP)
         msg["From"] = self._settings.from_
         msg["To"] = message.recipient
+        if self._settings.reply_to:
+            msg["Reply-To"] = self._settings.reply_to
         parent = _ids([in_reply_to]) if in_reply_to else []
         subject = reply_subject(message.subject) if parent else message.subject
+        if self._settings.subject_tag and message.conversation_id is not None:
+            subject = tag_subject(subject, message.conversation_id)
         if subject:
             msg["Subject"] = subject
         msg["Date"] = format_datetime(self._clock.now())

@@ -19,13 +19,19 @@ ends). The null reverse-path of a bounce (``MAIL FROM:<>``) is passed as ``""``.
 A ``deliver`` in progress is finished even when the client hangs up meanwhile
 (the client retries; the channel recognizes the redelivery).
 
-STARTTLS (RFC 3207) is offered when a ``tls_context`` is given. AUTH is not
-offered yet; it comes with the submission settings.
+STARTTLS (RFC 3207) is offered when a ``tls_context`` is given (from
+``email.smtp.tls_cert`` / ``tls_key``); ``email.smtp.require_tls`` refuses every
+command but EHLO, STARTTLS and QUIT on a plaintext connection (``530 5.7.0``).
+AUTH PLAIN and LOGIN (RFC 4954) check ``email.smtp.users``, and only over TLS;
+``email.smtp.require_auth`` makes MAIL wait for a successful AUTH. A failed AUTH
+is logged with the peer and the user name, never the password. Authentication
+never widens the recipient domains: the server is never a relay.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 import secrets
@@ -34,7 +40,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from hub import loggers
 from hub.config import SmtpServerSection, split_listen
@@ -146,6 +152,47 @@ class _Handler:
         return TEMPORARY_FAILURE
 
 
+class _Authenticator:
+    """Checks AUTH credentials against ``email.smtp.users`` in constant time."""
+
+    def __init__(self, settings: SmtpServerSection) -> None:
+        self._users = {
+            u.user.encode(): u.password.get_secret_value().encode() for u in settings.users
+        }
+
+    def __call__(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if isinstance(data, LoginPassword):
+            expected = self._users.get(data.login)
+            # Compared even for an unknown user, so timing does not tell users apart.
+            ok = hmac.compare_digest(expected or b"\0", data.password) and expected is not None
+            loggers.event(
+                log,
+                "smtp_auth",
+                logging.INFO if ok else logging.WARNING,
+                result="ok" if ok else "refused",
+                mechanism=mechanism,
+                user=data.login.decode("utf-8", "replace"),
+                peer=_peer(session),
+            )
+            if ok:
+                return AuthResult(success=True, auth_data=data.login.decode("utf-8", "replace"))
+        return AuthResult(success=False, handled=False)
+
+
+def tls_context_of(settings: SmtpServerSection) -> ssl.SSLContext | None:
+    """The server's TLS context from ``tls_cert`` and ``tls_key``; None without them."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError([f"email.smtp.tls_cert: cannot load the certificate: {exc}"]) from exc
+    return context
+
+
 def _peer(session: Session | None) -> str:
     peer = session.peer if session is not None else None
     if isinstance(peer, tuple) and len(peer) >= 2:
@@ -166,6 +213,7 @@ class _Protocol(SMTP):
         tls_context: ssl.SSLContext | None,
         timeout: float,
         loop: asyncio.AbstractEventLoop,
+        settings: SmtpServerSection,
     ) -> None:
         super().__init__(
             handler,
@@ -173,6 +221,11 @@ class _Protocol(SMTP):
             enable_SMTPUTF8=True,
             hostname=hostname,
             tls_context=tls_context,
+            require_starttls=settings.require_tls,
+            auth_required=settings.require_auth,
+            auth_require_tls=True,
+            authenticator=_Authenticator(settings) if settings.users else None,
+            auth_exclude_mechanism=None if settings.users else ["LOGIN", "PLAIN"],
             timeout=timeout,
             loop=loop,
         )
@@ -193,6 +246,8 @@ class _Protocol(SMTP):
     async def push(self, status: AnyStr) -> None:
         # aiosmtpd's own size refusals ("552 Error: ...") get an RFC 3463 code.
         text = status.decode("ascii", "replace") if isinstance(status, bytes) else status
+        if text.rstrip() == "250-AUTH":
+            return  # no AUTH mechanisms (no email.smtp.users): not advertised at all
         if text.startswith("552 Error"):
             envelope = self.envelope
             loggers.event(
@@ -229,7 +284,7 @@ class SmtpServer:
         self.host, self.port = split_listen(address)
         self._settings = settings
         self._handler = _Handler(frozenset(d.lower() for d in settings.domains), deliver)
-        self._tls_context = tls_context
+        self._tls_context = tls_context or tls_context_of(settings)
         self._hostname = hostname
         self._timeout = timeout
         self._server: asyncio.Server | None = None
@@ -249,6 +304,7 @@ class SmtpServer:
                 tls_context=self._tls_context,
                 timeout=self._timeout,
                 loop=loop,
+                settings=self._settings,
             )
 
         self._server = await loop.create_server(protocol, self.host, self.port)
@@ -260,6 +316,7 @@ class SmtpServer:
             port=self.port,
             domains=",".join(self._settings.domains) or "-",
             starttls=self._tls_context is not None,
+            auth=bool(self._settings.users),
         )
 
     async def stop(self, grace: float = 10.0) -> None:
