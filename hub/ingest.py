@@ -432,8 +432,10 @@ class _BatchWriter:
         queued: set[_Conv] = set()
         for x in fresh:
             m, client_id = batch[x].message, client_of[x]
-            if m.extras and m.extras.get("service"):
-                continue  # a bare /start or /stop: logged, but no request to route
+            if m.extras and (m.extras.get("service") or m.extras.get("auto")):
+                # A bare /start or /stop, an auto-reply, a bounce of mail the hub did
+                # not send: logged on the client, but no request to route.
+                continue
             channel = m.channel
             conv = None
             for hint in m.thread_hints:

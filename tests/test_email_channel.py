@@ -118,7 +118,7 @@ async def test_mail_in_reply_out_and_the_answer_threads(db: Database, tmp_path: 
         assert len(answer) == 1
         headers = answer[0].message
         assert headers["In-Reply-To"] == "<q1@example.com>"
-        assert headers["Subject"] == "Re: Заказ 42"
+        assert headers["Subject"] == f"Re: Заказ 42 [#{conversation}]"
         assert "<p>Заказ в пути.</p>" in headers.get_body(("html",)).get_content()
         our_id = headers["Message-ID"]
 
