@@ -520,14 +520,14 @@ class _BatchWriter:
                 account,
                 None,
                 "hub",
-                None,
+                subject,
                 text,
                 None,
                 {"auto_reply": kind},
                 now,
                 _PENDING,
             )
-            for x, kind, text, channel, account, _, conv_id in autos
+            for x, kind, text, channel, account, _, conv_id, subject in autos
         )
         ids = q.insert_interactions(conn, rows)
         interaction_of = dict(zip(fresh, ids, strict=False))
@@ -559,7 +559,7 @@ class _BatchWriter:
                     account,
                     recipient,
                     "auto_reply",
-                    None,
+                    subject,
                     text,
                     client_of[x],
                     conv_id,
@@ -569,7 +569,7 @@ class _BatchWriter:
                     now,
                     now,
                 )
-                for (x, _, text, channel, account, recipient, conv_id), iid in zip(
+                for (x, _, text, channel, account, recipient, conv_id, subject), iid in zip(
                     autos, auto_ids, strict=True
                 )
             ],
@@ -636,6 +636,9 @@ class _BatchWriter:
         m = p.message
         first = m.identities[0]
         extras: dict[str, Any] | None = dict(m.extras) if m.extras else None
+        if extras and "confirmation" in extras:
+            # Logged as its own auto-reply interaction; the request keeps only that it asked.
+            extras["confirmation"] = True
         if p.skipped:
             extras = extras or {}
             extras["attachments_skipped"] = p.skipped
@@ -679,18 +682,34 @@ class _BatchWriter:
         fresh: list[int],
         conv_of: dict[int, _Conv],
         opened_by: dict[int, int],
-    ) -> list[tuple[int, str, str, str, str, str, int | None]]:
-        """The greeting after /start, and the out-of-hours reply to a new request:
-        ``(message, kind, text, channel, account, recipient, conversation)``."""
+    ) -> list[tuple[int, str, str, str, str, str, int | None, str | None]]:
+        """The greeting after /start, the out-of-hours reply to a new request, and
+        the confirmation a channel asked for (``extras["confirmation"]``, a form's):
+        ``(message, kind, text, channel, account, recipient, conversation, subject)``."""
         replies = self.ing.auto_replies
-        if replies is None:
-            return []
-        out = []
+        out: list[tuple[int, str, str, str, str, str, int | None, str | None]] = []
         for x in fresh:
             m = batch[x].message
             conv = conv_of.get(x)
             if m.extras and m.extras.get("auto"):
                 continue  # an auto-reply or a bounce is never answered automatically
+            confirmation = m.extras.get("confirmation") if m.extras else None
+            if isinstance(confirmation, dict) and confirmation.get("to"):
+                # Written with the message, so a redelivery (a duplicate) adds none.
+                out.append(
+                    (
+                        x,
+                        "confirmation",
+                        str(confirmation.get("text", "")),
+                        Channel.EMAIL.value,
+                        m.account,
+                        str(confirmation["to"]),
+                        conv.id if conv is not None else None,
+                        _clip(confirmation.get("subject"), 500),
+                    )
+                )
+            if replies is None:
+                continue
             if m.extras and m.extras.get("command") == "start":
                 kind = "greeting"
             elif (
@@ -716,6 +735,7 @@ class _BatchWriter:
                     m.account,
                     recipient,
                     conv.id if conv is not None else None,
+                    None,
                 )
             )
         return out
