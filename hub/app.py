@@ -20,7 +20,6 @@ from hub.config import Config, split_listen
 from hub.cursors import DbCursorStore
 from hub.desk import Desk
 from hub.dispatcher import Dispatcher
-from hub.errors import HubError
 from hub.ingest import AutoReplies, Ingestor
 from hub.ports import ChannelPort
 from hub.reminders import fire_due
@@ -32,20 +31,9 @@ from storage.migrate import upgrade
 log = loggers.core
 
 
-def check_channels(config: Config) -> None:
-    """A channel configured but not in this build is an error at start, never a
-    silent no-op."""
-    missing = []
-    if config.webform.listen:
-        missing.append("webform (webform.listen)")
-    if missing:
-        raise HubError(f"configured channels not available in this build: {', '.join(missing)}")
-
-
 def build_channels(config: Config, desk: Desk, clock: Clock) -> dict[str, ChannelPort]:
     """The enabled channels. The composition root is the one place in ``hub``
     that knows the channel packages."""
-    check_channels(config)
     channels: dict[str, ChannelPort] = {}
     if config.telegram.enabled:
         from channels.telegram import TelegramChannel
@@ -74,6 +62,17 @@ def build_channels(config: Config, desk: Desk, clock: Clock) -> dict[str, Channe
             files=desk,
             clock=clock,
             cursors=DbCursorStore(desk.db, clock),
+        )
+    if config.webform.listen:
+        from channels.webform import WebformChannel
+
+        channels["webform"] = WebformChannel(
+            config.webform,
+            language=config.hub.language,
+            default_region=config.hub.default_region,
+            # a form's confirmation goes by email, so only when email can go out
+            confirm_by_email=config.email.outbound is not None,
+            clock=clock,
         )
     return channels
 
@@ -105,8 +104,6 @@ class Hub:
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        if channels is None:
-            check_channels(config)
         self._given_channels = channels
         self.channels: dict[str, ChannelPort] = {}
         self.ready = False

@@ -256,30 +256,97 @@ class EmailSection(Section):
     outbound: OutboundSmtpSection | None = None
 
 
+STANDARD_FIELDS = ("name", "email", "phone", "message", "consent")
+# Field names the hub's own form machinery posts alongside the visitor's fields.
+RESERVED_FIELDS = frozenset({"_ts", "_key", "_page", "_referrer", "_lang"})
+DEFAULT_ACCEPT = ["image/*", "application/pdf", "text/plain"]
+
+
 class FormField(Section):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     label: str | None = None
     label_ru: str | None = None
     type: Literal["text", "textarea", "email", "tel", "checkbox", "file", "hidden"] = "text"
     required: bool = False
     max_length: int = Field(default=2000, gt=0)
+    maps_to: Literal["name", "email", "phone", "message", "consent"] | None = None
+    max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    accept: list[str] = DEFAULT_ACCEPT
+
+    @property
+    def role(self) -> str | None:
+        """What the field says about the client: ``maps_to``, else its standard name."""
+        if self.maps_to is not None:
+            return self.maps_to
+        return self.name if self.name in STANDARD_FIELDS else None
+
+
+def _contact_fields() -> list[FormField]:
+    return [
+        FormField(name="name", label="Your name", label_ru="Ваше имя", max_length=200),
+        FormField(name="email", label="Email", label_ru="Эл. почта", type="email", max_length=320),
+        FormField(name="phone", label="Phone", label_ru="Телефон", type="tel", max_length=50),
+        FormField(
+            name="message",
+            label="Message",
+            label_ru="Сообщение",
+            type="textarea",
+            required=True,
+            max_length=5000,
+        ),
+    ]
 
 
 class FormSection(Section):
     id: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     title: str | None = None
     title_ru: str | None = None
-    fields: list[FormField] = []
+    fields: list[FormField] = Field(default_factory=_contact_fields)
     allowed_origins: list[str] = []
     thank_you: str | None = None
     thank_you_ru: str | None = None
     redirect: str | None = None
     language: Literal["ru", "en"] | None = None
     confirm_email: bool = False
+    min_fill_seconds: float = Field(default=3.0, ge=0, le=3600)
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, fields: list[FormField]) -> list[FormField]:
+        names = [f.name for f in fields]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"field name {twice[0]!r} is used twice")
+        if not any(f.role in ("email", "phone") for f in fields):
+            raise ValueError("a form needs an email or a phone field to know who wrote")
+        for role in ("name", "email", "phone", "message", "consent"):
+            if sum(f.role == role for f in fields) > 1:
+                raise ValueError(f"more than one field maps to {role!r}")
+        return fields
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            scheme, sep, rest = origin.partition("://")
+            if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+                raise ValueError(f"an origin is scheme://host[:port], got {origin!r}")
+        return [o.lower() for o in origins]
+
+    @model_validator(mode="after")
+    def _confirm_needs_email(self) -> FormSection:
+        if self.confirm_email and not any(f.role == "email" for f in self.fields):
+            raise ValueError("confirm_email needs an email field")
+        return self
 
 
 class WebformSection(Section):
     listen: Listen | None = None
+    secret: SecretStr | None = None
+    honeypot: str = Field(default="hp_website", pattern=r"^[A-Za-z0-9_-]+$")
+    rate_limit_per_minute: int = Field(default=10, ge=1)
+    max_body_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    trust_forwarded: bool = False
     forms: list[FormSection] = []
 
     @field_validator("forms")
@@ -291,6 +358,16 @@ class WebformSection(Section):
                 raise ValueError(f"form id {form.id!r} is used twice")
             seen.add(form.id)
         return forms
+
+    @model_validator(mode="after")
+    def _names_free(self) -> WebformSection:
+        for form in self.forms:
+            for field in form.fields:
+                if field.name == self.honeypot or field.name in RESERVED_FIELDS:
+                    raise ValueError(
+                        f"form {form.id!r}: field name {field.name!r} is taken by the hub"
+                    )
+        return self
 
 
 class Config(Section):

@@ -95,6 +95,81 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "/inbox — ваши открытые обращения\n/find ТЕКСТ — найти клиента",
         "en": "/inbox — your open requests\n/find TEXT — find a client",
     },
+    # Web forms (channels/webform): the page, its errors, the confirmation email
+    "form_send": {"ru": "Отправить", "en": "Send"},
+    "form_required": {"ru": "Заполните это поле", "en": "Please fill in this field"},
+    "form_too_long": {
+        "ru": "Слишком длинно: не больше {limit} символов",
+        "en": "Too long: {limit} characters at most",
+    },
+    "form_bad_email": {
+        "ru": "Это не похоже на адрес эл. почты",
+        "en": "This does not look like an email address",
+    },
+    "form_bad_phone": {
+        "ru": "Это не похоже на номер телефона",
+        "en": "This does not look like a phone number",
+    },
+    "form_need_contact": {
+        "ru": "Оставьте эл. почту или телефон, чтобы мы могли ответить",
+        "en": "Leave an email or a phone number so that we can answer",
+    },
+    "form_file_too_big": {
+        "ru": "Файл слишком большой: не больше {limit}",
+        "en": "The file is too big: {limit} at most",
+    },
+    "form_file_type": {
+        "ru": "Такой тип файла не принимается ({accept})",
+        "en": "This type of file is not accepted ({accept})",
+    },
+    "form_not_a_file": {"ru": "Здесь ожидается файл", "en": "A file is expected here"},
+    "form_unknown_field": {"ru": "Неизвестное поле", "en": "Unknown field"},
+    "form_too_fast": {
+        "ru": "Форма отправлена слишком быстро. Проверьте её и отправьте ещё раз",
+        "en": "The form was sent too quickly. Please check it and send it again",
+    },
+    "form_spam": {
+        "ru": "Форма не принята: заполнено поле, которое должно оставаться пустым",
+        "en": "The form was not accepted: a field meant to stay empty was filled in",
+    },
+    "form_rate_limited": {
+        "ru": "Слишком много отправок с вашего адреса. Попробуйте через минуту",
+        "en": "Too many submissions from your address. Please try again in a minute",
+    },
+    "form_too_large": {
+        "ru": "Слишком большой объём данных: не больше {limit}",
+        "en": "Too much data: {limit} at most",
+    },
+    "form_bad_body": {
+        "ru": "Не удалось прочитать отправленные данные",
+        "en": "The submitted data could not be read",
+    },
+    "form_origin_refused": {
+        "ru": "Этой форме нельзя отправлять данные с сайта {origin}",
+        "en": "This form does not take submissions from {origin}",
+    },
+    "form_unavailable": {
+        "ru": "Сейчас не удалось сохранить заявку. Попробуйте ещё раз чуть позже",
+        "en": "The request could not be saved just now. Please try again shortly",
+    },
+    "form_failed": {
+        "ru": "Не удалось отправить форму. Попробуйте ещё раз",
+        "en": "The form could not be sent. Please try again",
+    },
+    "form_unknown": {"ru": "Нет такой формы", "en": "No such form"},
+    "form_errors_title": {"ru": "Проверьте поля формы", "en": "Please check the form"},
+    "form_thank_you": {
+        "ru": "Спасибо! Заявка принята, мы скоро ответим.",
+        "en": "Thank you! Your request is received; we will answer soon.",
+    },
+    "form_confirm_subject": {
+        "ru": "Мы получили вашу заявку: {title}",
+        "en": "We have received your request: {title}",
+    },
+    "form_confirm_body": {
+        "ru": "Здравствуйте{name}!\n\nМы получили вашу заявку и скоро ответим.\n\n{summary}",
+        "en": "Hello{name},\n\nWe have received your request and will answer soon.\n\n{summary}",
+    },
 }
 
 

@@ -79,16 +79,20 @@ async def test_message_in_through_channel_and_mirrored_out(
     assert TOKEN not in caplog.text
 
 
-async def test_hub_refuses_a_channel_this_build_lacks(db_url: str, tmp_path: Path) -> None:
+async def test_hub_runs_the_webform_channel_when_it_listens(db_url: str, tmp_path: Path) -> None:
+    port = _free_port()
     config = hub_config.parse(
         {
-            "storage": {"url": db_url},
-            "admin": {"token": TOKEN},
-            "webform": {"listen": "127.0.0.1:8081"},
+            "storage": {"url": db_url, "attachments_dir": str(tmp_path / "files")},
+            "admin": {"listen": f"127.0.0.1:{_free_port()}", "token": TOKEN},
+            "webform": {"listen": f"127.0.0.1:{port}", "forms": [{"id": "contact"}]},
         }
     )
-    with pytest.raises(Exception, match="webform"):
-        Hub(config)
+    async with Hub(config).lifespan() as hub, aiohttp.ClientSession() as http:
+        assert list(hub.channels) == ["webform"]
+        async with http.get(f"http://127.0.0.1:{port}/f/contact") as response:
+            assert response.status == 200
+            assert 'name="email"' in await response.text()
 
 
 async def test_hub_run_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
