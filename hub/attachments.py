@@ -8,8 +8,10 @@ failed transaction is harmless (the same content reuses it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +38,19 @@ class AttachmentStore:
         target = self.path(digest)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            temp = target.with_name(f".{digest}.{os.getpid()}.tmp")
-            with open(temp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(temp, target)
+            # A temporary name of its own: the same content may be stored by two
+            # messages at once (the same invoice sent twice), in two threads.
+            fd, temp = tempfile.mkstemp(prefix=f".{digest}.", suffix=".tmp", dir=target.parent)
+            try:
+                with open(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(temp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+                raise
         return StoredFile(digest, len(data))
 
     async def get(self, sha256: str) -> bytes:

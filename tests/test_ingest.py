@@ -556,6 +556,17 @@ async def test_an_unassigned_conversation_routed_again_to_the_same_manager(
 # Attachments
 
 
+async def test_the_same_file_stored_by_many_messages_at_once(tmp_path: Path) -> None:
+    """Two messages carrying the same invoice arrive together: both are stored
+    (the writes race to one file name and must not trip over each other)."""
+    store = AttachmentStore(tmp_path / "files", 10**6)
+    data = b"%PDF-1.4 the same invoice" * 1000
+    stored = await asyncio.gather(*(store.put(data) for _ in range(20)))
+    assert {s.sha256 for s in stored} == {hashlib.sha256(data).hexdigest()}
+    assert await store.get(stored[0].sha256) == data
+    assert [p.name for p in store.path(stored[0].sha256).parent.iterdir()] == [stored[0].sha256]
+
+
 async def test_attachments_are_stored_by_content_and_oversized_ones_skipped(
     db: Database, tmp_path: Path
 ) -> None:
