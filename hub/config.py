@@ -257,8 +257,9 @@ class EmailSection(Section):
 
 
 STANDARD_FIELDS = ("name", "email", "phone", "message", "consent")
-# Field names the hub's own form machinery posts alongside the visitor's fields.
-RESERVED_FIELDS = frozenset({"_ts", "_key", "_page", "_referrer", "_lang"})
+# Field names the hub's own form machinery posts alongside the visitor's fields
+# (a form's own field names cannot start with "_").
+RESERVED_FIELDS = frozenset({"_ts", "_key", "_page", "_referrer"})
 DEFAULT_ACCEPT = ["image/*", "application/pdf", "text/plain"]
 
 
@@ -272,6 +273,13 @@ class FormField(Section):
     maps_to: Literal["name", "email", "phone", "message", "consent"] | None = None
     max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     accept: list[str] = DEFAULT_ACCEPT
+
+    @field_validator("name")
+    @classmethod
+    def _own_name(cls, value: str) -> str:
+        if value.startswith("_"):
+            raise ValueError(f"{value!r}: names starting with '_' are taken by the hub")
+        return value
 
     @property
     def role(self) -> str | None:
@@ -363,7 +371,7 @@ class WebformSection(Section):
     def _names_free(self) -> WebformSection:
         for form in self.forms:
             for field in form.fields:
-                if field.name == self.honeypot or field.name in RESERVED_FIELDS:
+                if field.name == self.honeypot:
                     raise ValueError(
                         f"form {form.id!r}: field name {field.name!r} is taken by the hub"
                     )
