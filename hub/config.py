@@ -236,6 +236,7 @@ class ImapSection(Section):
     password: SecretStr
     folder: str = "INBOX"
     tls: bool = True
+    ca_file: Annotated[str | None, AfterValidator(_existing_file)] = None
     move_to: str | None = Field(default=None, min_length=1)
 
 

@@ -2,7 +2,9 @@
 
 Debian's ``dovecot-imapd``, started with its own config file in a temporary
 folder: one static test user from a passwd-file, maildir storage in the same
-folder, plaintext login on 127.0.0.1 (no TLS). Stopped and removed at the end.
+folder; plain IMAP on one port and implicit TLS (IMAPS) on another, with a
+self-signed certificate for 127.0.0.1 made by ``openssl`` (``ca_file`` trusts
+it). Stopped and removed at the end.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class DovecotServer:
     port: int
     root: str
     process: subprocess.Popen[bytes]
+    tls_port: int = 0
+    ca_file: str = ""
     user: str = "hub"
     password: str = "s3cret-test-password"
     host: str = "127.0.0.1"
@@ -54,7 +58,7 @@ class DovecotServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _config(root: str, port: int, owner: str, uid: int, gid: int) -> str:
+def _config(root: str, port: int, tls_port: int, owner: str, uid: int, gid: int) -> str:
     return f"""\
 base_dir = {root}/run
 state_dir = {root}/state
@@ -62,7 +66,9 @@ instance_name = hub-test-{port}
 log_path = {root}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+ssl = yes
+ssl_cert = <{root}/cert.pem
+ssl_key = <{root}/key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
@@ -89,7 +95,9 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
+    ssl = yes
   }}
 }}
 service auth-worker {{
@@ -126,7 +134,17 @@ def start(timeout: float = 20.0) -> DovecotServer:
     for sub in ("run", "state", "mail", "home"):
         os.makedirs(os.path.join(root, sub))
         os.chown(os.path.join(root, sub), uid, gid)
-    port = _free_port()
+    port, tls_port = _free_port(), _free_port()
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-keyout", os.path.join(root, "key.pem"), "-out", os.path.join(root, "cert.pem")),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    os.chmod(os.path.join(root, "key.pem"), 0o644)
     server_user = DovecotServer.user
     server_password = DovecotServer.password
     with open(os.path.join(root, "passwd"), "w") as fh:
@@ -134,13 +152,13 @@ def start(timeout: float = 20.0) -> DovecotServer:
     os.chmod(os.path.join(root, "passwd"), 0o644)
     config = os.path.join(root, "dovecot.conf")
     with open(config, "w") as fh:
-        fh.write(_config(root, port, owner, uid, gid))
+        fh.write(_config(root, port, tls_port, owner, uid, gid))
     process = subprocess.Popen(
         [DOVECOT, "-F", "-c", config],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    server = DovecotServer(port, root, process)
+    server = DovecotServer(port, root, process, tls_port, os.path.join(root, "cert.pem"))
     deadline = time.monotonic() + timeout
     while not _accepts(port):
         if process.poll() is not None or time.monotonic() > deadline:

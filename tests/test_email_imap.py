@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 
 from channels.email.channel import EmailChannel
 from channels.email.imap import (
+    ImapError,
     ImapLoginError,
     ImapWatcher,
     MemoryCursorStore,
@@ -351,6 +352,39 @@ async def test_lost_connection_is_reopened_and_nothing_is_lost(
     finally:
         await w.stop()
     assert rec.delivered == ["lost-1@example.org", "lost-2@example.org"]
+
+
+async def test_implicit_tls_with_the_servers_certificate(
+    server: dovecot.DovecotServer, mailbox: Mailbox
+) -> None:
+    await mailbox.append("tls-1@example.org")
+    rec = Recorder()
+    w = watcher(
+        server,
+        mailbox,
+        rec,
+        MemoryCursorStore(),
+        port=server.tls_port,
+        tls=True,
+        ca_file=server.ca_file,
+    )
+    await w.start()
+    try:
+        await rec.until(lambda r: len(r.delivered) >= 1)
+    finally:
+        await w.stop()
+    assert rec.delivered == ["tls-1@example.org"]
+
+
+async def test_an_untrusted_certificate_fails_start_clearly(
+    server: dovecot.DovecotServer, mailbox: Mailbox
+) -> None:
+    rec = Recorder()
+    w = watcher(server, mailbox, rec, MemoryCursorStore(), port=server.tls_port, tls=True)
+    with pytest.raises(ImapError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify"):
+        await asyncio.wait_for(w.start(), TIMEOUT)
+    await w.stop()
+    assert rec.attempts == 0
 
 
 async def test_wrong_password_fails_start_without_showing_it(

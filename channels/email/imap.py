@@ -162,8 +162,9 @@ class ImapWatcher:
         s = self.settings
         self._lost.clear()
         if s.tls:
+            context = ssl.create_default_context(cafile=s.ca_file)
             client = aioimaplib.IMAP4_SSL(
-                s.host, s.port, timeout=self.timeout_s, ssl_context=ssl.create_default_context()
+                s.host, s.port, timeout=self.timeout_s, ssl_context=context
             )
         else:
             client = aioimaplib.IMAP4(s.host, s.port, timeout=self.timeout_s)
@@ -321,7 +322,8 @@ class ImapWatcher:
             # Handed over together, so that ingest commits them as one group; each
             # is handed over in UID order, and a failed one stops the cursor there.
             outcomes = await asyncio.gather(*(self._deliver_one(u, r) for u, r in fetched))
-            done = [uid for (uid, _), outcome in zip(fetched, outcomes) if outcome == "delivered"]
+            delivered = zip(fetched, outcomes, strict=True)
+            done = [uid for (uid, _), outcome in delivered if outcome == "delivered"]
             if done:
                 await self._file(client, done)
             complete = next(
