@@ -3,10 +3,15 @@ the assembled hub with Telegram on the local Bot API (issue 5): a person fills
 the hosted form, sees the field errors, corrects them and sees the thank-you; a
 page on a second local origin embeds the script and submits, while a third
 origin is refused; each request lands on the right client and in the managers'
-topic, with what the person typed shown as text, never as markup."""
+topic, with what the person typed shown as text, never as markup; the person
+gets the confirmation and the manager's answer by email (a loopback SMTP relay)."""
 
 from __future__ import annotations
 
+import asyncio
+import email
+import email.header
+import email.message
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +21,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 
 from hub import config as hub_config
@@ -23,6 +29,7 @@ from hub.app import Hub
 from storage import Database
 from storage.models import Identity, Interaction
 from tests.botapi import BotApiServer, Limits
+from tests.botapi.world import User
 
 CHROMIUM = os.environ.get("HUB_CHROMIUM", "/usr/bin/chromium")
 NAME = "Анна <b>Смирнова</b>"  # markup typed by a person stays text everywhere
@@ -55,14 +62,61 @@ async def browser() -> AsyncIterator[Any]:
             await chromium.close()
 
 
+class Relay:
+    """A loopback SMTP relay that keeps what the hub sends."""
+
+    def __init__(self) -> None:
+        self.mail: list[email.message.Message] = []
+        self.changed = asyncio.Condition()
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.mail.append(email.message_from_bytes(envelope.original_content or b""))
+        async with self.changed:
+            self.changed.notify_all()
+        return "250 OK"
+
+    async def wait_for(self, count: int, timeout: float = 15) -> list[email.message.Message]:
+        async with asyncio.timeout(timeout), self.changed:
+            await self.changed.wait_for(lambda: len(self.mail) >= count)
+        return self.mail
+
+
+@asynccontextmanager
+async def relay() -> AsyncIterator[tuple[Relay, int]]:
+    handler = Relay()
+    server = await asyncio.get_running_loop().create_server(lambda: SMTP(handler), "127.0.0.1", 0)
+    try:
+        yield handler, server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 @asynccontextmanager
 async def hub_with_forms(
-    db_url: str, tmp_path: Path, server: BotApiServer, shop_origin: str
-) -> AsyncIterator[str]:
+    db_url: str,
+    tmp_path: Path,
+    server: BotApiServer,
+    shop_origin: str,
+    relay_port: int | None = None,
+) -> AsyncIterator[tuple[str, User]]:
     port = _free_port()
     manager = server.add_manager("Мария")
+    outbound = (
+        {
+            "outbound": {
+                "host": "127.0.0.1",
+                "port": relay_port,
+                "from": "Support <help@support.example>",
+                "starttls": False,
+            }
+        }
+        if relay_port
+        else {}
+    )
     config = hub_config.parse(
         {
+            "email": outbound,
             "storage": {"url": db_url, "attachments_dir": str(tmp_path / "files")},
             "admin": {"listen": f"127.0.0.1:{_free_port()}", "token": "browser-admin-token-0123"},
             "hub": {"language": "ru"},
@@ -77,7 +131,12 @@ async def hub_with_forms(
             "webform": {
                 "listen": f"127.0.0.1:{port}",
                 "forms": [
-                    {"id": "contact", "min_fill_seconds": 0, "title_ru": "Напишите нам"},
+                    {
+                        "id": "contact",
+                        "min_fill_seconds": 0,
+                        "title_ru": "Напишите нам",
+                        "confirm_email": True,
+                    },
                     {
                         "id": "embed",
                         "language": "en",
@@ -90,7 +149,7 @@ async def hub_with_forms(
         }
     )
     async with Hub(config).lifespan():
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", manager
 
 
 @asynccontextmanager
@@ -154,7 +213,11 @@ def _topic_texts(server: BotApiServer) -> Callable[[], list[str] | None]:
 async def test_a_person_fills_the_hosted_form(browser: Any, db_url: str, tmp_path: Path) -> None:
     async with (
         BotApiServer(limits=Limits.off()) as server,
-        hub_with_forms(db_url, tmp_path, server, "http://127.0.0.1:1") as base,
+        relay() as (mailbox, relay_port),
+        hub_with_forms(db_url, tmp_path, server, "http://127.0.0.1:1", relay_port) as (
+            base,
+            manager,
+        ),
     ):
         page = await browser.new_page()
         await page.goto(f"{base}/f/contact?utm_source=browser-test")
@@ -198,6 +261,18 @@ async def test_a_person_fills_the_hosted_form(browser: Any, db_url: str, tmp_pat
         assert NAME in joined
         assert "<script>alert(1)</script>" in joined
 
+        # The manager answers in the topic; the answer goes to the person by email,
+        # after the confirmation the form asked for.
+        await server.manager_sends_in_topic(manager, topic.message_thread_id, "Позвоним завтра.")
+        confirmation, answer = await mailbox.wait_for(2)
+        assert confirmation["To"] == answer["To"] == "anna@example.com"
+        assert confirmation["Auto-Submitted"] == "auto-replied"
+        assert "Напишите нам" in str(
+            email.header.make_header(email.header.decode_header(confirmation["Subject"]))
+        )
+        body = answer.get_payload(0).get_payload(decode=True).decode()
+        assert "Позвоним завтра." in body
+
 
 async def test_a_page_on_another_origin_embeds_the_form(
     browser: Any, db_url: str, tmp_path: Path
@@ -206,7 +281,7 @@ async def test_a_page_on_another_origin_embeds_the_form(
     shop_origin = f"http://127.0.0.1:{shop_port}"
     async with (
         BotApiServer(limits=Limits.off()) as server,
-        hub_with_forms(db_url, tmp_path, server, shop_origin) as base,
+        hub_with_forms(db_url, tmp_path, server, shop_origin) as (base, _),
         shop(shop_port, base),
     ):
         page = await browser.new_page()
