@@ -494,3 +494,16 @@ def test_form_config_problems_are_named(form: dict[str, Any], problem: str) -> N
         hub_config.parse({"admin": {"token": "t"}, "webform": {"forms": [{"id": "f", **form}]}})
     [line] = info.value.problems
     assert line.startswith("webform") and problem in line
+
+
+async def test_storage_down_is_a_clear_503_and_the_retry_is_free(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with site(db_url, tmp_path) as s:
+        assert s.hub.ingestor is not None
+        await s.hub.ingestor.stop()  # the hub takes nothing more: the form must say so
+        status, body, _ = await s.post("contact", json_body=CONTACT)
+        assert status == 503 and "try again" in body["errors"]["_form"]
+        await s.hub.ingestor.start()
+        status, body, _ = await s.post("contact", json_body=CONTACT)
+        assert status == 201 and body["duplicate"] is False
