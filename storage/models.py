@@ -179,7 +179,11 @@ class Outbox(Base):
 
 class Reminder(Base):
     __tablename__ = "reminders"
-    __table_args__ = (Index("ix_reminders_due", "status", "due_at"),)
+    __table_args__ = (
+        Index("ix_reminders_due", "status", "due_at"),
+        # an automatic follow-up's key: created once per occasion
+        Index("ix_reminders_key", "key", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id"))
@@ -192,6 +196,9 @@ class Reminder(Base):
     claimed_until: Mapped[datetime | None]
     created_at: Mapped[datetime]
     fired_at: Mapped[datetime | None]
+    key: Mapped[str | None] = mapped_column(String(200))
+    # a delivered reminder's buttons act only on the firing they came with
+    fired_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Audit(Base):
