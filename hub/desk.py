@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from hub import loggers, replies
+from hub import loggers, reminders, replies
 from hub.attachments import AttachmentStore
 from hub.clock import Clock
 from hub.errors import HubError
@@ -321,6 +321,22 @@ class Desk:
             )
         loggers.event(log, "staff.action", action=action, client=client_id, manager=manager.id)
         return reply
+
+    async def settle_reminder(
+        self, reminder_id: int, fired: int, manager: ManagerRef, action: str, *, key: str
+    ) -> str:
+        return await reminders.settle(
+            self.db,
+            self.clock,
+            reminder_id=reminder_id,
+            fired_count=fired,
+            manager=manager,
+            action=action,
+            key=key,
+            staff_channel=self.staff_channel or "staff",
+            language=manager.language or self.language,
+            timezone=self.timezone,
+        )
 
     async def inbox(self, manager: ManagerRef) -> list[InboxItem]:
         async with self.db.read() as conn:

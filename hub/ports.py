@@ -128,6 +128,13 @@ class StaffDesk(Protocol):
         ``key`` (the id of the manager's message or button press) makes a repeated
         call return the first confirmation without acting again."""
 
+    async def settle_reminder(
+        self, reminder_id: int, fired: int, manager: ManagerRef, action: str, *, key: str
+    ) -> str:
+        """A button on a delivered reminder (done, snooze_hour, snooze_day): only for
+        the reminder's manager, once per delivery (``fired``: which one); logged on
+        the client; return the answer to show (localized)."""
+
     async def inbox(self, manager: ManagerRef) -> list[InboxItem]:
         """Open requests assigned to the manager, oldest first."""
 

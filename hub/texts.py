@@ -19,6 +19,33 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "Reminder set for {when}: {text}",
     },
     "reminder": {"ru": "⏰ Напоминание: {text}", "en": "⏰ Reminder: {text}"},
+    "reminder_follow_up": {
+        "ru": "⏰ Клиент не ответил на ваше сообщение: напомните о себе",
+        "en": "⏰ The client has not answered your message: follow up",
+    },
+    "reminder_stage": {
+        "ru": "⏰ Пора снова связаться с клиентом (стадия {stage})",
+        "en": "⏰ Time to contact the client again (stage {stage})",
+    },
+    "reminder_done": {
+        "ru": "Напоминание выполнено: {text} ({manager})",
+        "en": "Reminder done: {text} ({manager})",
+    },
+    "reminder_snoozed": {
+        "ru": "Напоминание отложено до {when}: {text} ({manager})",
+        "en": "Reminder snoozed until {when}: {text} ({manager})",
+    },
+    "reminder_not_yours": {
+        "ru": "Это напоминание другого менеджера: его кнопки только для него",
+        "en": "This reminder is another manager's: only they can use its buttons",
+    },
+    "reminder_settled": {
+        "ru": "С этим напоминанием уже разобрались",
+        "en": "This reminder has been dealt with already",
+    },
+    "button_done": {"ru": "Готово", "en": "Done"},
+    "button_snooze_hour": {"ru": "Через 1 ч", "en": "Snooze 1 h"},
+    "button_snooze_day": {"ru": "Через 1 день", "en": "Snooze 1 day"},
     "no_open": {"ru": "Нет открытых обращений", "en": "No open requests"},
     "unknown_manager": {
         "ru": "Менеджер «{name}» не найден",

@@ -36,6 +36,7 @@ from hub.errors import PermanentDeliveryError, TemporaryDeliveryError
 from hub.identities import identity
 from hub.ingest import Ingestor
 from hub.ports import ChannelLimits, InboundSink
+from hub.reminders import fire_due
 from hub.types import (
     Attachment,
     Channel,
@@ -568,6 +569,82 @@ async def test_buttons_act_answer_and_refresh_the_card(hub: StaffDesk) -> None:
         ),
     )
     assert [e.text for e in events] == ["Taken by Maria", "Resolved by Maria", "Reopened by Maria"]
+
+
+async def test_a_reminder_comes_with_done_and_snooze_buttons_for_its_manager_only(
+    hub: StaffDesk,
+) -> None:
+    """Issue 6 "Reminders": delivered with done, snooze 1 h, snooze 1 day; a press acts
+    once, for the reminder's manager only, and is logged on the client."""
+    assert isinstance(hub.clock, FrozenClock)
+    maria = await hub.manager("Maria")
+    boris = await hub.manager("Boris")
+    await hub.server.user_sends(maria, "/start")
+    await hub.feed()
+    anna = await hub.writes(ANNA, "hi")
+    await hub.flush()
+    await hub.says(maria, hub.thread("Anna"), "/remind 2h call back")
+    hub.clock.advance(timedelta(hours=2))
+    assert await fire_due(hub.db, hub.clock, staff_channel="telegram") == 1
+    await hub.flush()
+    notice = hub.server.sent_to(maria.id)[-1]
+    assert notice["text"].splitlines()[1] == "⏰ Reminder: call back"
+    buttons = notice["reply_markup"]["inline_keyboard"][0]
+    assert [b["text"] for b in buttons] == ["Done", "Snooze 1 h", "Snooze 1 day"]
+    [rid] = [r.id for r in await rows(hub.db, select(Reminder.id))]
+    assert [b["callback_data"] for b in buttons] == [
+        f"hub:rem:done:{rid}:1",
+        f"hub:rem:snooze_hour:{rid}:1",
+        f"hub:rem:snooze_day:{rid}:1",
+    ]
+
+    async def press(user: Any, message: Any, data: str) -> str:
+        query = await hub.server.callback(user, message, data)
+        await hub.feed()
+        return str(hub.server.callback_answers[query["callback_query"]["id"]]["text"])
+
+    async def state() -> tuple[str, datetime]:
+        [found] = await rows(hub.db, select(Reminder.status, Reminder.due_at))
+        return found.status, found.due_at
+
+    # Another manager's press is refused, told why and recorded.
+    answer = await press(boris, notice, f"hub:rem:snooze_hour:{rid}:1")
+    assert answer == "This reminder is another manager's: only they can use its buttons"
+    assert await state() == ("fired", T0 + timedelta(hours=2))
+    [refused] = await rows(hub.db, select(Audit.actor, Audit.object_id))
+    assert tuple(refused) == (f"telegram:{boris.id}", rid)
+
+    answer = await press(maria, notice, f"hub:rem:snooze_hour:{rid}:1")
+    assert answer == "Reminder snoozed until 05.01 13:00: call back (Maria)"
+    assert await state() == ("pending", T0 + timedelta(hours=3))
+    # Pressed again (or the other snooze): nothing moves.
+    assert await press(maria, notice, f"hub:rem:snooze_day:{rid}:1") == (
+        "This reminder has been dealt with already"
+    )
+    assert await state() == ("pending", T0 + timedelta(hours=3))
+
+    hub.clock.advance(timedelta(hours=1))
+    assert await fire_due(hub.db, hub.clock, staff_channel="telegram") == 1
+    await hub.flush()
+    again = hub.server.sent_to(maria.id)[-1]
+    assert again["message_id"] != notice["message_id"]
+    # The first delivery's buttons are spent; the second's work.
+    assert await press(maria, notice, f"hub:rem:done:{rid}:1") == (
+        "This reminder has been dealt with already"
+    )
+    assert await press(maria, again, f"hub:rem:done:{rid}:2") == "Reminder done: call back (Maria)"
+    assert (await state())[0] == "done"
+    events = await rows(
+        hub.db,
+        select(Interaction.text)
+        .where(Interaction.client_id == anna.client_id, Interaction.direction == "event")
+        .order_by(Interaction.id),
+    )
+    assert [e.text for e in events if e.text.startswith("Reminder ")] == [
+        "Reminder set for 2026-01-05T12:00+00:00: call back",
+        "Reminder snoozed until 05.01 13:00: call back (Maria)",
+        "Reminder done: call back (Maria)",
+    ]
 
 
 async def test_strangers_are_ignored_and_recorded(hub: StaffDesk) -> None:

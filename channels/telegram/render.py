@@ -155,6 +155,41 @@ def parse_callback(data: str | None) -> tuple[str, int] | None:
     return action, int(client)
 
 
+REMINDER_BUTTONS = ("done", "snooze_hour", "snooze_day")
+_REMINDER_PREFIX = f"{CALLBACK_PREFIX}rem:"
+
+
+def reminder_callback(action: str, reminder_id: int, fired: int) -> str:
+    data = f"{_REMINDER_PREFIX}{action}:{reminder_id}:{fired}"
+    assert len(data.encode()) <= CALLBACK_LIMIT
+    return data
+
+
+def parse_reminder_callback(data: str | None) -> tuple[str, int, int] | None:
+    """``("done", 7, 1)`` from ``"hub:rem:done:7:1"`` (the reminder and its firing)."""
+    if not data or not data.startswith(_REMINDER_PREFIX):
+        return None
+    action, _, rest = data.removeprefix(_REMINDER_PREFIX).partition(":")
+    reminder, _, fired = rest.partition(":")
+    if action not in REMINDER_BUTTONS or not reminder.isdigit() or not fired.isdigit():
+        return None
+    return action, int(reminder), int(fired)
+
+
+def reminder_keyboard(reminder_id: int, fired: int, language: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=text(f"button_{action}", language),
+                    callback_data=reminder_callback(action, reminder_id, fired),
+                )
+                for action in REMINDER_BUTTONS
+            ]
+        ]
+    )
+
+
 def card_keyboard(client_id: int, language: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         inline_keyboard=[

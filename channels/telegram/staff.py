@@ -272,6 +272,14 @@ def _command(body: str) -> tuple[str | None, str]:
     return name, parts[1].strip() if len(parts) > 1 else ""
 
 
+def _reminder_keyboard(message: OutboundMessage, language: str) -> InlineKeyboardMarkup | None:
+    """Done and snooze buttons for a delivered reminder (its id and firing in extras)."""
+    reminder, fired = message.extras.get("reminder"), message.extras.get("fired")
+    if message.kind != "reminder" or not isinstance(reminder, int) or not isinstance(fired, int):
+        return None
+    return render.reminder_keyboard(reminder, fired, language)
+
+
 def _has_content(message: Message) -> bool:
     """What a person wrote or sent (not a service message: topic created, member joined)."""
     return bool(message.text or message.caption) or any(
@@ -819,8 +827,11 @@ class StaffSide:
         if message.subject and message.kind == "assigned":
             body = f"{message.subject}\n{body}"
         parts = render.notice_html(headline, body, topic, language)
+        keyboard = _reminder_keyboard(message, language)
         try:
-            return await self._say(bot, chat, None, parts, wait=self.max_wait, strict=True)
+            return await self._say(
+                bot, chat, None, parts, keyboard=keyboard, wait=self.max_wait, strict=True
+            )
         except DeliveryError as exc:
             if best_effort:
                 loggers.event(log, "staff.private_failed", chat=chat, error=exc.reason)
@@ -1062,6 +1073,10 @@ class StaffSide:
 
     async def _button(self, bot: Bot, query: CallbackQuery) -> None:
         manager = await self.desk.manager(query.from_user.id)
+        on_reminder = render.parse_reminder_callback(query.data)
+        if manager is not None and on_reminder is not None:
+            await self._reminder_button(bot, query, manager, *on_reminder)
+            return
         parsed = render.parse_callback(query.data)
         if manager is None or parsed is None:
             try:
@@ -1098,6 +1113,31 @@ class StaffSide:
                 wait=self.max_wait,
                 strict=False,
             )
+
+    async def _reminder_button(
+        self,
+        bot: Bot,
+        query: CallbackQuery,
+        manager: ManagerRef,
+        action: str,
+        reminder_id: int,
+        fired: int,
+    ) -> None:
+        """Done or snooze on a delivered reminder; the answer shows in the button's toast."""
+        reply: str | None = None
+        try:
+            reply = await self.desk.settle_reminder(
+                reminder_id, fired, manager, action, key=f"tg:callback:{query.id}"
+            )
+            loggers.event(
+                log,
+                "staff.reminder_button",
+                action=action,
+                reminder=reminder_id,
+                manager=manager.id,
+            )
+        finally:
+            await self._answer_query(bot, query, reply)
 
     async def _answer_query(self, bot: Bot, query: CallbackQuery, reply: str | None) -> None:
         try:
