@@ -22,7 +22,7 @@ from hub.desk import Desk
 from hub.dispatcher import Dispatcher
 from hub.ingest import AutoReplies, Ingestor
 from hub.ports import ChannelPort
-from hub.reminders import fire_due
+from hub.reminders import ReminderLoop, scan
 from routing.hours import parse_hours
 from storage import Database
 from storage import managers as managers_q
@@ -110,6 +110,7 @@ class Hub:
         self.db: Database | None = None
         self.ingestor: Ingestor | None = None
         self.dispatcher: Dispatcher | None = None
+        self.reminders: ReminderLoop | None = None
         self.admin: AdminServer | None = None
 
     @asynccontextmanager
@@ -165,9 +166,14 @@ class Hub:
 
             scheduler = AsyncIOScheduler(timezone=config.hub.timezone)
             scheduler.add_job(self._report_queue, "interval", seconds=60, id="queue-stats")
-            scheduler.add_job(
-                self._fire_reminders, "interval", seconds=5, id="reminders", args=[staff_channel]
-            )
+            if config.reminders.follow_up_days > 0 or config.reminders.stages:
+                scheduler.add_job(
+                    self._scan_reminders,
+                    "interval",
+                    seconds=config.reminders.scan_every_s,
+                    id="follow-ups",
+                    next_run_time=self.clock.now(),
+                )
             scheduler.start()
             stack.callback(scheduler.shutdown, wait=False)
 
@@ -189,6 +195,18 @@ class Hub:
             stack.push_async_callback(ingestor.stop)
             await dispatcher.start()
             stack.push_async_callback(dispatcher.stop)
+            # Fires what fell due while the hub was down at once, then each on time.
+            reminders = self.reminders = ReminderLoop(
+                db,
+                self.clock,
+                staff_channel=staff_channel,
+                language=config.hub.language,
+                max_sleep=config.reminders.max_sleep_s,
+                batch=config.reminders.batch,
+                on_fired=lambda _: dispatcher.wake(),
+            )
+            await reminders.start()
+            stack.push_async_callback(reminders.stop)
 
             # The admin API first: /healthz answers 503 until every channel listens.
             host, port = split_listen(config.admin.listen)
@@ -217,18 +235,22 @@ class Hub:
                 self.ready = False
                 loggers.event(log, "hub.stopping")
 
-    async def _fire_reminders(self, staff_channel: str | None) -> None:
+    async def _scan_reminders(self) -> None:
         if self.db is None:
             return
+        settings = self.config.reminders
         try:
-            fired = await fire_due(
-                self.db, self.clock, staff_channel=staff_channel, language=self.config.hub.language
+            created = await scan(
+                self.db,
+                self.clock,
+                follow_up_days=settings.follow_up_days,
+                stages=[(s.stage, s.every_days) for s in settings.stages],
             )
         except Exception as exc:  # the database may be down: the next run retries
-            loggers.event(log, "reminders.failed", 30, error=loggers.redact(str(exc)[:200]))
+            loggers.event(log, "follow_ups.failed", 30, error=loggers.redact(str(exc)[:200]))
             return
-        if fired and self.dispatcher is not None:
-            self.dispatcher.wake()
+        if created and self.reminders is not None:
+            self.reminders.wake()
 
     async def _report_queue(self) -> None:
         if self.db is None:

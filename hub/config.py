@@ -379,6 +379,37 @@ class WebformSection(Section):
         return self
 
 
+class StageContactSection(Section):
+    stage: str
+    every_days: float = Field(gt=0)
+
+    @field_validator("stage")
+    @classmethod
+    def _known_stage(cls, value: str) -> str:
+        from hub.desk import STAGES  # the desk owns the list of stages
+
+        if value not in STAGES:
+            raise ValueError(f"unknown stage {value!r}; stages: {', '.join(STAGES)}")
+        return value
+
+
+class RemindersSection(Section):
+    follow_up_days: float = Field(default=0, ge=0)
+    stages: list[StageContactSection] = []
+    scan_every_s: float = Field(default=300.0, gt=0)
+    max_sleep_s: float = Field(default=1.0, gt=0, le=60)
+    batch: int = Field(default=500, ge=1, le=10_000)
+
+    @field_validator("stages")
+    @classmethod
+    def _unique_stages(cls, stages: list[StageContactSection]) -> list[StageContactSection]:
+        names = [s.stage for s in stages]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"stage {twice[0]!r} is listed twice")
+        return stages
+
+
 class Config(Section):
     hub: HubSection = HubSection()
     storage: StorageSection = StorageSection()
@@ -389,6 +420,7 @@ class Config(Section):
     managers: list[ManagerSection] = []
     email: EmailSection = EmailSection()
     webform: WebformSection = WebformSection()
+    reminders: RemindersSection = RemindersSection()
 
     @field_validator("managers")
     @classmethod
