@@ -23,6 +23,7 @@ from hub.dispatcher import Dispatcher
 from hub.ingest import AutoReplies, Ingestor
 from hub.ports import ChannelPort
 from hub.reminders import ReminderLoop, scan
+from hub.rules import compile_rules
 from routing.hours import parse_hours
 from storage import Database
 from storage import managers as managers_q
@@ -157,12 +158,18 @@ class Hub:
                             "hours": m.hours,
                             "timezone": m.timezone,
                             "capacity": m.capacity,
-                            "attrs": {"skills": m.skills, "team": m.team, "language": m.language},
+                            "attrs": {
+                                "skills": m.skills,
+                                "team": m.team,
+                                "language": m.language,
+                                "holidays": [d.isoformat() for d in m.holidays],
+                            },
                         }
                         for m in config.managers
                     ],
                     self.clock.now(),
                 )
+                manager_ids = await managers_q.ids_by_name(conn)
 
             scheduler = AsyncIOScheduler(timezone=config.hub.timezone)
             scheduler.add_job(self._report_queue, "interval", seconds=60, id="queue-stats")
@@ -190,6 +197,8 @@ class Hub:
                 max_batch=config.storage.group_commit_max,
                 on_commit=dispatcher.wake,
                 auto_replies=auto_replies(config),
+                rules=compile_rules(config, manager_ids),
+                holidays=config.routing.holidays,
             )
             await ingestor.start()
             stack.push_async_callback(ingestor.stop)

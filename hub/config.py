@@ -11,6 +11,7 @@ import os
 import re
 import tomllib
 import zoneinfo
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -177,6 +178,7 @@ class ManagerSection(Section):
     skills: list[str] = []
     team: str | None = None
     language: Literal["ru", "en"] | None = None
+    holidays: list[date] = []
 
     @field_validator("hours")
     @classmethod
@@ -194,12 +196,6 @@ class ManagerSection(Section):
         return value if value is None else HubSection._tz(value)
 
 
-def _existing_file(value: str | None) -> str | None:
-    if value is not None and not Path(value).is_file():
-        raise ValueError(f"no such file: {value}")
-    return value
-
-
 class SmtpUser(Section):
     user: str = Field(min_length=1)
     password: SecretStr
@@ -209,8 +205,8 @@ class SmtpServerSection(Section):
     listen: Listen | None = None
     domains: list[str] = []
     max_message_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
-    tls_cert: Annotated[str | None, AfterValidator(_existing_file)] = None
-    tls_key: Annotated[str | None, AfterValidator(_existing_file)] = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
     require_tls: bool = False
     users: list[SmtpUser] = []
     require_auth: bool = False
@@ -236,7 +232,7 @@ class ImapSection(Section):
     password: SecretStr
     folder: str = "INBOX"
     tls: bool = True
-    ca_file: Annotated[str | None, AfterValidator(_existing_file)] = None
+    ca_file: str | None = None
     move_to: str | None = Field(default=None, min_length=1)
 
 
@@ -379,6 +375,105 @@ class WebformSection(Section):
         return self
 
 
+def _check_hours(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_hours(value)
+        except HoursError as exc:
+            raise ValueError(str(exc)) from exc
+    return value
+
+
+def _check_regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+    return value
+
+
+RoutingStrategy = Literal["owner_first", "round_robin", "least_loaded", "skill", "all", "queue"]
+Priority = Literal["low", "normal", "high", "urgent"]
+ChannelName = Literal["telegram", "email", "webform"]
+
+
+class RuleSection(Section):
+    """A routing rule: every condition given must hold; then its actions apply."""
+
+    name: str = Field(min_length=1)
+    channels: list[ChannelName] = []
+    accounts: list[str] = []
+    keywords: list[str] = []
+    regex: Annotated[str | None, AfterValidator(_check_regex)] = None
+    languages: list[str] = []
+    tags: list[str] = []
+    stages: list[str] = []
+    owners: list[str] = []
+    client: Literal["new", "returning"] | None = None
+    hours: Annotated[str | None, AfterValidator(_check_hours)] = None
+    strategy: RoutingStrategy | None = None
+    managers: list[str] = []
+    skill: str | None = None
+    priority: Priority | None = None
+    add_tags: list[str] = []
+    reply_ru: str | None = None
+    reply_en: str | None = None
+    sla: str | None = None
+
+    @model_validator(mode="after")
+    def _skill(self) -> RuleSection:
+        if self.strategy == "skill" and not self.skill:
+            raise ValueError(f"rule {self.name!r}: strategy 'skill' needs skill")
+        return self
+
+
+class RoutingSection(Section):
+    strategy: RoutingStrategy = "owner_first"
+    accept_timeout_minutes: float = Field(default=10.0, gt=0, le=7 * 24 * 60)
+    holidays: list[date] = []
+    rules: list[RuleSection] = []
+
+    @field_validator("rules")
+    @classmethod
+    def _unique(cls, rules: list[RuleSection]) -> list[RuleSection]:
+        names = [r.name for r in rules]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"rule name {twice[0]!r} is used twice")
+        return rules
+
+
+class SlaPolicy(Section):
+    """Response deadlines for the conversations it applies to (by priority and
+    channel, or named by a routing rule's ``sla``)."""
+
+    name: str = Field(min_length=1)
+    priorities: list[Priority] = []
+    channels: list[ChannelName] = []
+    first_response_minutes: float | None = Field(default=None, gt=0)
+    next_response_minutes: float | None = Field(default=None, gt=0)
+    resolution_hours: float | None = Field(default=None, gt=0)
+    calendar: Literal["working", "calendar"] = "working"
+    hours: Annotated[str | None, AfterValidator(_check_hours)] = None
+    remind_at: float = Field(default=0.8, gt=0, lt=1)
+    reassign_after_minutes: float | None = Field(default=30.0, gt=0)
+    supervisors: list[str] = []
+
+
+class SlaSection(Section):
+    policies: list[SlaPolicy] = []
+
+    @field_validator("policies")
+    @classmethod
+    def _unique(cls, policies: list[SlaPolicy]) -> list[SlaPolicy]:
+        names = [p.name for p in policies]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"policy name {twice[0]!r} is used twice")
+        return policies
+
+
 class StageContactSection(Section):
     stage: str
     every_days: float = Field(gt=0)
@@ -421,6 +516,8 @@ class Config(Section):
     email: EmailSection = EmailSection()
     webform: WebformSection = WebformSection()
     reminders: RemindersSection = RemindersSection()
+    routing: RoutingSection = RoutingSection()
+    sla: SlaSection = SlaSection()
 
     @field_validator("managers")
     @classmethod
@@ -431,6 +528,26 @@ class Config(Section):
                 raise ValueError(f"telegram_id {manager.telegram_id} is used twice")
             seen.add(manager.telegram_id)
         return managers
+
+    @model_validator(mode="after")
+    def _names(self) -> Config:
+        """Routing rules and SLA policies name managers and policies that exist."""
+        managers = {m.name for m in self.managers}
+        policies = {p.name for p in self.sla.policies}
+        problems = []
+        for rule in self.routing.rules:
+            for name in [*rule.managers, *(o for o in rule.owners if o != "none")]:
+                if name not in managers:
+                    problems.append(f"rule {rule.name!r}: no manager named {name!r}")
+            if rule.sla is not None and rule.sla not in policies:
+                problems.append(f"rule {rule.name!r}: no SLA policy named {rule.sla!r}")
+        for policy in self.sla.policies:
+            for name in policy.supervisors:
+                if name not in managers:
+                    problems.append(f"SLA policy {policy.name!r}: no manager named {name!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class _MissingKeys(ValueError):

@@ -18,9 +18,9 @@ import functools
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -33,8 +33,9 @@ from hub.bounces import record_bounce
 from hub.clock import Clock
 from hub.errors import MessageRejected, StorageUnavailable
 from hub.replies import REPLY_ROUTE
+from hub.rules import needs_profile
 from hub.types import Channel, Delivery, Direction, InboundMessage, IngestResult
-from routing import Decision, ManagerInfo, Request, Snapshot, decide
+from routing import Decision, ManagerInfo, Request, Rules, Snapshot, decide
 from routing.hours import Hours, parse_hours
 from storage import Database
 from storage import ingest as q
@@ -120,8 +121,14 @@ class Ingestor:
         max_batch: int = 2000,
         on_commit: Callable[[], None] | None = None,
         auto_replies: AutoReplies | None = None,
+        rules: Rules | None = None,
+        holidays: Iterable[date] = (),
     ) -> None:
         self.db = db
+        self.rules = rules or Rules()
+        self.holidays = frozenset(holidays)
+        self.needs_profile = needs_profile(self.rules)
+        self.last_given: dict[str, int] = {}  # round robin, kept between batches
         self.clock = clock
         self.attachments = attachments
         self.staff_channel = staff_channel
@@ -300,6 +307,11 @@ class _BatchWriter:
         self.now = now
         self.snapshot: Snapshot | None = None
         self.telegram_ids: dict[int, int] = {}
+        self.clients: list[int] = []
+        self.profiles: dict[int, q.ClientProfile] | None = None
+        # What matched routing rules ask for, applied set-based after routing.
+        self.new_tags: dict[int, tuple[str, ...]] = {}
+        self.rule_replies: dict[int, Decision] = {}
 
     def run(self, batch: list[_Pending]) -> list[IngestResult]:
         conn, now = self.conn, self.now
@@ -412,6 +424,7 @@ class _BatchWriter:
         q.add_identities(conn, identity_rows)
 
         # 3. Conversations: a thread hint first, then the client's open one, else new.
+        self.clients = list(set(client_of.values()))
         hints_by_channel: dict[str, list[str]] = defaultdict(list)
         for x in fresh:
             hints_by_channel[batch[x].message.channel].extend(batch[x].message.thread_hints)
@@ -473,6 +486,7 @@ class _BatchWriter:
                 open_convs[(channel, client_id)] = conv
             if conv.assignee_id is None:
                 decision = self._route(m, client_id, owner_of[client_id], client_id in new_clients)
+                self._actions(x, conv, client_id, decision)
                 if decision.assignee_id is not None or (
                     conv.row is not None and conv not in queued
                 ):
@@ -500,6 +514,7 @@ class _BatchWriter:
             conn, [(c.id, c.assignee_id) for c in existing.values() if c.changed], now
         )
         q.set_owners(conn, owners)
+        self._apply_tags()
         q.opt_out(conn, [client_of[x] for x in fresh if batch[x].message.extras.get("opt_out")])
 
         # 4. The interactions: each message, and each routing decision as an event.
@@ -595,17 +610,53 @@ class _BatchWriter:
     def _route(
         self, m: InboundMessage, client_id: int, owner_id: int | None, new_client: bool
     ) -> Decision:
-        del client_id
         if self.snapshot is None:  # loaded once per batch, and only when needed
             self.snapshot = self._load_snapshot()
-        decision = decide(
-            self.snapshot,
-            Request(m.channel.value, m.account, owner_id, new_client, m.text),
-            self.now,
+        profile = self._profile(client_id)
+        request = Request(
+            m.channel.value,
+            m.account,
+            owner_id,
+            new_client,
+            m.text,
+            m.subject or "",
+            m.language or (profile.language if profile else None),
+            profile.tags if profile else frozenset(),
+            profile.stage if profile else None,
         )
+        decision = decide(self.snapshot, request, self.now, self.ing.rules)
         if decision.assignee_id is not None:
             self.snapshot.add_load(decision.assignee_id)
         return decision
+
+    def _profile(self, client_id: int) -> q.ClientProfile | None:
+        """The client's tags, stage and language; read (for the whole batch) only
+        when a rule looks at them."""
+        if not self.ing.needs_profile:
+            return None
+        if self.profiles is None:
+            self.profiles = q.client_profiles(self.conn, self.clients)
+        return self.profiles.get(client_id)
+
+    def _actions(self, x: int, conv: _Conv, client_id: int, decision: Decision) -> None:
+        """A matched rule's priority, tags and auto-reply."""
+        if decision.priority and conv.row is not None:
+            conv.row["priority"] = decision.priority
+        if decision.tags:
+            self.new_tags[client_id] = (*self.new_tags.get(client_id, ()), *decision.tags)
+        if decision.reply and conv.row is not None:
+            self.rule_replies[x] = decision
+
+    def _apply_tags(self) -> None:
+        if not self.new_tags:
+            return
+        current = q.client_profiles(self.conn, list(self.new_tags))
+        merged = {}
+        for client_id, tags in self.new_tags.items():
+            old = current[client_id].tags if client_id in current else frozenset()
+            if not set(tags) <= old:
+                merged[client_id] = sorted(old | set(tags))
+        q.set_client_tags(self.conn, merged)
 
     def _telegram_id(self, manager_id: int) -> int:
         if manager_id not in self.telegram_ids:
@@ -626,9 +677,15 @@ class _BatchWriter:
                     capacity=r.capacity,
                     load=r.load,
                     away=r.away,
+                    skills=frozenset((r.attrs or {}).get("skills") or ()),
+                    holidays=frozenset(
+                        date.fromisoformat(d) for d in (r.attrs or {}).get("holidays") or ()
+                    ),
                 )
                 for r in rows
-            ]
+            ],
+            holidays=self.ing.holidays,
+            last_given=self.ing.last_given,
         )
 
     def _interaction(self, p: _Pending, client_id: int, conv_id: int | None) -> tuple[Any, ...]:
@@ -708,6 +765,25 @@ class _BatchWriter:
                         _clip(confirmation.get("subject"), 500),
                     )
                 )
+            rule = self.rule_replies.get(x)
+            if rule is not None:
+                texts = dict(rule.reply)
+                body = texts.get(m.language or "") or next(iter(texts.values()))
+                target = self._reply_target(m)
+                if target is not None:
+                    out.append(
+                        (
+                            x,
+                            "rule_reply",
+                            body,
+                            target[0],
+                            m.account,
+                            target[1],
+                            conv.id if conv is not None else None,
+                            None,
+                        )
+                    )
+                continue  # the rule's own reply instead of the generic ones
             if replies is None:
                 continue
             if m.extras and m.extras.get("command") == "start":
@@ -739,6 +815,16 @@ class _BatchWriter:
                 )
             )
         return out
+
+    @staticmethod
+    def _reply_target(m: InboundMessage) -> tuple[str, str] | None:
+        """(channel, recipient) that reaches the sender of ``m``."""
+        route = REPLY_ROUTE.get(_CHANNEL[m.channel])
+        if route is None:
+            return None
+        channel, identity_kind = route
+        recipient = next((i.value for i in m.identities if i.kind == identity_kind), None)
+        return None if recipient is None else (channel, recipient)
 
     def _outbox(
         self,
@@ -775,6 +861,20 @@ class _BatchWriter:
                     )
                 )
         for x, conv, decision in decisions:
+            for offered in decision.offered:
+                iid = interaction_of[x]
+                out.append(
+                    self._notice(
+                        staff,
+                        str(self._telegram_id(offered)),
+                        "offer",
+                        batch[x].message,
+                        client_of[x],
+                        conv.id,
+                        iid,
+                        f"offer:{conv.id}:{offered}:{iid}",
+                    )
+                )
             if decision.assignee_id is None:
                 continue
             iid = interaction_of[x]

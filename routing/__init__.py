@@ -1,5 +1,25 @@
 """Routing: who gets a request. Pure code over a snapshot, no I/O."""
 
-from routing.engine import Decision, ManagerInfo, Request, Snapshot, decide
+from routing.engine import (
+    STRATEGIES,
+    Decision,
+    ManagerInfo,
+    Request,
+    Rule,
+    Rules,
+    Snapshot,
+    Strategy,
+    decide,
+)
 
-__all__ = ["Decision", "ManagerInfo", "Request", "Snapshot", "decide"]
+__all__ = [
+    "STRATEGIES",
+    "Decision",
+    "ManagerInfo",
+    "Request",
+    "Rule",
+    "Rules",
+    "Snapshot",
+    "Strategy",
+    "decide",
+]

@@ -74,6 +74,7 @@ class ManagerRow:
     timezone: str | None
     capacity: int
     away: bool
+    attrs: dict[str, Any] | None
     load: int
 
 
@@ -295,6 +296,46 @@ def set_owners(conn: Connection, owners: dict[int, int]) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ClientProfile:
+    tags: frozenset[str]
+    stage: str | None
+    language: str | None
+
+
+def client_profiles(conn: Connection, client_ids: Sequence[int]) -> dict[int, ClientProfile]:
+    """Tags, stage and language of these clients (for routing rules that ask)."""
+    if not client_ids:
+        return {}
+    c = clients.c
+    rows = conn.execute(
+        select(c.id, c.tags, c.stage, c.language).where(_one_of(conn.dialect.name, c.id, "ids")),
+        {"ids": _listed(conn, list(client_ids))},
+    )
+    return {row[0]: ClientProfile(frozenset(row[1] or ()), row[2], row[3]) for row in rows.all()}
+
+
+def set_client_tags(conn: Connection, tags: dict[int, list[str]]) -> None:
+    """Replace the tags of these clients (the caller merged old and new)."""
+    if tags:
+        c = clients.c
+        conn.execute(
+            update(clients).where(c.id == bindparam("b_id")).values(tags=bindparam("b_tags")),
+            [{"b_id": k, "b_tags": v} for k, v in tags.items()],
+        )
+
+
+def set_priorities(conn: Connection, priorities: dict[int, str]) -> None:
+    if priorities:
+        c = conversations.c
+        conn.execute(
+            update(conversations)
+            .where(c.id == bindparam("b_id"))
+            .values(priority=bindparam("b_priority")),
+            [{"b_id": k, "b_priority": v} for k, v in priorities.items()],
+        )
+
+
 def opt_out(conn: Connection, client_ids: list[int]) -> None:
     """Clients who asked for no more campaigns (/stop, an unsubscribe link)."""
     if client_ids:
@@ -376,7 +417,9 @@ def routing_managers(conn: Connection) -> list[ManagerRow]:
         ).all()
     )
     rows = conn.execute(
-        select(m.id, m.name, m.telegram_id, m.role, m.hours, m.timezone, m.capacity, m.away)
+        select(
+            m.id, m.name, m.telegram_id, m.role, m.hours, m.timezone, m.capacity, m.away, m.attrs
+        )
         .where(m.active.is_(True))
         .order_by(m.id)
     )

@@ -35,6 +35,13 @@ async def sync(conn: AsyncConnection, configured: list[dict[str, Any]], now: dat
         )
 
 
+async def ids_by_name(conn: AsyncConnection) -> dict[str, int]:
+    """Name -> id of the active managers (routing rules name them)."""
+    m = managers.c
+    rows = await conn.execute(select(m.name, m.id).where(m.active.is_(True)).order_by(m.id))
+    return {name: manager_id for name, manager_id in rows.all()}
+
+
 @dataclass(frozen=True, slots=True)
 class QueueStats:
     pending: int

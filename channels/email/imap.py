@@ -162,7 +162,10 @@ class ImapWatcher:
         s = self.settings
         self._lost.clear()
         if s.tls:
-            context = ssl.create_default_context(cafile=s.ca_file)
+            try:
+                context = ssl.create_default_context(cafile=s.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ImapError(f"email.imap: cannot read ca_file {s.ca_file!r}: {exc}") from exc
             client = aioimaplib.IMAP4_SSL(
                 s.host, s.port, timeout=self.timeout_s, ssl_context=context
             )
