@@ -134,6 +134,8 @@ class ReminderLoop:
         self.on_fired = on_fired
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._started = self._done = 0  # passes begun and finished
+        self._passed = asyncio.Condition()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="reminders")
@@ -148,10 +150,22 @@ class ReminderLoop:
     def wake(self) -> None:
         self._wake.set()
 
+    async def wake_and_wait(self) -> None:
+        """Wake the loop and return once a pass begun after this call has finished:
+        whatever was due then has fired (for tests, which move the clock, not sleep)."""
+        target = self._started + 1
+        self.wake()
+        async with self._passed:
+            await self._passed.wait_for(lambda: self._done >= target)
+
     async def _run(self) -> None:
         while True:
             self._wake.clear()
+            self._started += 1
             delay = await self._step()
+            self._done += 1
+            async with self._passed:
+                self._passed.notify_all()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
