@@ -9,11 +9,13 @@ import gc
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from hub import loggers
 from hub.admin import AdminServer, create_app
+from hub.assign import Assigner
 from hub.attachments import AttachmentStore
 from hub.clock import Clock, SystemClock
 from hub.config import Config, split_listen
@@ -112,6 +114,7 @@ class Hub:
         self.ingestor: Ingestor | None = None
         self.dispatcher: Dispatcher | None = None
         self.reminders: ReminderLoop | None = None
+        self.assigner: Assigner | None = None
         self.admin: AdminServer | None = None
 
     @asynccontextmanager
@@ -202,6 +205,18 @@ class Hub:
             )
             await ingestor.start()
             stack.push_async_callback(ingestor.stop)
+            # Waiting requests go out as soon as somebody can take them.
+            self.assigner = Assigner(
+                db,
+                self.clock,
+                ingestor.rules,
+                staff_channel=staff_channel,
+                accept_timeout=timedelta(minutes=config.routing.accept_timeout_minutes),
+                timezone=config.hub.timezone,
+                holidays=frozenset(config.routing.holidays),
+                last_given=ingestor.last_given,
+            )
+            scheduler.add_job(self._give_out, "interval", seconds=5, id="give-out")
             await dispatcher.start()
             stack.push_async_callback(dispatcher.stop)
             # Fires what fell due while the hub was down at once, then each on time.
@@ -260,6 +275,17 @@ class Hub:
             return
         if created and self.reminders is not None:
             self.reminders.wake()
+
+    async def _give_out(self) -> None:
+        if self.assigner is None:
+            return
+        try:
+            steps = await self.assigner.give_out()
+        except Exception as exc:  # the database may be down: the next run retries
+            loggers.event(log, "give_out.failed", 30, error=loggers.redact(str(exc)[:200]))
+            return
+        if steps and self.dispatcher is not None:
+            self.dispatcher.wake()
 
     async def _report_queue(self) -> None:
         if self.db is None:

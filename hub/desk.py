@@ -28,6 +28,7 @@ from hub.types import (
 )
 from hub.when import parse_when
 from storage import Database, read
+from storage import assign as assign_q
 from storage import desk as q
 from storage import replies as replies_q
 
@@ -43,7 +44,7 @@ STAGES = (
     "partner",
     "lapsed",
 )
-ACTIONS = ("take", "resolve", "reopen", "transfer", "tag", "remind", "stage")
+ACTIONS = ("take", "accept", "resolve", "reopen", "transfer", "tag", "remind", "stage")
 
 
 class NoConversation(HubError):
@@ -230,6 +231,19 @@ class Desk:
                 if not ids:
                     return text("no_open", language)
                 await q.set_conversations(conn, ids, now, assignee_id=manager.id)
+                reply = text("taken", language, manager=manager.name)
+            elif action == "accept":
+                # An offer ("all", "queue"): the first to accept gets it.
+                if not ids:
+                    return text("no_open", language)
+                got = [
+                    c.id
+                    for c in convs
+                    if c.assignee_id is None and await assign_q.assign(conn, c.id, manager.id, now)
+                ]
+                if not got:  # somebody was quicker (the update is conditional)
+                    holder = await q.manager_name(conn, convs[0].assignee_id)
+                    return text("already_taken", language, manager=holder or "—")
                 reply = text("taken", language, manager=manager.name)
             elif action == "resolve":
                 if not ids:

@@ -6,6 +6,15 @@ from typing import Any
 
 TEXTS: dict[str, dict[str, str]] = {
     "taken": {"ru": "Взято в работу: {manager}", "en": "Taken by {manager}"},
+    "already_taken": {
+        "ru": "Уже взято в работу: {manager}",
+        "en": "Already taken by {manager}",
+    },
+    "offered_to_you": {
+        "ru": "📨 Новое обращение, возьмёте? {client}",
+        "en": "📨 A new request, will you take it? {client}",
+    },
+    "button_accept": {"ru": "✋ Беру", "en": "✋ I'll take it"},
     "resolved": {"ru": "Обращение закрыто: {manager}", "en": "Resolved by {manager}"},
     "reopened": {"ru": "Обращение снова открыто: {manager}", "en": "Reopened by {manager}"},
     "transferred": {

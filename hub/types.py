@@ -107,7 +107,9 @@ class IngestResult:
 
 
 # Outbox kinds addressed to the staff (the managers' chat or a manager), not to a client.
-STAFF_KINDS = frozenset({"mirror", "notify", "assigned", "delivery_failed", "reminder", "alert"})
+STAFF_KINDS = frozenset(
+    {"mirror", "notify", "assigned", "offer", "delivery_failed", "reminder", "alert"}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,9 +150,23 @@ def parse_callback(data: str | None) -> tuple[str, int] | None:
     if not data or not data.startswith(CALLBACK_PREFIX):
         return None
     action, _, client = data.removeprefix(CALLBACK_PREFIX).partition(":")
-    if action not in BUTTONS or not client.isdigit():
+    if action not in (*BUTTONS, "accept") or not client.isdigit():
         return None
     return action, int(client)
+
+
+def offer_keyboard(client_id: int, language: str) -> InlineKeyboardMarkup:
+    """Under an offered request: accept it (the first to accept gets it)."""
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=text("button_accept", language),
+                    callback_data=callback_data("accept", client_id),
+                )
+            ]
+        ]
+    )
 
 
 REMINDER_BUTTONS = ("done", "snooze_hour", "snooze_day")

@@ -818,16 +818,20 @@ class StaffSide:
         label = render.client_label(card, client_id) if client_id is not None else ""
         if message.kind == "assigned":
             headline = text("assigned_to_you", language, client=label)
+        elif message.kind == "offer" and label:
+            headline = text("offered_to_you", language, client=label)
         elif label:
             icon = _NOTICE_ICONS.get(message.kind, "🔔")
             headline = f"{icon} {text('staff_notice', language, client=label)}".strip()
         else:
             headline = "hub"
         body = render.clip(message.text, 1500)
-        if message.subject and message.kind == "assigned":
+        if message.subject and message.kind in ("assigned", "offer"):
             body = f"{message.subject}\n{body}"
         parts = render.notice_html(headline, body, topic, language)
         keyboard = _reminder_keyboard(message, language)
+        if message.kind == "offer" and client_id is not None:
+            keyboard = render.offer_keyboard(client_id, language)
         try:
             return await self._say(
                 bot, chat, None, parts, keyboard=keyboard, wait=self.max_wait, strict=True
