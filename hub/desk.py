@@ -352,6 +352,25 @@ class Desk:
             timezone=self.timezone,
         )
 
+    async def set_away(self, manager: ManagerRef, away: bool) -> str:
+        """``/away`` and ``/back``: no new requests while away; waiting ones go out
+        as soon as the manager is back (the assigner's next round)."""
+        now = self.clock.now()
+        async with self.db.write() as conn:
+            await q.set_away(conn, manager.id, away)
+            await q.audit(
+                conn,
+                {
+                    "at": now,
+                    "actor": f"telegram:{manager.telegram_id}",
+                    "action": "away" if away else "back",
+                    "object_type": "manager",
+                    "object_id": manager.id,
+                },
+            )
+        loggers.event(log, "desk.away" if away else "desk.back", manager=manager.id)
+        return text("away_on" if away else "away_off", manager.language or self.language)
+
     async def inbox(self, manager: ManagerRef) -> list[InboxItem]:
         async with self.db.read() as conn:
             rows = await q.inbox(conn, manager.id)

@@ -138,5 +138,8 @@ class StaffDesk(Protocol):
     async def inbox(self, manager: ManagerRef) -> list[InboxItem]:
         """Open requests assigned to the manager, oldest first."""
 
+    async def set_away(self, manager: ManagerRef, away: bool) -> str:
+        """``/away`` (True) or ``/back`` (False); the confirmation to show."""
+
     async def find(self, manager: ManagerRef, text: str) -> list[ClientCard]:
         """Clients matching a name, email, phone, Telegram id, or text of the log."""

@@ -128,8 +128,18 @@ TEXTS: dict[str, dict[str, str]] = {
         ),
     },
     "private_help": {
-        "ru": "/inbox — ваши открытые обращения\n/find ТЕКСТ — найти клиента",
-        "en": "/inbox — your open requests\n/find TEXT — find a client",
+        "ru": "/inbox — ваши открытые обращения\n/find ТЕКСТ — найти клиента\n"
+        "/away — не давать мне новых обращений\n/back — я снова на месте",
+        "en": "/inbox — your open requests\n/find TEXT — find a client\n"
+        "/away — give me no new requests\n/back — I am back",
+    },
+    "away_on": {
+        "ru": "Вы отошли: новых обращений не будет до /back",
+        "en": "You are away: no new requests until /back",
+    },
+    "away_off": {
+        "ru": "С возвращением! Ожидающие обращения скоро придут",
+        "en": "Welcome back! Waiting requests are on their way",
     },
     # Web forms (channels/webform): the page, its errors, the confirmation email
     "form_send": {"ru": "Отправить", "en": "Send"},

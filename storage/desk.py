@@ -313,5 +313,9 @@ async def inbox(conn: AsyncConnection, manager_id: int) -> list[tuple[Any, ...]]
     return [tuple(r) for r in rows]
 
 
+async def set_away(conn: AsyncConnection, manager_id: int, away: bool) -> None:
+    await conn.execute(update(managers).where(managers.c.id == manager_id).values(away=away))
+
+
 async def audit(conn: AsyncConnection, values: dict[str, Any]) -> None:
     await conn.execute(insert(audit_table), values)

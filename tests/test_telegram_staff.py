@@ -982,3 +982,55 @@ def test_render_splits_by_utf16_and_escapes() -> None:
 
     card = ClientCard(1, long_name, "prospect", None, (), 0, None, None, None, (), ())
     assert render.utf16_len(render.topic_name(card, 1, "telegram")) <= 128
+
+
+# -- offers, /away and /back -----------------------------------------------------------
+
+
+async def test_an_offer_to_all_goes_to_the_first_to_accept(hub: StaffDesk) -> None:
+    from routing import Rules
+
+    maria = await hub.manager("Maria", away=False)
+    olga = await hub.manager("Olga", away=False)
+    for user in (maria, olga):  # each opened the private chat with the bot
+        await hub.server.user_sends(user, "/start")
+    assert await hub.feed() == 2
+    hub.ingestor.rules = Rules(default_strategy="all")
+    result = await hub.writes(ANNA, "need help")
+    await hub.flush()
+
+    def offer_to(user: User) -> Json:
+        [offer] = [m for m in hub.server.sent_to(user.id) if "will you take it" in visible(m)]
+        return offer
+
+    data = f"hub:accept:{result.client_id}"
+    await hub.server.callback(olga, offer_to(olga), data)
+    await hub.server.callback(maria, offer_to(maria), data)
+    assert await hub.feed() == 2
+    answers = [a["text"] for a in hub.server.callback_answers.values()]
+    assert answers == ["Taken by Olga", "Already taken by Olga"]
+    [assignee] = await rows(hub.db, select(Conversation.assignee_id))
+    assert assignee.assignee_id == await manager_id(hub.db, olga)
+
+
+async def test_away_and_back_from_the_private_chat(hub: StaffDesk) -> None:
+    from hub.assign import Assigner
+    from routing import Rules
+
+    maria = await hub.manager("Maria", away=False)
+    await hub.server.user_sends(maria, "/away")
+    assert await hub.feed() == 1
+    assert visible(hub.server.sent_to(maria.id)[-1]) == "You are away: no new requests until /back"
+    await hub.writes(ANNA, "anyone?")
+    [waiting] = await rows(hub.db, select(Conversation.assignee_id))
+    assert waiting.assignee_id is None
+
+    await hub.server.user_sends(maria, "/back")
+    assert await hub.feed() == 1
+    assert visible(hub.server.sent_to(maria.id)[-1]).startswith("Welcome back!")
+    assigner = Assigner(hub.db, hub.clock, Rules(), staff_channel="telegram")
+    assert await assigner.give_out() == 1
+    [given] = await rows(hub.db, select(Conversation.assignee_id))
+    assert given.assignee_id == await manager_id(hub.db, maria)
+    actions = [r.action for r in await rows(hub.db, select(Audit.action).order_by(Audit.id))]
+    assert actions == ["away", "back"]

@@ -952,6 +952,11 @@ class StaffSide:
             )
         elif command == "note":
             await self._answer(bot, message, topic, client_id, manager, argument, True)
+        elif command in ("away", "back"):
+            reply = await self.desk.set_away(manager, command == "away")
+            await self._say(
+                bot, chat, topic.thread_id, [render.escape(reply)], wait=self.max_wait, strict=False
+            )
         elif command in ACTIONS:
             reply = await self.desk.act(
                 client_id,
@@ -1189,6 +1194,8 @@ class StaffSide:
         if command == "inbox":
             items = await self.desk.inbox(manager)
             parts = render.inbox_html(items, language, self.clock.now())
+        elif command in ("away", "back"):
+            parts = [render.escape(await self.desk.set_away(manager, command == "away"))]
         elif command == "find":
             if not argument:
                 parts = [render.escape(text("need_argument", language, usage="/find TEXT"))]
