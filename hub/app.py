@@ -25,7 +25,8 @@ from hub.dispatcher import Dispatcher
 from hub.ingest import AutoReplies, Ingestor
 from hub.ports import ChannelPort
 from hub.reminders import ReminderLoop, scan
-from hub.rules import compile_rules
+from hub.rules import compile_policies, compile_rules
+from hub.sla import Escalator
 from routing.hours import parse_hours
 from storage import Database
 from storage import managers as managers_q
@@ -115,6 +116,7 @@ class Hub:
         self.dispatcher: Dispatcher | None = None
         self.reminders: ReminderLoop | None = None
         self.assigner: Assigner | None = None
+        self.escalator: Escalator | None = None
         self.admin: AdminServer | None = None
 
     @asynccontextmanager
@@ -202,6 +204,7 @@ class Hub:
                 auto_replies=auto_replies(config),
                 rules=compile_rules(config, manager_ids),
                 holidays=config.routing.holidays,
+                policies=compile_policies(config, manager_ids),
             )
             await ingestor.start()
             stack.push_async_callback(ingestor.stop)
@@ -217,6 +220,17 @@ class Hub:
                 last_given=ingestor.last_given,
             )
             scheduler.add_job(self._give_out, "interval", seconds=5, id="give-out")
+            if ingestor.policies:
+                self.escalator = Escalator(
+                    db,
+                    self.clock,
+                    ingestor.policies,
+                    self.assigner,
+                    staff_channel=staff_channel,
+                    language=config.hub.language,
+                    timezone=config.hub.timezone,
+                )
+                scheduler.add_job(self._escalate, "interval", seconds=5, id="sla")
             await dispatcher.start()
             stack.push_async_callback(dispatcher.stop)
             # Fires what fell due while the hub was down at once, then each on time.
@@ -275,6 +289,17 @@ class Hub:
             return
         if created and self.reminders is not None:
             self.reminders.wake()
+
+    async def _escalate(self) -> None:
+        if self.escalator is None:
+            return
+        try:
+            steps = await self.escalator.run()
+        except Exception as exc:  # the database may be down: the next run retries
+            loggers.event(log, "sla.failed", 30, error=loggers.redact(str(exc)[:200]))
+            return
+        if steps and self.dispatcher is not None:
+            self.dispatcher.wake()
 
     async def _give_out(self) -> None:
         if self.assigner is None:

@@ -67,7 +67,7 @@ class Assigner:
             if not waiting:
                 return 0
             rows = await conn.run_sync(ingest_q.routing_managers)
-            snapshot = self._snapshot(rows)
+            snapshot = self.snapshot(rows)
             telegram_ids = {r.id: r.telegram_id for r in rows}
             offers = await q.offers(conn, [w.conversation_id for w in waiting])
             for w in waiting:
@@ -114,7 +114,8 @@ class Assigner:
             loggers.event(log, "routing.given_out", steps=steps)
         return steps
 
-    def _snapshot(self, rows: list[ingest_q.ManagerRow]) -> Snapshot:
+    def snapshot(self, rows: list[ingest_q.ManagerRow]) -> Snapshot:
+        """The managers as routing sees them, from :func:`storage.ingest.routing_managers`."""
         return Snapshot(
             [
                 ManagerInfo(

@@ -31,6 +31,7 @@ from storage import Database, read
 from storage import assign as assign_q
 from storage import desk as q
 from storage import replies as replies_q
+from storage import sla as sla_q
 
 log = loggers.core
 
@@ -249,6 +250,8 @@ class Desk:
                 if not ids:
                     return text("no_open", language)
                 await q.set_conversations(conn, ids, now, status="resolved", resolved_at=now)
+                for conv_id in ids:  # resolved: every deadline of it is met
+                    await sla_q.meet(conn, conv_id, now, (*sla_q.RESPONSES, "resolution"))
                 reply = text("resolved", language, manager=manager.name)
             elif action == "reopen":
                 if latest is None:

@@ -37,8 +37,10 @@ from hub.rules import needs_profile
 from hub.types import Channel, Delivery, Direction, InboundMessage, IngestResult
 from routing import Decision, ManagerInfo, Request, Rules, Snapshot, decide
 from routing.hours import Hours, parse_hours
+from routing.sla import Policy, choose, timing
 from storage import Database
 from storage import ingest as q
+from storage import sla as sla_q
 
 log = loggers.ingest
 _IN, _OUT, _EVENT = Direction.IN.value, Direction.OUT.value, Direction.EVENT.value
@@ -123,8 +125,10 @@ class Ingestor:
         auto_replies: AutoReplies | None = None,
         rules: Rules | None = None,
         holidays: Iterable[date] = (),
+        policies: tuple[Policy, ...] = (),
     ) -> None:
         self.db = db
+        self.policies = policies
         self.rules = rules or Rules()
         self.holidays = frozenset(holidays)
         self.needs_profile = needs_profile(self.rules)
@@ -515,6 +519,8 @@ class _BatchWriter:
         )
         q.set_owners(conn, owners)
         self._apply_tags()
+        if self.ing.policies:
+            self._deadlines(conv_of, new_convs, decisions)
         q.opt_out(conn, [client_of[x] for x in fresh if batch[x].message.extras.get("opt_out")])
 
         # 4. The interactions: each message, and each routing decision as an event.
@@ -646,6 +652,73 @@ class _BatchWriter:
             self.new_tags[client_id] = (*self.new_tags.get(client_id, ()), *decision.tags)
         if decision.reply and conv.row is not None:
             self.rule_replies[x] = decision
+
+    def _deadlines(
+        self,
+        conv_of: dict[int, _Conv],
+        new_convs: list[_Conv],
+        decisions: list[tuple[int, _Conv, Decision]],
+    ) -> None:
+        """Open the SLA deadlines: first response and resolution for a new request,
+        next response when the client writes again after an answer."""
+        policies = self.ing.policies
+        named = {id(conv): d.sla for _, conv, d in decisions}
+        rows: list[dict[str, Any]] = []
+        due: dict[int, datetime] = {}
+        for conv in new_convs:
+            assert conv.row is not None
+            policy = choose(
+                policies, named.get(id(conv)), conv.row["priority"], conv.row["channel"]
+            )
+            if policy is not None:
+                self._deadline(rows, due, conv, policy, ("first_response", "resolution"))
+        again = {c.id: c for c in conv_of.values() if c.row is None}
+        known = sla_q.of_conversations(self.conn, list(again))
+        by_name = {p.name: p for p in policies}
+        for conv_id, info in known.items():
+            policy = by_name.get(info.policy)
+            if policy is None:
+                continue
+            kinds = []
+            if not info.kinds & {"first_response", "next_response"}:
+                kinds.append("next_response")
+            if "resolution" not in info.kinds:
+                kinds.append("resolution")
+            self._deadline(rows, due, again[conv_id], policy, tuple(kinds))
+        sla_q.add(self.conn, rows)
+        sla_q.set_due(self.conn, due)
+
+    def _deadline(
+        self,
+        rows: list[dict[str, Any]],
+        due: dict[int, datetime],
+        conv: _Conv,
+        policy: Policy,
+        kinds: tuple[str, ...],
+    ) -> None:
+        for kind in kinds:
+            steps = timing(policy, kind, self.now)
+            if steps is None:
+                continue
+            rows.append(
+                {
+                    "conversation_id": conv.id,
+                    "client_id": conv.client_id,
+                    "policy": policy.name,
+                    "kind": kind,
+                    "started_at": self.now,
+                    "remind_at": steps.remind_at,
+                    "due_at": steps.due_at,
+                    "reassign_at": steps.reassign_at,
+                    "step": 0,
+                    "next_at": steps.remind_at,
+                    "status": "open",
+                    "met_at": None,
+                    "created_at": self.now,
+                }
+            )
+            if kind != "resolution":
+                due[conv.id] = steps.due_at
 
     def _apply_tags(self) -> None:
         if not self.new_tags:

@@ -17,6 +17,7 @@ from hub.errors import HubError
 from hub.types import Channel, Delivery, Direction
 from storage import Database
 from storage import replies as q
+from storage import sla as sla_q
 
 # Over which channel, and to which identity, an answer to a conversation goes.
 # A web form leaves no channel to answer on: the answer goes by email.
@@ -108,6 +109,7 @@ async def queue(
         },
     )
     await q.mark_responded(conn, conv.id, now)
+    await sla_q.meet(conn, conv.id, now)  # the response deadlines are met
     return Queued(interaction_id, outbox_id)
 
 

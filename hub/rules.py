@@ -8,10 +8,12 @@ the rules are compiled after that sync.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from hub.config import Config, RuleSection
 from routing import Rule, Rules
 from routing.hours import parse_hours
+from routing.sla import Policy
 
 
 def compile_rules(config: Config, manager_ids: dict[str, int]) -> Rules:
@@ -51,6 +53,35 @@ def _rule(rule: RuleSection, ids: dict[str, int], timezone: str) -> Rule:
         reply=reply,
         sla=rule.sla,
     )
+
+
+def compile_policies(config: Config, manager_ids: dict[str, int]) -> tuple[Policy, ...]:
+    """The SLA policies; "working" time is the policy's hours, else [hub] hours
+    (with neither, every minute counts)."""
+    policies = []
+    for p in config.sla.policies:
+        hours_text = p.hours or config.hub.hours
+        policies.append(
+            Policy(
+                name=p.name,
+                priorities=frozenset(p.priorities),
+                channels=frozenset(p.channels),
+                first_response=_minutes(p.first_response_minutes),
+                next_response=_minutes(p.next_response_minutes),
+                resolution=_minutes(p.resolution_hours * 60 if p.resolution_hours else None),
+                hours=parse_hours(hours_text) if p.calendar == "working" and hours_text else None,
+                timezone=config.hub.timezone,
+                holidays=frozenset(config.routing.holidays),
+                remind_at=p.remind_at,
+                reassign_after=_minutes(p.reassign_after_minutes),
+                supervisors=tuple(manager_ids[n] for n in p.supervisors),
+            )
+        )
+    return tuple(policies)
+
+
+def _minutes(value: float | None) -> timedelta | None:
+    return None if value is None else timedelta(minutes=value)
 
 
 def needs_profile(rules: Rules) -> bool:

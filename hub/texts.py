@@ -15,6 +15,23 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "📨 A new request, will you take it? {client}",
     },
     "button_accept": {"ru": "✋ Беру", "en": "✋ I'll take it"},
+    # Response deadlines (SLA)
+    "sla_first_response": {"ru": "первый ответ", "en": "first response"},
+    "sla_next_response": {"ru": "ответ клиенту", "en": "next response"},
+    "sla_resolution": {"ru": "решение", "en": "resolution"},
+    "sla_soon": {"ru": "⏰ Скоро срок: {kind} до {due}", "en": "⏰ Deadline near: {kind} by {due}"},
+    "sla_missed": {
+        "ru": "❗ Срок пропущен: {kind} (до {due}, правило «{policy}»)",
+        "en": "❗ Deadline missed: {kind} (due {due}, policy “{policy}”)",
+    },
+    "sla_reassigned": {
+        "ru": "↪️ Передано: {manager} (срок пропущен)",
+        "en": "↪️ Reassigned to {manager} (deadline missed)",
+    },
+    "sla_nobody": {
+        "ru": "Срок пропущен, но передать некому: все заняты или не на месте",
+        "en": "Deadline missed, but nobody is available to take it over",
+    },
     "resolved": {"ru": "Обращение закрыто: {manager}", "en": "Resolved by {manager}"},
     "reopened": {"ru": "Обращение снова открыто: {manager}", "en": "Reopened by {manager}"},
     "transferred": {

@@ -235,3 +235,34 @@ class MailboxCursor(Base):
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     uid: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime]
+
+
+class Deadline(Base):
+    """A response deadline (SLA) of a conversation and how far its escalation went.
+
+    ``kind``: ``first_response``, ``next_response`` or ``resolution``. ``step``:
+    0 set, 1 assignee reminded, 2 missed (supervisors told), 3 reassigned.
+    ``next_at`` is when the next step is due (None: no more steps); the
+    escalation round claims rows by it. ``status``: ``open``, ``met``.
+    """
+
+    __tablename__ = "deadlines"
+    __table_args__ = (
+        Index("ix_deadlines_next", "status", "next_at"),
+        Index("ix_deadlines_conversation", "conversation_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"))
+    policy: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime]
+    remind_at: Mapped[datetime]
+    due_at: Mapped[datetime]
+    reassign_at: Mapped[datetime | None]
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(10), default="open")
+    met_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]

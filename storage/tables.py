@@ -11,6 +11,7 @@ from storage.models import (
     Audit,
     Client,
     Conversation,
+    Deadline,
     Identity,
     Interaction,
     MailboxCursor,
@@ -31,3 +32,4 @@ reminders = cast(Table, Reminder.__table__)
 topics = cast(Table, StaffTopic.__table__)
 audit = cast(Table, Audit.__table__)
 mailbox_cursors = cast(Table, MailboxCursor.__table__)
+deadlines = cast(Table, Deadline.__table__)
