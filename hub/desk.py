@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 from hub import loggers, reminders, replies
 from hub.attachments import AttachmentStore
@@ -121,6 +122,8 @@ class Desk:
             open_convs = await q.open_conversations(conn, client_id)
             assignee = await q.manager_name(conn, open_convs[0].assignee_id) if open_convs else None
             recent = await q.last_interactions(conn, client_id, 5)
+            dues = [c.id for c in open_convs]
+            due = await sla_q.due_of(conn, dues[0]) if dues else None
         return ClientCard(
             id=client.id,
             name=client.name,
@@ -133,7 +136,13 @@ class Desk:
             source=client.source,
             tags=tuple(client.tags or ()),
             last_contacts=tuple(Contact(at, d, ch, t) for at, d, ch, t in recent),
+            due=due,
         )
+
+    async def deadline(self, conversation_id: int) -> datetime | None:
+        """When the conversation's next response is due (SLA); None: no deadline."""
+        async with self.db.read() as conn:
+            return await sla_q.due_of(conn, conversation_id)
 
     async def attachments(self, interaction_id: int) -> list[StoredAttachment]:
         async with self.db.read() as conn:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from hub.types import (
@@ -95,6 +96,9 @@ class StaffDesk(Protocol):
     async def client_of_topic(self, topic: Topic) -> int | None: ...
 
     async def card(self, client_id: int) -> ClientCard | None: ...
+
+    async def deadline(self, conversation_id: int) -> datetime | None:
+        """When the conversation's next response is due (SLA); None: no deadline."""
 
     async def attachments(self, interaction_id: int) -> list[StoredAttachment]: ...
 

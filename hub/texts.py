@@ -95,6 +95,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "card_stage": {"ru": "Стадия", "en": "Stage"},
     "card_owner": {"ru": "Владелец", "en": "Owner"},
     "card_assignee": {"ru": "Ответственный", "en": "Assignee"},
+    "card_due": {"ru": "ответить до", "en": "answer by"},
     "card_open": {"ru": "Открытых обращений", "en": "Open requests"},
     "card_tags": {"ru": "Теги", "en": "Tags"},
     "card_source": {"ru": "Источник", "en": "Source"},

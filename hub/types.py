@@ -184,6 +184,7 @@ class ClientCard:
     source: str | None
     tags: tuple[str, ...]
     last_contacts: tuple[Contact, ...]
+    due: datetime | None = None  # the open request's next response deadline (SLA)
 
 
 @dataclass(frozen=True, slots=True)

@@ -158,6 +158,13 @@ async def supervisors(conn: AsyncConnection) -> list[int]:
     return [int(r[0]) for r in rows.all()]
 
 
+async def due_of(conn: AsyncConnection, conversation_id: int) -> datetime | None:
+    c = conversations.c
+    return (
+        await conn.execute(select(c.due_at).where(c.id == conversation_id))
+    ).scalar_one_or_none()
+
+
 async def open_of(conn: AsyncConnection, conversation_id: int) -> list[tuple[str, datetime]]:
     """(kind, due) of a conversation's open deadlines, soonest first (the card shows them)."""
     d = deadlines.c

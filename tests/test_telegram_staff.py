@@ -1034,3 +1034,16 @@ async def test_away_and_back_from_the_private_chat(hub: StaffDesk) -> None:
     assert given.assignee_id == await manager_id(hub.db, maria)
     actions = [r.action for r in await rows(hub.db, select(Audit.action).order_by(Audit.id))]
     assert actions == ["away", "back"]
+
+
+async def test_the_topic_shows_when_the_answer_is_due(hub: StaffDesk) -> None:
+    from routing.sla import Policy
+
+    hub.ingestor.policies = (Policy("standard", first_response=timedelta(minutes=90)),)
+    bob = identity("email", "bob@example.org", "Bob Stone")
+    await hub.writes(bob, "Where is my order?", channel=Channel.EMAIL, subject="Order 42")
+    await hub.flush()
+    [topic] = hub.server.topics()
+    card, mirror = hub.in_topic(topic.message_thread_id)
+    assert mirror["text"] == "✉️ email · Order 42 · ⏰ 05.01 11:30\nWhere is my order?"
+    assert "⏰ answer by: 05.01 11:30" in card["text"]

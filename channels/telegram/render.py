@@ -234,6 +234,9 @@ def card_html(card: ClientCard, language: str, tz: ZoneInfo) -> str:
         f"{text('card_assignee', language)}: {escape(card.assignee or '—')}",
         f"{text('card_open', language)}: {card.open_requests}",
     ]
+    if card.due is not None:
+        when = card.due.astimezone(tz).strftime("%d.%m %H:%M")
+        facts.append(f"⏰ {text('card_due', language)}: {when}")
     lines.append(" · ".join(facts[:2]))
     lines.append(" · ".join(facts[2:]))
     extra = []
@@ -256,13 +259,16 @@ def card_html(card: ClientCard, language: str, tz: ZoneInfo) -> str:
     return "\n".join(lines)
 
 
-def mirror_header(channel: str | None, subject: str | None) -> str:
-    """The first line of a mirrored message: its channel, and its subject when it has one."""
+def mirror_header(channel: str | None, subject: str | None, due: str | None = None) -> str:
+    """The first line of a mirrored message: its channel, its subject when it has
+    one, and when the answer is due (SLA) when it is."""
     parts = []
     if channel:
         parts.append(f"{_CHANNEL_ICONS.get(channel, '•')} <b>{escape(channel)}</b>")
     if subject:
         parts.append(f"<i>{escape(clip(' '.join(subject.split()), 300))}</i>")
+    if due:
+        parts.append(f"⏰ {escape(due)}")
     return " · ".join(parts)
 
 

@@ -482,7 +482,13 @@ class StaffSide:
         return found
 
     async def _mirror_steps(self, message: OutboundMessage, channel: str | None) -> list[_Step]:
-        header = render.mirror_header(channel, message.subject)
+        due = (
+            await self.desk.deadline(message.conversation_id)
+            if message.conversation_id is not None
+            else None
+        )
+        when = due.astimezone(self.tz).strftime("%d.%m %H:%M") if due is not None else None
+        header = render.mirror_header(channel, message.subject, when)
         files = (
             await self.desk.attachments(message.interaction_id)
             if message.interaction_id is not None
