@@ -266,3 +266,62 @@ class Deadline(Base):
     status: Mapped[str] = mapped_column(String(10), default="open")
     met_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
+
+
+class Campaign(Base):
+    """A marketer's campaign: a segment, a script (with variants) and a mode.
+
+    ``mode``: ``message`` (sent over each client's channel) or ``calls`` (a call
+    task per client for the managers). ``status``: ``draft``, ``running``,
+    ``paused``, ``done``. ``spec`` holds the segment, the script and the options
+    as the campaign file gave them.
+    """
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    mode: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(10), default="draft")
+    spec: Mapped[dict[str, Any]]
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    # when the segment was turned into targets: once per campaign
+    targeted_at: Mapped[datetime | None]
+
+
+class CampaignTarget(Base):
+    """One client of a campaign: a message to send or a call task to make.
+
+    ``status``: ``pending`` (not yet enqueued; ``due_at`` defers it past quiet
+    hours), ``queued`` (its outbox row is written, keyed by campaign and
+    client), ``skipped`` (``reason`` says why: opted out, unreachable), and for
+    call tasks ``done`` once an outcome is recorded.
+    """
+
+    __tablename__ = "campaign_targets"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "client_id"),
+        Index("ix_campaign_targets_due", "campaign_id", "status", "due_at"),
+        Index("ix_campaign_targets_manager", "manager_id", "outcome"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"))
+    variant: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    channel: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(40))
+    due_at: Mapped[datetime | None]
+    claimed_until: Mapped[datetime | None]
+    outbox_key: Mapped[str | None] = mapped_column(String(200))
+    interaction_id: Mapped[int | None] = mapped_column(ForeignKey("interactions.id"))
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("managers.id"))
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    outcome_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

@@ -9,6 +9,8 @@ from sqlalchemy import Table
 from storage.models import (
     Attachment,
     Audit,
+    Campaign,
+    CampaignTarget,
     Client,
     Conversation,
     Deadline,
@@ -33,3 +35,5 @@ topics = cast(Table, StaffTopic.__table__)
 audit = cast(Table, Audit.__table__)
 mailbox_cursors = cast(Table, MailboxCursor.__table__)
 deadlines = cast(Table, Deadline.__table__)
+campaigns = cast(Table, Campaign.__table__)
+campaign_targets = cast(Table, CampaignTarget.__table__)

@@ -14,7 +14,7 @@ from storage.models import Client, Interaction
 
 
 async def test_migrations_are_applied_once(db: Database) -> None:
-    assert await current(db) == "0006"
+    assert await current(db) == "0007"
     assert await upgrade(db) == []
 
 
