@@ -19,7 +19,7 @@ from hub.assign import Assigner
 from hub.attachments import AttachmentStore
 from hub.clock import Clock, SystemClock
 from hub.config import Config, split_listen
-from hub.cursors import DbCursorStore
+from hub.cursors import DbCursorStore, DbMailboxLocks
 from hub.desk import Desk
 from hub.dispatcher import Dispatcher
 from hub.ingest import AutoReplies, Ingestor
@@ -66,6 +66,7 @@ def build_channels(config: Config, desk: Desk, clock: Clock) -> dict[str, Channe
             files=desk,
             clock=clock,
             cursors=DbCursorStore(desk.db, clock),
+            locks=DbMailboxLocks(desk.db),
         )
     if config.webform.listen:
         from channels.webform import WebformChannel

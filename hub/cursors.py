@@ -3,8 +3,10 @@ last commit left off (the ``CursorStore`` the email channel's watchers use)."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from hub.clock import Clock
-from storage import Database
+from storage import Database, locks
 from storage import cursors as q
 
 
@@ -20,3 +22,31 @@ class DbCursorStore:
     async def save(self, key: str, uidvalidity: int, uid: int) -> None:
         async with self.db.write() as conn:
             await q.save(conn, key, uidvalidity, uid, self.clock.now())
+
+
+class DbMailboxLocks:
+    """One watcher per mailbox across instances: a PostgreSQL advisory lock per
+    cursor key (``MailboxLocks`` of the email channel). On SQLite there is one
+    instance, so every lock is granted at once."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def acquire(self, key: str) -> MailboxHold | None:
+        if self.db.is_sqlite:
+            return _Unshared()
+        return await locks.try_lock(self.db, f"imap:{key}")
+
+
+class MailboxHold(Protocol):
+    async def alive(self) -> bool: ...
+
+    async def release(self) -> None: ...
+
+
+class _Unshared:
+    async def alive(self) -> bool:
+        return True
+
+    async def release(self) -> None:
+        return None

@@ -8,7 +8,8 @@ an attachment and the problems noted. Replies go out with threading headers;
 their Message-IDs come from the outbox row's idempotency key and carry the
 conversation id, and the sent id is recorded so that the client's answer threads.
 Each ``[[email.imap]]`` mailbox is watched (imap.py) through the same path;
-its cursor is kept by the ``cursors`` store the hub gives (the database).
+its cursor is kept by the ``cursors`` store the hub gives (the database), and
+with ``locks`` only the instance that holds a mailbox's lock watches it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import dataclasses
 import functools
 import html
 
-from channels.email.imap import CursorStore, ImapWatcher, MemoryCursorStore
+from channels.email.imap import CursorStore, ImapWatcher, MailboxLocks, MemoryCursorStore
 from channels.email.parse import parse
 from channels.email.sender import SmtpSender
 from channels.email.smtp_server import SmtpServer
@@ -49,9 +50,11 @@ class EmailChannel:
         clock: Clock | None = None,
         listen: str | None = None,
         cursors: CursorStore | None = None,
+        locks: MailboxLocks | None = None,
     ) -> None:
         self.config = config
         self.cursors = cursors or MemoryCursorStore()
+        self.locks = locks
         self.watchers: list[ImapWatcher] = []
         self.max_attachment_bytes = max_attachment_bytes
         self.files = files
@@ -74,6 +77,7 @@ class EmailChannel:
                 mailbox,
                 functools.partial(self._from_mailbox, mailbox.user),
                 cursor=self.cursors,
+                locks=self.locks,
             )
             await watcher.start()
             self.watchers.append(watcher)

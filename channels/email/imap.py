@@ -48,6 +48,21 @@ class CursorStore(Protocol):
     async def save(self, key: str, uidvalidity: int, uid: int) -> None: ...
 
 
+class MailboxHold(Protocol):
+    """A held mailbox lock; ``alive()`` is False once it was lost (its connection dropped)."""
+
+    async def alive(self) -> bool: ...
+
+    async def release(self) -> None: ...
+
+
+class MailboxLocks(Protocol):
+    """One watcher per mailbox across hub instances: ``acquire`` returns the hold,
+    or None while another instance holds the mailbox."""
+
+    async def acquire(self, key: str) -> MailboxHold | None: ...
+
+
 class MemoryCursorStore:
     """A :class:`CursorStore` in a dict: for tests and for runs without a database."""
 
@@ -120,6 +135,9 @@ class ImapWatcher:
         backoff_max_s: float = 300.0,
         timeout_s: float = 30.0,
         use_idle: bool = True,
+        locks: MailboxLocks | None = None,
+        lock_retry_s: float = 3.0,
+        lock_check_s: float = 2.0,
     ) -> None:
         self.settings = settings
         self.deliver = deliver
@@ -132,17 +150,38 @@ class ImapWatcher:
         self.backoff_max_s = backoff_max_s
         self.timeout_s = timeout_s
         self.use_idle = use_idle
+        self.locks = locks
+        self.lock_retry_s = lock_retry_s
+        self.lock_check_s = lock_check_s
+        self._hold: MailboxHold | None = None
         self._client: Any = None
         self._uidvalidity = 0
         self._lost = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def holding(self) -> bool:
+        """Whether this watcher holds its mailbox (always, without ``locks``)."""
+        return self.locks is None or self._hold is not None
+
     async def start(self) -> None:
-        """Return after the first login; raise :class:`ImapError` when it fails."""
+        """Return after the first login; raise :class:`ImapError` when it fails.
+
+        With ``locks``, a watcher whose mailbox another instance holds returns at
+        once and stands by: it tries the lock every ``lock_retry_s`` and takes
+        over when the holder is gone.
+        """
         self._stopping.clear()
-        self._client = await self._connect()
-        self._task = asyncio.create_task(self._run(), name=f"imap {self.key}")
+        if self.locks is not None:
+            self._hold = await self._try_lock()
+        if self.holding:
+            try:
+                self._client = await self._connect()
+            except BaseException:
+                await self._release()
+                raise
+        self._task = asyncio.create_task(self._guarded(), name=f"imap {self.key}")
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -155,6 +194,63 @@ class ImapWatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._close()
+        await self._release()
+
+    # -- the mailbox lock ------------------------------------------------------------
+
+    async def _try_lock(self) -> MailboxHold | None:
+        assert self.locks is not None
+        try:
+            hold = await self.locks.acquire(self.key)
+        except Exception as exc:  # the database is down: stand by and retry
+            loggers.event(
+                log, "imap.lock_failed", logging.WARNING, mailbox=self.key, error=repr(exc)
+            )
+            return None
+        if hold is None:
+            loggers.event(log, "imap.standby", mailbox=self.key, retry_in=self.lock_retry_s)
+        else:
+            loggers.event(log, "imap.lock_taken", mailbox=self.key)
+        return hold
+
+    async def _release(self) -> None:
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            with contextlib.suppress(Exception):
+                await hold.release()
+
+    async def _lock_lost(self, hold: MailboxHold) -> None:
+        """Return once the hold is gone (its connection dropped, so another may take it)."""
+        while await hold.alive():  # noqa: ASYNC110 - nothing can notify a dropped session
+            await asyncio.sleep(self.lock_check_s)
+
+    async def _guarded(self) -> None:
+        """Watch while holding the mailbox; stand by while another instance holds it."""
+        if self.locks is None:
+            await self._run()
+            return
+        while not self._stopping.is_set():
+            hold = self._hold
+            if hold is None:
+                await self._sleep(self.lock_retry_s)
+                if not self._stopping.is_set():
+                    self._hold = await self._try_lock()
+                continue
+            run = asyncio.create_task(self._run(), name=f"imap {self.key} session")
+            lost = asyncio.create_task(self._lock_lost(hold), name=f"imap {self.key} lock")
+            try:
+                await asyncio.wait({run, lost}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (lost,) if run.done() else (run, lost):
+                    task.cancel()
+                await asyncio.gather(run, lost, return_exceptions=True)
+            if lost.done() and not lost.cancelled() and lost.exception() is None:
+                # Another instance may hold the mailbox now: read nothing more. A
+                # delivery cut short is read again by the next holder; ingest
+                # recognizes it by its Message-ID.
+                loggers.event(log, "imap.lock_lost", logging.WARNING, mailbox=self.key)
+                self._hold = None
+                await self._close()
 
     # -- connection --------------------------------------------------------------
 
