@@ -1,7 +1,9 @@
 """The admin HTTP API (aiohttp): health, client search and cards, timelines, conversations.
 
 JSON over HTTP, read-only. Every ``/api/`` call needs ``Authorization: Bearer
-<token>`` (RFC 6750), else 401 with ``WWW-Authenticate``. Errors are JSON
+<token>`` (RFC 6750), else 401 with ``WWW-Authenticate``. ``/healthz`` and
+``/metrics`` (Prometheus text format) answer without it, for load balancers and
+scrapers: keep ``admin.listen`` on a private address. Errors are JSON
 ``{"error": message}``: 400 naming the bad parameter, 404 for an unknown client
 or route. Times are ISO 8601 with a UTC offset. One log line per request on
 ``hub.admin`` (method, path, status, milliseconds); the token is never logged.
@@ -24,6 +26,7 @@ from aiohttp.typedefs import Handler, Middleware
 from sqlalchemy.exc import DBAPIError
 
 from hub import loggers
+from hub.metrics import CONTENT_TYPE, Metrics
 from hub.search import client_search
 from hub.types import ConversationStatus
 from storage import Database
@@ -50,6 +53,7 @@ def create_app(
     ready: Callable[[], bool],
     *,
     default_region: str | None = None,
+    metrics: Metrics | None = None,
 ) -> web.Application:
     """The admin application; ``ready()`` tells whether every channel is listening.
 
@@ -61,11 +65,21 @@ def create_app(
     api = _Api(db, ready, default_region)
     app = web.Application(middlewares=[_middleware(token.encode())])
     app.router.add_get("/healthz", api.healthz)
+    if metrics is not None:
+        app.router.add_get("/metrics", _metrics_handler(metrics))
     app.router.add_get("/api/clients", api.clients)
     app.router.add_get("/api/clients/{id}", api.client)
     app.router.add_get("/api/clients/{id}/timeline", api.timeline)
     app.router.add_get("/api/conversations", api.conversations)
     return app
+
+
+def _metrics_handler(metrics: Metrics) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    return handler
 
 
 class AdminServer:

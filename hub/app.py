@@ -23,6 +23,7 @@ from hub.cursors import DbCursorStore, DbMailboxLocks
 from hub.desk import Desk
 from hub.dispatcher import Dispatcher
 from hub.ingest import AutoReplies, Ingestor
+from hub.metrics import Metrics, Sources
 from hub.ports import ChannelPort
 from hub.reminders import ReminderLoop, scan
 from hub.rules import compile_policies, compile_rules
@@ -255,6 +256,16 @@ class Hub:
                     config.admin.token.get_secret_value(),
                     lambda: self.ready,
                     default_region=config.hub.default_region,
+                    metrics=Metrics(
+                        db,
+                        self.clock,
+                        Sources(
+                            ingested=lambda: ingestor.ingested,
+                            sent=lambda: dispatcher.sent,
+                            failed=lambda: dispatcher.failed,
+                            ready=lambda: self.ready,
+                        ),
+                    ),
                 )
             )
             await admin.start(host, port)

@@ -147,6 +147,7 @@ class Ingestor:
         self._closing = False
         self.batches = 0
         self.committed = 0
+        self.ingested: dict[str, int] = defaultdict(int)  # new messages logged, by channel
 
     async def start(self) -> None:
         self._closing = False
@@ -263,6 +264,8 @@ class Ingestor:
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
+            if not result.duplicate:
+                self.ingested[pending.message.channel.value] += 1
             if logged:
                 m = pending.message
                 loggers.event(
