@@ -94,7 +94,8 @@ def run_raw(source: Path, target: Path, transactions: int) -> tuple[float, int]:
         sql
         for (sql,) in src.execute(
             "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
-            "ORDER BY type = 'table' DESC"
+            # an FTS5 table makes its own shadow tables
+            "AND name NOT LIKE 'interactions_fts_%' ORDER BY type = 'table' DESC"
         )
     ]
     data = {t: src.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES}

@@ -31,6 +31,7 @@ from hub.sla import Escalator
 from routing.hours import parse_hours
 from storage import Database
 from storage import managers as managers_q
+from storage import search as full_text
 from storage.migrate import upgrade
 
 log = loggers.core
@@ -222,6 +223,8 @@ class Hub:
                 last_given=ingestor.last_given,
             )
             scheduler.add_job(self._give_out, "interval", seconds=5, id="give-out")
+            if db.engine.dialect.name == "sqlite":  # PostgreSQL's index keeps itself
+                scheduler.add_job(self._index_log, "interval", seconds=2, id="search-index")
             if ingestor.policies:
                 self.escalator = Escalator(
                     db,
@@ -312,6 +315,16 @@ class Hub:
             return
         if steps and self.dispatcher is not None:
             self.dispatcher.wake()
+
+    async def _index_log(self) -> None:
+        """Full-text index the log behind ingest (SQLite's FTS5)."""
+        if self.db is None:
+            return
+        try:
+            async with self.db.write() as conn:
+                await full_text.index_new(conn)
+        except Exception as exc:  # the next run catches up
+            loggers.event(log, "search_index.failed", 30, error=loggers.redact(str(exc)[:200]))
 
     async def _give_out(self) -> None:
         if self.assigner is None:

@@ -74,6 +74,7 @@ class Client(Base):
     opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    merged_into: Mapped[int | None] = mapped_column(ForeignKey("clients.id"))
 
 
 class Identity(Base):
@@ -325,3 +326,26 @@ class CampaignTarget(Base):
     outcome_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class Merge(Base):
+    """A merge of two client records, with what it moved, so that it can be undone."""
+
+    __tablename__ = "merges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kept_id: Mapped[int] = mapped_column(ForeignKey("clients.id"))
+    merged_id: Mapped[int] = mapped_column(ForeignKey("clients.id"))
+    actor: Mapped[str] = mapped_column(String(200))
+    moved: Mapped[dict[str, Any] | None]
+    at: Mapped[datetime]
+    undone_at: Mapped[datetime | None]
+
+
+class SearchPosition(Base):
+    """How far the full-text index has read the interaction log (SQLite's FTS5)."""
+
+    __tablename__ = "search_positions"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger)

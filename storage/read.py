@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage import search as full_text
 from storage.tables import clients, conversations, identities, interactions, managers
 
 _GLOB_SPECIAL = frozenset("*?[")
@@ -234,9 +235,14 @@ def _matches(search: ClientSearch, dialect: str) -> ColumnElement[bool]:
             and_(i.kind == "phone", i.value.like(f"%{_like(search.phone_digits)}%", escape="\\"))
         )
     by_identity.extend(and_(i.kind == kind, i.value == value) for kind, value in search.exact)
-    if not by_identity:
-        return by_name
-    return or_(by_name, c.id.in_(select(i.client_id).where(or_(*by_identity))))
+    found: list[ColumnElement[bool]] = [by_name]
+    if by_identity:
+        found.append(c.id.in_(select(i.client_id).where(or_(*by_identity))))
+    in_log = full_text.matching(dialect, search.text) if search.text else None
+    if in_log is not None:
+        x = interactions.c
+        found.append(c.id.in_(select(x.client_id).where(in_log)))
+    return or_(*found)
 
 
 def _cases(char: str) -> str:

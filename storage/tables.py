@@ -18,8 +18,10 @@ from storage.models import (
     Interaction,
     MailboxCursor,
     Manager,
+    Merge,
     Outbox,
     Reminder,
+    SearchPosition,
     StaffTopic,
 )
 
@@ -37,3 +39,5 @@ mailbox_cursors = cast(Table, MailboxCursor.__table__)
 deadlines = cast(Table, Deadline.__table__)
 campaigns = cast(Table, Campaign.__table__)
 campaign_targets = cast(Table, CampaignTarget.__table__)
+merges = cast(Table, Merge.__table__)
+search_positions = cast(Table, SearchPosition.__table__)

@@ -79,7 +79,9 @@ def start() -> PgServer:
                 "trust",
                 "-E",
                 "UTF8",
-                "--no-locale",
+                # A UTF-8 character type, as production clusters have: full-text
+                # search folds the case of every alphabet (C folds only ASCII).
+                "--locale=C.UTF-8",
             ]
         )
         options = (

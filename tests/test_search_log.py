@@ -1,0 +1,49 @@
+"""Full-text search over the log: a word any client wrote, in any letter case,
+finds the client; the hub's own event notes do not; on SQLite the index follows
+the log in batches (and picks up where it stopped)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hub.search import client_search
+from hub.types import Channel
+from storage import Database
+from storage import search as full_text
+from storage.read import search_clients
+from tests.test_ingest import ANNA_TG, BORIS_TG, message, running
+
+
+async def _found(db: Database, query: str) -> list[int]:
+    async with db.read() as conn:
+        return [c.id for c in await search_clients(conn, client_search(query, "RU"))]
+
+
+async def _index(db: Database) -> int:
+    async with db.write() as conn:
+        return await full_text.index_new(conn)
+
+
+async def test_a_word_of_the_log_finds_its_client(db: Database, tmp_path: Path) -> None:
+    async with running(db, tmp_path) as ingest:
+        anna = await ingest(
+            message(Channel.TELEGRAM, "t1", ANNA_TG, text="Где мой ЗАКАЗ номер 4217?")
+        )
+        boris = await ingest(
+            message(Channel.TELEGRAM, "t2", BORIS_TG, text="Hello, invoice please")
+        )
+    sqlite = db.engine.dialect.name == "sqlite"
+    if sqlite:
+        assert await _found(db, "заказ") == []  # not indexed yet: behind the log
+        assert await _index(db) == 2  # the two messages; the routing events are left out
+        assert await _index(db) == 0  # nothing new
+    assert await _found(db, "заказ") == [anna.client_id]
+    assert await _found(db, "Заказ 4217") == [anna.client_id]  # every word, any case
+    assert await _found(db, "INVOICE") == [boris.client_id]
+    assert await _found(db, "nobody") == []  # in the events ("nobody available"), not said
+    assert await _found(db, "заказ invoice") == []
+    async with running(db, tmp_path) as ingest:
+        await ingest(message(Channel.TELEGRAM, "t3", BORIS_TG, text="и ещё заказ"))
+    if sqlite:
+        assert await _index(db) == 1  # from where it stopped
+    assert sorted(await _found(db, "заказ")) == sorted([anna.client_id, boris.client_id])
