@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from hub import config as config_module
-from hub import loggers
+from hub import clients_command, loggers
 from hub.errors import ConfigError, HubError
 
 
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--config", metavar="FILE", help="config file (default ./config.toml, then $HUB_CONFIG)"
         )
         cmd.set_defaults(handler=handler)
+    clients_command.add_parsers(sub)
     return parser
 
 

@@ -1,0 +1,297 @@
+"""Client records as a whole: merge and unmerge, stage moves, import and export,
+the candidates for duplicate suggestions, and who may see a client."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.tables import (
+    audit,
+    clients,
+    conversations,
+    deadlines,
+    identities,
+    interactions,
+    managers,
+    merges,
+    outbox,
+    reminders,
+    topics,
+)
+
+# Rows that belong to a client and move with a merge (and back with an unmerge).
+MOVABLE: dict[str, Table] = {
+    "identities": identities,
+    "conversations": conversations,
+    "interactions": interactions,
+    "reminders": reminders,
+    "deadlines": deadlines,
+    "outbox": outbox,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    id: int
+    name: str | None
+    stage: str
+    owner_id: int | None
+    tags: list[str]
+    custom: dict[str, Any]
+    source: str | None
+    language: str | None
+    merged_into: int | None
+
+
+async def record(conn: AsyncConnection, client_id: int) -> Record | None:
+    c = clients.c
+    row = (
+        await conn.execute(
+            select(
+                c.id,
+                c.name,
+                c.stage,
+                c.owner_id,
+                c.tags,
+                c.custom,
+                c.source,
+                c.language,
+                c.merged_into,
+            ).where(c.id == client_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return Record(
+        row.id,
+        row.name,
+        row.stage,
+        row.owner_id,
+        list(row.tags or []),
+        dict(row.custom or {}),
+        row.source,
+        row.language,
+        row.merged_into,
+    )
+
+
+# --- merge and unmerge --------------------------------------------------------------
+
+
+async def move_rows(conn: AsyncConnection, source: int, target: int) -> dict[str, list[int]]:
+    """Give every row of client ``source`` to ``target``; the ids moved, by table."""
+    moved: dict[str, list[int]] = {}
+    for name, table in MOVABLE.items():
+        t = table.c
+        ids = [
+            int(r[0])
+            for r in await conn.execute(select(t.id).where(t.client_id == source).order_by(t.id))
+        ]
+        if ids:
+            await conn.execute(update(table).where(t.id.in_(ids)).values(client_id=target))
+        moved[name] = ids
+    return moved
+
+
+async def move_back(conn: AsyncConnection, moved: dict[str, list[int]], target: int) -> None:
+    for name, ids in moved.items():
+        table = MOVABLE.get(name)
+        if table is not None and ids:
+            await conn.execute(update(table).where(table.c.id.in_(ids)).values(client_id=target))
+
+
+async def topic_row(conn: AsyncConnection, client_id: int) -> dict[str, Any] | None:
+    t = topics.c
+    row = (
+        await conn.execute(
+            select(t.client_id, t.chat_id, t.thread_id, t.created_at).where(
+                t.client_id == client_id
+            )
+        )
+    ).one_or_none()
+    return dict(row._mapping) if row else None
+
+
+async def drop_topic(conn: AsyncConnection, client_id: int) -> None:
+    await conn.execute(topics.delete().where(topics.c.client_id == client_id))
+
+
+async def put_topic(conn: AsyncConnection, row: dict[str, Any]) -> None:
+    await conn.execute(insert(topics), row)
+
+
+async def update_client(conn: AsyncConnection, client_id: int, values: dict[str, Any]) -> None:
+    await conn.execute(update(clients).where(clients.c.id == client_id).values(**values))
+
+
+async def add_merge(conn: AsyncConnection, values: dict[str, Any]) -> int:
+    return int((await conn.execute(insert(merges).returning(merges.c.id), values)).scalar_one())
+
+
+async def merge_row(conn: AsyncConnection, merge_id: int) -> dict[str, Any] | None:
+    m = merges.c
+    row = (
+        await conn.execute(
+            select(m.id, m.kept_id, m.merged_id, m.moved, m.undone_at)
+            .where(m.id == merge_id)
+            .with_for_update()
+        )
+    ).one_or_none()
+    return dict(row._mapping) if row else None
+
+
+async def undo_merge(conn: AsyncConnection, merge_id: int, at: datetime) -> None:
+    await conn.execute(update(merges).where(merges.c.id == merge_id).values(undone_at=at))
+
+
+async def add_audit(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    await conn.execute(insert(audit), values)
+
+
+# --- duplicates ------------------------------------------------------------------------
+
+
+async def names(conn: AsyncConnection) -> list[tuple[int, str]]:
+    """(id, name) of every named client not merged into another."""
+    c = clients.c
+    rows = await conn.execute(
+        select(c.id, c.name).where(c.merged_into.is_(None), c.name.is_not(None)).order_by(c.id)
+    )
+    return [(int(i), str(n)) for i, n in rows.all() if n]
+
+
+async def phones(conn: AsyncConnection) -> list[tuple[int, str]]:
+    """(client id, value) of every phone identity and every phone-like custom
+    field of clients not merged into another."""
+    c, i = clients.c, identities.c
+    found = [
+        (int(cid), str(value))
+        for cid, value in await conn.execute(
+            select(i.client_id, i.value)
+            .join_from(identities, clients, c.id == i.client_id)
+            .where(i.kind == "phone", c.merged_into.is_(None))
+        )
+    ]
+    for cid, custom in await conn.execute(
+        select(c.id, c.custom).where(c.merged_into.is_(None), c.custom.is_not(None))
+    ):
+        for value in (custom or {}).values():
+            if isinstance(value, str) and sum(ch.isdigit() for ch in value) >= 10:
+                found.append((int(cid), value))
+    return found
+
+
+# --- stages ------------------------------------------------------------------------------
+
+
+async def quiet_since(
+    conn: AsyncConnection, before: datetime, skip: Sequence[str], limit: int
+) -> list[tuple[int, str]]:
+    """(id, stage) of clients whose last message either way is older than
+    ``before``, not in a stage of ``skip``, not merged."""
+    c, i = clients.c, interactions.c
+    last = (
+        select(i.client_id, func.max(i.at).label("last"))
+        .where(i.direction.in_(("in", "out")))
+        .group_by(i.client_id)
+        .subquery()
+    )
+    rows = await conn.execute(
+        select(c.id, c.stage)
+        .join(last, last.c.client_id == c.id)
+        .where(last.c.last < before, c.stage.not_in(list(skip)), c.merged_into.is_(None))
+        .order_by(c.id)
+        .limit(limit)
+    )
+    return [(int(a), str(b)) for a, b in rows.all()]
+
+
+# --- who may see whom --------------------------------------------------------------------
+
+
+async def keepers(conn: AsyncConnection, client_id: int) -> list[tuple[int, str | None]]:
+    """(manager id, team) of the client's owner and the assignees of its open
+    conversations."""
+    c, cv, m = clients.c, conversations.c, managers.c
+    ids = {
+        int(r[0])
+        for r in await conn.execute(
+            select(cv.assignee_id).where(
+                cv.client_id == client_id, cv.status != "resolved", cv.assignee_id.is_not(None)
+            )
+        )
+    }
+    owner = (await conn.execute(select(c.owner_id).where(c.id == client_id))).scalar()
+    if owner is not None:
+        ids.add(int(owner))
+    if not ids:
+        return []
+    rows = await conn.execute(select(m.id, m.attrs).where(m.id.in_(ids)))
+    return [(int(mid), (attrs or {}).get("team")) for mid, attrs in rows.all()]
+
+
+# --- import and export ----------------------------------------------------------------
+
+
+async def owners_of(
+    conn: AsyncConnection, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """(kind, value) -> client id, for the identities that exist."""
+    if not pairs:
+        return {}
+    i = identities.c
+    found: dict[tuple[str, str], int] = {}
+    for start in range(0, len(pairs), 500):
+        chunk = pairs[start : start + 500]
+        rows = await conn.execute(
+            select(i.kind, i.value, i.client_id).where(
+                or_(*(and_(i.kind == k, i.value == v) for k, v in chunk))
+            )
+        )
+        for kind, value, cid in rows.all():
+            found[(kind, value)] = int(cid)
+    return found
+
+
+async def new_client(conn: AsyncConnection, values: dict[str, Any]) -> int:
+    given = {k: v for k, v in values.items() if v is not None}
+    given.setdefault("updated_at", given.get("created_at"))
+    return int((await conn.execute(insert(clients).returning(clients.c.id), given)).scalar_one())
+
+
+async def add_identities(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(insert(identities), rows)
+
+
+async def export_rows(conn: AsyncConnection) -> list[dict[str, Any]]:
+    """Every client not merged into another, with its identities and owner."""
+    c, i, m = clients.c, identities.c, managers.c
+    rows = (
+        await conn.execute(
+            select(
+                c.id,
+                c.name,
+                c.stage,
+                m.name.label("owner"),
+                c.tags,
+                c.source,
+                c.language,
+                c.custom,
+                c.created_at,
+            )
+            .join_from(clients, managers, c.owner_id == m.id, isouter=True)
+            .where(c.merged_into.is_(None))
+            .order_by(c.id)
+        )
+    ).all()
+    ident: dict[int, dict[str, list[str]]] = {}
+    for cid, kind, value in await conn.execute(select(i.client_id, i.kind, i.value).order_by(i.id)):
+        ident.setdefault(int(cid), {}).setdefault(str(kind), []).append(str(value))
+    return [dict(row._mapping) | {"identities": ident.get(row.id, {})} for row in rows]
