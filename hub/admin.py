@@ -1,4 +1,5 @@
-"""The admin HTTP API (aiohttp): health, client search and cards, timelines, conversations.
+"""The admin HTTP API (aiohttp): health, client search and cards, timelines, conversations,
+reports (JSON, and charts as PNG).
 
 JSON over HTTP, read-only. Every ``/api/`` call needs ``Authorization: Bearer
 <token>`` (RFC 6750), else 401 with ``WWW-Authenticate``. ``/healthz`` and
@@ -26,7 +27,9 @@ from aiohttp.typedefs import Handler, Middleware
 from sqlalchemy.exc import DBAPIError
 
 from hub import loggers
+from hub.clock import SystemClock
 from hub.metrics import CONTENT_TYPE, Metrics
+from hub.reports import Period, Reporter, ReportError, parse_day
 from hub.search import client_search
 from hub.types import ConversationStatus
 from storage import Database
@@ -54,15 +57,17 @@ def create_app(
     *,
     default_region: str | None = None,
     metrics: Metrics | None = None,
+    reporter: Reporter | None = None,
 ) -> web.Application:
     """The admin application; ``ready()`` tells whether every channel is listening.
 
     ``default_region`` (``hub.default_region``) reads phone numbers written in a
-    national format (``8 916 …``) in searches.
+    national format (``8 916 …``) in searches. ``reporter`` answers ``/api/reports``
+    (by default: UTC days and the system clock).
     """
     if not token:
         raise ValueError("the admin API needs a non-empty token")
-    api = _Api(db, ready, default_region)
+    api = _Api(db, ready, default_region, reporter or Reporter(db, SystemClock()))
     app = web.Application(middlewares=[_middleware(token.encode())])
     app.router.add_get("/healthz", api.healthz)
     if metrics is not None:
@@ -71,6 +76,8 @@ def create_app(
     app.router.add_get("/api/clients/{id}", api.client)
     app.router.add_get("/api/clients/{id}/timeline", api.timeline)
     app.router.add_get("/api/conversations", api.conversations)
+    app.router.add_get("/api/reports", api.reports)
+    app.router.add_get("/api/reports/chart.png", api.chart)
     return app
 
 
@@ -114,10 +121,13 @@ class AdminServer:
 
 
 class _Api:
-    def __init__(self, db: Database, ready: Callable[[], bool], region: str | None) -> None:
+    def __init__(
+        self, db: Database, ready: Callable[[], bool], region: str | None, reporter: Reporter
+    ) -> None:
         self.db = db
         self.ready = ready
         self.region = region
+        self.reporter = reporter
 
     async def healthz(self, request: web.Request) -> web.Response:
         if self.ready():
@@ -162,6 +172,32 @@ class _Api:
         async with self.db.read() as conn:
             found = await q.list_conversations(conn, status, limit=limit, offset=offset)
         return _json([dataclasses.asdict(c) for c in found])
+
+    async def reports(self, request: web.Request) -> web.Response:
+        """``?period=week|month`` or ``?from=YYYY-MM-DD&to=YYYY-MM-DD``: every report."""
+        report = await self.reporter.report(self._period(request))
+        return _json(report.as_json())
+
+    async def chart(self, request: web.Request) -> web.Response:
+        """``?kind=…`` and the period as for ``/api/reports``: the chart as PNG."""
+        kind = request.query.get("kind", "")
+        language = request.query.get("lang") or None
+        if language not in (None, "ru", "en"):
+            raise BadRequest(f"lang: must be ru or en (got {language[:10]!r})")
+        try:
+            png = await self.reporter.chart(kind, self._period(request), language)
+        except ReportError as exc:
+            raise BadRequest(str(exc)) from None
+        return web.Response(body=png, content_type="image/png")
+
+    def _period(self, request: web.Request) -> Period:
+        query = request.query
+        try:
+            first = parse_day(query["from"], "from") if "from" in query else None
+            last = parse_day(query["to"], "to") if "to" in query else None
+            return self.reporter.period(query.get("period") or None, first=first, last=last)
+        except ReportError as exc:
+            raise BadRequest(str(exc)) from None
 
 
 def _paging(request: web.Request) -> tuple[int, int]:

@@ -26,6 +26,7 @@ from hub.ingest import AutoReplies, Ingestor
 from hub.metrics import Metrics, Sources
 from hub.ports import ChannelPort
 from hub.reminders import ReminderLoop, scan
+from hub.reports import Reporter
 from hub.rules import compile_policies, compile_rules
 from hub.sla import Escalator
 from routing.hours import parse_hours
@@ -51,6 +52,7 @@ def build_channels(config: Config, desk: Desk, clock: Clock) -> dict[str, Channe
             language=config.hub.language,
             timezone=config.hub.timezone,
             clock=clock,
+            reports=reporter(config, desk.db, clock),
         )
         channels["telegram"] = TelegramChannel(
             config.telegram,
@@ -82,6 +84,10 @@ def build_channels(config: Config, desk: Desk, clock: Clock) -> dict[str, Channe
             clock=clock,
         )
     return channels
+
+
+def reporter(config: Config, db: Database, clock: Clock) -> Reporter:
+    return Reporter(db, clock, timezone=config.hub.timezone, language=config.hub.language)
 
 
 def auto_replies(config: Config) -> AutoReplies:
@@ -259,6 +265,7 @@ class Hub:
                     config.admin.token.get_secret_value(),
                     lambda: self.ready,
                     default_region=config.hub.default_region,
+                    reporter=reporter(config, db, self.clock),
                     metrics=Metrics(
                         db,
                         self.clock,

@@ -7,8 +7,8 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from hub import clients_command, loggers, report_command
 from hub import config as config_module
-from hub import clients_command, loggers
 from hub.errors import ConfigError, HubError
 
 
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         cmd.set_defaults(handler=handler)
     clients_command.add_parsers(sub)
+    report_command.add_parser(sub)
     return parser
 
 

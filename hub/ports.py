@@ -147,3 +147,27 @@ class StaffDesk(Protocol):
 
     async def find(self, manager: ManagerRef, text: str) -> list[ClientCard]:
         """Clients matching a name, email, phone, Telegram id, or text of the log."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """A report chart as a PNG image, with a caption."""
+
+    filename: str
+    caption: str
+    png: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReportDigest:
+    """What a manager gets for ``/report``: a few lines of figures and the charts."""
+
+    summary: str
+    charts: tuple[Chart, ...]
+
+
+class StaffReports(Protocol):
+    """Reports a staff surface can hand a manager (``/report week``)."""
+
+    async def digest(self, period_name: str, language: str) -> ReportDigest:
+        """The figures of ``week`` or ``month``; ReportError for another name."""

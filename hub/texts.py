@@ -147,9 +147,11 @@ TEXTS: dict[str, dict[str, str]] = {
     },
     "private_help": {
         "ru": "/inbox — ваши открытые обращения\n/find ТЕКСТ — найти клиента\n"
-        "/away — не давать мне новых обращений\n/back — я снова на месте",
+        "/away — не давать мне новых обращений\n/back — я снова на месте\n"
+        "/report week — отчёт за неделю (month — за месяц)",
         "en": "/inbox — your open requests\n/find TEXT — find a client\n"
-        "/away — give me no new requests\n/back — I am back",
+        "/away — give me no new requests\n/back — I am back\n"
+        "/report week — the week's report (month: the last 30 days)",
     },
     "away_on": {
         "ru": "Вы отошли: новых обращений не будет до /back",
@@ -159,6 +161,63 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "С возвращением! Ожидающие обращения скоро придут",
         "en": "Welcome back! Waiting requests are on their way",
     },
+    # Reports (hub/reports.py, hub/charts.py, /report in the private chat)
+    "report_title": {"ru": "📊 Отчёт за {first}–{last}", "en": "📊 Report for {first}–{last}"},
+    "report_first_response": {
+        "ru": "Обращений: {requests}, с ответом: {answered}; первый ответ: медиана {median}, "
+        "p90 {p90}",
+        "en": "Requests: {requests}, answered: {answered}; first response: median {median}, "
+        "p90 {p90}",
+    },
+    "report_resolution": {
+        "ru": "Решено: {resolved}; время решения: медиана {median}, p90 {p90}",
+        "en": "Resolved: {resolved}; resolution time: median {median}, p90 {p90}",
+    },
+    "report_deadlines": {
+        "ru": "Сроки: пропущено {missed} из {due}",
+        "en": "Deadlines: {missed} of {due} missed",
+    },
+    "report_open": {
+        "ru": "Открыто сейчас: {open}, просрочено: {overdue}, без ответственного: {unassigned}",
+        "en": "Open now: {open}, overdue: {overdue}, unassigned: {unassigned}",
+    },
+    "report_inbound": {
+        "ru": "Входящих сообщений: {total} ({channels})",
+        "en": "Inbound messages: {total} ({channels})",
+    },
+    "report_stages": {"ru": "Смен стадий: {moves}", "en": "Stage moves: {moves}"},
+    "report_usage": {
+        "ru": "Отчёт: /report week (7 дней) или /report month (30 дней)",
+        "en": "Report: /report week (7 days) or /report month (30 days)",
+    },
+    "report_unavailable": {
+        "ru": "Отчёты здесь недоступны",
+        "en": "Reports are not available here",
+    },
+    "chart_first_response": {
+        "ru": "Первый ответ по менеджерам",
+        "en": "First response by manager",
+    },
+    "chart_resolution": {"ru": "Время решения по менеджерам", "en": "Resolution by manager"},
+    "chart_volume_hour": {"ru": "Входящие по часам", "en": "Inbound by hour"},
+    "chart_volume_channel": {"ru": "Сообщения по каналам", "en": "Messages by channel"},
+    "chart_load": {"ru": "Открытые обращения", "en": "Open requests"},
+    "chart_breaches": {"ru": "Сроки (SLA)", "en": "Deadlines (SLA)"},
+    "chart_stages": {"ru": "Смены стадий", "en": "Stage moves"},
+    "chart_campaigns": {"ru": "Кампании", "en": "Campaigns"},
+    "chart_inbound": {"ru": "входящие", "en": "inbound"},
+    "chart_outbound": {"ru": "исходящие", "en": "outbound"},
+    "chart_open": {"ru": "открыто", "en": "open"},
+    "chart_overdue": {"ru": "просрочено", "en": "overdue"},
+    "chart_due": {"ru": "всего", "en": "due"},
+    "chart_missed": {"ru": "пропущено", "en": "missed"},
+    "chart_sent": {"ru": "отправлено", "en": "sent"},
+    "chart_replied": {"ru": "ответили", "en": "replied"},
+    "chart_median": {"ru": "медиана", "en": "median"},
+    "chart_nobody": {"ru": "никто", "en": "nobody"},
+    "chart_minutes": {"ru": "минуты", "en": "minutes"},
+    "chart_hours": {"ru": "часы", "en": "hours"},
+    "chart_no_data": {"ru": "Нет данных", "en": "No data"},
     # Web forms (channels/webform): the page, its errors, the confirmation email
     "form_send": {"ru": "Отправить", "en": "Send"},
     "form_required": {"ru": "Заполните это поле", "en": "Please fill in this field"},

@@ -8,7 +8,8 @@ or a command through the :class:`~hub.ports.StaffDesk`. Buttons are answered
 with answerCallbackQuery and refresh the card with editMessageText; files
 managers send are fetched with getFile and the file download URL. Private
 notices (assigned, reminder, delivery failed) go to the manager's chat with the
-bot, where ``/inbox`` and ``/find`` answer too.
+bot, where ``/inbox`` and ``/find`` answer too, and ``/report week`` (or
+``month``) answers with a short summary and the charts as photos (sendPhoto).
 
 Telegram lets a bot post about 20 messages a minute into a group and one a
 second into any chat. :class:`Pacer` keeps those budgets per chat; when a
@@ -49,6 +50,7 @@ from aiogram.methods import (
     ReopenForumTopic,
     SendDocument,
     SendMessage,
+    SendPhoto,
 )
 from aiogram.methods.base import TelegramMethod
 from aiogram.types import (
@@ -72,7 +74,7 @@ from hub.errors import (
     StorageUnavailable,
     TemporaryDeliveryError,
 )
-from hub.ports import StaffDesk
+from hub.ports import ReportDigest, StaffDesk, StaffReports
 from hub.texts import text
 from hub.types import (
     Attachment,
@@ -315,8 +317,10 @@ class StaffSide:
         pacer: Pacer | None = None,
         max_wait: float = 2.5,
         coalesce_for: float = 120.0,
+        reports: StaffReports | None = None,
     ) -> None:
         self.desk = desk
+        self.reports = reports
         self.language = language
         self.tz = ZoneInfo(timezone)
         self.clock: Clock = clock or SystemClock()
@@ -1197,6 +1201,7 @@ class StaffSide:
             return
         language = manager.language or self.language
         command, argument = _command(message.text or "")
+        digest: ReportDigest | None = None
         if command == "inbox":
             items = await self.desk.inbox(manager)
             parts = render.inbox_html(items, language, self.clock.now())
@@ -1209,7 +1214,52 @@ class StaffSide:
                 cards = await self.desk.find(manager, argument)
                 found = [(card, await self.desk.topic_of(card.id)) for card in cards]
                 parts = render.find_html(found, argument, language)
+        elif command == "report":
+            digest = await self._digest(argument, language)
+            reply = digest.summary if digest else text("report_usage", language)
+            if self.reports is None:
+                reply = text("report_unavailable", language)
+            parts = [render.escape(reply)]
         else:
             parts = [render.escape(text("private_help", language))]
         loggers.event(log, "staff.private", command=command or "-", manager=manager.id)
         await self._say(bot, user, None, parts, wait=self.max_wait, strict=False)
+        if digest is not None:
+            await self._photos(bot, user, digest)
+
+    async def _digest(self, argument: str, language: str) -> ReportDigest | None:
+        """The report of ``week`` (the default) or ``month``; None for anything else."""
+        name = argument.strip().lower() or "week"
+        if self.reports is None or name not in ("week", "month"):
+            return None
+        return await self.reports.digest(name, language)
+
+    async def _photos(self, bot: Bot, chat: int, digest: ReportDigest) -> None:
+        """The report's charts, one photo each; they wait their turn in the chat (a manager
+        asked for them), and a refused one is logged, the rest still sent."""
+        if not digest.charts:
+            return
+        steps = len(digest.charts)
+        patience = self.max_wait + steps * self.pacer.gap
+        async with self.pacer.turn(chat, steps, patience) as turn:
+            for chart in digest.charts:
+                try:
+                    await self._request(
+                        bot,
+                        SendPhoto(
+                            chat_id=chat,
+                            photo=BufferedInputFile(chart.png, filename=chart.filename),
+                            caption=render.escape(chart.caption),
+                            parse_mode=HTML,
+                        ),
+                        turn=turn,
+                    )
+                except DeliveryError as exc:
+                    loggers.event(
+                        log,
+                        "staff.chart_dropped",
+                        logging.WARNING,
+                        chat=chat,
+                        chart=chart.filename,
+                        error=exc.reason,
+                    )

@@ -1,0 +1,305 @@
+"""The queries behind the reports: response times, deadlines, volume, load, stages, campaigns.
+
+Read-only and set-based: one statement per figure, grouped in SQL where the
+grouping does not depend on the time zone. Volume is counted per quarter of an
+hour of UTC (every time zone's offset is a whole number of quarters), so the
+caller can fold the counts into local hours and days. Percentiles need every
+value and neither backend has the same function for them, so response times
+come back one row per conversation and are summarised in ``hub.reports``.
+
+Campaign tables belong to the campaigns feature; this module names only the
+columns it reads (lightweight ``table()`` clauses) and answers ``None`` when
+those tables do not exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    and_,
+    case,
+    cast,
+    column,
+    exists,
+    extract,
+    func,
+    inspect,
+    literal,
+    or_,
+    select,
+    table,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.tables import conversations, deadlines, interactions, managers
+from storage.types import UTCDateTime
+
+QUARTER_S = 900
+STAGE_PREFIX = "stage: "
+
+_campaigns = table(
+    "campaigns",
+    column("id"),
+    column("name"),
+    column("mode"),
+    column("status"),
+    column("created_at", UTCDateTime()),
+    column("finished_at", UTCDateTime()),
+)
+_targets = table(
+    "campaign_targets",
+    column("id"),
+    column("campaign_id"),
+    column("client_id"),
+    column("status"),
+    column("interaction_id"),
+    column("outcome"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationTimes:
+    """A conversation opened or resolved in the period, with its times."""
+
+    id: int
+    channel: str
+    manager: str | None
+    created_at: datetime
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineCount:
+    kind: str
+    policy: str
+    manager: str | None
+    due: int
+    missed: int
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeCount:
+    """Messages of one channel and direction in one quarter hour (``quarter`` × 900 s
+    after the Unix epoch, UTC)."""
+
+    channel: str
+    direction: str
+    quarter: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    manager: str | None  # None: not assigned to anybody
+    active: bool
+    capacity: int | None
+    open: int
+    overdue: int
+
+
+@dataclass(frozen=True, slots=True)
+class StageText:
+    text: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignCount:
+    id: int
+    name: str
+    mode: str
+    status: str
+    targets: int
+    sent: int
+    skipped: int
+    delivered: int
+    failed: int
+    replied: int
+    done: int
+
+
+async def conversation_times(
+    conn: AsyncConnection, start: datetime, end: datetime
+) -> list[ConversationTimes]:
+    """Conversations opened in ``[start, end)`` or resolved in it, by id."""
+    v, m = conversations.c, managers.c
+    rows = await conn.execute(
+        select(v.id, v.channel, m.name, v.created_at, v.first_response_at, v.resolved_at)
+        .join_from(conversations, managers, v.assignee_id == m.id, isouter=True)
+        .where(
+            or_(
+                and_(v.created_at >= start, v.created_at < end),
+                and_(v.resolved_at >= start, v.resolved_at < end),
+            )
+        )
+        .order_by(v.id)
+    )
+    return [ConversationTimes(*row) for row in rows]
+
+
+async def deadline_counts(
+    conn: AsyncConnection, start: datetime, end: datetime
+) -> list[DeadlineCount]:
+    """Deadlines that came due in ``[start, end)``: how many, how many missed (step >= 2),
+    by kind, policy and the conversation's assignee."""
+    d, v, m = deadlines.c, conversations.c, managers.c
+    missed = func.sum(case((d.step >= 2, 1), else_=0))
+    rows = await conn.execute(
+        select(d.kind, d.policy, m.name, func.count(), missed)
+        .select_from(
+            deadlines.join(conversations, d.conversation_id == v.id).join(
+                managers, v.assignee_id == m.id, isouter=True
+            )
+        )
+        .where(d.due_at >= start, d.due_at < end)
+        .group_by(d.kind, d.policy, m.name)
+        .order_by(d.kind, d.policy, m.name)
+    )
+    return [
+        DeadlineCount(kind, policy, name, due, int(miss or 0))
+        for kind, policy, name, due, miss in rows
+    ]
+
+
+async def volume(conn: AsyncConnection, start: datetime, end: datetime) -> list[VolumeCount]:
+    """Inbound and outbound messages in ``[start, end)`` by channel and quarter hour."""
+    t = interactions.c
+    quarter = _quarter(t.at, conn.dialect.name).label("quarter")
+    rows = await conn.execute(
+        select(t.channel, t.direction, quarter, func.count())
+        .where(t.at >= start, t.at < end, t.direction.in_(("in", "out")), t.channel.is_not(None))
+        .group_by(t.channel, t.direction, quarter)
+    )
+    return [VolumeCount(ch, d, int(q), n) for ch, d, q, n in rows]
+
+
+async def open_load(conn: AsyncConnection, now: datetime) -> list[Load]:
+    """Open (not resolved) conversations per manager, and how many of them are past a
+    deadline now; every active manager is listed, with a row for nobody's."""
+    v, m, d = conversations.c, managers.c, deadlines.c
+    overdue = exists().where(d.conversation_id == v.id, d.status == "open", d.due_at < now)
+    counts = (
+        select(
+            v.assignee_id.label("manager_id"),
+            func.count().label("open"),
+            func.sum(case((overdue, 1), else_=0)).label("overdue"),
+        )
+        .where(v.status != "resolved")
+        .group_by(v.assignee_id)
+        .subquery()
+    )
+    k = counts.c
+    rows = await conn.execute(
+        select(m.name, m.active, m.capacity, k.open, k.overdue)
+        .join_from(managers, counts, k.manager_id == m.id, isouter=True)
+        .where(or_(m.active.is_(True), k.open.is_not(None)))
+        .order_by(m.name)
+    )
+    found = [
+        Load(name, bool(active), capacity, int(n or 0), int(late or 0))
+        for name, active, capacity, n, late in rows
+    ]
+    nobody = (
+        await conn.execute(select(k.open, k.overdue).where(k.manager_id.is_(None)))
+    ).one_or_none()
+    if nobody is not None:
+        found.append(Load(None, True, None, int(nobody[0]), int(nobody[1] or 0)))
+    return found
+
+
+async def stage_texts(conn: AsyncConnection, start: datetime, end: datetime) -> list[StageText]:
+    """Logged stage changes in ``[start, end)``: each distinct event text and how often."""
+    t = interactions.c
+    rows = await conn.execute(
+        select(t.text, func.count())
+        .where(
+            t.direction == "event",
+            t.text.like(f"{STAGE_PREFIX}%"),
+            t.at >= start,
+            t.at < end,
+        )
+        .group_by(t.text)
+        .order_by(t.text)
+    )
+    return [StageText(text, n) for text, n in rows]
+
+
+async def has_campaigns(conn: AsyncConnection) -> bool:
+    def check(sync: Connection) -> bool:
+        found = inspect(sync)
+        return found.has_table("campaigns") and found.has_table("campaign_targets")
+
+    return await conn.run_sync(check)
+
+
+async def campaign_counts(
+    conn: AsyncConnection, start: datetime, end: datetime
+) -> list[CampaignCount] | None:
+    """Campaigns alive during ``[start, end)`` with their targets' fate and replies
+    (an inbound message from the client after the campaign's one); ``None`` when
+    the campaign tables do not exist."""
+    if not await has_campaigns(conn):
+        return None
+    c, g, i = _campaigns.c, _targets.c, interactions.c
+    reply = interactions.alias("reply")
+    r = reply.c
+    replied = exists().where(r.client_id == g.client_id, r.direction == "in", r.at > i.at)
+
+    def count(condition: ColumnElement[bool]) -> ColumnElement[int]:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), literal(0))
+
+    rows = await conn.execute(
+        select(
+            c.id,
+            c.name,
+            c.mode,
+            c.status,
+            func.count(g.id),
+            count(g.interaction_id.is_not(None)),
+            count(g.status == "skipped"),
+            count(i.delivery == "sent"),
+            count(i.delivery == "failed"),
+            count(and_(i.id.is_not(None), replied)),
+            count(g.outcome.is_not(None)),
+        )
+        .select_from(
+            _campaigns.join(_targets, g.campaign_id == c.id, isouter=True).join(
+                interactions, i.id == g.interaction_id, isouter=True
+            )
+        )
+        .where(c.created_at < end, or_(c.finished_at.is_(None), c.finished_at >= start))
+        .group_by(c.id, c.name, c.mode, c.status)
+        .order_by(c.id)
+    )
+    return [CampaignCount(*row) for row in rows]
+
+
+async def campaign_outcomes(conn: AsyncConnection, ids: list[int]) -> dict[int, dict[str, int]]:
+    """Call outcomes recorded per campaign: ``{campaign: {outcome: count}}``."""
+    if not ids:
+        return {}
+    g = _targets.c
+    rows = await conn.execute(
+        select(g.campaign_id, g.outcome, func.count())
+        .where(g.campaign_id.in_(ids), g.outcome.is_not(None))
+        .group_by(g.campaign_id, g.outcome)
+        .order_by(g.campaign_id, g.outcome)
+    )
+    found: dict[int, dict[str, int]] = {}
+    for campaign, outcome, n in rows:
+        found.setdefault(campaign, {})[outcome] = n
+    return found
+
+
+def _quarter(at: ColumnElement[datetime], dialect: str) -> ColumnElement[int]:
+    """Quarter hours since the Unix epoch (UTC) of a stored time."""
+    if dialect == "sqlite":
+        # naive UTC text; strftime('%s') reads it as UTC
+        return cast(func.strftime("%s", at), BigInteger) // QUARTER_S
+    return cast(func.floor(extract("epoch", at)), BigInteger) // QUARTER_S
