@@ -16,6 +16,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from hub import loggers
 from hub.admin import AdminServer, create_app
 from hub.assign import Assigner
+from hub.clients import ClientBook
 from hub.attachments import AttachmentStore
 from hub.clock import Clock, SystemClock
 from hub.config import Config, split_listen
@@ -229,6 +230,15 @@ class Hub:
                 last_given=ingestor.last_given,
             )
             scheduler.add_job(self._give_out, "interval", seconds=5, id="give-out")
+            if config.stages.lapse_after_days:
+                scheduler.add_job(
+                    self._lapse,
+                    "interval",
+                    hours=1,
+                    id="lapse",
+                    args=[config.stages.lapse_after_days],
+                    next_run_time=self.clock.now(),
+                )
             if db.engine.dialect.name == "sqlite":  # PostgreSQL's index keeps itself
                 scheduler.add_job(self._index_log, "interval", seconds=2, id="search-index")
             if ingestor.policies:
@@ -332,6 +342,15 @@ class Hub:
                 await full_text.index_new(conn)
         except Exception as exc:  # the next run catches up
             loggers.event(log, "search_index.failed", 30, error=loggers.redact(str(exc)[:200]))
+
+    async def _lapse(self, days: int) -> None:
+        """The stage rule: no contact for ``days`` days → lapsed."""
+        if self.db is None:
+            return
+        try:
+            await ClientBook(self.db, self.clock).lapse(days)
+        except Exception as exc:  # the next run catches up
+            loggers.event(log, "lapse.failed", 30, error=loggers.redact(str(exc)[:200]))
 
     async def _give_out(self) -> None:
         if self.assigner is None:

@@ -481,11 +481,17 @@ class StageContactSection(Section):
     @field_validator("stage")
     @classmethod
     def _known_stage(cls, value: str) -> str:
-        from hub.desk import STAGES  # the desk owns the list of stages
+        from hub.stages import STAGES
 
         if value not in STAGES:
             raise ValueError(f"unknown stage {value!r}; stages: {', '.join(STAGES)}")
         return value
+
+
+class StagesSection(Section):
+    """Relationship stage rules."""
+
+    lapse_after_days: int = Field(default=0, ge=0, le=3650)
 
 
 class RemindersSection(Section):
@@ -518,6 +524,7 @@ class Config(Section):
     reminders: RemindersSection = RemindersSection()
     routing: RoutingSection = RoutingSection()
     sla: SlaSection = SlaSection()
+    stages: StagesSection = StagesSection()
 
     @field_validator("managers")
     @classmethod

@@ -10,12 +10,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from hub import loggers, reminders, replies
+from hub import loggers, reminders, replies, stages
 from hub.attachments import AttachmentStore
 from hub.clock import Clock
 from hub.errors import HubError
 from hub.search import client_search
+from hub.stages import STAGES
 from hub.texts import text
 from hub.types import (
     Attachment,
@@ -36,17 +38,18 @@ from storage import sla as sla_q
 
 log = loggers.core
 
-STAGES = (
-    "prospect",
-    "first_time_buyer",
-    "repeat_buyer",
-    "client",
-    "supporter",
-    "advocate",
-    "partner",
-    "lapsed",
+ACTIONS = (
+    "take",
+    "accept",
+    "resolve",
+    "reopen",
+    "transfer",
+    "tag",
+    "remind",
+    "stage",
+    "stage_up",
+    "stage_down",
 )
-ACTIONS = ("take", "accept", "resolve", "reopen", "transfer", "tag", "remind", "stage")
 
 
 class NoConversation(HubError):
@@ -237,6 +240,8 @@ class Desk:
             ids = [c.id for c in convs]
             latest = await q.latest_conversation(conn, client_id)
             event_conv = convs[0].id if convs else (latest.id if latest else None)
+            logged: str | None = None  # the event's text, when not the reply itself
+            extras: dict[str, Any] | None = None
             if action == "take":
                 if not ids:
                     return text("no_open", language)
@@ -303,12 +308,32 @@ class Desk:
                 tags = list(dict.fromkeys([*(client.tags or [] if client else []), *words]))
                 await q.set_client(conn, client_id, now, tags=tags)
                 reply = text("tagged", language, tags=", ".join(tags))
-            elif action == "stage":
-                stage = argument.lower().replace(" ", "_").replace("-", "_")
-                if stage not in STAGES:
-                    return text("bad_stage", language, stage=argument, stages=", ".join(STAGES))
-                await q.set_client(conn, client_id, now, stage=stage)
-                reply = text("stage", language, stage=stage, manager=manager.name)
+            elif action in ("stage", "stage_up", "stage_down"):
+                client = await q.client(conn, client_id)
+                old = client.stage if client else "prospect"
+                if action == "stage":
+                    new = stages.parse(argument)
+                    if new is None:
+                        return text("bad_stage", language, stage=argument, stages=", ".join(STAGES))
+                else:
+                    new = stages.up(old) if action == "stage_up" else stages.down(old)
+                    if new is None:
+                        return text("stage", language, stage=old, manager=manager.name)
+                await q.set_client(conn, client_id, now, stage=new)
+                reply = text("stage", language, stage=new, manager=manager.name)
+                logged = f"stage: {old} → {new} (by hand)"
+                extras = {"stage_move": {"from": old, "to": new, "by": manager.name}}
+                await q.audit(
+                    conn,
+                    {
+                        "at": now,
+                        "actor": f"telegram:{manager.telegram_id}",
+                        "action": "stage",
+                        "object_type": "client",
+                        "object_id": client_id,
+                        "details": {"from": old, "to": new, "why": "by hand"},
+                    },
+                )
             elif action == "remind":
                 parsed = parse_when(argument, now, self.timezone)
                 if parsed is None:
@@ -339,7 +364,8 @@ class Desk:
                     "conversation_id": event_conv,
                     "direction": Direction.EVENT.value,
                     "author": manager.name,
-                    "text": reply,
+                    "text": logged or reply,
+                    "extras": extras,
                     "channel": staff if key is not None else None,
                     "external_id": key,
                     "at": now,

@@ -104,6 +104,8 @@ TEXTS: dict[str, dict[str, str]] = {
     "button_resolve": {"ru": "Закрыть", "en": "Resolve"},
     "button_reopen": {"ru": "Открыть снова", "en": "Reopen"},
     "button_card": {"ru": "Карточка", "en": "Card"},
+    "button_stage_up": {"ru": "⬆️ Стадия", "en": "⬆️ Stage"},
+    "button_stage_down": {"ru": "⬇️ Стадия", "en": "⬇️ Stage"},
     "open_topic": {"ru": "Открыть тему", "en": "Open the topic"},
     "assigned_to_you": {"ru": "🆕 Вам назначено: {client}", "en": "🆕 Assigned to you: {client}"},
     "assigned_to": {"ru": "Назначено: {manager}", "en": "Assigned to {manager}"},

@@ -519,7 +519,12 @@ async def test_commands_change_the_request_and_the_client_and_are_logged(
         .where(Interaction.direction == "event", Interaction.client_id == cid)
         .order_by(Interaction.id),
     )
-    assert [e.text for e in events if not e.text.startswith("routed")] == confirmations
+    # The stage move is logged in a fixed form (reports count the moves).
+    logged = [
+        "stage: prospect → repeat_buyer (by hand)" if c.startswith("Stage:") else c
+        for c in confirmations
+    ]
+    assert [e.text for e in events if not e.text.startswith("routed")] == logged
     # Each confirmation is shown in the topic, after the command.
     shown = [visible(m) for m in hub.in_topic(thread)]
     assert [s for s in shown if s in confirmations] == confirmations
@@ -1047,3 +1052,30 @@ async def test_the_topic_shows_when_the_answer_is_due(hub: StaffDesk) -> None:
     card, mirror = hub.in_topic(topic.message_thread_id)
     assert mirror["text"] == "✉️ email · Order 42 · ⏰ 05.01 11:30\nWhere is my order?"
     assert "⏰ answer by: 05.01 11:30" in card["text"]
+
+
+async def test_the_card_moves_the_stage_up_and_down(hub: StaffDesk) -> None:
+    maria = await hub.manager("Maria")
+    result = await hub.writes(ANNA, "hi")
+    await hub.flush()
+    card = hub.in_topic(hub.thread("Anna"))[0]
+    cid = result.client_id
+    await hub.server.callback(maria, card, f"hub:stage_up:{cid}")
+    await hub.server.callback(maria, card, f"hub:stage_up:{cid}")
+    await hub.server.callback(maria, card, f"hub:stage_down:{cid}")
+    assert await hub.feed() == 3
+    [stage] = await rows(hub.db, select(Client.stage).where(Client.id == cid))
+    assert stage.stage == "first_time_buyer"
+    moves = await rows(
+        hub.db,
+        select(Interaction.text, Interaction.author)
+        .where(Interaction.text.like("stage:%"))
+        .order_by(Interaction.id),
+    )
+    assert [tuple(m) for m in moves] == [
+        ("stage: prospect → first_time_buyer (by hand)", "Maria"),
+        ("stage: first_time_buyer → repeat_buyer (by hand)", "Maria"),
+        ("stage: repeat_buyer → first_time_buyer (by hand)", "Maria"),
+    ]
+    audit = await rows(hub.db, select(Audit.action).where(Audit.action == "stage"))
+    assert len(audit) == 3

@@ -27,6 +27,7 @@ TOPIC_NAME_LIMIT = 128
 CALLBACK_LIMIT = 64
 CALLBACK_PREFIX = "hub:"
 BUTTONS = ("take", "resolve", "reopen", "card")
+STAGE_BUTTONS = ("stage_down", "stage_up")  # a second row: the relationship stage
 
 _TAG = re.compile(r"<[^>]*>")
 _CHANNEL_ICONS = {"telegram": "💬", "email": "✉️", "webform": "📝"}
@@ -150,7 +151,7 @@ def parse_callback(data: str | None) -> tuple[str, int] | None:
     if not data or not data.startswith(CALLBACK_PREFIX):
         return None
     action, _, client = data.removeprefix(CALLBACK_PREFIX).partition(":")
-    if action not in (*BUTTONS, "accept") or not client.isdigit():
+    if action not in (*BUTTONS, *STAGE_BUTTONS, "accept") or not client.isdigit():
         return None
     return action, int(client)
 
@@ -213,7 +214,14 @@ def card_keyboard(client_id: int, language: str) -> InlineKeyboardMarkup:
                     callback_data=callback_data(action, client_id),
                 )
                 for action in BUTTONS
-            ]
+            ],
+            [
+                InlineKeyboardButton(
+                    text=text(f"button_{action}", language),
+                    callback_data=callback_data(action, client_id),
+                )
+                for action in STAGE_BUTTONS
+            ],
         ]
     )
 
