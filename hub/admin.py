@@ -27,6 +27,8 @@ from aiohttp.typedefs import Handler, Middleware
 from sqlalchemy.exc import DBAPIError
 
 from hub import loggers
+from hub.admin_campaigns import add_routes as add_campaign_routes
+from hub.campaigns import Campaigns
 from hub.clock import SystemClock
 from hub.metrics import CONTENT_TYPE, Metrics
 from hub.reports import Period, Reporter, ReportError, parse_day
@@ -58,6 +60,7 @@ def create_app(
     default_region: str | None = None,
     metrics: Metrics | None = None,
     reporter: Reporter | None = None,
+    campaigns: Campaigns | None = None,
 ) -> web.Application:
     """The admin application; ``ready()`` tells whether every channel is listening.
 
@@ -78,6 +81,8 @@ def create_app(
     app.router.add_get("/api/conversations", api.conversations)
     app.router.add_get("/api/reports", api.reports)
     app.router.add_get("/api/reports/chart.png", api.chart)
+    if campaigns is not None:
+        add_campaign_routes(app, campaigns)
     return app
 
 

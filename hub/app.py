@@ -16,8 +16,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from hub import loggers
 from hub.admin import AdminServer, create_app
 from hub.assign import Assigner
-from hub.clients import ClientBook
 from hub.attachments import AttachmentStore
+from hub.campaigns import Campaigns
+from hub.campaigns import build as build_campaigns
+from hub.clients import ClientBook
 from hub.clock import Clock, SystemClock
 from hub.config import Config, split_listen
 from hub.cursors import DbCursorStore, DbMailboxLocks
@@ -39,7 +41,9 @@ from storage.migrate import upgrade
 log = loggers.core
 
 
-def build_channels(config: Config, desk: Desk, clock: Clock) -> dict[str, ChannelPort]:
+def build_channels(
+    config: Config, desk: Desk, clock: Clock, *, campaigns: Campaigns | None = None
+) -> dict[str, ChannelPort]:
     """The enabled channels. The composition root is the one place in ``hub``
     that knows the channel packages."""
     channels: dict[str, ChannelPort] = {}
@@ -54,6 +58,7 @@ def build_channels(config: Config, desk: Desk, clock: Clock) -> dict[str, Channe
             timezone=config.hub.timezone,
             clock=clock,
             reports=reporter(config, desk.db, clock),
+            campaigns=campaigns,
         )
         channels["telegram"] = TelegramChannel(
             config.telegram,
@@ -128,6 +133,7 @@ class Hub:
         self.assigner: Assigner | None = None
         self.escalator: Escalator | None = None
         self.admin: AdminServer | None = None
+        self.campaigns: Campaigns | None = None
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[Hub]:
@@ -149,8 +155,11 @@ class Hub:
                 region=config.hub.default_region,
                 staff_channel=staff_channel,
             )
+            campaigns = self.campaigns = build_campaigns(
+                config, db, self.clock, staff_channel=staff_channel, on_queued=self._wake
+            )
             self.channels = (
-                build_channels(config, desk, self.clock)
+                build_channels(config, desk, self.clock, campaigns=campaigns)
                 if self._given_channels is None
                 else self._given_channels
             )
@@ -239,6 +248,12 @@ class Hub:
                     args=[config.stages.lapse_after_days],
                     next_run_time=self.clock.now(),
                 )
+            scheduler.add_job(
+                self._run_campaigns,
+                "interval",
+                seconds=config.campaigns.scan_every_s,
+                id="campaigns",
+            )
             if db.engine.dialect.name == "sqlite":  # PostgreSQL's index keeps itself
                 scheduler.add_job(self._index_log, "interval", seconds=2, id="search-index")
             if ingestor.policies:
@@ -276,6 +291,7 @@ class Hub:
                     lambda: self.ready,
                     default_region=config.hub.default_region,
                     reporter=reporter(config, db, self.clock),
+                    campaigns=campaigns,
                     metrics=Metrics(
                         db,
                         self.clock,
@@ -342,6 +358,18 @@ class Hub:
                 await full_text.index_new(conn)
         except Exception as exc:  # the next run catches up
             loggers.event(log, "search_index.failed", 30, error=loggers.redact(str(exc)[:200]))
+
+    def _wake(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+
+    async def _run_campaigns(self) -> None:
+        if self.campaigns is None:
+            return
+        try:
+            await self.campaigns.run_once()
+        except Exception as exc:  # the database may be down: the next run retries
+            loggers.event(log, "campaigns.failed", 30, error=loggers.redact(str(exc)[:200]))
 
     async def _lapse(self, days: int) -> None:
         """The stage rule: no contact for ``days`` days → lapsed."""

@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from hub import clients_command, loggers, report_command
+from hub import campaign_command, clients_command, loggers, report_command
 from hub import config as config_module
 from hub.errors import ConfigError, HubError
 
@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--config", metavar="FILE", help="config file (default ./config.toml, then $HUB_CONFIG)"
         )
         cmd.set_defaults(handler=handler)
-    clients_command.add_parsers(sub)
     report_command.add_parser(sub)
+    clients_command.add_parsers(sub)
+    campaign_command.add_parser(sub)
     return parser
 
 

@@ -511,6 +511,28 @@ class RemindersSection(Section):
         return stages
 
 
+def _check_quiet(value: str) -> str:
+    if value and not re.fullmatch(r"\d{1,2}:\d{2}-\d{1,2}:\d{2}", value.strip()):
+        raise ValueError(f"expected HH:MM-HH:MM (or empty for none), got {value!r}")
+    return value.strip()
+
+
+QuietHours = Annotated[str, AfterValidator(_check_quiet)]
+
+
+class CampaignsSection(Section):
+    """Defaults and pacing of marketers' campaigns."""
+
+    quiet_hours: QuietHours = "21:00-09:00"
+    reply_window_days: float = Field(default=3.0, gt=0)
+    batch: int = Field(default=500, ge=1, le=10_000)
+    window: int = Field(default=300, ge=1, le=100_000)
+    scan_every_s: float = Field(default=1.0, gt=0)
+    call_back_hours: float = Field(default=24.0, gt=0)
+    public_url: str | None = Field(default=None, pattern=r"^https?://")
+    unsubscribe_secret: SecretStr | None = None
+
+
 class Config(Section):
     hub: HubSection = HubSection()
     storage: StorageSection = StorageSection()
@@ -525,6 +547,7 @@ class Config(Section):
     routing: RoutingSection = RoutingSection()
     sla: SlaSection = SlaSection()
     stages: StagesSection = StagesSection()
+    campaigns: CampaignsSection = CampaignsSection()
 
     @field_validator("managers")
     @classmethod

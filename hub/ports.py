@@ -171,3 +171,21 @@ class StaffReports(Protocol):
 
     async def digest(self, period_name: str, language: str) -> ReportDigest:
         """The figures of ``week`` or ``month``; ReportError for another name."""
+
+
+class CampaignDesk(Protocol):
+    """What a staff surface offers for campaigns: call-task outcomes and the
+    marketers' commands. Optional: a surface without it has neither."""
+
+    async def call_outcome(
+        self, task_id: int, manager: ManagerRef, outcome: str, *, key: str
+    ) -> str:
+        """An outcome button on a call task (reached, interested, not_interested,
+        call_back, wrong_number): only for the task's manager; logged on the client
+        once per press (``key``); the answer to show (localized)."""
+
+    async def campaign_command(
+        self, manager: ManagerRef, command: str, argument: str
+    ) -> str | None:
+        """/campaigns, /campaign N, /campaign_start N, /campaign_pause N (marketers
+        and admins only); the answer to show, or None for another command."""

@@ -220,6 +220,80 @@ TEXTS: dict[str, dict[str, str]] = {
     "chart_minutes": {"ru": "минуты", "en": "minutes"},
     "chart_hours": {"ru": "часы", "en": "hours"},
     "chart_no_data": {"ru": "Нет данных", "en": "No data"},
+    # Campaigns and call lists (hub/campaigns.py)
+    "campaign_stop_hint": {"ru": "Отписаться от рассылки: /stop", "en": "Unsubscribe: /stop"},
+    "campaign_unsubscribe": {
+        "ru": "Отписаться от рассылки: {url}",
+        "en": "Unsubscribe from these messages: {url}",
+    },
+    "campaign_opted_out": {
+        "ru": "Клиент отписался от рассылок (ссылка из кампании #{campaign})",
+        "en": "The client unsubscribed (the link of campaign #{campaign})",
+    },
+    "campaign_unsubscribed_page": {
+        "ru": "Вы отписаны от рассылок. Спасибо!",
+        "en": "You are unsubscribed. Thank you!",
+    },
+    "campaign_unsubscribe_page": {
+        "ru": "Отписаться от рассылок?",
+        "en": "Unsubscribe from these messages?",
+    },
+    "campaign_unsubscribe_button": {"ru": "Отписаться", "en": "Unsubscribe"},
+    "campaign_bad_link": {
+        "ru": "Ссылка недействительна",
+        "en": "This link is not valid",
+    },
+    "campaign_marketers_only": {
+        "ru": "Кампаниями управляют маркетологи и администраторы",
+        "en": "Campaigns are run by marketers and administrators",
+    },
+    "campaign_none": {"ru": "Кампаний пока нет", "en": "No campaigns yet"},
+    "campaign_list_title": {"ru": "📣 Кампании:", "en": "📣 Campaigns:"},
+    "campaign_status_draft": {"ru": "черновик", "en": "draft"},
+    "campaign_status_running": {"ru": "идёт", "en": "running"},
+    "campaign_status_paused": {"ru": "на паузе", "en": "paused"},
+    "campaign_status_done": {"ru": "завершена", "en": "done"},
+    "campaign_variant_stats": {
+        "ru": "Вариант {variant}: адресатов {targeted}, отправлено {sent}, доставлено "
+        "{delivered}, ошибок {failed}, ответили {replied}, отписались {opted_out}, "
+        "пропущено {skipped}",
+        "en": "Variant {variant}: targeted {targeted}, sent {sent}, delivered {delivered}, "
+        "failed {failed}, replied {replied}, opted out {opted_out}, skipped {skipped}",
+    },
+    "call_task": {
+        "ru": "📞 Звонок по кампании «{campaign}»: {client}, {phone}",
+        "en": "📞 A call for “{campaign}”: {client}, {phone}",
+    },
+    "call_no_phone": {"ru": "телефон неизвестен", "en": "no phone number"},
+    "call_task_given": {
+        "ru": "Задача на звонок по кампании «{campaign}»: {manager}",
+        "en": "Call task of “{campaign}” given to {manager}",
+    },
+    "call_task_gone": {"ru": "Этой задачи больше нет", "en": "This call task is gone"},
+    "call_task_not_yours": {
+        "ru": "Это задача другого менеджера",
+        "en": "This call task is another manager's",
+    },
+    "call_outcome_logged": {
+        "ru": "Итог звонка: {outcome} ({manager})",
+        "en": "Call outcome: {outcome} ({manager})",
+    },
+    "call_outcome_reached": {"ru": "дозвонился", "en": "reached"},
+    "call_outcome_interested": {"ru": "интересно", "en": "interested"},
+    "call_outcome_not_interested": {"ru": "не интересно", "en": "not interested"},
+    "call_outcome_call_back": {"ru": "перезвонить позже", "en": "call back later"},
+    "call_outcome_wrong_number": {"ru": "неверный номер", "en": "wrong number"},
+    "call_outcome_open": {"ru": "без итога", "en": "open"},
+    "call_back_set": {"ru": "напомню {when}", "en": "reminder at {when}"},
+    "call_back_reminder": {
+        "ru": "Перезвонить клиенту (кампания «{campaign}»)",
+        "en": "Call the client back (campaign “{campaign}”)",
+    },
+    "button_call_reached": {"ru": "✅ Дозвонился", "en": "✅ Reached"},
+    "button_call_interested": {"ru": "👍 Интересно", "en": "👍 Interested"},
+    "button_call_not_interested": {"ru": "👎 Не интересно", "en": "👎 Not interested"},
+    "button_call_call_back": {"ru": "🔁 Перезвонить", "en": "🔁 Call back later"},
+    "button_call_wrong_number": {"ru": "❌ Неверный номер", "en": "❌ Wrong number"},
     # Web forms (channels/webform): the page, its errors, the confirmation email
     "form_send": {"ru": "Отправить", "en": "Send"},
     "form_required": {"ru": "Заполните это поле", "en": "Please fill in this field"},

@@ -108,7 +108,16 @@ class IngestResult:
 
 # Outbox kinds addressed to the staff (the managers' chat or a manager), not to a client.
 STAFF_KINDS = frozenset(
-    {"mirror", "notify", "assigned", "offer", "delivery_failed", "reminder", "alert"}
+    {
+        "mirror",
+        "notify",
+        "assigned",
+        "offer",
+        "delivery_failed",
+        "reminder",
+        "alert",
+        "call_task",
+    }
 )
 
 

@@ -150,6 +150,13 @@ class SmtpSender:
         if message.kind == "auto_reply":
             msg["Auto-Submitted"] = "auto-replied"
             msg["X-Auto-Response-Suppress"] = "All"
+        if message.kind == "campaign":
+            # RFC 2369 and RFC 8058: a one-click unsubscribe the mail client can offer.
+            url = message.extras.get("unsubscribe_url")
+            if isinstance(url, str) and url:
+                msg["List-Unsubscribe"] = f"<{url}>"
+                msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+            msg["Precedence"] = "bulk"
         msg.set_content(message.text)
         if html is not None:
             msg.add_alternative(html, subtype="html")

@@ -205,6 +205,38 @@ def reminder_keyboard(reminder_id: int, fired: int, language: str) -> InlineKeyb
     )
 
 
+CALL_BUTTONS = ("reached", "interested", "not_interested", "call_back", "wrong_number")
+_CALL_PREFIX = f"{CALLBACK_PREFIX}call:"
+
+
+def call_callback(outcome: str, task_id: int) -> str:
+    data = f"{_CALL_PREFIX}{outcome}:{task_id}"
+    assert len(data.encode()) <= CALLBACK_LIMIT
+    return data
+
+
+def parse_call_callback(data: str | None) -> tuple[str, int] | None:
+    """``("reached", 7)`` from ``"hub:call:reached:7"`` (an outcome of call task 7)."""
+    if not data or not data.startswith(_CALL_PREFIX):
+        return None
+    outcome, _, task = data.removeprefix(_CALL_PREFIX).partition(":")
+    if outcome not in CALL_BUTTONS or not task.isdigit():
+        return None
+    return outcome, int(task)
+
+
+def call_keyboard(task_id: int, language: str) -> InlineKeyboardMarkup:
+    """Under a call task: its outcomes, two a row."""
+    buttons = [
+        InlineKeyboardButton(
+            text=text(f"button_call_{outcome}", language),
+            callback_data=call_callback(outcome, task_id),
+        )
+        for outcome in CALL_BUTTONS
+    ]
+    return InlineKeyboardMarkup(inline_keyboard=[buttons[i : i + 2] for i in range(0, 5, 2)])
+
+
 def card_keyboard(client_id: int, language: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         inline_keyboard=[

@@ -74,7 +74,7 @@ from hub.errors import (
     StorageUnavailable,
     TemporaryDeliveryError,
 )
-from hub.ports import ReportDigest, StaffDesk, StaffReports
+from hub.ports import CampaignDesk, ReportDigest, StaffDesk, StaffReports
 from hub.texts import text
 from hub.types import (
     Attachment,
@@ -318,9 +318,11 @@ class StaffSide:
         max_wait: float = 2.5,
         coalesce_for: float = 120.0,
         reports: StaffReports | None = None,
+        campaigns: CampaignDesk | None = None,
     ) -> None:
         self.desk = desk
         self.reports = reports
+        self.campaigns = campaigns
         self.language = language
         self.tz = ZoneInfo(timezone)
         self.clock: Clock = clock or SystemClock()
@@ -840,6 +842,9 @@ class StaffSide:
             body = f"{message.subject}\n{body}"
         parts = render.notice_html(headline, body, topic, language)
         keyboard = _reminder_keyboard(message, language)
+        task = message.extras.get("call_task")
+        if message.kind == "call_task" and isinstance(task, int):
+            keyboard = render.call_keyboard(task, language)
         if message.kind == "offer" and client_id is not None:
             keyboard = render.offer_keyboard(client_id, language)
         try:
@@ -1096,6 +1101,10 @@ class StaffSide:
         if manager is not None and on_reminder is not None:
             await self._reminder_button(bot, query, manager, *on_reminder)
             return
+        on_call = render.parse_call_callback(query.data)
+        if manager is not None and on_call is not None and self.campaigns is not None:
+            await self._call_button(bot, query, manager, *on_call)
+            return
         parsed = render.parse_callback(query.data)
         if manager is None or parsed is None:
             try:
@@ -1154,6 +1163,22 @@ class StaffSide:
                 action=action,
                 reminder=reminder_id,
                 manager=manager.id,
+            )
+        finally:
+            await self._answer_query(bot, query, reply)
+
+    async def _call_button(
+        self, bot: Bot, query: CallbackQuery, manager: ManagerRef, outcome: str, task_id: int
+    ) -> None:
+        """An outcome of a call task; the answer shows in the button's toast."""
+        assert self.campaigns is not None
+        reply: str | None = None
+        try:
+            reply = await self.campaigns.call_outcome(
+                task_id, manager, outcome, key=f"tg:callback:{query.id}"
+            )
+            loggers.event(
+                log, "staff.call_button", outcome=outcome, task=task_id, manager=manager.id
             )
         finally:
             await self._answer_query(bot, query, reply)
@@ -1220,6 +1245,12 @@ class StaffSide:
             if self.reports is None:
                 reply = text("report_unavailable", language)
             parts = [render.escape(reply)]
+        elif (
+            command is not None
+            and self.campaigns is not None
+            and (said := await self.campaigns.campaign_command(manager, command, argument))
+        ):
+            parts = [render.escape(said)]
         else:
             parts = [render.escape(text("private_help", language))]
         loggers.event(log, "staff.private", command=command or "-", manager=manager.id)
