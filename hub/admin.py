@@ -28,7 +28,9 @@ from sqlalchemy.exc import DBAPIError
 
 from hub import loggers
 from hub.admin_campaigns import add_routes as add_campaign_routes
+from hub.admin_clients import add_routes as add_client_routes
 from hub.campaigns import Campaigns
+from hub.clients import ClientBook
 from hub.clock import SystemClock
 from hub.metrics import CONTENT_TYPE, Metrics
 from hub.reports import Period, Reporter, ReportError, parse_day
@@ -83,6 +85,7 @@ def create_app(
     app.router.add_get("/api/reports/chart.png", api.chart)
     if campaigns is not None:
         add_campaign_routes(app, campaigns)
+    add_client_routes(app, ClientBook(db, SystemClock(), region=default_region or "RU"))
     return app
 
 

@@ -10,7 +10,7 @@ often Cyrillic.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, Select, and_, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage import search as full_text
-from storage.tables import clients, conversations, identities, interactions, managers
+from storage.tables import clients, conversations, identities, interactions, managers, reminders
 
 _GLOB_SPECIAL = frozenset("*?[")
 _REGEX_SPECIAL = frozenset("\\^$.|?*+()[]{}")
@@ -80,6 +80,17 @@ class ClientCard:
     source: str | None
     created_at: datetime
     open_conversations: tuple[ConversationView, ...]
+    custom: dict[str, Any] = field(default_factory=dict)
+    reminders: tuple[ReminderView, ...] = ()
+    merged_into: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReminderView:
+    id: int
+    due_at: datetime
+    text: str
+    manager: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +113,7 @@ async def search_clients(
     query = select(c.id, c.name, c.stage, m.name.label("owner")).join_from(
         clients, managers, c.owner_id == m.id, isouter=True
     )
+    query = query.where(c.merged_into.is_(None))  # a merged record lives on in the kept one
     if search is not None:
         query = query.where(_matches(search, conn.dialect.name))
     rows = (await conn.execute(query.order_by(c.id).limit(limit).offset(offset))).all()
@@ -125,6 +137,8 @@ async def client_card(conn: AsyncConnection, client_id: int) -> ClientCard | Non
                 c.language,
                 c.source,
                 c.created_at,
+                c.custom,
+                c.merged_into,
             )
             .join_from(clients, managers, c.owner_id == m.id, isouter=True)
             .where(c.id == client_id)
@@ -139,6 +153,14 @@ async def client_card(conn: AsyncConnection, client_id: int) -> ClientCard | Non
         .where(conversations.c.client_id == client_id, conversations.c.status != "resolved")
         .order_by(conversations.c.id),
     )
+    r = reminders.c
+    due = await conn.execute(
+        select(r.id, r.due_at, r.text, m.name)
+        .join_from(reminders, managers, r.manager_id == m.id, isouter=True)
+        .where(r.client_id == client_id, r.status == "pending")
+        .order_by(r.due_at, r.id)
+        .limit(20)
+    )
     return ClientCard(
         id=row.id,
         name=row.name,
@@ -150,6 +172,9 @@ async def client_card(conn: AsyncConnection, client_id: int) -> ClientCard | Non
         source=row.source,
         created_at=row.created_at,
         open_conversations=tuple(open_conversations),
+        custom=dict(row.custom or {}),
+        reminders=tuple(ReminderView(*x) for x in due.all()),
+        merged_into=row.merged_into,
     )
 
 

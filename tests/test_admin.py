@@ -384,6 +384,9 @@ async def test_client_card(api: Api) -> None:
                 "due_at": "2026-01-06T10:00:00+00:00",
             },
         ],
+        "custom": {},
+        "reminders": [],
+        "merged_into": None,
     }
 
 
