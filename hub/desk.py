@@ -32,6 +32,7 @@ from hub.types import (
 from hub.when import parse_when
 from storage import Database, read
 from storage import assign as assign_q
+from storage import clients as clients_q
 from storage import desk as q
 from storage import replies as replies_q
 from storage import sla as sla_q
@@ -57,8 +58,14 @@ class NoConversation(HubError):
 
 
 def _ref(row: q.ManagerRow) -> ManagerRef:
-    language = (row.attrs or {}).get("language")
-    return ManagerRef(row.id, row.name, row.telegram_id, row.role, language)
+    attrs = row.attrs or {}
+    return ManagerRef(
+        row.id, row.name, row.telegram_id, row.role, attrs.get("language"), attrs.get("team")
+    )
+
+
+class NotAllowed(HubError):
+    """A manager acting on a client of another team (the text says so to them)."""
 
 
 class Desk:
@@ -172,6 +179,9 @@ class Desk:
             done = await q.answered(conn, key, staff)
             if done is not None:
                 return done  # a redelivered manager message
+            if not await self._allowed(conn, manager, client_id):
+                await self._refuse(conn, manager, client_id, "answer")
+                raise NotAllowed(text("not_yours", manager.language or self.language))
             conv = await q.latest_conversation(conn, client_id)
             if conv is None:
                 raise NoConversation(f"client {client_id} has no conversation")
@@ -236,6 +246,9 @@ class Desk:
                 done = await q.event_text(conn, key, staff)
                 if done is not None:
                     return done  # a redelivered command: acted on already
+            if not await self._allowed(conn, manager, client_id):
+                await self._refuse(conn, manager, client_id, action)
+                return text("not_yours", language)
             convs = await q.open_conversations(conn, client_id)
             ids = [c.id for c in convs]
             latest = await q.latest_conversation(conn, client_id)
@@ -420,13 +433,70 @@ class Desk:
         ]
 
     async def find(self, manager: ManagerRef, text_: str) -> list[ClientCard]:
-        async with self.db.read() as conn:
+        """Clients matching ``text_`` that ``manager`` may see (their own, their
+        team's, nobody's yet; supervisors and admins see all)."""
+        async with self.db.write() as conn:
             found = await read.search_clients(
-                conn, client_search(text_.strip(), self.region), limit=10
+                conn, client_search(text_.strip(), self.region), limit=50
+            )
+            visible = [s.id for s in found if await self._allowed(conn, manager, s.id)][:10]
+            await q.audit(
+                conn,
+                {
+                    "at": self.clock.now(),
+                    "actor": f"telegram:{manager.telegram_id}",
+                    "action": "search",
+                    "details": {"query": text_[:200], "shown": visible},
+                },
             )
         cards = []
-        for summary in found:
-            card = await self.card(summary.id)
+        for client_id in visible:
+            card = await self.card(client_id)
             if card is not None:
                 cards.append(card)
         return cards
+
+    async def card_for(self, manager: ManagerRef, client_id: int) -> ClientCard | None:
+        """The card as ``manager`` asked for it: None when not theirs to see; the
+        read is in the audit log either way."""
+        async with self.db.write() as conn:
+            allowed = await self._allowed(conn, manager, client_id)
+            await q.audit(
+                conn,
+                {
+                    "at": self.clock.now(),
+                    "actor": f"telegram:{manager.telegram_id}",
+                    "action": "read" if allowed else "refused",
+                    "object_type": "client",
+                    "object_id": client_id,
+                    "details": {"what": "card"},
+                },
+            )
+        return await self.card(client_id) if allowed else None
+
+    async def _allowed(self, conn: Any, manager: ManagerRef, client_id: int) -> bool:
+        """Roles: supervisors and admins see every client; marketers none (they
+        work with campaigns and reports); a manager the clients nobody has yet,
+        their own, and their team's (managers without a team are one team)."""
+        if manager.role in ("supervisor", "admin"):
+            return True
+        if manager.role == "marketer":
+            return False
+        keepers = await clients_q.keepers(conn, client_id)
+        if not keepers:
+            return True
+        return any(mid == manager.id or team == manager.team for mid, team in keepers)
+
+    async def _refuse(self, conn: Any, manager: ManagerRef, client_id: int, what: str) -> None:
+        loggers.event(log, "staff.not_allowed", 30, manager=manager.id, client=client_id)
+        await q.audit(
+            conn,
+            {
+                "at": self.clock.now(),
+                "actor": f"telegram:{manager.telegram_id}",
+                "action": "refused",
+                "object_type": "client",
+                "object_id": client_id,
+                "details": {"what": what},
+            },
+        )

@@ -97,6 +97,9 @@ class StaffDesk(Protocol):
 
     async def card(self, client_id: int) -> ClientCard | None: ...
 
+    async def card_for(self, manager: ManagerRef, client_id: int) -> ClientCard | None:
+        """The card as a manager asked for it (audited); None when not theirs to see."""
+
     async def deadline(self, conversation_id: int) -> datetime | None:
         """When the conversation's next response is due (SLA); None: no deadline."""
 

@@ -73,6 +73,10 @@ TEXTS: dict[str, dict[str, str]] = {
     "button_snooze_hour": {"ru": "Через 1 ч", "en": "Snooze 1 h"},
     "button_snooze_day": {"ru": "Через 1 день", "en": "Snooze 1 day"},
     "no_open": {"ru": "Нет открытых обращений", "en": "No open requests"},
+    "not_yours": {
+        "ru": "Это клиент другой команды: действуют его менеджер или руководитель",
+        "en": "This client belongs to another team: their manager or a supervisor acts",
+    },
     "unknown_manager": {
         "ru": "Менеджер «{name}» не найден",
         "en": "No manager named “{name}”",

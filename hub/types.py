@@ -160,6 +160,7 @@ class ManagerRef:
     telegram_id: int
     role: str
     language: str | None = None
+    team: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -987,8 +987,17 @@ class StaffSide:
                 bot, chat, topic.thread_id, [render.escape(reply)], wait=self.max_wait, strict=False
             )
         elif command == "card":
-            card = await self.desk.card(client_id)
-            if card is not None:
+            card = await self.desk.card_for(manager, client_id)
+            if card is None:
+                await self._say(
+                    bot,
+                    chat,
+                    topic.thread_id,
+                    [render.escape(text("not_yours", language))],
+                    wait=self.max_wait,
+                    strict=False,
+                )
+            else:
                 await self._say(
                     bot,
                     chat,
