@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, or_, select
+from sqlalchemy import ColumnElement, Select, and_, false, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage import search as full_text
@@ -263,7 +263,25 @@ def _matches(search: ClientSearch, dialect: str) -> ColumnElement[bool]:
     found: list[ColumnElement[bool]] = [by_name]
     if by_identity:
         found.append(c.id.in_(select(i.client_id).where(or_(*by_identity))))
-    in_log = full_text.matching(dialect, search.text) if search.text else None
+    username = search.text.strip().lstrip("@") if search.text.strip().startswith("@") else ""
+    if username:
+        # A Telegram @username: the client's own messages carry it.
+        x = interactions.c
+        said: ColumnElement[Any]
+        if dialect == "sqlite":
+            said = func.json_extract(x.extras, "$.username")
+        else:
+            said = x.extras.op("->>")(literal("username"))
+        found.append(
+            c.id.in_(
+                select(x.client_id).where(
+                    x.channel == "telegram",
+                    x.direction == "in",
+                    func.lower(said) == username.lower(),
+                )
+            )
+        )
+    in_log = full_text.matching(dialect, search.text) if search.text and not username else None
     if in_log is not None:
         x = interactions.c
         found.append(c.id.in_(select(x.client_id).where(in_log)))

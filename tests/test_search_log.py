@@ -47,3 +47,14 @@ async def test_a_word_of_the_log_finds_its_client(db: Database, tmp_path: Path) 
     if sqlite:
         assert await _index(db) == 1  # from where it stopped
     assert sorted(await _found(db, "заказ")) == sorted([anna.client_id, boris.client_id])
+
+
+async def test_a_telegram_username_finds_its_client(db: Database, tmp_path: Path) -> None:
+    import dataclasses
+
+    async with running(db, tmp_path) as ingest:
+        said = message(Channel.TELEGRAM, "t1", ANNA_TG, text="hi")
+        anna = await ingest(dataclasses.replace(said, extras={"username": "Anna_Pe"}))
+        await ingest(message(Channel.TELEGRAM, "t2", BORIS_TG, text="@anna_pe is my friend"))
+    assert await _found(db, "@anna_pe") == [anna.client_id]
+    assert await _found(db, "@nobody_here") == []
