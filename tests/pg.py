@@ -38,12 +38,35 @@ class PgServer:
     root: str
     bindir: str
     user: str = "hub"
+    options: str = ""
 
     def url(self, database: str) -> str:
         return f"postgresql+asyncpg://{self.user}@127.0.0.1:{self.port}/{database}"
 
     def dsn(self, database: str) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def halt(self) -> None:
+        """Stop the server as a crash would (immediate mode), keeping its data."""
+        _run_as_owner(
+            [f"{self.bindir}/pg_ctl", "-D", f"{self.root}/data", "-m", "immediate", "-w", "stop"]
+        )
+
+    def resume(self) -> None:
+        """Start a halted server again on the same port and data (it recovers from WAL)."""
+        _run_as_owner(
+            [
+                f"{self.bindir}/pg_ctl",
+                "-D",
+                f"{self.root}/data",
+                "-o",
+                self.options,
+                "-l",
+                f"{self.root}/log",
+                "-w",
+                "start",
+            ]
+        )
 
     def stop(self) -> None:
         _run_as_owner(
@@ -84,7 +107,7 @@ def start() -> PgServer:
                 "--locale=C.UTF-8",
             ]
         )
-        options = (
+        options = server.options = (
             f"-p {server.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         )

@@ -41,7 +41,15 @@ from storage import Database
 from storage.models import Interaction, Manager, Outbox, Reminder
 from tests import dovecot, pg
 from tests.botapi import BotApiServer, Limits
-from tests.cluster import DESK, Balancer, HubProcess, Sink, instance_config, sink
+from tests.cluster import (
+    DESK,
+    WEBHOOK_SECRET,
+    Balancer,
+    HubProcess,
+    Sink,
+    instance_config,
+    sink,
+)
 from tests.conftest import _pg_database
 
 pytestmark = pytest.mark.slow
@@ -451,3 +459,75 @@ async def test_sigkill_of_one_instance_under_mixed_load_loses_nothing(
         in_flight_bound = KILLS * 2 * 16
         assert counts["outbound_telegram_duplicates"] <= in_flight_bound
         assert counts["outbound_mail_duplicates"] <= in_flight_bound
+
+
+async def probe(c: Cluster) -> dict[str, int]:
+    """One message per channel into an instance while the database is down: each
+    sender must be told to come back later."""
+    target = c.live()[0]
+    found: dict[str, int] = {}
+    message = EmailMessage()
+    message["From"] = "probe@example.org"
+    message["To"] = DESK
+    message["Message-ID"] = "<probe@example.org>"
+    message.set_content("probe")
+    try:
+        await aiosmtplib.send(message, hostname="127.0.0.1", port=target.smtp_port, timeout=20)
+        found["smtp"] = 250
+    except aiosmtplib.SMTPResponseException as exc:
+        found["smtp"] = exc.code
+    update = {
+        "update_id": 10**8,
+        "message": {
+            "message_id": 1,
+            "date": int(datetime.now(UTC).timestamp()),
+            "chat": {"id": 4242, "type": "private", "first_name": "Probe"},
+            "from": {"id": 4242, "is_bot": False, "first_name": "Probe"},
+            "text": "probe",
+        },
+    }
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
+        async with http.post(
+            f"http://127.0.0.1:{target.webhook_port}/telegram",
+            json=update,
+            headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET},
+        ) as resp:
+            found["webhook"] = resp.status
+        async with http.post(
+            f"http://127.0.0.1:{target.form_port}/f/contact",
+            json={"name": "Probe", "email": "probe@example.org", "message": "probe"},
+            headers={"Accept": "application/json"},
+        ) as resp:
+            found["form"] = resp.status
+    return found
+
+
+async def test_database_restart_under_load_gives_temporary_errors_and_loses_nothing(
+    pg_server: pg.PgServer, imap_server: dovecot.DovecotServer, tmp_path: Path
+) -> None:
+    load = Load()
+    async with cluster(pg_server, imap_server, tmp_path, "fault_db") as c:
+        await add_reminders(c, load, REMINDERS // 2, over_s=10)
+
+        async def outage() -> dict[str, int]:
+            await asyncio.sleep(LOAD_S / 3)  # in the middle of the load
+            await asyncio.to_thread(pg_server.halt)
+            try:
+                return await probe(c)
+            finally:
+                await asyncio.sleep(2.0)  # the database stays away a while longer
+                await asyncio.to_thread(pg_server.resume)
+
+        async with asyncio.timeout(240):
+            answers, *_ = await asyncio.gather(
+                outage(),
+                send_telegram(c, load, PER_CHANNEL),
+                send_smtp(c, load, PER_CHANNEL),
+                send_forms(c, load, PER_CHANNEL),
+                send_imap(c, load, PER_CHANNEL),
+            )
+            print(f"\ndatabase down: a sender was answered {answers}")
+            counts = await settle_and_count(c, load, "database restart")
+            assert all(i.running for i in c.instances)  # nobody had to restart them
+    assert answers == {"smtp": 451, "webhook": 503, "form": 503}
+    assert counts["outbound_mail_duplicates"] == 0
