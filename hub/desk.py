@@ -134,6 +134,7 @@ class Desk:
             recent = await q.last_interactions(conn, client_id, 5)
             dues = [c.id for c in open_convs]
             due = await sla_q.due_of(conn, dues[0]) if dues else None
+            pending = await q.reminders_due(conn, client_id)
         return ClientCard(
             id=client.id,
             name=client.name,
@@ -147,6 +148,8 @@ class Desk:
             tags=tuple(client.tags or ()),
             last_contacts=tuple(Contact(at, d, ch, t) for at, d, ch, t in recent),
             due=due,
+            custom=tuple((str(k), str(v)) for k, v in (client.custom or {}).items()),
+            reminders=tuple(pending),
         )
 
     async def deadline(self, conversation_id: int) -> datetime | None:

@@ -195,6 +195,8 @@ class ClientCard:
     tags: tuple[str, ...]
     last_contacts: tuple[Contact, ...]
     due: datetime | None = None  # the open request's next response deadline (SLA)
+    custom: tuple[tuple[str, str], ...] = ()  # custom fields (imports, forms)
+    reminders: tuple[tuple[datetime, str], ...] = ()  # pending reminders: (due, text)
 
 
 @dataclass(frozen=True, slots=True)

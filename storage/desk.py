@@ -41,6 +41,7 @@ class ClientRow:
     language: str | None
     source: str | None
     tags: list[str] | None
+    custom: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,12 +145,24 @@ async def client(conn: AsyncConnection, client_id: int) -> ClientRow | None:
     c, m = clients.c, managers.c
     row = (
         await conn.execute(
-            select(c.id, c.name, c.stage, m.name, c.language, c.source, c.tags)
+            select(c.id, c.name, c.stage, m.name, c.language, c.source, c.tags, c.custom)
             .join_from(clients, managers, c.owner_id == m.id, isouter=True)
             .where(c.id == client_id)
         )
     ).one_or_none()
     return ClientRow(*row) if row else None
+
+
+async def reminders_due(conn: AsyncConnection, client_id: int) -> list[tuple[datetime, str]]:
+    """The client's pending reminders, soonest first."""
+    r = reminders.c
+    rows = await conn.execute(
+        select(r.due_at, r.text)
+        .where(r.client_id == client_id, r.status == "pending")
+        .order_by(r.due_at, r.id)
+        .limit(5)
+    )
+    return [(at, str(t or "")) for at, t in rows.all()]
 
 
 async def identities_of(conn: AsyncConnection, client_id: int) -> list[tuple[str, str]]:

@@ -1079,3 +1079,20 @@ async def test_the_card_moves_the_stage_up_and_down(hub: StaffDesk) -> None:
     ]
     audit = await rows(hub.db, select(Audit.action).where(Audit.action == "stage"))
     assert len(audit) == 3
+
+
+async def test_the_card_shows_custom_fields_and_reminders_due(hub: StaffDesk) -> None:
+    maria = await hub.manager("Maria")
+    result = await hub.writes(ANNA, "hi")
+    async with hub.db.write() as conn:
+        await conn.execute(
+            update(Client).where(Client.id == result.client_id).values(custom={"city": "Казань"})
+        )
+    me = await hub.desk.manager(maria.id)
+    assert me is not None
+    await hub.desk.act(result.client_id, me, "remind", "2h позвонить")
+    await hub.flush()
+    await hub.says(maria, hub.thread("Anna"), "/card")
+    card = hub.in_topic(hub.thread("Anna"))[-1]["text"]
+    assert "city: Казань" in card
+    assert "⏰ 05.01 12:00 позвонить" in card

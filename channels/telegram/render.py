@@ -286,6 +286,13 @@ def card_html(card: ClientCard, language: str, tz: ZoneInfo) -> str:
         extra.append(f"{text('card_source', language)}: {escape(clip(card.source, 100))}")
     if extra:
         lines.append(" · ".join(extra))
+    if card.custom:
+        lines.append(
+            " · ".join(f"{escape(clip(k, 40))}: {escape(clip(v, 100))}" for k, v in card.custom[:8])
+        )
+    for at, what in card.reminders:
+        when = _local(at, tz).strftime("%d.%m %H:%M")
+        lines.append(f"⏰ {when} {escape(clip(' '.join(what.split()) or '…', 100))}")
     if card.last_contacts:
         lines.append("")
         lines.append(f"<b>{text('card_recent', language)}:</b>")
