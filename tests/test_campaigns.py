@@ -513,3 +513,34 @@ async def test_unsubscribe_link_opts_out_once_and_forgeries_fail(db: Database) -
         ).scalar_one()
     assert flags == {client: True, other: False}
     assert events == 1
+
+
+# -- the command line ------------------------------------------------------------------
+
+
+def test_cli_creates_previews_starts_and_reports(
+    db_url: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hub import cli
+
+    config = tmp_path / "hub.toml"
+    config.write_text(
+        f'[storage]\nurl = "{db_url}"\n[admin]\ntoken = "cli-admin-token-0123456789"\n'
+        '[campaigns]\nquiet_hours = ""\n'
+    )
+    spec = tmp_path / "spring.toml"
+    spec.write_text('name = "Spring"\ntext = "Hi {{ client.first_name }}"\n')
+
+    def run(*args: str) -> str:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["campaign", "--config", str(config), *args])
+        assert exit_.value.code == 0
+        return capsys.readouterr().out
+
+    campaign_id = int(run("create", str(spec)).strip())
+    assert "segment: 0 clients" in run("preview", str(campaign_id))
+    assert "running" in run("start", str(campaign_id), "--lang", "en")
+    status = run("status", str(campaign_id), "--json")
+    assert '"name": "Spring"' in status and '"targeted": 0' in status
+    assert f"{campaign_id}\trunning\tmessage\tSpring" in run("list")
+    assert "paused" in run("pause", str(campaign_id), "--lang", "en")
