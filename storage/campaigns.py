@@ -378,14 +378,12 @@ async def next_due(conn: AsyncConnection, campaign_id: int) -> datetime | None:
 
 
 async def outbox_waiting(conn: AsyncConnection, kind: str) -> int:
-    """Rows of this kind not yet sent (pending, being sent, or held by a pause)."""
+    """Rows of this kind waiting to be sent (a paused campaign's held rows do not count)."""
     o = outbox.c
     return int(
         (
             await conn.execute(
-                select(func.count()).where(
-                    o.status.in_(("pending", "sending", "held")), o.kind == kind
-                )
+                select(func.count()).where(o.status.in_(("pending", "sending")), o.kind == kind)
             )
         ).scalar_one()
     )

@@ -544,3 +544,49 @@ def test_cli_creates_previews_starts_and_reports(
     assert '"name": "Spring"' in status and '"targeted": 0' in status
     assert f"{campaign_id}\trunning\tmessage\tSpring" in run("list")
     assert "paused" in run("pause", str(campaign_id), "--lang", "en")
+
+
+# -- the admin API ---------------------------------------------------------------------
+
+
+async def test_admin_api_creates_starts_pauses_and_reports(db: Database) -> None:
+    import aiohttp
+
+    from hub.admin import AdminServer, create_app
+
+    clock = FrozenClock(NOW)
+    await add_client(db, "A", telegram="901")
+    campaigns = service(db, clock)
+    server = AdminServer(create_app(db, "api-token-0123456789", lambda: True, campaigns=campaigns))
+    await server.start("127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.port}/api/campaigns"
+    auth = {"Authorization": "Bearer api-token-0123456789"}
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(base, json={"name": "X", "text": "hi"}) as response:
+                assert response.status == 401
+            async with http.post(base, json={"name": "X"}, headers=auth) as response:
+                assert response.status == 400
+                assert "text" in (await response.json())["error"]
+            async with http.post(
+                base,
+                data='name = "X"\ntext = "Hi {{ client.name }}"\n',
+                headers={**auth, "Content-Type": "application/toml"},
+            ) as response:
+                assert response.status == 201
+                campaign_id = (await response.json())["id"]
+            async with http.get(f"{base}/{campaign_id}/preview", headers=auth) as response:
+                preview = await response.json()
+            assert preview["segment"] == 1
+            assert preview["messages"][0]["text"].startswith("Hi A")
+            async with http.post(f"{base}/{campaign_id}/start", headers=auth) as response:
+                assert (await response.json())["status"] == "running"
+            async with http.post(f"{base}/{campaign_id}/pause", headers=auth) as response:
+                assert (await response.json())["status"] == "paused"
+            async with http.get(f"{base}/{campaign_id}", headers=auth) as response:
+                status = await response.json()
+            assert status["targeted"] == 1 and status["variants"][0]["variant"] == "A"
+            async with http.get(f"{base}/999", headers=auth) as response:
+                assert response.status == 404
+    finally:
+        await server.stop()
