@@ -95,7 +95,7 @@ def _codecs_for(label: str | None) -> tuple[str, ...] | None:
     for candidate in (name, name.removeprefix("x-"), name.removeprefix("x-").replace("-", "_")):
         try:
             return (codecs.lookup(candidate).name,)
-        except LookupError:
+        except (LookupError, ValueError):  # ValueError: a NUL in the label (issue 9)
             continue
     return None
 
