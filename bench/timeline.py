@@ -251,7 +251,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 async def run() -> Any:
                     async with db.read() as conn:
                         found = await q.client_card(conn, client_id)
-                        last = (await q.timeline(conn, client_id))[-50:]
+                        last = await q.timeline(conn, client_id, last=50)
                     return found, last
 
                 return run

@@ -124,7 +124,7 @@ def _card(args: argparse.Namespace) -> int:
             card = await read.client_card(conn, args.client_id)
             if card is None:
                 return None
-            timeline = await read.timeline(conn, args.client_id)
+            timeline = await read.timeline(conn, args.client_id, last=args.last)
         lines = [
             f"#{card.id} {card.name or '—'} · stage {card.stage} · owner {card.owner or '—'}",
             "identities: " + ", ".join(f"{i.kind} {i.value}" for i in card.identities),
@@ -132,7 +132,7 @@ def _card(args: argparse.Namespace) -> int:
             f"open requests: {len(card.open_conversations)}",
             "",
         ]
-        for item in timeline[-args.last :]:
+        for item in timeline:
             text = " ".join(item.text.split())[:200]
             lines.append(
                 f"{item.at:%Y-%m-%d %H:%M} {item.direction:5} {item.channel or '':8} {text}"

@@ -183,14 +183,21 @@ async def client_exists(conn: AsyncConnection, client_id: int) -> bool:
     return found.first() is not None
 
 
-async def timeline(conn: AsyncConnection, client_id: int) -> list[InteractionView]:
-    """Every interaction of the client, oldest first (ties by id, the order of writing)."""
+async def timeline(
+    conn: AsyncConnection, client_id: int, *, last: int | None = None
+) -> list[InteractionView]:
+    """Every interaction of the client, oldest first (ties by id, the order of
+    writing); ``last``: only the latest so many written, read from the end of the
+    client's index without sorting the whole log."""
     t = interactions.c
-    rows = await conn.execute(
-        select(t.id, t.at, t.direction, t.channel, t.author, t.text, t.conversation_id, t.delivery)
-        .where(t.client_id == client_id)
-        .order_by(t.at, t.id)
-    )
+    columns = (t.id, t.at, t.direction, t.channel, t.author, t.text, t.conversation_id, t.delivery)
+    if last is not None:
+        newest = await conn.execute(
+            select(*columns).where(t.client_id == client_id).order_by(t.id.desc()).limit(last)
+        )
+        found = [InteractionView(*row) for row in newest]
+        return sorted(found, key=lambda v: (v.at, v.id))
+    rows = await conn.execute(select(*columns).where(t.client_id == client_id).order_by(t.at, t.id))
     return [InteractionView(*row) for row in rows]
 
 
