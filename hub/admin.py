@@ -89,6 +89,16 @@ def create_app(
     return app
 
 
+def _last(request: web.Request) -> int | None:
+    """``?last=N``: only the latest N interactions (1 to 10,000)."""
+    raw = request.query.get("last")
+    if raw is None:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        raise BadRequest(f"last: a number from 1 to 10000 (got {raw[:20]!r})")
+    return int(raw)
+
+
 def _metrics_handler(metrics: Metrics) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         body = await metrics.exposition()
@@ -169,7 +179,7 @@ class _Api:
         async with self.db.read() as conn:
             if not await q.client_exists(conn, client_id):
                 return _not_found(request)
-            items = await q.timeline(conn, client_id)
+            items = await q.timeline(conn, client_id, last=_last(request))
         return _json([dataclasses.asdict(i) for i in items])
 
     async def conversations(self, request: web.Request) -> web.Response:

@@ -448,6 +448,19 @@ async def test_timeline_oldest_first(api: Api) -> None:
     assert all(OLGA in e["text"] for e in events)
 
 
+async def test_timeline_last_n_is_the_latest_written_oldest_first(api: Api) -> None:
+    url = f"/api/clients/{api.data.anna_email.client_id}/timeline"
+    status, everything = await api.get(url)
+    assert status == 200
+    newest_ids = sorted(i["id"] for i in everything)[-2:]
+    status, last = await api.get(url, last=2)
+    assert status == 200
+    assert [i["id"] for i in last] == [i["id"] for i in everything if i["id"] in newest_ids]
+    for bad in ("0", "x", "10001"):
+        status, body = await api.get(url, last=bad)
+        assert status == 400 and body["error"].startswith("last: ")
+
+
 async def test_timeline_of_a_client_with_one_message(api: Api) -> None:
     status, body = await api.get(f"/api/clients/{api.data.ivan.client_id}/timeline")
     assert status == 200
