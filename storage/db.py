@@ -35,8 +35,11 @@ SQLITE_PRAGMAS = (
 class Database:
     """One engine for the hub; ``write()`` and ``read()`` open units of work."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, busy_timeout_ms: int = 10_000) -> None:
+        """``busy_timeout_ms``: how long SQLite waits for another process's lock
+        before the write fails (and the channel answers "try again later")."""
         self.url = make_url(url)
+        self._connect = _sqlite_connector(busy_timeout_ms)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
@@ -51,7 +54,7 @@ class Database:
             kwargs["pool_pre_ping"] = True
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
+            event.listen(self.engine.sync_engine, "connect", self._connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         self._writer_engine: Engine | None = None
         self._writer_conn: Connection | None = None
@@ -96,7 +99,7 @@ class Database:
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
             self._writer_engine = create_engine(self.url.set(drivername="sqlite"), pool_size=1)
-            event.listen(self._writer_engine, "connect", _sqlite_connect)
+            event.listen(self._writer_engine, "connect", self._connect)
             event.listen(self._writer_engine, "begin", _sqlite_begin)
         engine = self._writer_engine
         assert engine is not None
@@ -133,12 +136,16 @@ class Database:
         await self.engine.dispose()
 
 
-def _sqlite_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    for pragma in SQLITE_PRAGMAS:
-        cursor.execute(pragma)
-    cursor.close()
+def _sqlite_connector(busy_timeout_ms: int) -> Callable[[Any, ConnectionPoolEntry], None]:
+    def connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+
+    return connect
 
 
 def _sqlite_begin(conn: Connection) -> None:
