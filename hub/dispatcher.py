@@ -130,6 +130,10 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = False
+        # Sends recorded in groups: one transaction (one fsync) for all that
+        # finished while the previous group was being written.
+        self._to_record: list[tuple[q.OutboxRow, str | None, int | None, asyncio.Future[None]]] = []
+        self._recording = False
         self.sent = 0
         self.failed = 0
 
@@ -236,15 +240,7 @@ class Dispatcher:
                 await self._temporary(row, TemporaryDeliveryError(f"{type(exc).__name__}: {exc}"))
             else:
                 delivers = row.interaction_id if row.kind in DELIVERS_INTERACTION else None
-                async with self.db.write() as conn:
-                    await q.mark_sent(
-                        conn,
-                        row.id,
-                        worker=self.worker,
-                        external_id=result.external_id,
-                        now=self.clock.now(),
-                        interaction_id=delivers,
-                    )
+                await self._record_sent(row, result.external_id, delivers)
                 self.sent += 1
                 loggers.event(
                     log,
@@ -259,6 +255,42 @@ class Dispatcher:
             # Recording the outcome failed (database down): the lease runs out
             # and the row is claimed again.
             log.exception("dispatcher.record_failed outbox=%s", row.id)
+
+    async def _record_sent(
+        self, row: q.OutboxRow, external_id: str | None, delivers: int | None
+    ) -> None:
+        """Record a send; returns once it is committed. Whoever finds no group
+        being written writes, for everyone queued meanwhile too."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._to_record.append((row, external_id, delivers, done))
+        if not self._recording:
+            self._recording = True
+            try:
+                while self._to_record:
+                    group, self._to_record = self._to_record, []
+                    try:
+                        async with self.db.write() as conn:
+                            now = self.clock.now()
+                            for sent, ext, interaction, _ in group:
+                                await q.mark_sent(
+                                    conn,
+                                    sent.id,
+                                    worker=self.worker,
+                                    external_id=ext,
+                                    now=now,
+                                    interaction_id=interaction,
+                                )
+                    except Exception as exc:
+                        for *_, waiting in group:
+                            if not waiting.done():
+                                waiting.set_exception(exc)
+                    else:
+                        for *_, waiting in group:
+                            if not waiting.done():
+                                waiting.set_result(None)
+            finally:
+                self._recording = False
+        await done
 
     def _recipient_limiter(self, row: q.OutboxRow) -> RateLimiter | None:
         if row.kind in self.channels[row.channel].limits.self_paced:

@@ -59,6 +59,7 @@ class Database:
         self._writer_engine: Engine | None = None
         self._writer_conn: Connection | None = None
         self._writer: ThreadPoolExecutor | None = None
+        self._turn = asyncio.Lock()  # SQLite: one writer of this process at a time
 
     @property
     def dialect(self) -> str:
@@ -70,10 +71,17 @@ class Database:
 
         On SQLite it starts with ``BEGIN IMMEDIATE``: the write lock is held from
         the first statement, so reads inside see what the write will build on.
+        The process's writers take turns on an asyncio lock first: SQLite has one
+        writer, and connections that collide on its lock wait in its busy handler,
+        which sleeps up to 100 ms at a time (another process still can collide,
+        and waits up to ``busy_timeout_ms``).
         """
-        async with self.engine.connect() as conn:
-            if self.is_sqlite:
-                conn = await conn.execution_options(sqlite_immediate=True)
+        if not self.is_sqlite:
+            async with self.engine.connect() as conn, conn.begin():
+                yield conn
+            return
+        async with self._turn, self.engine.connect() as conn:
+            conn = await conn.execution_options(sqlite_immediate=True)
             async with conn.begin():
                 yield conn
 
@@ -96,6 +104,10 @@ class Database:
         if not self.is_sqlite:
             async with self.engine.connect() as conn, conn.begin():
                 return await conn.run_sync(work)
+        async with self._turn:
+            return await self._run_in_writer(work)
+
+    async def _run_in_writer(self, work: Callable[[Connection], T]) -> T:
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
             self._writer_engine = create_engine(self.url.set(drivername="sqlite"), pool_size=1)

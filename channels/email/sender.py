@@ -24,6 +24,7 @@ import hashlib
 import logging
 import re
 import ssl
+import time
 from collections.abc import Iterable
 from email import policy
 from email.message import EmailMessage
@@ -42,6 +43,7 @@ log = loggers.channels
 
 _REPLY_PREFIX = re.compile(r"^\s*re\s*(\[\d+\])?\s*:", re.IGNORECASE)
 _MSG_ID = re.compile(r"^<[^<>\s]+@[^<>\s]+>$")
+_FRESH_S = 10.0  # a connection used this recently is used again without a NOOP
 _HUB_ID = re.compile(r"^<c(?P<conversation>\d+)\.[0-9a-f]{32}@(?P<domain>[^<>\s]+)>$")
 
 
@@ -114,6 +116,8 @@ class SmtpSender:
         self._clock = clock or SystemClock()
         self._tls_context = tls_context
         self._client: aiosmtplib.SMTP | None = None
+        self._reused = False
+        self._last_used = 0.0
         self._lock = asyncio.Lock()
         self.connections = 0  # opened so far; for logs and tests
 
@@ -199,7 +203,16 @@ class SmtpSender:
         async with self._lock:
             try:
                 client = await self._connected()
-                await client.send_message(msg, sender=sender, recipients=[recipient])
+                try:
+                    await client.send_message(msg, sender=sender, recipients=[recipient])
+                except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+                    if not self._reused:
+                        raise
+                    # The relay closed the connection while it idled: once more on a new one.
+                    self._drop()
+                    client = await self._connected()
+                    await client.send_message(msg, sender=sender, recipients=[recipient])
+                self._last_used = time.monotonic()
             except asyncio.CancelledError:
                 self._drop()  # mid-transaction: the session's state is unknown
                 raise
@@ -243,13 +256,17 @@ class SmtpSender:
 
     async def _connected(self) -> aiosmtplib.SMTP:
         client = self._client
-        if client is not None and client.is_connected:
+        self._reused = client is not None and client.is_connected
+        if client is not None and self._reused:
+            if time.monotonic() - self._last_used < _FRESH_S:
+                return client  # in steady use: a dropped one shows on the next command
             try:
-                # The relay may have dropped an idle connection without our noticing.
+                # Idle for a while: the relay may have dropped it without our noticing.
                 await client.noop()
                 return client
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 self._drop()
+                self._reused = False
         settings = self._settings
         client = aiosmtplib.SMTP(
             hostname=settings.host,
