@@ -18,25 +18,15 @@ from __future__ import annotations
 import html
 import json
 import tomllib
-from typing import Any
 
 from aiohttp import web
 
 from hub.campaigns import CampaignError, Campaigns, parse_spec
 from hub.texts import text
+from hub.web import error_response, json_response
 
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(data, ensure_ascii=False),
-        status=status,
-        content_type="application/json",
-        charset="utf-8",
-    )
-
-
-def _error(status: int, message: str) -> web.Response:
-    return _json({"error": message}, status)
+_json = json_response
+_error = error_response
 
 
 def add_routes(app: web.Application, campaigns: Campaigns) -> None:

@@ -13,23 +13,15 @@ from aiohttp import web
 
 from hub.clients import ClientBook, ClientError
 from hub.stages import STAGES, move
+from hub.web import error_response, json_response
 from storage import clients as q
 
 _ACTOR = "admin"
 MAX_CSV = 20 * 1024 * 1024
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(data, ensure_ascii=False),
-        status=status,
-        content_type="application/json",
-        charset="utf-8",
-    )
-
-
-def _error(status: int, message: str) -> web.Response:
-    return _json({"error": message}, status)
+_json = json_response
+_error = error_response
 
 
 def _id(request: web.Request) -> int | None:

@@ -17,6 +17,7 @@ the same request twice.
 
 from __future__ import annotations
 
+import functools
 from datetime import date, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,13 +26,48 @@ from hub import loggers
 from hub.clock import Clock
 from hub.types import Direction
 from routing import Decision, ManagerInfo, Request, Rules, Snapshot, decide
-from routing.hours import parse_hours
+from routing.hours import Hours, parse_hours
 from storage import Database
 from storage import assign as q
 from storage import desk as desk_q
 from storage import ingest as ingest_q
 
 log = loggers.scheduler
+
+
+@functools.lru_cache(maxsize=256)
+def _hours(text: str) -> Hours:
+    return parse_hours(text)
+
+
+def snapshot_of(
+    rows: list[ingest_q.ManagerRow],
+    timezone: str,
+    holidays: frozenset[date],
+    last_given: dict[str, int],
+) -> Snapshot:
+    """Routing's view of the managers (hours, time zone, skills, holidays, load)."""
+    return Snapshot(
+        [
+            ManagerInfo(
+                id=r.id,
+                name=r.name,
+                role=r.role,
+                hours=_hours(r.hours) if r.hours else None,
+                timezone=r.timezone or timezone,
+                capacity=r.capacity,
+                load=r.load,
+                away=r.away,
+                skills=frozenset((r.attrs or {}).get("skills") or ()),
+                holidays=frozenset(
+                    date.fromisoformat(d) for d in (r.attrs or {}).get("holidays") or ()
+                ),
+            )
+            for r in rows
+        ],
+        holidays=holidays,
+        last_given=last_given,
+    )
 
 
 class Assigner:
@@ -116,27 +152,7 @@ class Assigner:
 
     def snapshot(self, rows: list[ingest_q.ManagerRow]) -> Snapshot:
         """The managers as routing sees them, from :func:`storage.ingest.routing_managers`."""
-        return Snapshot(
-            [
-                ManagerInfo(
-                    id=r.id,
-                    name=r.name,
-                    role=r.role,
-                    hours=parse_hours(r.hours) if r.hours else None,
-                    timezone=r.timezone or self.timezone,
-                    capacity=r.capacity,
-                    load=r.load,
-                    away=r.away,
-                    skills=frozenset((r.attrs or {}).get("skills") or ()),
-                    holidays=frozenset(
-                        date.fromisoformat(d) for d in (r.attrs or {}).get("holidays") or ()
-                    ),
-                )
-                for r in rows
-            ],
-            holidays=self.holidays,
-            last_given=self.last_given,
-        )
+        return snapshot_of(rows, self.timezone, self.holidays, self.last_given)
 
     async def _apply(
         self,

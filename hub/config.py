@@ -393,6 +393,12 @@ def _check_regex(value: str | None) -> str | None:
     return value
 
 
+def _once(names: list[str], what: str) -> None:
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{what} {twice[0]!r} is used twice")
+
+
 RoutingStrategy = Literal["owner_first", "round_robin", "least_loaded", "skill", "all", "queue"]
 Priority = Literal["low", "normal", "high", "urgent"]
 ChannelName = Literal["telegram", "email", "webform"]
@@ -437,10 +443,7 @@ class RoutingSection(Section):
     @field_validator("rules")
     @classmethod
     def _unique(cls, rules: list[RuleSection]) -> list[RuleSection]:
-        names = [r.name for r in rules]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"rule name {twice[0]!r} is used twice")
+        _once([r.name for r in rules], "rule name")
         return rules
 
 
@@ -467,10 +470,7 @@ class SlaSection(Section):
     @field_validator("policies")
     @classmethod
     def _unique(cls, policies: list[SlaPolicy]) -> list[SlaPolicy]:
-        names = [p.name for p in policies]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"policy name {twice[0]!r} is used twice")
+        _once([p.name for p in policies], "policy name")
         return policies
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import hashlib
 import logging
 from collections import defaultdict
@@ -28,6 +27,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from hub import loggers
+from hub.assign import snapshot_of
 from hub.attachments import AttachmentStore
 from hub.bounces import record_bounce
 from hub.clock import Clock
@@ -35,8 +35,8 @@ from hub.errors import MessageRejected, StorageUnavailable
 from hub.replies import REPLY_ROUTE
 from hub.rules import needs_profile
 from hub.types import Channel, Delivery, Direction, InboundMessage, IngestResult
-from routing import Decision, ManagerInfo, Request, Rules, Snapshot, decide
-from routing.hours import Hours, parse_hours
+from routing import Decision, Request, Rules, Snapshot, decide
+from routing.hours import Hours
 from routing.sla import Policy, choose, timing
 from storage import Database
 from storage import ingest as q
@@ -46,11 +46,6 @@ log = loggers.ingest
 _IN, _OUT, _EVENT = Direction.IN.value, Direction.OUT.value, Direction.EVENT.value
 _PENDING = Delivery.PENDING.value
 _CHANNEL = {c: c.value for c in Channel}  # plain strings for the rows, without enum lookups
-
-
-@functools.lru_cache(maxsize=256)
-def _hours(text: str) -> Hours:
-    return parse_hours(text)
 
 
 def _refused_data(exc: BaseException) -> bool:
@@ -742,27 +737,7 @@ class _BatchWriter:
     def _load_snapshot(self) -> Snapshot:
         rows = q.routing_managers(self.conn)
         self.telegram_ids = {r.id: r.telegram_id for r in rows}
-        return Snapshot(
-            [
-                ManagerInfo(
-                    id=r.id,
-                    name=r.name,
-                    role=r.role,
-                    hours=_hours(r.hours) if r.hours else None,
-                    timezone=r.timezone or self.ing.timezone,
-                    capacity=r.capacity,
-                    load=r.load,
-                    away=r.away,
-                    skills=frozenset((r.attrs or {}).get("skills") or ()),
-                    holidays=frozenset(
-                        date.fromisoformat(d) for d in (r.attrs or {}).get("holidays") or ()
-                    ),
-                )
-                for r in rows
-            ],
-            holidays=self.ing.holidays,
-            last_given=self.ing.last_given,
-        )
+        return snapshot_of(rows, self.ing.timezone, self.ing.holidays, self.ing.last_given)
 
     def _interaction(self, p: _Pending, client_id: int, conv_id: int | None) -> tuple[Any, ...]:
         """A row in ``q.INTERACTION_COLUMNS`` order."""
