@@ -156,6 +156,7 @@ class ImapWatcher:
         self._hold: MailboxHold | None = None
         self._client: Any = None
         self._uidvalidity = 0
+        self._found = 0  # messages the last round found
         self._lost = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -350,6 +351,10 @@ class ImapWatcher:
                 return
             if not complete:
                 await self._sleep(self.retry_s)
+            elif self._found:
+                # Mail that came during this round was announced to its commands,
+                # not to the IDLE that follows: look again until a round finds none.
+                continue
             elif self.use_idle and client.has_capability("IDLE"):
                 await self._idle(client)
             else:
@@ -412,6 +417,7 @@ class ImapWatcher:
             raise ImapError(f"UID SEARCH failed: {response.lines!r}")
         # "N:*" always matches the highest UID, even one at or below N: filter.
         uids = sorted(u for u in _search_uids(response.lines) if u > last)
+        self._found = len(uids)
         for start in range(0, len(uids), _FETCH_BATCH):
             batch = uids[start : start + _FETCH_BATCH]
             response = await client.uid("fetch", ",".join(map(str, batch)), "(UID BODY.PEEK[])")
