@@ -19,7 +19,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -37,6 +37,7 @@ from hub.reports import Period, Reporter, ReportError, parse_day
 from hub.search import client_search
 from hub.types import ConversationStatus
 from storage import Database
+from storage import clients as clients_q
 from storage import read as q
 
 log = loggers.admin
@@ -170,6 +171,7 @@ class _Api:
                 card = await q.client_card(conn, client_id)
         if card is None:
             return _not_found(request)
+        await self._audit("card", client_id)
         return _json(dataclasses.asdict(card))
 
     async def timeline(self, request: web.Request) -> web.Response:
@@ -180,7 +182,23 @@ class _Api:
             if not await q.client_exists(conn, client_id):
                 return _not_found(request)
             items = await q.timeline(conn, client_id, last=_last(request))
+        await self._audit("timeline", client_id)
         return _json([dataclasses.asdict(i) for i in items])
+
+    async def _audit(self, what: str, client_id: int) -> None:
+        """Who read what: the admin token's holder read a client's record."""
+        async with self.db.write() as conn:
+            await clients_q.add_audit(
+                conn,
+                {
+                    "at": datetime.now(UTC),
+                    "actor": "admin",
+                    "action": "read",
+                    "object_type": "client",
+                    "object_id": client_id,
+                    "details": {"what": what},
+                },
+            )
 
     async def conversations(self, request: web.Request) -> web.Response:
         status = request.query.get("status") or None

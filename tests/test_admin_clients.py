@@ -78,7 +78,7 @@ async def test_duplicates_merge_undo_and_stage(db: Database, tmp_path: Path, bas
     [record] = await rows(db, select(Client.stage).where(Client.id == a.client_id))
     assert record.stage == "client"
     actions = [r.action for r in await rows(db, select(Audit.action).order_by(Audit.id))]
-    assert actions == ["merge", "unmerge", "stage"]
+    assert actions == ["merge", "read", "unmerge", "stage"]  # the card read in between
 
 
 async def test_import_and_export_csv(db: Database, base: str) -> None:
