@@ -188,7 +188,9 @@ class Dispatcher:
         if not self.channels:
             return 0
         free = self.concurrency - len(self._inflight)  # claim no more than can be sent now
-        if free <= 0:
+        if self._inflight and free < max(1, self.concurrency // 2):
+            # Claim in batches: a claim is a commit, and one a finished send is
+            # too many (each costs an fsync on SQLite).
             await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
             return 1
         now = self.clock.now()
