@@ -242,6 +242,7 @@ class OutboundSmtpSection(Section):
     from_: str = Field(alias="from")
     reply_to: str | None = None
     subject_tag: bool = True
+    connections: int = Field(default=4, ge=1, le=20)
     starttls: bool = True
     user: str | None = None
     password: SecretStr | None = None

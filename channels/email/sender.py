@@ -26,6 +26,7 @@ import re
 import ssl
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
@@ -91,11 +92,21 @@ def _ids(values: Iterable[str]) -> list[str]:
     return seen
 
 
+@dataclass
+class _Line:
+    """One connection to the relay: an SMTP transaction at a time on it."""
+
+    client: aiosmtplib.SMTP | None = None
+    reused: bool = False
+    last_used: float = 0.0
+
+
 class SmtpSender:
     """Sends the hub's outbound email through one SMTP relay.
 
-    ``domain`` is the right-hand side of our Message-IDs. Sends are serialized
-    over one connection (an SMTP transaction cannot be interleaved); ``timeout``
+    ``domain`` is the right-hand side of our Message-IDs. Up to ``connections``
+    SMTP sessions carry sends side by side (a transaction cannot be interleaved
+    on one); they are opened as needed and kept for the next sends. ``timeout``
     bounds each network step. ``tls_context`` replaces the default certificate
     checks for STARTTLS (a private CA); without it the relay's certificate must
     be valid for ``host``.
@@ -109,16 +120,17 @@ class SmtpSender:
         timeout: float = 30,
         clock: Clock | None = None,
         tls_context: ssl.SSLContext | None = None,
+        connections: int | None = None,
     ) -> None:
         self._settings = settings
+        size = connections or settings.connections
+        self._free = [_Line() for _ in range(size)]  # the last one freed is used first
+        self._slots = asyncio.Semaphore(size)
         self._domain = domain
         self._timeout = timeout
         self._clock = clock or SystemClock()
         self._tls_context = tls_context
-        self._client: aiosmtplib.SMTP | None = None
-        self._reused = False
-        self._last_used = 0.0
-        self._lock = asyncio.Lock()
+
         self.connections = 0  # opened so far; for logs and tests
 
     def build(
@@ -200,73 +212,82 @@ class SmtpSender:
             "message_id": msg_id,
             "kind": message.kind,
         }
-        async with self._lock:
+        async with self._slots:
+            line = self._free.pop()
             try:
-                client = await self._connected()
-                try:
-                    await client.send_message(msg, sender=sender, recipients=[recipient])
-                except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
-                    if not self._reused:
-                        raise
-                    # The relay closed the connection while it idled: once more on a new one.
-                    self._drop()
-                    client = await self._connected()
-                    await client.send_message(msg, sender=sender, recipients=[recipient])
-                self._last_used = time.monotonic()
-            except asyncio.CancelledError:
-                self._drop()  # mid-transaction: the session's state is unknown
-                raise
-            except aiosmtplib.SMTPRecipientsRefused as error:
-                codes = [r.code for r in error.recipients]
-                text = "; ".join(f"{r.code} {r.message}" for r in error.recipients)
-                self._fail(fields, text)
-                if codes and all(code >= 500 for code in codes):
-                    raise PermanentDeliveryError(text) from error
-                raise TemporaryDeliveryError(text) from error
-            except aiosmtplib.SMTPAuthenticationError as error:
-                # The relay's credentials are wrong: not this message's fault.
-                self._drop()
-                self._fail(fields, f"{error.code} {error.message}", logging.ERROR)
-                raise TemporaryDeliveryError(f"{error.code} {error.message}") from error
-            except aiosmtplib.SMTPResponseException as error:
-                text = f"{error.code} {error.message}"
-                self._fail(fields, text)
-                if not (self._client and self._client.is_connected):
-                    self._drop()
-                if error.code >= 500:
-                    raise PermanentDeliveryError(text) from error
-                raise TemporaryDeliveryError(text) from error
-            except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
-                self._drop()
-                text = f"{type(error).__name__}: {error}"
-                self._fail(fields, text)
-                raise TemporaryDeliveryError(text) from error
+                await self._send_on(line, msg, sender, recipient, fields)
+            finally:
+                self._free.append(line)
         loggers.event(log, "smtp_sent", **fields)
         return SendResult(external_id=msg_id)
 
+    async def _send_on(
+        self, line: _Line, msg: EmailMessage, sender: str, recipient: str, fields: dict[str, Any]
+    ) -> None:
+        try:
+            client = await self._connected(line)
+            try:
+                await client.send_message(msg, sender=sender, recipients=[recipient])
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+                if not line.reused:
+                    raise
+                # The relay closed the connection while it idled: once more on a new one.
+                self._drop(line)
+                client = await self._connected(line)
+                await client.send_message(msg, sender=sender, recipients=[recipient])
+            line.last_used = time.monotonic()
+        except asyncio.CancelledError:
+            self._drop(line)  # mid-transaction: the session's state is unknown
+            raise
+        except aiosmtplib.SMTPRecipientsRefused as error:
+            codes = [r.code for r in error.recipients]
+            text = "; ".join(f"{r.code} {r.message}" for r in error.recipients)
+            self._fail(fields, text)
+            if codes and all(code >= 500 for code in codes):
+                raise PermanentDeliveryError(text) from error
+            raise TemporaryDeliveryError(text) from error
+        except aiosmtplib.SMTPAuthenticationError as error:
+            # The relay's credentials are wrong: not this message's fault.
+            self._drop(line)
+            self._fail(fields, f"{error.code} {error.message}", logging.ERROR)
+            raise TemporaryDeliveryError(f"{error.code} {error.message}") from error
+        except aiosmtplib.SMTPResponseException as error:
+            text = f"{error.code} {error.message}"
+            self._fail(fields, text)
+            if not (line.client and line.client.is_connected):
+                self._drop(line)
+            if error.code >= 500:
+                raise PermanentDeliveryError(text) from error
+            raise TemporaryDeliveryError(text) from error
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+            self._drop(line)
+            text = f"{type(error).__name__}: {error}"
+            self._fail(fields, text)
+            raise TemporaryDeliveryError(text) from error
+
     async def close(self) -> None:
-        """Say QUIT and drop the connection; the next send opens a new one."""
-        async with self._lock:
-            client, self._client = self._client, None
+        """Say QUIT on the idle connections; the next send opens a new one."""
+        for line in list(self._free):
+            client, line.client = line.client, None
             if client is not None and client.is_connected:
                 try:
                     await client.quit()
                 except (aiosmtplib.SMTPException, OSError, TimeoutError):
                     client.close()
 
-    async def _connected(self) -> aiosmtplib.SMTP:
-        client = self._client
-        self._reused = client is not None and client.is_connected
-        if client is not None and self._reused:
-            if time.monotonic() - self._last_used < _FRESH_S:
+    async def _connected(self, line: _Line) -> aiosmtplib.SMTP:
+        client = line.client
+        line.reused = client is not None and client.is_connected
+        if client is not None and line.reused:
+            if time.monotonic() - line.last_used < _FRESH_S:
                 return client  # in steady use: a dropped one shows on the next command
             try:
                 # Idle for a while: the relay may have dropped it without our noticing.
                 await client.noop()
                 return client
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                self._drop()
-                self._reused = False
+                self._drop(line)
+                line.reused = False
         settings = self._settings
         client = aiosmtplib.SMTP(
             hostname=settings.host,
@@ -278,13 +299,13 @@ class SmtpSender:
             tls_context=self._tls_context,
         )
         await client.connect()
-        self._client = client
+        line.client = client
         self.connections += 1
         loggers.event(log, "smtp_connected", host=settings.host, port=settings.port)
         return client
 
-    def _drop(self) -> None:
-        client, self._client = self._client, None
+    def _drop(self, line: _Line) -> None:
+        client, line.client = line.client, None
         if client is not None:
             client.close()
 
