@@ -157,7 +157,13 @@ class EmailChannel:
             raise PermanentDeliveryError("email.outbound is not configured")
         in_reply_to = message.extras.get("in_reply_to") if message.extras else None
         attachments: list[tuple[str, str, bytes]] = []
-        if self.files is not None and message.interaction_id is not None:
+        # Only a manager's answer carries files; a campaign, an auto-reply or a
+        # confirmation never does, and need not look.
+        if (
+            self.files is not None
+            and message.interaction_id is not None
+            and message.kind == "reply"
+        ):
             for stored in await self.files.attachments(message.interaction_id):
                 data = await self.files.attachment_bytes(stored.sha256)
                 attachments.append((stored.filename, stored.content_type, data))
