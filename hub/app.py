@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import gc
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
@@ -338,58 +338,52 @@ class Hub:
         if created and self.reminders is not None:
             self.reminders.wake()
 
-    async def _escalate(self) -> None:
-        if self.escalator is None:
-            return
+    async def _job(
+        self, name: str, work: Callable[[], Awaitable[int | None]], *, wake: bool = False
+    ) -> None:
+        """One run of a periodic job. A failure (the database down) is logged and
+        the next run tries again; ``wake``: what it queued goes out at once."""
         try:
-            steps = await self.escalator.run()
-        except Exception as exc:  # the database may be down: the next run retries
-            loggers.event(log, "sla.failed", 30, error=loggers.redact(str(exc)[:200]))
+            done = await work()
+        except Exception as exc:
+            loggers.event(log, f"{name}.failed", 30, error=loggers.redact(str(exc)[:200]))
             return
-        if steps and self.dispatcher is not None:
+        if wake and done and self.dispatcher is not None:
             self.dispatcher.wake()
+
+    async def _escalate(self) -> None:
+        if self.escalator is not None:
+            await self._job("sla", self.escalator.run, wake=True)
 
     async def _index_log(self) -> None:
         """Full-text index the log behind ingest (SQLite's FTS5)."""
-        if self.db is None:
+        db = self.db
+        if db is None:
             return
-        try:
-            async with self.db.write() as conn:
-                await full_text.index_new(conn)
-        except Exception as exc:  # the next run catches up
-            loggers.event(log, "search_index.failed", 30, error=loggers.redact(str(exc)[:200]))
+
+        async def index() -> int:
+            async with db.write() as conn:
+                return await full_text.index_new(conn)
+
+        await self._job("search_index", index)
 
     def _wake(self) -> None:
         if self.dispatcher is not None:
             self.dispatcher.wake()
 
     async def _run_campaigns(self) -> None:
-        if self.campaigns is None:
-            return
-        try:
-            await self.campaigns.run_once()
-        except Exception as exc:  # the database may be down: the next run retries
-            loggers.event(log, "campaigns.failed", 30, error=loggers.redact(str(exc)[:200]))
+        if self.campaigns is not None:
+            await self._job("campaigns", self.campaigns.run_once)
 
     async def _lapse(self, days: int) -> None:
         """The stage rule: no contact for ``days`` days → lapsed."""
-        if self.db is None:
-            return
-        try:
-            await ClientBook(self.db, self.clock).lapse(days)
-        except Exception as exc:  # the next run catches up
-            loggers.event(log, "lapse.failed", 30, error=loggers.redact(str(exc)[:200]))
+        if self.db is not None:
+            book = ClientBook(self.db, self.clock)
+            await self._job("lapse", lambda: book.lapse(days))
 
     async def _give_out(self) -> None:
-        if self.assigner is None:
-            return
-        try:
-            steps = await self.assigner.give_out()
-        except Exception as exc:  # the database may be down: the next run retries
-            loggers.event(log, "give_out.failed", 30, error=loggers.redact(str(exc)[:200]))
-            return
-        if steps and self.dispatcher is not None:
-            self.dispatcher.wake()
+        if self.assigner is not None:
+            await self._job("give_out", self.assigner.give_out, wake=True)
 
     async def _report_queue(self) -> None:
         if self.db is None:
