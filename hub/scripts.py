@@ -12,12 +12,13 @@ the same client always gets the same variant.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -93,9 +94,15 @@ def check(variant: Variant) -> None:
             )
 
 
+@functools.lru_cache(maxsize=256)
+def _template(source: str) -> Template:
+    """A script compiled once (``from_string`` compiles on every call)."""
+    return _strict.from_string(source)
+
+
 def _render(source: str, context: Mapping[str, Any]) -> str:
     try:
-        out = _strict.from_string(source).render(context)
+        out = _template(source).render(context)
     except SecurityError as exc:
         raise ScriptError(f"refused by the sandbox: {exc}") from None
     return out.strip()[:MAX_OUTPUT]

@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email import policy
+from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from typing import Any
@@ -45,6 +46,25 @@ log = loggers.channels
 _REPLY_PREFIX = re.compile(r"^\s*re\s*(\[\d+\])?\s*:", re.IGNORECASE)
 _MSG_ID = re.compile(r"^<[^<>\s]+@[^<>\s]+>$")
 _FRESH_S = 10.0  # a connection used this recently is used again without a NOOP
+
+
+class _Headers(HeaderRegistry):
+    """The standard header registry, making each header's class once: the stdlib
+    builds a new class on every header set (about 27 µs, a millisecond a message)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+_POLICY = policy.SMTP.clone(header_factory=_Headers())
 _HUB_ID = re.compile(r"^<c(?P<conversation>\d+)\.[0-9a-f]{32}@(?P<domain>[^<>\s]+)>$")
 
 
@@ -143,7 +163,7 @@ class SmtpSender:
         attachments: Iterable[tuple[str, str, bytes]] = (),
     ) -> EmailMessage:
         """The RFC 5322 message for ``message``; raises ValueError for a bad header value."""
-        msg = EmailMessage(policy=policy.SMTP)
+        msg = EmailMessage(policy=_POLICY)
         msg["From"] = self._settings.from_
         msg["To"] = message.recipient
         if self._settings.reply_to:
