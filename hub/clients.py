@@ -11,6 +11,7 @@ or left with the wrong client.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import re
 import unicodedata
@@ -180,7 +181,8 @@ class ClientBook:
             for i, a in enumerate(ordered):
                 for b in ordered[i + 1 :]:
                     found[(a, b)] = Suggestion(a, b, 100.0, f"same phone …{tail[-4:]}")
-        for a, b, score in _similar_names(named, threshold):
+        # Comparing names is CPU work: off the event loop.
+        for a, b, score in await asyncio.to_thread(_similar_names, named, threshold):
             if (a, b) not in found:
                 found[(a, b)] = Suggestion(a, b, round(score, 1), "similar names")
         ranked = sorted(found.values(), key=lambda s: (-s.score, s.a, s.b))

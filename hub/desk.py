@@ -438,11 +438,12 @@ class Desk:
     async def find(self, manager: ManagerRef, text_: str) -> list[ClientCard]:
         """Clients matching ``text_`` that ``manager`` may see (their own, their
         team's, nobody's yet; supervisors and admins see all)."""
-        async with self.db.write() as conn:
+        async with self.db.read() as conn:
             found = await read.search_clients(
                 conn, client_search(text_.strip(), self.region), limit=50
             )
             visible = [s.id for s in found if await self._allowed(conn, manager, s.id)][:10]
+        async with self.db.write() as conn:  # the writer only for the audit row
             await q.audit(
                 conn,
                 {

@@ -98,6 +98,24 @@ async def report_failure(
     return event_id
 
 
+def outbound_of(row: Any) -> OutboundMessage:
+    """An outbox row (claimed, or read whole) as the message its channel sends."""
+    return OutboundMessage(
+        outbox_id=row.id,
+        channel=row.channel,
+        account=row.account,
+        recipient=row.recipient,
+        kind=row.kind,
+        text=row.text,
+        idempotency_key=row.idempotency_key,
+        subject=row.subject,
+        client_id=row.client_id,
+        conversation_id=row.conversation_id,
+        interaction_id=row.interaction_id,
+        extras=row.extras or {},
+    )
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -217,20 +235,7 @@ class Dispatcher:
     async def _deliver(self, row: q.OutboxRow) -> None:
         try:
             await self._limit(row)
-            message = OutboundMessage(
-                outbox_id=row.id,
-                channel=row.channel,
-                account=row.account,
-                recipient=row.recipient,
-                kind=row.kind,
-                text=row.text,
-                idempotency_key=row.idempotency_key,
-                subject=row.subject,
-                client_id=row.client_id,
-                conversation_id=row.conversation_id,
-                interaction_id=row.interaction_id,
-                extras=row.extras or {},
-            )
+            message = outbound_of(row)
             try:
                 result = await self.channels[row.channel].send(message)
             except TemporaryDeliveryError as exc:

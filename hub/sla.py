@@ -22,7 +22,7 @@ from hub.assign import Assigner
 from hub.clock import Clock
 from hub.texts import text
 from hub.types import Direction
-from routing import Request, Rules, decide
+from routing import Request, Rules, Snapshot, decide
 from routing.sla import Policy
 from storage import Database
 from storage import desk as desk_q
@@ -53,11 +53,13 @@ class Escalator:
         self.staff_channel = staff_channel
         self.language = language
         self.tz = ZoneInfo(timezone)
+        self._snapshot: Snapshot | None = None  # the managers, during a round
 
     async def run(self) -> int:
         """One round; returns how many steps were taken."""
         now = self.clock.now()
         taken = 0
+        self._snapshot = None
         async with self.db.write() as conn:
             for due in await q.claim_due(conn, now):
                 if due.status == "resolved":
@@ -104,8 +106,9 @@ class Escalator:
         await self._topic(conn, due, message, now, step=2)
 
     async def _reassign(self, conn: AsyncConnection, due: q.Due, now: datetime) -> None:
-        rows = await conn.run_sync(ingest_q.routing_managers)
-        snapshot = self.assigner.snapshot(rows)
+        if self._snapshot is None:  # read once a round, then kept up to date
+            self._snapshot = self.assigner.snapshot(await conn.run_sync(ingest_q.routing_managers))
+        snapshot = self._snapshot
         skip = [due.assignee_id] if due.assignee_id is not None else []
         request = Request("", "", None, False)
         decision = decide(snapshot, request, now, _REASSIGN, skip=skip)
@@ -115,6 +118,7 @@ class Escalator:
         await desk_q.set_conversations(
             conn, [due.conversation_id], now, assignee_id=decision.assignee_id
         )
+        snapshot.add_load(decision.assignee_id)
         name = next(m.name for m in snapshot.managers if m.id == decision.assignee_id)
         message = text("sla_reassigned", self.language, manager=name)
         await self._event(conn, due, message, now)

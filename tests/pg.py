@@ -107,9 +107,12 @@ def start() -> PgServer:
                 "--locale=C.UTF-8",
             ]
         )
+        # synchronous_commit stays on: a commit the hub acknowledged must survive
+        # the immediate stop of the fault tests (fsync off only skips the disk
+        # flush, which matters for a machine crash, not a server process's death).
         options = server.options = (
             f"-p {server.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+            "-c synchronous_commit=on -c full_page_writes=off -c max_connections=300"
         )
         _run_as_owner(
             [

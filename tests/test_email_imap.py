@@ -387,6 +387,35 @@ async def test_an_untrusted_certificate_fails_start_clearly(
     assert rec.attempts == 0
 
 
+class FlakyCursor(MemoryCursorStore):
+    """A cursor store whose database is away for its first two reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 2
+
+    async def load(self, key: str) -> tuple[int, int] | None:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("database is away (test)")
+        return await super().load(key)
+
+
+async def test_the_database_away_does_not_stop_the_watcher(
+    server: dovecot.DovecotServer, mailbox: Mailbox
+) -> None:
+    await mailbox.append("away-1@example.org")
+    rec, cursor = Recorder(), FlakyCursor()
+    w = watcher(server, mailbox, rec, cursor)
+    await w.start()
+    try:
+        await rec.until(lambda r: len(r.delivered) >= 1)
+    finally:
+        await w.stop()
+    assert rec.delivered == ["away-1@example.org"]
+    assert cursor.failures == 0
+
+
 async def test_wrong_password_fails_start_without_showing_it(
     server: dovecot.DovecotServer, mailbox: Mailbox, caplog: pytest.LogCaptureFixture
 ) -> None:

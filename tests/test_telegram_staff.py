@@ -31,7 +31,7 @@ from hub.attachments import AttachmentStore
 from hub.clock import Clock, FrozenClock, SystemClock
 from hub.config import DispatcherSection, TelegramSection
 from hub.desk import Desk
-from hub.dispatcher import Dispatcher
+from hub.dispatcher import Dispatcher, outbound_of
 from hub.errors import PermanentDeliveryError, TemporaryDeliveryError
 from hub.identities import identity
 from hub.ingest import Ingestor
@@ -87,23 +87,6 @@ def visible(message: Json) -> str:
 def links(message: Json) -> list[str]:
     entities = message.get("entities") or message.get("caption_entities") or []
     return [e["url"] for e in entities if e["type"] == "text_link"]
-
-
-def _outbound(row: Any) -> OutboundMessage:
-    return OutboundMessage(
-        outbox_id=row.id,
-        channel=row.channel,
-        account=row.account,
-        recipient=row.recipient,
-        kind=row.kind,
-        text=row.text,
-        idempotency_key=row.idempotency_key,
-        subject=row.subject,
-        client_id=row.client_id,
-        conversation_id=row.conversation_id,
-        interaction_id=row.interaction_id,
-        extras=row.extras or {},
-    )
 
 
 @dataclass
@@ -171,7 +154,7 @@ class StaffDesk:
             .where(Outbox.status == "pending", Outbox.kind.in_(kinds or STAFF_KINDS))
             .order_by(Outbox.id),
         )
-        return [_outbound(row) for row in found]
+        return [outbound_of(row) for row in found]
 
     async def flush(self) -> list[SendResult]:
         """Send each pending staff row through the staff side, as the dispatcher would."""

@@ -338,6 +338,19 @@ class ImapWatcher:
                     error=exc,
                     retry_in=backoff,
                 )
+            except Exception as exc:
+                # The database away (the cursor, the lock) or a bug: never stop
+                # watching, and do not back off as for an unreachable server.
+                loggers.event(
+                    log,
+                    "imap.failed",
+                    logging.WARNING,
+                    mailbox=self.key,
+                    error=repr(exc)[:200],
+                    retry_in=self.retry_s,
+                )
+                await self._sleep(self.retry_s)
+                continue
             else:
                 continue
             await self._close()

@@ -121,6 +121,12 @@ def _file(message: Message, kind: str) -> FileRef | None:
 _MEDIA = ("photo", "animation", "document", "video", "video_note", "voice", "audio")
 
 
+def media_file(message: Message) -> FileRef | None:
+    """The file a message carries (a photo, document, voice …), if any."""
+    kind = next((k for k in _MEDIA if getattr(message, k, None)), None)
+    return _file(message, kind) if kind is not None else None
+
+
 def normalize(
     message: Message,
     *,

@@ -62,7 +62,7 @@ from aiogram.types import (
     Update,
 )
 
-from channels.telegram import render
+from channels.telegram import inbound, render
 from channels.telegram.outbound import MEDIA_METHODS, media_kind
 from hub import loggers
 from hub.clock import Clock, SystemClock
@@ -1066,43 +1066,12 @@ class StaffSide:
             )
 
     async def _download(self, bot: Bot, message: Message) -> list[Attachment]:
-        found: tuple[str, str, str] | None = None
-        if message.photo:
-            found = (message.photo[-1].file_id, f"photo_{message.message_id}.jpg", "image/jpeg")
-        elif message.document:
-            doc = message.document
-            found = (
-                doc.file_id,
-                doc.file_name or f"file_{message.message_id}",
-                doc.mime_type or "application/octet-stream",
-            )
-        elif message.voice:
-            voice = message.voice
-            found = (
-                voice.file_id,
-                f"voice_{message.message_id}.ogg",
-                voice.mime_type or "audio/ogg",
-            )
-        elif message.video:
-            video = message.video
-            found = (
-                video.file_id,
-                video.file_name or f"video_{message.message_id}.mp4",
-                video.mime_type or "video/mp4",
-            )
-        elif message.audio:
-            audio = message.audio
-            found = (
-                audio.file_id,
-                audio.file_name or f"audio_{message.message_id}.mp3",
-                audio.mime_type or "audio/mpeg",
-            )
+        found = inbound.media_file(message)
         if found is None:
             return []
-        file_id, filename, content_type = found
-        data = await bot.download(file_id)
+        data = await bot.download(found.file_id)
         assert data is not None  # no destination given: aiogram answers a buffer
-        return [Attachment(filename, content_type, data.read())]
+        return [Attachment(found.filename, found.content_type, data.read())]
 
     async def _button(self, bot: Bot, query: CallbackQuery) -> None:
         manager = await self.desk.manager(query.from_user.id)
