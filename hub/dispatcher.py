@@ -277,16 +277,15 @@ class Dispatcher:
                     group, self._to_record = self._to_record, []
                     try:
                         async with self.db.write() as conn:
-                            now = self.clock.now()
-                            for sent, ext, interaction, _ in group:
-                                await q.mark_sent(
-                                    conn,
-                                    sent.id,
-                                    worker=self.worker,
-                                    external_id=ext,
-                                    now=now,
-                                    interaction_id=interaction,
-                                )
+                            await q.mark_sent(
+                                conn,
+                                [
+                                    q.Sent(sent.id, ext, interaction)
+                                    for sent, ext, interaction, _ in group
+                                ],
+                                worker=self.worker,
+                                now=self.clock.now(),
+                            )
                     except Exception as exc:
                         for *_, waiting in group:
                             if not waiting.done():

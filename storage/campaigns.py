@@ -17,6 +17,7 @@ from typing import Any, cast
 from sqlalchemy import (
     Interval,
     and_,
+    bindparam,
     case,
     exists,
     func,
@@ -306,12 +307,15 @@ async def skip_targets(
 async def defer_targets(
     conn: AsyncConnection, until: dict[int, datetime], *, now: datetime
 ) -> None:
-    for target_id, due in until.items():
-        await conn.execute(
-            update(campaign_targets)
-            .where(campaign_targets.c.id == target_id)
-            .values(due_at=due, updated_at=now)
-        )
+    if not until:
+        return
+    t = campaign_targets.c
+    await conn.execute(
+        update(campaign_targets)
+        .where(t.id == bindparam("b_id"))
+        .values(due_at=bindparam("b_due"), updated_at=now),
+        [{"b_id": target_id, "b_due": due} for target_id, due in until.items()],
+    )
 
 
 async def write_sends(
@@ -338,18 +342,27 @@ async def write_sends(
             for (_, _, row), iid in zip(sends, interaction_ids, strict=True)
         ],
     )
-    for (target_id, _, row), iid in zip(sends, interaction_ids, strict=True):
-        await conn.execute(
-            update(campaign_targets)
-            .where(campaign_targets.c.id == target_id)
-            .values(
-                status="queued",
-                channel=row["channel"],
-                outbox_key=row["idempotency_key"],
-                interaction_id=iid,
-                updated_at=now,
-            )
-        )
+    t = campaign_targets.c
+    await conn.execute(
+        update(campaign_targets)
+        .where(t.id == bindparam("b_id"))
+        .values(
+            status="queued",
+            channel=bindparam("b_channel"),
+            outbox_key=bindparam("b_key"),
+            interaction_id=bindparam("b_interaction"),
+            updated_at=now,
+        ),
+        [
+            {
+                "b_id": target_id,
+                "b_channel": row["channel"],
+                "b_key": row["idempotency_key"],
+                "b_interaction": iid,
+            }
+            for (target_id, _, row), iid in zip(sends, interaction_ids, strict=True)
+        ],
+    )
 
 
 async def pending_count(conn: AsyncConnection, campaign_id: int) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.tables import conversations, interactions, managers, outbox
@@ -104,32 +104,44 @@ async def next_due(conn: AsyncConnection, channels: Sequence[str]) -> datetime |
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One send to record: the row, the peer's id for it, the interaction it delivers."""
+
+    row_id: int
+    external_id: str | None
+    interaction_id: int | None
+
+
 async def mark_sent(
-    conn: AsyncConnection,
-    row_id: int,
-    *,
-    worker: str,
-    external_id: str | None,
-    now: datetime,
-    interaction_id: int | None,
-) -> bool:
-    """Record a delivery; False when the claim was lost (another instance took over)."""
+    conn: AsyncConnection, sends: Sequence[Sent], *, worker: str, now: datetime
+) -> None:
+    """Record deliveries, one statement per table for the whole group (a row whose
+    claim was lost to another instance is left as that instance has it)."""
+    if not sends:
+        return
     o = outbox.c
-    result = await conn.execute(
+    await conn.execute(
         update(outbox)
-        .where(o.id == row_id, o.status == "sending", o.claimed_by == worker)
+        .where(o.id == bindparam("b_id"), o.status == "sending", o.claimed_by == worker)
         .values(
-            status="sent", sent_at=now, external_id=external_id, claimed_until=None, last_error=None
-        )
+            status="sent",
+            sent_at=now,
+            external_id=bindparam("b_external"),
+            claimed_until=None,
+            last_error=None,
+        ),
+        [{"b_id": s.row_id, "b_external": s.external_id} for s in sends],
     )
-    if interaction_id is not None:
+    delivered = [{"b_id": s.interaction_id} for s in sends if s.interaction_id is not None]
+    if delivered:
         i = interactions.c
         await conn.execute(
             update(interactions)
-            .where(i.id == interaction_id)
-            .values(delivery="sent", delivery_error=None)
+            .where(i.id == bindparam("b_id"))
+            .values(delivery="sent", delivery_error=None),
+            delivered,
         )
-    return result.rowcount == 1
 
 
 async def mark_retry(
