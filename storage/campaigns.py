@@ -28,10 +28,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from storage import segments
+from storage.ingest import insert_many, insert_rows
 from storage.tables import (
     campaign_targets,
     campaigns,
@@ -328,20 +330,17 @@ async def write_sends(
     outbox row linked to it, mark the target queued. One statement per table."""
     if not sends:
         return
-    ids = (
-        await conn.execute(
-            insert(interactions).returning(interactions.c.id, sort_by_parameter_order=True),
-            [interaction for _, interaction, _ in sends],
+
+    def insert(sync: Connection) -> list[int]:
+        ids = insert_many(sync, interactions, [interaction for _, interaction, _ in sends])
+        insert_rows(
+            sync,
+            outbox,
+            [{**row, "interaction_id": iid} for (_, _, row), iid in zip(sends, ids, strict=True)],
         )
-    ).scalars()
-    interaction_ids = [int(i) for i in ids]
-    await conn.execute(
-        insert(outbox),
-        [
-            {**row, "interaction_id": iid}
-            for (_, _, row), iid in zip(sends, interaction_ids, strict=True)
-        ],
-    )
+        return ids
+
+    interaction_ids = await conn.run_sync(insert)
     t = campaign_targets.c
     await conn.execute(
         update(campaign_targets)

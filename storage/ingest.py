@@ -194,7 +194,7 @@ def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> l
         ids = list(range(int(top) + 1, int(top) + 1 + len(rows)))
         for row, new_id in zip(rows, ids, strict=True):
             row["id"] = new_id
-        _executemany(conn, table, rows)
+        insert_rows(conn, table, rows)
         return ids
     result = conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
     return [int(x) for x in result.scalars().all()]
@@ -249,7 +249,7 @@ def insert_tuples(
         dicts = [dict(zip(columns, row, strict=True)) for row in rows]
         if returning_ids:
             return insert_many(conn, table, dicts)
-        _executemany(conn, table, dicts)
+        insert_rows(conn, table, dicts)
         return []
     ids: list[int] = []
     if returning_ids:
@@ -432,14 +432,14 @@ def manager_telegram_ids(conn: Connection) -> dict[int, int]:
 
 
 def add_identities(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    _executemany(conn, identities, rows)
+    insert_rows(conn, identities, rows)
 
 
 def insert_attachments(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    _executemany(conn, attachments, rows)
+    insert_rows(conn, attachments, rows)
 
 
-def _executemany(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """One INSERT for many rows; on SQLite straight to the driver (see :class:`_Binder`)."""
     if not rows:
         return
