@@ -21,6 +21,8 @@ connection or a timeout is a :class:`~hub.errors.TemporaryDeliveryError`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import hashlib
 import io
 import logging
@@ -36,9 +38,8 @@ from email.header import Header
 from email.message import Message
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 from email.policy import Compat32
-from email.utils import format_datetime, formataddr, getaddresses, parseaddr
+from email.utils import format_datetime, formataddr, getaddresses
 from typing import Any
 
 import aiosmtplib
@@ -89,15 +90,17 @@ def _header(value: str) -> str | Header:
     return value if value.isascii() else Header(value, "utf-8")
 
 
-def _addresses(value: str) -> str:
-    """An address header value: display names encoded per RFC 2047, addresses as given
-    (a non-ASCII address raises: it would need SMTPUTF8)."""
+@functools.lru_cache(maxsize=256)  # the From and Reply-To repeat on every message
+def _addresses(value: str) -> tuple[str, tuple[str, ...]]:
+    """An address header value (display names encoded per RFC 2047) and the bare
+    addresses for the envelope; a non-ASCII address raises: it would need SMTPUTF8."""
     if _BREAK.search(value):
         raise ValueError(f"an address cannot contain a line break: {value!r}")
     found = getaddresses([value])
     if not found or not all(address and "@" in address for _, address in found):
         raise ValueError(f"not an email address: {value!r}")
-    return ", ".join(formataddr(pair, charset="utf-8") for pair in found)
+    header = ", ".join(formataddr(pair, charset="utf-8") for pair in found)
+    return header, tuple(address for _, address in found)
 
 
 def _boundary() -> str:
@@ -106,18 +109,23 @@ def _boundary() -> str:
     return f"=_{secrets.token_hex(16)}"
 
 
-def _text(body: str, subtype: str) -> MIMEText:
-    """A text part: plain ASCII as 7bit, anything else (long lines, NUL) as UTF-8 in base64."""
+def _text(body: str, subtype: str) -> Message:
+    """A text part: plain ASCII as 7bit, anything else (long lines, NUL) as UTF-8 in
+    base64. Made by hand: MIMEText parses its own Content-Type back to set the charset."""
     body = body.replace("\r\n", "\n")
+    part = Message()
     if (
         body.isascii()
         and "\x00" not in body
         and all(len(line) <= _MAX_LINE for line in body.split("\n"))
     ):
-        part = MIMEText(body, subtype, "us-ascii")
+        part["Content-Type"] = f'text/{subtype}; charset="us-ascii"'
+        part["Content-Transfer-Encoding"] = "7bit"
+        part.set_payload(body)
     else:
-        part = MIMEText(body, subtype, "utf-8")
-    del part["MIME-Version"]  # said once, on the message
+        part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+        part["Content-Transfer-Encoding"] = "base64"
+        part.set_payload(base64.encodebytes(body.encode("utf-8")).decode("ascii"))
     return part
 
 
@@ -251,10 +259,10 @@ class SmtpSender:
             del mixed["MIME-Version"]
             msg = mixed
         msg["MIME-Version"] = "1.0"
-        msg["From"] = _addresses(self._settings.from_)
-        msg["To"] = _addresses(message.recipient)
+        msg["From"] = _addresses(self._settings.from_)[0]
+        msg["To"] = _addresses(message.recipient)[0]
         if self._settings.reply_to:
-            msg["Reply-To"] = _addresses(self._settings.reply_to)
+            msg["Reply-To"] = _addresses(self._settings.reply_to)[0]
         parent = _ids([in_reply_to]) if in_reply_to else []
         subject = reply_subject(message.subject) if parent else message.subject
         if self._settings.subject_tag and message.conversation_id is not None:
@@ -303,10 +311,8 @@ class SmtpSender:
             )
         except ValueError as error:
             raise PermanentDeliveryError(f"cannot build the message: {error}") from error
-        sender = parseaddr(self._settings.from_)[1]
-        recipient = parseaddr(message.recipient)[1]
-        if not recipient:
-            raise PermanentDeliveryError(f"not an email address: {message.recipient!r}")
+        sender = _addresses(self._settings.from_)[1][0]  # both read by build() already
+        recipient = _addresses(message.recipient)[1][0]
         fields: dict[str, Any] = {
             "outbox": message.outbox_id,
             "message_id": msg_id,
