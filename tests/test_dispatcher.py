@@ -21,6 +21,7 @@ from hub.ratelimit import RateLimiter
 from hub.replies import reply
 from hub.types import Channel, InboundMessage
 from storage import Database
+from storage import outbox as outbox_q
 from storage.models import Interaction, Manager, Outbox
 from tests.fakes import RecordingChannel
 
@@ -338,3 +339,46 @@ async def test_self_paced_kinds_skip_the_per_recipient_limit(db: Database, tmp_p
     channel = RecordingChannel(limits=limits)
     await asyncio.wait_for(_round(Dispatcher(db, clock, {"telegram": channel}, SETTINGS)), 10)
     assert len([m for m in channel.sent if m.kind == "mirror"]) == 4
+
+
+async def test_a_group_of_sends_is_recorded_at_once_except_a_row_taken_over(
+    db: Database, tmp_path: Path
+) -> None:
+    """Sends finished together are recorded in one transaction; a row whose lease
+    another dispatcher took over meanwhile is left as that one has it."""
+    clock = FrozenClock()
+    conv = await _client_conversation(db, clock, tmp_path)
+    for i in range(3):
+        await reply(db, clock, conv, f"message {i}", author="Anna")
+    now = clock.now()
+    async with db.write() as conn:
+        rows = await outbox_q.claim(
+            conn,
+            channels=["telegram"],
+            now=now,
+            lease_until=now + timedelta(seconds=60),
+            worker="first",
+            limit=10,
+        )
+        assert len(rows) == 3
+        await conn.execute(
+            update(Outbox).where(Outbox.id == rows[1].id).values(claimed_by="second")
+        )
+        await outbox_q.mark_sent(
+            conn,
+            [outbox_q.Sent(r.id, f"ext-{r.id}", r.interaction_id) for r in rows],
+            worker="first",
+            now=now,
+        )
+    found = {row.id: row for row in await _outbox(db)}
+    assert [(found[r.id].status, found[r.id].external_id) for r in rows] == [
+        ("sent", f"ext-{rows[0].id}"),
+        ("sending", None),
+        ("sent", f"ext-{rows[2].id}"),
+    ]
+    async with db.read() as conn:
+        delivery = dict(
+            (await conn.execute(select(Interaction.id, Interaction.delivery))).tuples().all()
+        )
+    assert delivery[rows[0].interaction_id] == "sent"
+    assert delivery[rows[2].interaction_id] == "sent"
