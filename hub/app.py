@@ -208,6 +208,7 @@ class Hub:
             scheduler.start()
             stack.callback(scheduler.shutdown, wait=False)
 
+            desk.sending = frozenset(self.channels)
             dispatcher = self.dispatcher = Dispatcher(
                 db, self.clock, self.channels, config.dispatcher, staff_channel=staff_channel
             )

@@ -87,6 +87,9 @@ class Desk:
         self.language = language
         self.timezone = timezone
         self.staff_channel = staff_channel
+        # The channels the hub can send on (set once they are built): an answer
+        # routed to another one would wait in the outbox for ever, unseen.
+        self.sending: frozenset[str] | None = None
 
     async def manager(self, telegram_id: int) -> ManagerRef | None:
         async with self.db.read() as conn:
@@ -188,6 +191,10 @@ class Desk:
             conv = await q.latest_conversation(conn, client_id)
             if conv is None:
                 raise NoConversation(f"client {client_id} has no conversation")
+            route = replies.REPLY_ROUTE.get(conv.channel, (conv.channel, ""))[0]
+            if not note and self.sending is not None and route not in self.sending:
+                language = manager.language or self.language
+                raise NoConversation(text("channel_not_configured", language, channel=route))
             try:
                 queued = await replies.queue(
                     conn,

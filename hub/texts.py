@@ -127,6 +127,12 @@ TEXTS: dict[str, dict[str, str]] = {
     "find_title": {"ru": "Найдено ({count}):", "en": "Found ({count}):"},
     "find_none": {"ru": "Ничего не найдено: «{query}»", "en": "Nothing found for “{query}”"},
     "no_topic": {"ru": "нет темы", "en": "no topic"},
+    "channel_not_configured": {
+        "ru": "этому клиенту можно ответить только через {channel}, а отправка через {channel} "
+        "в хабе не настроена. Ответ не сохранён: настройте канал и ответьте снова.",
+        "en": "this client can only be answered over {channel}, and the hub is not set up to "
+        "send over {channel}. The answer was not kept: set the channel up and answer again.",
+    },
     "cannot_answer": {
         "ru": "Не отправлено клиенту: {reason}",
         "en": "Not sent to the client: {reason}",

@@ -327,6 +327,24 @@ async def test_a_form_client_is_answered_by_email(world: World) -> None:
     assert tuple(row) == ("email", "eve@example.com")
 
 
+async def test_an_answer_over_a_channel_the_hub_cannot_send_on_is_refused(
+    world: World,
+) -> None:
+    """A form client with no outbound email set up: the manager is told at once,
+    instead of the answer waiting in the outbox for ever; notes are still taken."""
+    world.desk.sending = frozenset({"telegram"})
+    eve = identity("email", "eve@example.com", "Eve")
+    form = await world.write(eve, channel=Channel.WEBFORM, text="call me")
+    with pytest.raises(NoConversation, match="email"):
+        await world.desk.answer(form.client_id, "Sure", manager=world.maria, key="k")
+    assert await rows(world.db, select(Interaction.id).where(Interaction.direction == "out")) == []
+    assert await rows(world.db, select(Outbox.id).where(Outbox.kind == "reply")) == []
+    await world.desk.answer(form.client_id, "VIP", manager=world.maria, key="n", note=True)
+    world.desk.sending = frozenset({"telegram", "email"})
+    await world.desk.answer(form.client_id, "Sure", manager=world.maria, key="k")
+    assert len(await rows(world.db, select(Outbox.id).where(Outbox.kind == "reply"))) == 1
+
+
 async def test_a_note_is_logged_and_never_queued(world: World) -> None:
     anna = await world.write(ANNA)
     desk = world.desk
