@@ -25,7 +25,18 @@ TEXTS = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\r"
 FILES = st.lists(
     st.tuples(
         st.text(st.characters(categories=("L", "N", "P", "Zs")), min_size=1, max_size=80),
-        st.sampled_from(["application/pdf", "text/plain", "image/png", "bad", "multipart/x"]),
+        st.sampled_from(
+            [
+                "application/pdf",
+                "text/plain",
+                "Image/PNG",
+                "text/plain; charset=utf-8",
+                "bad",
+                "multipart/x",
+                'text/"x"',
+                "a b/c",
+            ]
+        ),
         st.binary(max_size=3000),
     ),
     max_size=3,
@@ -48,6 +59,13 @@ def read(data: bytes) -> EmailMessage:
     message = message_from_bytes(data, policy=policy.default)
     assert isinstance(message, EmailMessage)
     return message
+
+
+def _type(given: str) -> str:
+    """What a stored content type is sent as: its type/subtype, else octet-stream."""
+    plain = given.split(";")[0].strip().lower()
+    good = plain in ("application/pdf", "text/plain", "image/png")
+    return plain if good else "application/octet-stream"
 
 
 def words(value: str) -> str:
@@ -109,8 +127,11 @@ def test_what_goes_in_comes_out(
     assert body is not None
     assert body.get_content().replace("\r\n", "\n") == text
     assert (back.get_body(("html",)) is not None) == html
-    found = [(a.get_filename(), a.get_payload(decode=True)) for a in back.iter_attachments()]
-    assert found == [(n.strip() or "attachment", b) for n, _, b in files]
+    found = [
+        (a.get_filename(), a.get_content_type(), a.get_payload(decode=True))
+        for a in back.iter_attachments()
+    ]
+    assert found == [(n.strip() or "attachment", _type(t), b) for n, t, b in files]
     if kind == "campaign":
         assert back["List-Unsubscribe"] == "<https://shop.example/u?t=1>"
     if kind == "auto_reply":

@@ -59,6 +59,7 @@ _FRESH_S = 10.0  # a connection used this recently is used again without a NOOP
 
 _BREAK = re.compile(r"[\r\n]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TOKEN = re.compile(r"^[a-z0-9!#$&^_.+-]+$")
 
 
 # The message is built on the stdlib's compat32 classes and written by its
@@ -130,8 +131,9 @@ def _text(body: str, subtype: str) -> Message:
 
 
 def _attachment(filename: str, content_type: str, data: bytes) -> MIMEBase:
-    maintype, _, subtype = content_type.partition("/")
-    if not maintype or not subtype or maintype == "multipart" or _BREAK.search(content_type):
+    # RFC 2045 tokens only (a stored type comes from a client's message or upload)
+    maintype, _, subtype = content_type.split(";", 1)[0].strip().lower().partition("/")
+    if not (_TOKEN.match(maintype) and _TOKEN.match(subtype)) or maintype == "multipart":
         maintype, subtype = "application", "octet-stream"
     part = MIMEBase(maintype, subtype)
     del part["MIME-Version"]
