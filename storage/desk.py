@@ -10,6 +10,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.tables import (
+    UNRESOLVED,
     attachments,
     clients,
     conversations,
@@ -320,7 +321,7 @@ async def inbox(conn: AsyncConnection, manager_id: int) -> list[tuple[Any, ...]]
         select(cl.id, cl.name, c.id, c.channel, c.created_at, t.chat_id, t.thread_id)
         .join_from(conversations, clients, c.client_id == cl.id)
         .join(topics, t.client_id == cl.id, isouter=True)
-        .where(c.assignee_id == manager_id, c.status != "resolved")
+        .where(c.assignee_id == manager_id, c.status.in_(UNRESOLVED))
         .order_by(c.created_at, c.id)
     )
     return [tuple(r) for r in rows]

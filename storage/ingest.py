@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql import Select
 
 from storage.tables import (
+    UNRESOLVED,
     attachments,
     clients,
     conversations,
@@ -407,15 +408,19 @@ def get_conversations(conn: Connection, ids: Sequence[int]) -> dict[int, OpenCon
     return {row[0]: OpenConversation(*row) for row in rows}
 
 
-def routing_managers(conn: Connection) -> list[ManagerRow]:
-    m, c = managers.c, conversations.c
-    loads: dict[int, int] = dict(
-        conn.execute(
-            select(c.assignee_id, func.count())
-            .where(c.status != "resolved", c.assignee_id.is_not(None))
-            .group_by(c.assignee_id)
-        ).all()
+def manager_loads() -> Select[Any]:
+    """How many unresolved conversations each manager holds."""
+    c = conversations.c
+    return (
+        select(c.assignee_id, func.count())
+        .where(c.status.in_(UNRESOLVED), c.assignee_id.is_not(None))
+        .group_by(c.assignee_id)
     )
+
+
+def routing_managers(conn: Connection) -> list[ManagerRow]:
+    m = managers.c
+    loads = {int(a): int(n) for a, n in conn.execute(manager_loads()).all()}
     rows = conn.execute(
         select(
             m.id, m.name, m.telegram_id, m.role, m.hours, m.timezone, m.capacity, m.away, m.attrs

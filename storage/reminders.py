@@ -18,7 +18,15 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.tables import clients, conversations, interactions, managers, outbox, reminders
+from storage.tables import (
+    UNRESOLVED,
+    clients,
+    conversations,
+    interactions,
+    managers,
+    outbox,
+    reminders,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +213,7 @@ async def add_follow_ups(conn: AsyncConnection, *, silent_since: datetime, now: 
     latest = (
         select(i.conversation_id.label("conversation_id"), func.max(i.id).label("last_id"))
         .join(conversations, c.id == i.conversation_id)
-        .where(c.status != "resolved", c.assignee_id.is_not(None), _contacts())
+        .where(c.status.in_(UNRESOLVED), c.assignee_id.is_not(None), _contacts())
         .group_by(i.conversation_id)
         .subquery()
     )

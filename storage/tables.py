@@ -28,6 +28,10 @@ from storage.models import (
 clients = cast(Table, Client.__table__)
 identities = cast(Table, Identity.__table__)
 conversations = cast(Table, Conversation.__table__)
+# The statuses of a conversation not yet resolved. Queries over all conversations
+# say ``status IN UNRESOLVED``: the (status, assignee_id) index then seeks, where
+# ``status != 'resolved'`` scans every conversation ever had.
+UNRESOLVED = ("open", "pending")
 interactions = cast(Table, Interaction.__table__)
 attachments = cast(Table, Attachment.__table__)
 managers = cast(Table, Manager.__table__)

@@ -9,9 +9,12 @@ import pytest
 from sqlalchemy import delete, insert, text, update
 from sqlalchemy.exc import DBAPIError
 
+from hub.types import ConversationStatus
 from storage import Database
+from storage.ingest import manager_loads
 from storage.migrate import current, upgrade
 from storage.models import Client, Interaction
+from storage.tables import UNRESOLVED
 
 
 async def test_migrations_are_applied_once(db: Database) -> None:
@@ -86,3 +89,23 @@ async def test_migrations_match_the_models(db: Database) -> None:
             )
         )
     assert diff == []
+
+
+def test_unresolved_is_every_status_but_resolved() -> None:
+    assert set(UNRESOLVED) == {s.value for s in ConversationStatus} - {"resolved"}
+
+
+async def test_manager_loads_seek_the_index_instead_of_scanning_history(
+    db: Database, backend: str
+) -> None:
+    """Every ingest batch counts each manager's open conversations: with a long
+    history of resolved ones, a scan of them all would cost every batch more."""
+    if backend != "sqlite":
+        pytest.skip("SQLite's query plan")
+    query = manager_loads()
+    sql = str(query.compile(dialect=db.engine.dialect, compile_kwargs={"literal_binds": True}))
+    async with db.read() as conn:
+        plan = " ".join(
+            str(row[-1]) for row in await conn.execute(text(f"EXPLAIN QUERY PLAN {sql}"))
+        )
+    assert "SEARCH conversations USING COVERING INDEX ix_conversations_status_assignee" in plan
