@@ -246,36 +246,43 @@ async def add_stage_contacts(
     """A reminder to the owner of every client at ``stage`` with no contact since
     ``quiet_since``; keyed by the client's latest contact (0: none yet)."""
     cl, i = clients.c, interactions.c
-    latest = (
-        select(i.client_id.label("client_id"), func.max(i.id).label("last_id"))
-        .join(clients, cl.id == i.client_id)
-        .where(cl.stage == stage, cl.owner_id.is_not(None), _contacts())
-        .group_by(i.client_id)
+    # Each client's latest contact read backwards from the end of its index
+    # (client_id, id): the cost follows the clients at the stage, not the log.
+    last_contact = (
+        select(i.id)
+        .where(i.client_id == cl.id, _contacts())
+        .order_by(i.id.desc())
+        .limit(1)
+        .correlate(clients)
+        .scalar_subquery()
+    )
+    due = (
+        select(
+            cl.id.label("client_id"),
+            cl.owner_id.label("owner_id"),
+            cl.created_at.label("created_at"),
+            func.coalesce(last_contact, 0).label("last_id"),
+        )
+        .where(cl.stage == stage, cl.owner_id.is_not(None))
         .subquery()
     )
-    last_id = func.coalesce(latest.c.last_id, 0)
-    key = literal("stage:") + _text(cl.id) + literal(":") + _text(last_id)
+    key = literal("stage:") + _text(due.c.client_id) + literal(":") + _text(due.c.last_id)
     query = (
         select(
             key,
             literal("stage_contact"),
-            cl.id,
+            due.c.client_id,
             literal(None, reminders.c.conversation_id.type),
-            cl.owner_id,
+            due.c.owner_id,
             literal(now, reminders.c.due_at.type),
             literal(stage),
             literal("pending"),
             literal(0),
             literal(now, reminders.c.created_at.type),
         )
-        .select_from(clients)
-        .join(latest, latest.c.client_id == cl.id, isouter=True)
-        .join(interactions, i.id == latest.c.last_id, isouter=True)
-        .where(
-            cl.stage == stage,
-            cl.owner_id.is_not(None),
-            func.coalesce(i.at, cl.created_at) <= quiet_since,
-        )
+        .select_from(due)
+        .join(interactions, i.id == due.c.last_id, isouter=True)
+        .where(func.coalesce(i.at, due.c.created_at) <= quiet_since)
     )
     result = await conn.execute(_insert_ignoring_duplicates(conn, query))
     return max(int(result.rowcount or 0), 0)
