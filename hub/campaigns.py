@@ -389,7 +389,8 @@ class Campaigns:
             channel, skip = self._route(spec, target)
             body = rendered.text
             if channel is not None:
-                body = self._with_footer(body, channel, target, campaign_id)
+                url = self._unsubscribe_url(channel, target, campaign_id)
+                body = self._with_footer(body, channel, target, url)
             items.append(
                 PreviewItem(target.client_id, variant.name, channel, skip, rendered.subject, body)
             )
@@ -626,14 +627,15 @@ class Campaigns:
                 )
                 skipped.setdefault("script_error", []).append(target.target_id)
                 continue
-            body = self._with_footer(rendered.text, channel, target, campaign_id)
+            url = self._unsubscribe_url(channel, target, campaign_id)
+            body = self._with_footer(rendered.text, channel, target, url)
             subject = rendered.subject or (spec.name if channel == "email" else None)
             account = accounts.get((target.client_id, channel)) or accounts.get(
                 (0, channel), "campaign"
             )
             extras: dict[str, Any] = {"campaign": campaign_id, "variant": variant.name}
-            if channel == "email" and self.unsubscribe is not None:
-                extras["unsubscribe_url"] = self.unsubscribe.url(target.client_id, campaign_id)
+            if url is not None:
+                extras["unsubscribe_url"] = url
             sends.append(
                 (
                     target.target_id,
@@ -774,15 +776,22 @@ class Campaigns:
             identities=target.identities,
         )
 
+    def _unsubscribe_url(
+        self, channel: str, target: q.TargetClient, campaign_id: int
+    ) -> str | None:
+        """The signed one-click link an email carries (footer and List-Unsubscribe)."""
+        if channel != "email" or self.unsubscribe is None:
+            return None
+        return self.unsubscribe.url(target.client_id, campaign_id)
+
     def _with_footer(
-        self, body: str, channel: str, target: q.TargetClient, campaign_id: int
+        self, body: str, channel: str, target: q.TargetClient, unsubscribe_url: str | None
     ) -> str:
         language = target.language if target.language in ("ru", "en") else self.language
         if channel == "telegram":
             return f"{body}\n\n{text('campaign_stop_hint', language)}"
-        if channel == "email" and self.unsubscribe is not None:
-            url = self.unsubscribe.url(target.client_id, campaign_id)
-            return f"{body}\n\n{text('campaign_unsubscribe', language, url=url)}"
+        if unsubscribe_url is not None:
+            return f"{body}\n\n{text('campaign_unsubscribe', language, url=unsubscribe_url)}"
         return body
 
     def _queued(self) -> None:
