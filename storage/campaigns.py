@@ -331,7 +331,7 @@ async def write_sends(
     if not sends:
         return
 
-    def insert(sync: Connection) -> list[int]:
+    def log_and_queue(sync: Connection) -> list[int]:
         ids = insert_many(sync, interactions, [interaction for _, interaction, _ in sends])
         insert_rows(
             sync,
@@ -340,7 +340,7 @@ async def write_sends(
         )
         return ids
 
-    interaction_ids = await conn.run_sync(insert)
+    interaction_ids = await conn.run_sync(log_and_queue)
     t = campaign_targets.c
     await conn.execute(
         update(campaign_targets)
