@@ -18,7 +18,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, nodes
+from jinja2 import (
+    ChainableUndefined,
+    StrictUndefined,
+    Template,
+    TemplateSyntaxError,
+    UndefinedError,
+    nodes,
+)
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -57,6 +64,8 @@ class _Environment(SandboxedEnvironment):
 
 
 _strict = _Environment(undefined=StrictUndefined, autoescape=False)
+# Without a fallback a missing field renders empty, however deep it is reached.
+_lenient = _Environment(undefined=ChainableUndefined, autoescape=False)
 
 
 def _refused_names(tree: nodes.Template) -> list[str]:
@@ -95,14 +104,14 @@ def check(variant: Variant) -> None:
 
 
 @functools.lru_cache(maxsize=256)
-def _template(source: str) -> Template:
+def _template(source: str, strict: bool) -> Template:
     """A script compiled once (``from_string`` compiles on every call)."""
-    return _strict.from_string(source)
+    return (_strict if strict else _lenient).from_string(source)
 
 
-def _render(source: str, context: Mapping[str, Any]) -> str:
+def _render(source: str, context: Mapping[str, Any], *, strict: bool = True) -> str:
     try:
-        out = _template(source).render(context)
+        out = _template(source, strict).render(context)
     except SecurityError as exc:
         raise ScriptError(f"refused by the sandbox: {exc}") from None
     return out.strip()[:MAX_OUTPUT]
@@ -128,16 +137,11 @@ def render(variant: Variant, context: Mapping[str, Any]) -> Rendered:
             except UndefinedError:
                 subject = None
         return Rendered(variant.name, variant.fallback, subject, True)
-    lenient = _Environment(autoescape=False)
     try:
-        text = lenient.from_string(variant.text).render(context).strip()[:MAX_OUTPUT]
-        subject = (
-            lenient.from_string(variant.subject).render(context).strip()
-            if variant.subject
-            else None
-        )
-    except SecurityError as exc:
-        raise ScriptError(f"refused by the sandbox: {exc}") from None
+        text = _render(variant.text, context, strict=False)
+        subject = _render(variant.subject, context, strict=False) if variant.subject else None
+    except (UndefinedError, TypeError, ValueError, ArithmeticError) as exc:
+        raise ScriptError(f"variant {variant.name}: {exc}") from None
     return Rendered(variant.name, text, subject, True)
 
 

@@ -182,6 +182,8 @@ def test_scripts_render_fall_back_and_refuse_escapes() -> None:
     assert render(missing, ctx).text == "Hello!"
     assert render(missing, ctx).fell_back
     assert render(Variant("A", "Hi {{ client.company }}!"), ctx).text == "Hi !"
+    # however deep a missing field is reached, it renders empty (never an error)
+    assert render(Variant("A", "Hi {{ client.city.name }}!"), ctx).text == "Hi !"
     assert render(Variant("A", "{{ client.nick | default('friend') }}"), ctx).text == "friend"
     for escape in (
         "{{ ''.__class__.__mro__[1].__subclasses__() }}",
