@@ -47,6 +47,7 @@ from hub.errors import HubError
 from hub.texts import text
 from hub.types import Delivery, Direction, ManagerRef
 from hub.unsubscribe import Unsubscribe
+from routing.hours import parse_window
 from storage import Database
 from storage import campaigns as q
 from storage import desk as desk_q
@@ -178,17 +179,9 @@ def load_spec(path: str | Path) -> CampaignSpec:
 # -- quiet hours ------------------------------------------------------------------------
 
 
-def _parse_window(window: str) -> tuple[time, time] | None:
-    if not window:
-        return None
-    start, _, end = window.partition("-")
-    a, b = (time(int(x.split(":")[0]) % 24, int(x.split(":")[1])) for x in (start, end))
-    return (a, b) if a != b else None
-
-
 def quiet_until(now: datetime, tz: ZoneInfo, window: str) -> datetime | None:
     """When the quiet hours around ``now`` (in ``tz``) end; None when not quiet."""
-    parsed = _parse_window(window)
+    parsed = parse_window(window)
     if parsed is None:
         return None
     start, end = parsed

@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from hub.errors import ConfigError
-from routing.hours import HoursError, parse_hours
+from routing.hours import HoursError, parse_hours, parse_window
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 _ENV = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
@@ -513,8 +513,10 @@ class RemindersSection(Section):
 
 
 def _check_quiet(value: str) -> str:
-    if value and not re.fullmatch(r"\d{1,2}:\d{2}-\d{1,2}:\d{2}", value.strip()):
-        raise ValueError(f"expected HH:MM-HH:MM (or empty for none), got {value!r}")
+    try:
+        parse_window(value)
+    except HoursError as exc:
+        raise ValueError(f"{exc} (or empty for none)") from None
     return value.strip()
 
 

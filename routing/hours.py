@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, time
@@ -73,6 +74,19 @@ def _time(text: str) -> time:
     if not (0 <= hour < 24 and 0 <= minute < 60):
         raise HoursError(f"bad time {text!r}")
     return time(hour, minute)
+
+
+@functools.lru_cache(maxsize=64)
+def parse_window(text: str) -> tuple[time, time] | None:
+    """A daily window ``"21:00-09:00"`` (it may run past midnight); None for an
+    empty one or one that starts where it ends."""
+    if not text.strip():
+        return None
+    match = re.fullmatch(r"\s*(\d{1,2}:\d{2})\s*-\s*(\d{1,2}:\d{2})\s*", text)
+    if match is None:
+        raise HoursError(f"expected HH:MM-HH:MM, got {text!r}")
+    start, end = _time(match[1]), _time(match[2])
+    return (start, end) if start != end else None
 
 
 def parse_hours(text: str) -> Hours:

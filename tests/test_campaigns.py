@@ -241,6 +241,13 @@ def test_quiet_hours_in_the_clients_zone() -> None:
     assert quiet_until(NOW, moscow, "") is None
 
 
+@pytest.mark.parametrize("window", ["21:75-09:00", "09:60-10:00", "25:00-09:00", "9-18"])
+def test_quiet_hours_that_cannot_be_read_are_refused_with_the_config(window: str) -> None:
+    """Refused when the config (or a campaign file) is read, never at send time."""
+    with pytest.raises(ValueError, match="quiet_hours"):
+        CampaignsSection(quiet_hours=window)
+
+
 # -- sending ---------------------------------------------------------------------------
 
 
