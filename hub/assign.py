@@ -17,6 +17,7 @@ the same request twice.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from datetime import date, datetime, timedelta
 
@@ -135,13 +136,7 @@ class Assigner:
                     new = tuple(m for m in decision.offered if m not in asked_set)
                     if not new:
                         continue
-                    decision = Decision(
-                        None,
-                        decision.reason,
-                        decision.rule,
-                        decision.strategy,
-                        offered=new,
-                    )
+                    decision = dataclasses.replace(decision, offered=new)
                 if decision.assignee_id is None and not decision.offered:
                     continue  # still nobody: no event every round
                 await self._apply(conn, w, decision, now, snapshot, telegram_ids)

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.tables import conversations, deadlines, interactions, managers
+from storage.tables import UNRESOLVED, conversations, deadlines, interactions, managers
 from storage.types import UTCDateTime
 
 QUARTER_S = 900
@@ -190,26 +190,20 @@ async def open_load(conn: AsyncConnection, now: datetime) -> list[Load]:
             func.count().label("open"),
             func.sum(case((overdue, 1), else_=0)).label("overdue"),
         )
-        .where(v.status != "resolved")
+        .where(v.status.in_(UNRESOLVED))
         .group_by(v.assignee_id)
-        .subquery()
     )
-    k = counts.c
-    rows = await conn.execute(
-        select(m.name, m.active, m.capacity, k.open, k.overdue)
-        .join_from(managers, counts, k.manager_id == m.id, isouter=True)
-        .where(or_(m.active.is_(True), k.open.is_not(None)))
-        .order_by(m.name)
-    )
+    load = {
+        manager_id: (int(n), int(late or 0)) for manager_id, n, late in await conn.execute(counts)
+    }
+    listed = await conn.execute(select(m.id, m.name, m.active, m.capacity).order_by(m.name))
     found = [
-        Load(name, bool(active), capacity, int(n or 0), int(late or 0))
-        for name, active, capacity, n, late in rows
+        Load(name, bool(active), capacity, *load.get(manager_id, (0, 0)))
+        for manager_id, name, active, capacity in listed
+        if active or manager_id in load
     ]
-    nobody = (
-        await conn.execute(select(k.open, k.overdue).where(k.manager_id.is_(None)))
-    ).one_or_none()
-    if nobody is not None:
-        found.append(Load(None, True, None, int(nobody[0]), int(nobody[1] or 0)))
+    if None in load:
+        found.append(Load(None, True, None, *load[None]))
     return found
 
 
