@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -50,8 +50,13 @@ def add(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 def set_due(conn: Connection, due: dict[int, datetime]) -> None:
     """The conversation's next response deadline, as the admin API shows it."""
-    for conv, at in due.items():
-        conn.execute(update(conversations).where(conversations.c.id == conv).values(due_at=at))
+    if due:
+        conn.execute(
+            update(conversations)
+            .where(conversations.c.id == bindparam("b_id"))
+            .values(due_at=bindparam("b_due")),
+            [{"b_id": conv, "b_due": at} for conv, at in due.items()],
+        )
 
 
 # --- when a manager answers or resolves (async) --------------------------------------
