@@ -363,6 +363,9 @@ class Hub:
             return
 
         async def index() -> int:
+            async with db.read() as conn:
+                if not await full_text.behind(conn):
+                    return 0
             async with db.write() as conn:
                 return await full_text.index_new(conn)
 

@@ -97,6 +97,9 @@ class Assigner:
 
     async def give_out(self) -> int:
         """One round; returns how many requests were assigned or offered."""
+        async with self.db.read() as conn:
+            if not await q.any_waiting(conn):
+                return 0  # the usual round: no writer lock taken for nothing
         now = self.clock.now()
         steps = 0
         async with self.db.write() as conn:

@@ -26,6 +26,13 @@ class Waiting:
     text: str
 
 
+async def any_waiting(conn: AsyncConnection) -> bool:
+    """Whether an open conversation has nobody yet (a read: the idle round's check)."""
+    c = conversations.c
+    query = select(c.id).where(c.status == "open", c.assignee_id.is_(None)).limit(1)
+    return (await conn.execute(query)).first() is not None
+
+
 async def waiting(conn: AsyncConnection, limit: int = 500) -> list[Waiting]:
     """Open, unassigned conversations, oldest first, locked for this round (other
     instances skip them), with their client and their latest client message."""

@@ -21,6 +21,18 @@ _POSITION = "interactions"
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
+async def behind(conn: AsyncConnection) -> bool:
+    """Whether interactions were logged since the index last caught up (a read, so
+    that an idle check does not take SQLite's write lock)."""
+    if conn.dialect.name != "sqlite":
+        return False
+    query = text(
+        "SELECT EXISTS (SELECT 1 FROM interactions WHERE id > coalesce("
+        "(SELECT last_id FROM search_positions WHERE name = :name), 0))"
+    )
+    return bool((await conn.execute(query, {"name": _POSITION})).scalar())
+
+
 async def index_new(conn: AsyncConnection, limit: int = 20_000) -> int:
     """Index up to ``limit`` interactions logged since the last call; how many."""
     if conn.dialect.name != "sqlite":
