@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy import Table, and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.tables import (
@@ -196,16 +196,19 @@ async def quiet_since(
     """(id, stage) of clients whose last message either way is older than
     ``before``, not in a stage of ``skip``, not merged."""
     c, i = clients.c, interactions.c
+    # The latest message read from the end of the client's (client_id, id) index:
+    # the cost follows the clients, not the length of the log.
     last = (
-        select(i.client_id, func.max(i.at).label("last"))
-        .where(i.direction.in_(("in", "out")))
-        .group_by(i.client_id)
-        .subquery()
+        select(i.at)
+        .where(i.client_id == c.id, i.direction.in_(("in", "out")))
+        .order_by(i.id.desc())
+        .limit(1)
+        .correlate(clients)
+        .scalar_subquery()
     )
     rows = await conn.execute(
         select(c.id, c.stage)
-        .join(last, last.c.client_id == c.id)
-        .where(last.c.last < before, c.stage.not_in(list(skip)), c.merged_into.is_(None))
+        .where(last < before, c.stage.not_in(list(skip)), c.merged_into.is_(None))
         .order_by(c.id)
         .limit(limit)
     )
