@@ -19,10 +19,9 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 
-from routing import ManagerInfo, Request, Rule, Rules, Snapshot, decide
+from routing import STRATEGIES, ManagerInfo, Request, Rule, Rules, Snapshot, decide
 from routing.hours import parse_hours
 
-STRATEGIES = ("owner_first", "round_robin", "least_loaded", "skill", "all", "queue")
 ZONES = ("Europe/Moscow", "Asia/Yekaterinburg", "Europe/Berlin", "UTC", "Asia/Vladivostok")
 WORDS = [f"word{i}" for i in range(200)]
 

@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from hub.errors import ConfigError
+from routing.engine import Strategy
 from routing.hours import HoursError, parse_hours, parse_window
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
@@ -400,7 +401,7 @@ def _once(names: list[str], what: str) -> None:
         raise ValueError(f"{what} {twice[0]!r} is used twice")
 
 
-RoutingStrategy = Literal["owner_first", "round_robin", "least_loaded", "skill", "all", "queue"]
+RoutingStrategy = Strategy  # the engine's own list
 Priority = Literal["low", "normal", "high", "urgent"]
 ChannelName = Literal["telegram", "email", "webform"]
 

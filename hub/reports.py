@@ -38,7 +38,6 @@ from storage import reports as q
 
 PERIODS = {"week": 7, "month": 30}
 CHANNELS = tuple(c.value for c in Channel)
-NOBODY = None
 _STAGE_MOVE = re.compile(r"^stage:\s*(?P<old>.+?)\s*(?:→|->)\s*(?P<new>[^\s(]+)")
 
 Value = str | int | float | None

@@ -119,7 +119,8 @@ class Escalator:
             conn, [due.conversation_id], now, assignee_id=decision.assignee_id
         )
         snapshot.add_load(decision.assignee_id)
-        name = next(m.name for m in snapshot.managers if m.id == decision.assignee_id)
+        assignee = snapshot.by_id(decision.assignee_id)
+        name = assignee.name if assignee is not None else str(decision.assignee_id)
         message = text("sla_reassigned", self.language, manager=name)
         await self._event(conn, due, message, now)
         await self._tell(conn, due, [decision.assignee_id], message, now, step=3, kind="assigned")

@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 
 from routing.hours import Hours
 
-KINDS = ("first_response", "next_response", "resolution")
 _HORIZON_DAYS = 3 * 366  # hours with no working time at all cannot stall the search
 
 

@@ -326,17 +326,6 @@ def set_client_tags(conn: Connection, tags: dict[int, list[str]]) -> None:
         )
 
 
-def set_priorities(conn: Connection, priorities: dict[int, str]) -> None:
-    if priorities:
-        c = conversations.c
-        conn.execute(
-            update(conversations)
-            .where(c.id == bindparam("b_id"))
-            .values(priority=bindparam("b_priority")),
-            [{"b_id": k, "b_priority": v} for k, v in priorities.items()],
-        )
-
-
 def opt_out(conn: Connection, client_ids: list[int]) -> None:
     """Clients who asked for no more campaigns (/stop, an unsubscribe link)."""
     if client_ids:

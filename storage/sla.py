@@ -168,14 +168,3 @@ async def due_of(conn: AsyncConnection, conversation_id: int) -> datetime | None
     return (
         await conn.execute(select(c.due_at).where(c.id == conversation_id))
     ).scalar_one_or_none()
-
-
-async def open_of(conn: AsyncConnection, conversation_id: int) -> list[tuple[str, datetime]]:
-    """(kind, due) of a conversation's open deadlines, soonest first (the card shows them)."""
-    d = deadlines.c
-    rows = await conn.execute(
-        select(d.kind, d.due_at)
-        .where(d.conversation_id == conversation_id, d.status == "open")
-        .order_by(d.due_at)
-    )
-    return [(str(k), at) for k, at in rows.all()]
