@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from hub import config as config_module
-from hub.campaigns import Campaigns, Status, build, load_spec, progress_bar, render_status
+from hub.campaigns import Campaigns, Status, build, load_spec, render_status
 from hub.clock import SystemClock
+from hub.texts import progress_bar
 
 HELP = "campaigns: create FILE, preview ID, test ID, start ID, pause ID, status ID, list"
 T = TypeVar("T")

@@ -44,13 +44,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub import loggers, scripts
 from hub.config import CampaignsSection, Config, QuietHours
 from hub.errors import HubError
-from hub.texts import text
+from hub.texts import progress_bar, text
 from hub.types import Delivery, Direction, ManagerRef
 from hub.unsubscribe import Unsubscribe
 from routing.hours import parse_window
 from storage import Database
 from storage import campaigns as q
 from storage import desk as desk_q
+from storage import managers as managers_q
+from storage import read as read_q
 from storage.segments import Segment
 
 log = logging.getLogger("hub.campaigns")
@@ -330,7 +332,7 @@ class Campaigns:
         owners: list[int] = []
         names = [n for n in s.owners if n != "none"]
         if names:
-            known = await desk_q_manager_ids(conn)
+            known = await managers_q.ids_by_name(conn)
             missing = [n for n in names if n not in known]
             if missing:
                 raise CampaignError(f"segment.owners: no manager named {missing[0]!r}")
@@ -372,7 +374,7 @@ class Campaigns:
             segment = await self._segment(conn, spec)
             ids = await q.segment_clients(conn, segment)
             sample = [client_id] if client_id is not None else ids[:limit]
-            if client_id is not None and not await q.client_exists(conn, client_id):
+            if client_id is not None and not await read_q.client_exists(conn, client_id):
                 raise CampaignError(f"no client {client_id}")
             targets = await q.preview_clients(conn, campaign_id, sample)
         items = []
@@ -840,7 +842,7 @@ class Campaigns:
                 spec = CampaignSpec.model_validate(row.spec) if row else None
                 hours = (spec.call_back_hours if spec else None) or self.settings.call_back_hours
                 due = now + timedelta(hours=hours)
-                await q.add_reminder(
+                await desk_q.add_reminder(
                     conn,
                     {
                         "client_id": task.client_id,
@@ -892,7 +894,7 @@ class Campaigns:
         client_id, campaign_id = found
         now = self.clock.now()
         async with self.db.write() as conn:
-            if not await q.client_exists(conn, client_id):
+            if not await read_q.client_exists(conn, client_id):
                 return None
             fresh = await q.opt_out(
                 conn,
@@ -977,19 +979,6 @@ class Campaigns:
             "object_type": "campaign",
             "object_id": campaign_id,
         }
-
-
-async def desk_q_manager_ids(conn: AsyncConnection) -> dict[str, int]:
-    from storage import managers as managers_q
-
-    return await managers_q.ids_by_name(conn)
-
-
-def progress_bar(done: int, total: int, width: int = 30) -> str:
-    """``[##########----------]  50% 5000/10000``"""
-    share = done / total if total else 1.0
-    filled = round(share * width)
-    return f"[{'#' * filled}{'-' * (width - filled)}] {share * 100:3.0f}% {done}/{total}"
 
 
 def render_status(status: Status, language: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from hub import config as config_module
 from hub.clients import ClientBook, report_text
 from hub.clock import SystemClock
+from hub.texts import progress_bar
 
 T = TypeVar("T")
 _CONFIG_HELP = "config file (default ./config.toml, then $HUB_CONFIG)"
@@ -63,12 +64,8 @@ def _with_book(args: argparse.Namespace, work: Callable[[ClientBook], Awaitable[
 
 def _progress(done: int, total: int) -> None:
     if sys.stderr.isatty() or done == total:
-        width = 30
-        filled = width * done // max(total, 1)
         end = "\n" if done == total else ""
-        print(
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr
-        )
+        print(f"\r{progress_bar(done, total)}", end=end, file=sys.stderr)
 
 
 def _import(args: argparse.Namespace) -> int:

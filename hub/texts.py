@@ -385,3 +385,10 @@ TEXTS: dict[str, dict[str, str]] = {
 def text(key: str, language: str | None, **values: Any) -> str:
     variants = TEXTS[key]
     return variants.get(language or "ru", variants["en"]).format(**values)
+
+
+def progress_bar(done: int, total: int, width: int = 30) -> str:
+    """``[##########----------]  50% 5000/10000``"""
+    share = done / total if total else 1.0
+    filled = round(share * width)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {share * 100:3.0f}% {done}/{total}"

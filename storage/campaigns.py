@@ -43,7 +43,6 @@ from storage.tables import (
     interactions,
     managers,
     outbox,
-    reminders,
 )
 
 
@@ -466,11 +465,6 @@ async def record_outcome(
     )
 
 
-async def add_reminder(conn: AsyncConnection, values: dict[str, Any]) -> int:
-    result = await conn.execute(insert(reminders).returning(reminders.c.id), values)
-    return int(result.scalar_one())
-
-
 async def load_by_manager(conn: AsyncConnection, manager_ids: Sequence[int]) -> dict[int, int]:
     """Open call tasks per manager (over all campaigns): the even split's starting point."""
     t = campaign_targets.c
@@ -615,9 +609,3 @@ async def opt_out(conn: AsyncConnection, client_id: int, event: dict[str, Any]) 
         return False
     await conn.execute(insert(interactions), event)
     return True
-
-
-async def client_exists(conn: AsyncConnection, client_id: int) -> bool:
-    return (
-        await conn.execute(select(clients.c.id).where(clients.c.id == client_id))
-    ).first() is not None
