@@ -37,7 +37,7 @@ from hub.reports import Period, Reporter, ReportError, parse_day
 from hub.search import client_search
 from hub.types import ConversationStatus
 from storage import Database
-from storage import clients as clients_q
+from storage import desk as desk_q
 from storage import read as q
 
 log = loggers.admin
@@ -188,7 +188,7 @@ class _Api:
     async def _audit(self, what: str, client_id: int) -> None:
         """Who read what: the admin token's holder read a client's record."""
         async with self.db.write() as conn:
-            await clients_q.add_audit(
+            await desk_q.audit(
                 conn,
                 {
                     "at": datetime.now(UTC),

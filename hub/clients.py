@@ -111,7 +111,7 @@ class ClientBook:
             )
             label = gone.name or f"#{other}"
             await self._event(conn, keep, f"merged: {label} (#{other}) into #{keep}", actor, now)
-            await q.add_audit(
+            await desk_q.audit(
                 conn,
                 {
                     "at": now,
@@ -148,7 +148,7 @@ class ClientBook:
             text = f"unmerged: #{other} from #{keep} (merge #{merge_id} undone)"
             for client_id in (keep, other):
                 await self._event(conn, client_id, text, actor, now)
-            await q.add_audit(
+            await desk_q.audit(
                 conn,
                 {
                     "at": now,

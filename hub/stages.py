@@ -76,7 +76,7 @@ async def move(
             "at": now,
         },
     )
-    await q.add_audit(
+    await desk_q.audit(
         conn,
         {
             "at": now,

@@ -12,7 +12,6 @@ from sqlalchemy import Table, and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.tables import (
-    audit,
     clients,
     conversations,
     deadlines,
@@ -148,10 +147,6 @@ async def merge_row(conn: AsyncConnection, merge_id: int) -> dict[str, Any] | No
 
 async def undo_merge(conn: AsyncConnection, merge_id: int, at: datetime) -> None:
     await conn.execute(update(merges).where(merges.c.id == merge_id).values(undone_at=at))
-
-
-async def add_audit(conn: AsyncConnection, values: dict[str, Any]) -> None:
-    await conn.execute(insert(audit), values)
 
 
 # --- duplicates ------------------------------------------------------------------------
