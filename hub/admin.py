@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import json
 import logging
 import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -36,6 +34,7 @@ from hub.metrics import CONTENT_TYPE, Metrics
 from hub.reports import Period, Reporter, ReportError, parse_day
 from hub.search import client_search
 from hub.types import ConversationStatus
+from hub.web import error_response, json_response
 from storage import Database
 from storage import desk as desk_q
 from storage import read as q
@@ -150,8 +149,8 @@ class _Api:
 
     async def healthz(self, request: web.Request) -> web.Response:
         if self.ready():
-            return _json({"status": "ok"})
-        return _json({"status": "starting"}, status=503)
+            return json_response({"status": "ok"})
+        return json_response({"status": "starting"}, status=503)
 
     async def clients(self, request: web.Request) -> web.Response:
         text = request.query.get("q", "").strip()
@@ -161,7 +160,7 @@ class _Api:
         search = client_search(text, self.region) if text else None
         async with self.db.read() as conn:
             found = await q.search_clients(conn, search, limit=limit, offset=offset)
-        return _json([dataclasses.asdict(c) for c in found])
+        return json_response([dataclasses.asdict(c) for c in found])
 
     async def client(self, request: web.Request) -> web.Response:
         client_id = _client_id(request)
@@ -172,7 +171,7 @@ class _Api:
         if card is None:
             return _not_found(request)
         await self._audit("card", client_id)
-        return _json(dataclasses.asdict(card))
+        return json_response(dataclasses.asdict(card))
 
     async def timeline(self, request: web.Request) -> web.Response:
         client_id = _client_id(request)
@@ -183,7 +182,7 @@ class _Api:
                 return _not_found(request)
             items = await q.timeline(conn, client_id, last=_last(request))
         await self._audit("timeline", client_id)
-        return _json([dataclasses.asdict(i) for i in items])
+        return json_response([dataclasses.asdict(i) for i in items])
 
     async def _audit(self, what: str, client_id: int) -> None:
         """Who read what: the admin token's holder read a client's record."""
@@ -207,12 +206,12 @@ class _Api:
         limit, offset = _paging(request)
         async with self.db.read() as conn:
             found = await q.list_conversations(conn, status, limit=limit, offset=offset)
-        return _json([dataclasses.asdict(c) for c in found])
+        return json_response([dataclasses.asdict(c) for c in found])
 
     async def reports(self, request: web.Request) -> web.Response:
         """``?period=week|month`` or ``?from=YYYY-MM-DD&to=YYYY-MM-DD``: every report."""
         report = await self.reporter.report(self._period(request))
-        return _json(report.as_json())
+        return json_response(report.as_json())
 
     async def chart(self, request: web.Request) -> web.Response:
         """``?kind=…`` and the period as for ``/api/reports``: the chart as PNG."""
@@ -269,27 +268,7 @@ def _to_int(digits: str) -> int:
 
 
 def _not_found(request: web.Request) -> web.Response:
-    return _error(404, f"client {request.match_info['id'][:40]} not found")
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        text=json.dumps(data, ensure_ascii=False, default=_default),
-        status=status,
-        content_type="application/json",
-        charset="utf-8",
-        headers=headers,
-    )
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return _json({"error": message}, status=status, headers=headers)
+    return error_response(404, f"client {request.match_info['id'][:40]} not found")
 
 
 def _authorized(request: web.Request, token: bytes) -> bool | None:
@@ -326,7 +305,7 @@ async def _handle(request: web.Request, handler: Handler, token: bytes) -> web.S
             challenge = 'Bearer realm="hub"'
             if authorized is False:
                 challenge += ', error="invalid_token"'
-            return _error(
+            return error_response(
                 401,
                 "missing bearer token" if authorized is None else "invalid bearer token",
                 {"WWW-Authenticate": challenge},
@@ -334,11 +313,11 @@ async def _handle(request: web.Request, handler: Handler, token: bytes) -> web.S
     try:
         return await handler(request)
     except BadRequest as exc:
-        return _error(400, str(exc))
+        return error_response(400, str(exc))
     except web.HTTPException as exc:
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         message = f"not found: {request.path}" if exc.status == 404 else exc.reason
-        return _error(exc.status, message, headers)
+        return error_response(exc.status, message, headers)
     except (DBAPIError, OSError) as exc:
         loggers.event(
             log,
@@ -347,7 +326,7 @@ async def _handle(request: web.Request, handler: Handler, token: bytes) -> web.S
             path=request.path,
             error=type(exc).__name__,
         )
-        return _error(503, "storage unavailable")
+        return error_response(503, "storage unavailable")
     except Exception:
         log.exception("admin.error path=%s", request.path)
-        return _error(500, "internal error")
+        return error_response(500, "internal error")

@@ -25,9 +25,6 @@ from hub.campaigns import CampaignError, Campaigns, parse_spec
 from hub.texts import text
 from hub.web import error_response, json_response
 
-_json = json_response
-_error = error_response
-
 
 def add_routes(app: web.Application, campaigns: Campaigns) -> None:
     api = _CampaignApi(campaigns)
@@ -52,7 +49,7 @@ class _CampaignApi:
 
     async def listing(self, request: web.Request) -> web.Response:
         rows = await self.campaigns.listing(100)
-        return _json(
+        return json_response(
             [{"id": r.id, "name": r.name, "mode": r.mode, "status": r.status} for r in rows]
         )
 
@@ -64,30 +61,30 @@ class _CampaignApi:
             else:
                 data = json.loads(body or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
-            return _error(400, f"body: {exc}")
+            return error_response(400, f"body: {exc}")
         if not isinstance(data, dict):
-            return _error(400, "body: expected an object")
+            return error_response(400, "body: expected an object")
         try:
             spec = parse_spec(data)
             campaign_id = await self.campaigns.create(spec, actor="admin-api")
         except CampaignError as exc:
-            return _error(400, str(exc))
-        return _json({"id": campaign_id}, 201)
+            return error_response(400, str(exc))
+        return json_response({"id": campaign_id}, 201)
 
     async def status(self, request: web.Request) -> web.Response:
         campaign_id = _id(request)
         try:
             if campaign_id is None:
                 raise CampaignError("no such campaign")
-            return _json((await self.campaigns.status(campaign_id)).as_json())
+            return json_response((await self.campaigns.status(campaign_id)).as_json())
         except CampaignError as exc:
-            return _error(404, str(exc))
+            return error_response(404, str(exc))
 
     async def preview(self, request: web.Request) -> web.Response:
         campaign_id = _id(request)
         raw = request.query.get("client", "")
         if raw and not raw.isdigit():
-            return _error(400, "client: must be a client id")
+            return error_response(400, "client: must be a client id")
         try:
             if campaign_id is None:
                 raise CampaignError("no such campaign")
@@ -95,8 +92,8 @@ class _CampaignApi:
                 campaign_id, client_id=int(raw) if raw else None
             )
         except CampaignError as exc:
-            return _error(404, str(exc))
-        return _json(
+            return error_response(404, str(exc))
+        return json_response(
             {
                 "segment": count,
                 "messages": [
@@ -122,16 +119,16 @@ class _CampaignApi:
     async def _move(self, request: web.Request, *, pause: bool) -> web.Response:
         campaign_id = _id(request)
         if campaign_id is None:
-            return _error(404, "no such campaign")
+            return error_response(404, "no such campaign")
         try:
             if pause:
                 await self.campaigns.pause(campaign_id, actor="admin-api")
             else:
                 await self.campaigns.start(campaign_id, actor="admin-api")
-            return _json((await self.campaigns.status(campaign_id)).as_json())
+            return json_response((await self.campaigns.status(campaign_id)).as_json())
         except CampaignError as exc:
             status = 404 if str(exc).startswith("no campaign") else 409
-            return _error(status, str(exc))
+            return error_response(status, str(exc))
 
     async def unsubscribe_page(self, request: web.Request) -> web.Response:
         token = request.query.get("t", "")

@@ -20,10 +20,6 @@ _ACTOR = "admin"
 MAX_CSV = 20 * 1024 * 1024
 
 
-_json = json_response
-_error = error_response
-
-
 def _id(request: web.Request) -> int | None:
     raw = request.match_info["id"]
     return int(raw) if raw.isdigit() and len(raw) < 10 else None
@@ -53,29 +49,29 @@ class _ClientsApi:
 
     async def duplicates(self, request: web.Request) -> web.Response:
         found = await self.book.duplicates()
-        return _json([dataclasses.asdict(s) for s in found])
+        return json_response([dataclasses.asdict(s) for s in found])
 
     async def merge(self, request: web.Request) -> web.Response:
         """``{"other": N}``: client N is merged into this one."""
         keep, body = _id(request), await _body(request)
         other = body.get("other") if body else None
         if keep is None or not isinstance(other, int) or isinstance(other, bool):
-            return _error(400, 'expected a JSON body {"other": CLIENT_ID}')
+            return error_response(400, 'expected a JSON body {"other": CLIENT_ID}')
         try:
             merge_id = await self.book.merge(keep, other, actor=_ACTOR)
         except ClientError as exc:
-            return _error(409 if "already" in str(exc) else 404, str(exc))
-        return _json({"merge": merge_id, "kept": keep, "merged": other}, 201)
+            return error_response(409 if "already" in str(exc) else 404, str(exc))
+        return json_response({"merge": merge_id, "kept": keep, "merged": other}, 201)
 
     async def unmerge(self, request: web.Request) -> web.Response:
         merge_id = _id(request)
         if merge_id is None:
-            return _error(404, "no such merge")
+            return error_response(404, "no such merge")
         try:
             keep, other = await self.book.unmerge(merge_id, actor=_ACTOR)
         except ClientError as exc:
-            return _error(409 if "already" in str(exc) else 404, str(exc))
-        return _json({"merge": merge_id, "kept": keep, "restored": other})
+            return error_response(409 if "already" in str(exc) else 404, str(exc))
+        return json_response({"merge": merge_id, "kept": keep, "restored": other})
 
     async def stage(self, request: web.Request) -> web.Response:
         """``{"stage": "client", "why": "signed the contract"}``."""
@@ -83,35 +79,35 @@ class _ClientsApi:
         stage = body.get("stage") if body else None
         why = body.get("why", "by hand") if body else "by hand"
         if client_id is None:
-            return _error(404, "no such client")
+            return error_response(404, "no such client")
         if stage not in STAGES or not isinstance(why, str):
-            return _error(400, f"stage: one of {', '.join(STAGES)}")
+            return error_response(400, f"stage: one of {', '.join(STAGES)}")
         now = self.book.clock.now()
         async with self.book.db.write() as conn:
             record = await q.record(conn, client_id)
             if record is None:
-                return _error(404, "no such client")
+                return error_response(404, "no such client")
             if record.stage != stage:
                 await move(conn, client_id, record.stage, stage, who=_ACTOR, why=why[:200], now=now)
-        return _json({"id": client_id, "stage": stage})
+        return json_response({"id": client_id, "stage": stage})
 
     async def import_csv(self, request: web.Request) -> web.Response:
         """The CSV as the body (UTF-8): the per-row report; 200 when every row went
         in, 422 when some were refused (the good ones are in)."""
         if (request.content_length or 0) > MAX_CSV:
-            return _error(413, f"larger than {MAX_CSV} bytes")
+            return error_response(413, f"larger than {MAX_CSV} bytes")
         raw = await request.read()
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
-            return _error(400, "the file is not UTF-8 text")
+            return error_response(400, "the file is not UTF-8 text")
         report = await self.book.import_csv(io.StringIO(text))
         body = {
             "added": report.added,
             "updated": report.updated,
             "errors": [{"row": n, "problem": p} for n, p in report.errors],
         }
-        return _json(body, 422 if report.errors else 200)
+        return json_response(body, 422 if report.errors else 200)
 
     async def export_csv(self, request: web.Request) -> web.Response:
         out = io.StringIO()
