@@ -3,9 +3,8 @@ last commit left off (the ``CursorStore`` the email channel's watchers use)."""
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from hub.clock import Clock
+from hub.ports import MailboxHold
 from storage import Database, locks
 from storage import cursors as q
 
@@ -36,12 +35,6 @@ class DbMailboxLocks:
         if self.db.is_sqlite:
             return _Unshared()
         return await locks.try_lock(self.db, f"imap:{key}")
-
-
-class MailboxHold(Protocol):
-    async def alive(self) -> bool: ...
-
-    async def release(self) -> None: ...
 
 
 class _Unshared:

@@ -192,3 +192,26 @@ class CampaignDesk(Protocol):
     ) -> str | None:
         """/campaigns, /campaign N, /campaign_start N, /campaign_pause N (marketers
         and admins only); the answer to show, or None for another command."""
+
+
+class CursorStore(Protocol):
+    """Where a mailbox's (UIDVALIDITY, last delivered UID) survives restarts."""
+
+    async def load(self, key: str) -> tuple[int, int] | None: ...
+
+    async def save(self, key: str, uidvalidity: int, uid: int) -> None: ...
+
+
+class MailboxHold(Protocol):
+    """A held mailbox lock; ``alive()`` is False once it was lost (its connection dropped)."""
+
+    async def alive(self) -> bool: ...
+
+    async def release(self) -> None: ...
+
+
+class MailboxLocks(Protocol):
+    """One watcher per mailbox across hub instances: ``acquire`` returns the hold,
+    or None while another instance holds the mailbox."""
+
+    async def acquire(self, key: str) -> MailboxHold | None: ...

@@ -19,7 +19,7 @@ import dataclasses
 import functools
 import html
 
-from channels.email.imap import CursorStore, ImapWatcher, MailboxLocks, MemoryCursorStore
+from channels.email.imap import ImapWatcher, MemoryCursorStore
 from channels.email.parse import parse
 from channels.email.sender import SmtpSender
 from channels.email.smtp_server import SmtpServer
@@ -28,7 +28,14 @@ from hub.clock import Clock, SystemClock
 from hub.config import EmailSection
 from hub.errors import MessageRejected, PermanentDeliveryError
 from hub.identities import InvalidIdentity, identity
-from hub.ports import AttachmentSource, ChannelLimits, InboundSink, RateLimit
+from hub.ports import (
+    AttachmentSource,
+    ChannelLimits,
+    CursorStore,
+    InboundSink,
+    MailboxLocks,
+    RateLimit,
+)
 from hub.types import Attachment, OutboundMessage, SendResult
 
 log = loggers.channels

@@ -21,13 +21,14 @@ import logging
 import re
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import aioimaplib  # type: ignore[import-untyped]
 
 from hub import loggers
 from hub.config import ImapSection
 from hub.errors import HubError, MessageRejected
+from hub.ports import CursorStore, MailboxHold, MailboxLocks
 
 log = loggers.channels
 
@@ -38,29 +39,6 @@ _FETCH_UID = re.compile(rb"\bUID (\d+)")
 _FETCH_START = re.compile(rb"^\d+ FETCH \(")
 _RE_IDLE_S = 29 * 60.0  # RFC 2177: servers may drop an IDLE after 30 minutes
 _FETCH_BATCH = 100
-
-
-class CursorStore(Protocol):
-    """Where a mailbox's (UIDVALIDITY, last delivered UID) survives restarts."""
-
-    async def load(self, key: str) -> tuple[int, int] | None: ...
-
-    async def save(self, key: str, uidvalidity: int, uid: int) -> None: ...
-
-
-class MailboxHold(Protocol):
-    """A held mailbox lock; ``alive()`` is False once it was lost (its connection dropped)."""
-
-    async def alive(self) -> bool: ...
-
-    async def release(self) -> None: ...
-
-
-class MailboxLocks(Protocol):
-    """One watcher per mailbox across hub instances: ``acquire`` returns the hold,
-    or None while another instance holds the mailbox."""
-
-    async def acquire(self, key: str) -> MailboxHold | None: ...
 
 
 class MemoryCursorStore:
