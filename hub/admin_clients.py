@@ -12,7 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from hub.clients import ClientBook, ClientError
-from hub.stages import STAGES, move
+from hub.stages import move
+from hub.types import STAGES
 from hub.web import error_response, json_response
 from storage import clients as q
 

@@ -27,8 +27,8 @@ from hub import loggers
 from hub.clock import Clock
 from hub.errors import HubError
 from hub.identities import InvalidIdentity, identity
-from hub.stages import LAPSED, STAGES, move
-from hub.types import Direction
+from hub.stages import move
+from hub.types import LAPSED, STAGES, Direction
 from storage import Database
 from storage import clients as q
 from storage import desk as desk_q

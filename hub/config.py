@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from hub.errors import ConfigError
+from hub.types import STAGES
 from routing.engine import Strategy
 from routing.hours import HoursError, parse_hours, parse_window
 
@@ -483,8 +484,6 @@ class StageContactSection(Section):
     @field_validator("stage")
     @classmethod
     def _known_stage(cls, value: str) -> str:
-        from hub.stages import STAGES
-
         if value not in STAGES:
             raise ValueError(f"unknown stage {value!r}; stages: {', '.join(STAGES)}")
         return value

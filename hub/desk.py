@@ -17,9 +17,9 @@ from hub.attachments import AttachmentStore
 from hub.clock import Clock
 from hub.errors import HubError
 from hub.search import client_search
-from hub.stages import STAGES
 from hub.texts import text
 from hub.types import (
+    STAGES,
     Attachment,
     ClientCard,
     Contact,

@@ -13,21 +13,9 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hub.types import Direction
+from hub.types import LADDER, LAPSED, STAGES, Direction
 from storage import clients as q
 from storage import desk as desk_q
-
-LADDER = (
-    "prospect",
-    "first_time_buyer",
-    "repeat_buyer",
-    "client",
-    "supporter",
-    "advocate",
-    "partner",
-)
-LAPSED = "lapsed"
-STAGES = (*LADDER, LAPSED)
 
 
 def up(stage: str) -> str | None:

@@ -215,3 +215,17 @@ class InboxItem:
     channel: str
     waiting_since: datetime
     topic: Topic | None
+
+
+# The relationship stages (hub.stages moves clients along them).
+LADDER = (
+    "prospect",
+    "first_time_buyer",
+    "repeat_buyer",
+    "client",
+    "supporter",
+    "advocate",
+    "partner",
+)
+LAPSED = "lapsed"
+STAGES = (*LADDER, LAPSED)
