@@ -56,6 +56,12 @@ def split_listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _once(names: list[str], what: str) -> None:
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{what} {twice[0]!r} is used twice")
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -321,10 +327,7 @@ class FormSection(Section):
     @field_validator("fields")
     @classmethod
     def _fields(cls, fields: list[FormField]) -> list[FormField]:
-        names = [f.name for f in fields]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"field name {twice[0]!r} is used twice")
+        _once([f.name for f in fields], "field name")
         if not any(f.role in ("email", "phone") for f in fields):
             raise ValueError("a form needs an email or a phone field to know who wrote")
         for role in ("name", "email", "phone", "message", "consent"):
@@ -394,12 +397,6 @@ def _check_regex(value: str | None) -> str | None:
         except re.error as exc:
             raise ValueError(f"not a regular expression: {exc}") from exc
     return value
-
-
-def _once(names: list[str], what: str) -> None:
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ValueError(f"{what} {twice[0]!r} is used twice")
 
 
 RoutingStrategy = Strategy  # the engine's own list
@@ -505,10 +502,7 @@ class RemindersSection(Section):
     @field_validator("stages")
     @classmethod
     def _unique_stages(cls, stages: list[StageContactSection]) -> list[StageContactSection]:
-        names = [s.stage for s in stages]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"stage {twice[0]!r} is listed twice")
+        _once([s.stage for s in stages], "stage")
         return stages
 
 
