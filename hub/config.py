@@ -363,11 +363,7 @@ class WebformSection(Section):
     @field_validator("forms")
     @classmethod
     def _unique_ids(cls, forms: list[FormSection]) -> list[FormSection]:
-        seen: set[str] = set()
-        for form in forms:
-            if form.id in seen:
-                raise ValueError(f"form id {form.id!r} is used twice")
-            seen.add(form.id)
+        _once([form.id for form in forms], "form id")
         return forms
 
     @model_validator(mode="after")
