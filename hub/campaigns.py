@@ -372,8 +372,11 @@ class Campaigns:
         _, spec = await self.campaign(campaign_id)
         async with self.db.read() as conn:
             segment = await self._segment(conn, spec)
-            ids = await q.segment_clients(conn, segment)
-            sample = [client_id] if client_id is not None else ids[:limit]
+            size = await q.segment_size(conn, segment)
+            if client_id is not None:
+                sample = [client_id]
+            else:
+                sample = await q.segment_clients(conn, segment, limit)
             if client_id is not None and not await read_q.client_exists(conn, client_id):
                 raise CampaignError(f"no client {client_id}")
             targets = await q.preview_clients(conn, campaign_id, sample)
@@ -389,7 +392,7 @@ class Campaigns:
             items.append(
                 PreviewItem(target.client_id, variant.name, channel, skip, rendered.subject, body)
             )
-        return len(ids), items
+        return size, items
 
     async def test_send(
         self,
@@ -694,12 +697,10 @@ class Campaigns:
             except scripts.ScriptError as exc:
                 script = f"[{exc}]"
             manager = target.manager_id
-            language = target.language or self.language
             who = target.name or f"#{target.client_id}"
             contact = target.identities.get("phone") or text("call_no_phone", self.language)
             task = f"{text('call_task', self.language, campaign=name, client=who, phone=contact)}"
             task += f"\n\n{script}"
-            del language
             manager_name = names.get(manager or 0, "-")
             sends.append(
                 (

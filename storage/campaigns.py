@@ -122,9 +122,15 @@ async def set_status(
 # -- targets -------------------------------------------------------------------------
 
 
-async def segment_clients(conn: AsyncConnection, segment: segments.Segment) -> list[int]:
-    rows = await conn.execute(segments.client_ids(segment, conn.dialect.name))
+async def segment_clients(
+    conn: AsyncConnection, segment: segments.Segment, limit: int | None = None
+) -> list[int]:
+    rows = await conn.execute(segments.client_ids(segment, conn.dialect.name).limit(limit))
     return [int(r) for r in rows.scalars()]
+
+
+async def segment_size(conn: AsyncConnection, segment: segments.Segment) -> int:
+    return int((await conn.execute(segments.count(segment, conn.dialect.name))).scalar_one())
 
 
 async def add_targets(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
