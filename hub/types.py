@@ -121,6 +121,11 @@ STAFF_KINDS = frozenset(
 )
 
 
+# Outbox kinds that carry their interaction's files: a manager's answer. A campaign,
+# an auto-reply or a confirmation never does, and its send need not look them up.
+FILE_KINDS = frozenset({"reply"})
+
+
 @dataclass(frozen=True, slots=True)
 class OutboundMessage:
     """One message for a channel to deliver, read from the outbox.

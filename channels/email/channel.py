@@ -36,7 +36,7 @@ from hub.ports import (
     MailboxLocks,
     RateLimit,
 )
-from hub.types import Attachment, OutboundMessage, SendResult
+from hub.types import FILE_KINDS, Attachment, OutboundMessage, SendResult
 
 log = loggers.channels
 _READ_IN_PLACE = 64 * 1024  # bytes
@@ -164,12 +164,10 @@ class EmailChannel:
             raise PermanentDeliveryError("email.outbound is not configured")
         in_reply_to = message.extras.get("in_reply_to") if message.extras else None
         attachments: list[tuple[str, str, bytes]] = []
-        # Only a manager's answer carries files; a campaign, an auto-reply or a
-        # confirmation never does, and need not look.
         if (
             self.files is not None
             and message.interaction_id is not None
-            and message.kind == "reply"
+            and message.kind in FILE_KINDS
         ):
             for stored in await self.files.attachments(message.interaction_id):
                 data = await self.files.attachment_bytes(stored.sha256)

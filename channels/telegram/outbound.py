@@ -34,7 +34,7 @@ from channels.telegram.inbound import message_id
 from hub import loggers
 from hub.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from hub.ports import AttachmentSource
-from hub.types import OutboundMessage, SendResult, StoredAttachment
+from hub.types import FILE_KINDS, OutboundMessage, SendResult, StoredAttachment
 
 log = loggers.channels
 
@@ -143,7 +143,11 @@ class ClientSender:
         except ValueError:
             raise PermanentDeliveryError(f"not a Telegram user id: {message.recipient!r}") from None
         attached: list[StoredAttachment] = []
-        if self.files is not None and message.interaction_id is not None:
+        if (
+            self.files is not None
+            and message.interaction_id is not None
+            and message.kind in FILE_KINDS
+        ):
             attached = await self.files.attachments(message.interaction_id)
         steps: list[str | StoredAttachment] = [*split_text(message.text), *attached]
         if not steps:
