@@ -721,7 +721,11 @@ class _BatchWriter:
     def _apply_tags(self) -> None:
         if not self.new_tags:
             return
-        current = q.client_profiles(self.conn, list(self.new_tags))
+        # The batch's profiles, when a rule already read them, are still current:
+        # nothing in the batch writes tags before this.
+        current = self.profiles
+        if current is None:
+            current = q.client_profiles(self.conn, list(self.new_tags))
         merged = {}
         for client_id, tags in self.new_tags.items():
             old = current[client_id].tags if client_id in current else frozenset()
