@@ -265,9 +265,10 @@ def _spread_tables(
         "day": Column("day", "day", "text"),
     }
     for by, found in groups.items():
-        keys: Iterable[Any] = sorted(found, key=order[by])
-        if by == "day":
-            keys = [d.isoformat() for d in all_days]
+        # every day of the period, also those with nothing
+        keys: Iterable[Any] = (
+            [d.isoformat() for d in all_days] if by == "day" else sorted(found, key=order[by])
+        )
         rows = []
         for group in keys:
             counts, seconds = found.get(group, ([0] * len(count_columns), []))
@@ -294,7 +295,6 @@ def _response_tables(
     order: dict[str, Callable[[Any], Any]] = {
         "manager": _by_name,
         "channel": str,
-        "day": str,
     }
     first: dict[str, dict[Any, tuple[list[int], list[float]]]] = {
         "manager": {},
