@@ -344,7 +344,7 @@ class Desk:
                         return text("stage", language, stage=old, manager=manager.name)
                 await q.set_client(conn, client_id, now, stage=new)
                 reply = text("stage", language, stage=new, manager=manager.name)
-                logged = f"stage: {old} → {new} (by hand)"
+                logged = stages.note(old, new, "by hand")
                 extras = {"stage_move": {"from": old, "to": new, "by": manager.name}}
                 await q.audit(
                     conn,

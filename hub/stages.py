@@ -39,6 +39,11 @@ def parse(text: str) -> str | None:
     return stage if stage in STAGES else None
 
 
+def note(old: str, new: str, why: str) -> str:
+    """The event text of a move (the reports read moves back from it)."""
+    return f"stage: {old} → {new} ({why})"
+
+
 async def move(
     conn: AsyncConnection,
     client_id: int,
@@ -59,7 +64,7 @@ async def move(
             "conversation_id": conversation_id,
             "direction": Direction.EVENT.value,
             "author": who,
-            "text": f"stage: {old} → {new} ({why})",
+            "text": note(old, new, why),
             "extras": {"stage_move": {"from": old, "to": new, "by": who, "why": why}},
             "at": now,
         },
