@@ -64,6 +64,10 @@ def _ref(row: q.ManagerRow) -> ManagerRef:
     )
 
 
+class NotSent(HubError):
+    """An answer that is logged on the client but has no channel to go out on."""
+
+
 class NotAllowed(HubError):
     """A manager acting on a client of another team (the text says so to them)."""
 
@@ -192,9 +196,11 @@ class Desk:
             if conv is None:
                 raise NoConversation(f"client {client_id} has no conversation")
             route = replies.REPLY_ROUTE.get(conv.channel, (conv.channel, ""))[0]
+            unsent: str | None = None
             if not note and self.sending is not None and route not in self.sending:
-                language = manager.language or self.language
-                raise NoConversation(text("channel_not_configured", language, channel=route))
+                unsent = text(
+                    "channel_not_configured", manager.language or self.language, channel=route
+                )
             try:
                 queued = await replies.queue(
                     conn,
@@ -211,6 +217,9 @@ class Desk:
             except replies.NoAddress as exc:
                 raise NoConversation(str(exc)) from None
             interaction_id = queued.interaction_id
+            if unsent is not None and queued.outbox_id is not None:
+                # Logged like any answer, and failed at once: nothing would ever send it.
+                await q.fail_unsendable(conn, queued.outbox_id, interaction_id, unsent)
             if not note:
                 await q.set_conversations(conn, [conv.id], now, status="pending")
                 if conv.assignee_id is None:
@@ -236,6 +245,8 @@ class Desk:
             interaction=interaction_id,
             manager=manager.id,
         )
+        if unsent is not None:
+            raise NotSent(unsent)
         return interaction_id
 
     async def act(

@@ -128,10 +128,10 @@ TEXTS: dict[str, dict[str, str]] = {
     "find_none": {"ru": "Ничего не найдено: «{query}»", "en": "Nothing found for “{query}”"},
     "no_topic": {"ru": "нет темы", "en": "no topic"},
     "channel_not_configured": {
-        "ru": "этому клиенту можно ответить только через {channel}, а отправка через {channel} "
-        "в хабе не настроена. Ответ не сохранён: настройте канал и ответьте снова.",
+        "ru": "этому клиенту можно ответить только через {channel}, а отправка через "
+        "{channel} в хабе не настроена. Ответ записан в карточку клиента как неотправленный.",
         "en": "this client can only be answered over {channel}, and the hub is not set up to "
-        "send over {channel}. The answer was not kept: set the channel up and answer again.",
+        "send over {channel}. The answer is logged on the client as not sent.",
     },
     "cannot_answer": {
         "ru": "Не отправлено клиенту: {reason}",

@@ -305,6 +305,22 @@ async def set_client(conn: AsyncConnection, client_id: int, now: datetime, **val
     )
 
 
+async def fail_unsendable(
+    conn: AsyncConnection, outbox_id: int, interaction_id: int, reason: str
+) -> None:
+    """An answer no channel can send: failed with the reason, never claimed."""
+    await conn.execute(
+        update(outbox)
+        .where(outbox.c.id == outbox_id)
+        .values(status="failed", last_error=reason, claimed_until=None)
+    )
+    await conn.execute(
+        update(interactions)
+        .where(interactions.c.id == interaction_id)
+        .values(delivery="failed", delivery_error=reason)
+    )
+
+
 async def add_reminder(conn: AsyncConnection, values: dict[str, Any]) -> int:
     return int(
         (await conn.execute(insert(reminders).returning(reminders.c.id), values)).scalar_one()

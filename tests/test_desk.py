@@ -15,7 +15,7 @@ from sqlalchemy import insert, select, update
 
 from hub.attachments import AttachmentStore
 from hub.clock import FrozenClock
-from hub.desk import Desk, NoConversation
+from hub.desk import Desk, NoConversation, NotSent
 from hub.identities import identity
 from hub.ingest import Ingestor
 from hub.types import (
@@ -327,22 +327,30 @@ async def test_a_form_client_is_answered_by_email(world: World) -> None:
     assert tuple(row) == ("email", "eve@example.com")
 
 
-async def test_an_answer_over_a_channel_the_hub_cannot_send_on_is_refused(
+async def test_an_answer_over_a_channel_the_hub_cannot_send_on_is_logged_as_not_sent(
     world: World,
 ) -> None:
-    """A form client with no outbound email set up: the manager is told at once,
-    instead of the answer waiting in the outbox for ever; notes are still taken."""
+    """A form client with no outbound email set up: the answer is logged on the
+    client as failed (nothing would ever send it) and the manager is told at once."""
     world.desk.sending = frozenset({"telegram"})
     eve = identity("email", "eve@example.com", "Eve")
     form = await world.write(eve, channel=Channel.WEBFORM, text="call me")
-    with pytest.raises(NoConversation, match="email"):
+    with pytest.raises(NotSent, match="email"):
         await world.desk.answer(form.client_id, "Sure", manager=world.maria, key="k")
-    assert await rows(world.db, select(Interaction.id).where(Interaction.direction == "out")) == []
-    assert await rows(world.db, select(Outbox.id).where(Outbox.kind == "reply")) == []
-    await world.desk.answer(form.client_id, "VIP", manager=world.maria, key="n", note=True)
-    world.desk.sending = frozenset({"telegram", "email"})
+    logged = await rows(
+        world.db,
+        select(Interaction.text, Interaction.delivery).where(Interaction.direction == "out"),
+    )
+    assert [tuple(r) for r in logged] == [("Sure", "failed")]
+    queued = await rows(world.db, select(Outbox.status).where(Outbox.kind == "reply"))
+    assert [r.status for r in queued] == ["failed"]  # never claimed by the dispatcher
+    # The same Telegram message again is recognized, not logged twice.
     await world.desk.answer(form.client_id, "Sure", manager=world.maria, key="k")
     assert len(await rows(world.db, select(Outbox.id).where(Outbox.kind == "reply"))) == 1
+    world.desk.sending = frozenset({"telegram", "email"})
+    await world.desk.answer(form.client_id, "Sure again", manager=world.maria, key="k2")
+    queued = await rows(world.db, select(Outbox.status).where(Outbox.kind == "reply"))
+    assert sorted(r.status for r in queued) == ["failed", "pending"]
 
 
 async def test_a_note_is_logged_and_never_queued(world: World) -> None:
