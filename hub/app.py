@@ -93,7 +93,13 @@ def build_channels(
 
 
 def reporter(config: Config, db: Database, clock: Clock) -> Reporter:
-    return Reporter(db, clock, timezone=config.hub.timezone, language=config.hub.language)
+    return Reporter(
+        db,
+        clock,
+        timezone=config.hub.timezone,
+        language=config.hub.language,
+        reply_window_days=config.campaigns.reply_window_days,
+    )
 
 
 def auto_replies(config: Config) -> AutoReplies:

@@ -62,6 +62,9 @@ def _once(names: list[str], what: str) -> None:
         raise ValueError(f"{what} {twice[0]!r} is used twice")
 
 
+DEFAULT_REPLY_WINDOW_DAYS = 3.0  # a campaign's reply counts within this many days
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -517,7 +520,7 @@ class CampaignsSection(Section):
     """Defaults and pacing of marketers' campaigns."""
 
     quiet_hours: QuietHours = "21:00-09:00"
-    reply_window_days: float = Field(default=3.0, gt=0)
+    reply_window_days: float = Field(default=DEFAULT_REPLY_WINDOW_DAYS, gt=0)
     batch: int = Field(default=500, ge=1, le=10_000)
     window: int = Field(default=300, ge=1, le=100_000)
     scan_every_s: float = Field(default=1.0, gt=0)

@@ -48,7 +48,13 @@ def run(args: argparse.Namespace) -> int:
     async def build() -> Report:
         db = Database(config.storage.url)
         try:
-            reporter = Reporter(db, SystemClock(), timezone=config.hub.timezone, language=language)
+            reporter = Reporter(
+                db,
+                SystemClock(),
+                timezone=config.hub.timezone,
+                language=language,
+                reply_window_days=config.campaigns.reply_window_days,
+            )
             return await reporter.report(reporter.period(args.period, first=first, last=last))
         finally:
             await db.dispose()

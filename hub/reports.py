@@ -29,12 +29,15 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from hub.clock import Clock
+from hub.config import DEFAULT_REPLY_WINDOW_DAYS
 from hub.errors import HubError
 from hub.ports import Chart, ReportDigest
 from hub.texts import text
 from hub.types import Channel
 from storage import Database
+from storage import campaigns as campaigns_q
 from storage import reports as q
+from storage.campaigns import VariantStats
 
 PERIODS = {"week": 7, "month": 30}
 CHANNELS = tuple(c.value for c in Channel)
@@ -460,7 +463,33 @@ def _stage_table(rows: Sequence[q.StageText]) -> Table:
     )
 
 
-def _campaign_table(rows: Sequence[q.CampaignCount], outcomes: dict[int, dict[str, int]]) -> Table:
+def _campaign_table(
+    alive: Sequence[q.CampaignAlive],
+    results: dict[int, list[VariantStats]],
+    outcomes: dict[int, dict[str, int]],
+) -> Table:
+    """Each campaign's figures as its own status shows them (storage.campaigns.stats),
+    summed over its variants."""
+    rows = []
+    for c in alive:
+        variants = results.get(c.id, [])
+        sent = sum(v.sent for v in variants)
+        replied = sum(v.replied for v in variants)
+        rows.append(
+            (
+                c.name,
+                c.mode,
+                c.status,
+                sum(v.targeted for v in variants),
+                sent,
+                sum(v.skipped for v in variants),
+                sum(v.delivered for v in variants),
+                sum(v.failed for v in variants),
+                replied,
+                round(100 * replied / sent, 1) if sent else None,
+                ", ".join(f"{k}: {n}" for k, n in outcomes.get(c.id, {}).items()) or None,
+            )
+        )
     return Table(
         "campaigns",
         "campaigns",
@@ -477,34 +506,33 @@ def _campaign_table(rows: Sequence[q.CampaignCount], outcomes: dict[int, dict[st
             Column("reply_pct", "reply %", "percent"),
             Column("outcomes", "outcomes", "text"),
         ),
-        tuple(
-            (
-                r.name,
-                r.mode,
-                r.status,
-                r.targets,
-                r.sent,
-                r.skipped,
-                r.delivered,
-                r.failed,
-                r.replied,
-                round(100 * r.replied / r.sent, 1) if r.sent else None,
-                ", ".join(f"{k}: {n}" for k, n in outcomes.get(r.id, {}).items()) or None,
-            )
-            for r in rows
-        ),
+        tuple(rows),
     )
 
 
-async def build(db: Database, p: Period, tz: ZoneInfo, now: datetime) -> Report:
-    """Every report of the period (and the open load as of ``now``)."""
+async def build(
+    db: Database,
+    p: Period,
+    tz: ZoneInfo,
+    now: datetime,
+    *,
+    reply_window_days: float = DEFAULT_REPLY_WINDOW_DAYS,
+) -> Report:
+    """Every report of the period (and the open load as of ``now``).
+    ``reply_window_days``: a campaign's reply window where its spec sets none."""
     async with db.read() as conn:
         times = await q.conversation_times(conn, p.start, p.end)
         due = await q.deadline_counts(conn, p.start, min(p.end, now))
         volume = await q.volume(conn, p.start, p.end)
         load = await q.open_load(conn, now)
         stages = await q.stage_texts(conn, p.start, p.end)
-        campaigns = await q.campaign_counts(conn, p.start, p.end)
+        campaigns = await q.campaigns_alive(conn, p.start, p.end)
+        results = {
+            c.id: await campaigns_q.stats(
+                conn, c.id, reply_window=timedelta(days=c.reply_window_days or reply_window_days)
+            )
+            for c in campaigns or ()
+        }
         outcomes = await q.campaign_outcomes(conn, [c.id for c in campaigns]) if campaigns else {}
     tables, first, done, requests = _response_tables(times, p, tz)
     deadline_tables, due_count, missed = _deadline_tables(due)
@@ -513,7 +541,7 @@ async def build(db: Database, p: Period, tz: ZoneInfo, now: datetime) -> Report:
     stage_table = _stage_table(stages)
     tables += deadline_tables + volume_tables + [_load_table(load), stage_table]
     if campaigns is not None:
-        tables.append(_campaign_table(campaigns, outcomes))
+        tables.append(_campaign_table(campaigns, results, outcomes))
     summary = Summary(
         requests=requests,
         first_response=first,
@@ -655,6 +683,7 @@ class Reporter:
     timezone: str = "UTC"
     language: str = "ru"
     telegram_charts: tuple[str, ...] = ("first_response", "volume_hour", "load", "breaches")
+    reply_window_days: float = DEFAULT_REPLY_WINDOW_DAYS  # campaigns.reply_window_days
     tz: ZoneInfo = field(init=False)
 
     def __post_init__(self) -> None:
@@ -666,7 +695,9 @@ class Reporter:
         return period(name, self.clock.now(), self.tz, first=first, last=last)
 
     async def report(self, p: Period) -> Report:
-        return await build(self.db, p, self.tz, self.clock.now())
+        return await build(
+            self.db, p, self.tz, self.clock.now(), reply_window_days=self.reply_window_days
+        )
 
     async def chart(self, kind: str, p: Period, language: str | None = None) -> bytes:
         from hub import charts

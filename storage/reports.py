@@ -7,9 +7,9 @@ caller can fold the counts into local hours and days. Percentiles need every
 value and neither backend has the same function for them, so response times
 come back one row per conversation and are summarised in ``hub.reports``.
 
-Campaign tables belong to the campaigns feature; this module names only the
-columns it reads (lightweight ``table()`` clauses) and answers ``None`` when
-those tables do not exist.
+Campaign figures are counted by :func:`storage.campaigns.stats` (the same as a
+campaign's own status shows); this module finds the campaigns of a period and
+answers ``None`` when the campaign tables do not exist.
 """
 
 from __future__ import annotations
@@ -23,44 +23,28 @@ from sqlalchemy import (
     and_,
     case,
     cast,
-    column,
     exists,
     extract,
     func,
     inspect,
-    literal,
     or_,
     select,
-    table,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.tables import UNRESOLVED, conversations, deadlines, interactions, managers
-from storage.types import UTCDateTime
+from storage.tables import (
+    UNRESOLVED,
+    campaign_targets,
+    campaigns,
+    conversations,
+    deadlines,
+    interactions,
+    managers,
+)
 
 QUARTER_S = 900
 STAGE_PREFIX = "stage: "
-
-_campaigns = table(
-    "campaigns",
-    column("id"),
-    column("name"),
-    column("mode"),
-    column("status"),
-    column("created_at", UTCDateTime()),
-    column("finished_at", UTCDateTime()),
-)
-_targets = table(
-    "campaign_targets",
-    column("id"),
-    column("campaign_id"),
-    column("client_id"),
-    column("status"),
-    column("interaction_id"),
-    column("outcome"),
-)
-
 
 @dataclass(frozen=True, slots=True)
 class ConversationTimes:
@@ -110,18 +94,12 @@ class StageText:
 
 
 @dataclass(frozen=True, slots=True)
-class CampaignCount:
+class CampaignAlive:
     id: int
     name: str
     mode: str
     status: str
-    targets: int
-    sent: int
-    skipped: int
-    delivered: int
-    failed: int
-    replied: int
-    done: int
+    reply_window_days: float | None
 
 
 async def conversation_times(
@@ -232,53 +210,32 @@ async def has_campaigns(conn: AsyncConnection) -> bool:
     return await conn.run_sync(check)
 
 
-async def campaign_counts(
+async def campaigns_alive(
     conn: AsyncConnection, start: datetime, end: datetime
-) -> list[CampaignCount] | None:
-    """Campaigns alive during ``[start, end)`` with their targets' fate and replies
-    (an inbound message from the client after the campaign's one); ``None`` when
-    the campaign tables do not exist."""
+) -> list[CampaignAlive] | None:
+    """Campaigns alive during ``[start, end)``, with their own reply window (days)
+    if their spec sets one; ``None`` when the campaign tables do not exist."""
     if not await has_campaigns(conn):
         return None
-    c, g, i = _campaigns.c, _targets.c, interactions.c
-    reply = interactions.alias("reply")
-    r = reply.c
-    replied = exists().where(r.client_id == g.client_id, r.direction == "in", r.at > i.at)
-
-    def count(condition: ColumnElement[bool]) -> ColumnElement[int]:
-        return func.coalesce(func.sum(case((condition, 1), else_=0)), literal(0))
-
+    c = campaigns.c
     rows = await conn.execute(
-        select(
-            c.id,
-            c.name,
-            c.mode,
-            c.status,
-            func.count(g.id),
-            count(g.interaction_id.is_not(None)),
-            count(g.status == "skipped"),
-            count(i.delivery == "sent"),
-            count(i.delivery == "failed"),
-            count(and_(i.id.is_not(None), replied)),
-            count(g.outcome.is_not(None)),
-        )
-        .select_from(
-            _campaigns.join(_targets, g.campaign_id == c.id, isouter=True).join(
-                interactions, i.id == g.interaction_id, isouter=True
-            )
-        )
+        select(c.id, c.name, c.mode, c.status, c.spec)
         .where(c.created_at < end, or_(c.finished_at.is_(None), c.finished_at >= start))
-        .group_by(c.id, c.name, c.mode, c.status)
         .order_by(c.id)
     )
-    return [CampaignCount(*row) for row in rows]
+    alive = []
+    for cid, name, mode, status, spec in rows:
+        window = (spec or {}).get("reply_window_days")
+        days = float(window) if isinstance(window, int | float) and window > 0 else None
+        alive.append(CampaignAlive(cid, name, mode, status, days))
+    return alive
 
 
 async def campaign_outcomes(conn: AsyncConnection, ids: list[int]) -> dict[int, dict[str, int]]:
     """Call outcomes recorded per campaign: ``{campaign: {outcome: count}}``."""
     if not ids:
         return {}
-    g = _targets.c
+    g = campaign_targets.c
     rows = await conn.execute(
         select(g.campaign_id, g.outcome, func.count())
         .where(g.campaign_id.in_(ids), g.outcome.is_not(None))

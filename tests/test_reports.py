@@ -45,6 +45,7 @@ from storage.models import (
     Deadline,
     Interaction,
     Manager,
+    Outbox,
 )
 from tests.botapi import BotApiServer, Limits
 from tests.test_telegram_staff import make_bot, unpaced
@@ -397,7 +398,7 @@ async def test_campaign_results(reporter: Reporter, db: Database) -> None:
                     name=name,
                     mode=mode,
                     status=status,
-                    spec={},
+                    spec={"reply_window_days": 0.5} if cid == 1 else {},
                     created_by="test",
                     created_at=created,
                     updated_at=created,
@@ -419,12 +420,32 @@ async def test_campaign_results(reporter: Reporter, db: Database) -> None:
                 .returning(Interaction.id)
             )
             sent[client] = result.scalar_one()
-        # Client 1 answers the campaign; client 2 wrote only before it.
-        await conn.execute(
-            insert(Interaction).values(
-                client_id=1, direction="in", channel="telegram", text="yes!", at=at(9, 11)
+            # As the dispatcher leaves it: handed to the channel, then delivered or
+            # bounced (a bounce keeps it sent).
+            await conn.execute(
+                insert(Outbox).values(
+                    idempotency_key=f"campaign:1:{client}",
+                    channel="telegram",
+                    account="bot",
+                    recipient=str(client),
+                    kind="campaign",
+                    text="promo",
+                    client_id=client,
+                    interaction_id=sent[client],
+                    status=delivery,
+                    next_attempt_at=at(9, 10),
+                    created_at=at(9, 10),
+                    sent_at=at(9, 10),
+                )
             )
-        )
+        # Client 1 answers the campaign; client 2 wrote only before it, and again
+        # after the campaign's reply window (its spec: half a day), no reply to it.
+        for client, when in ((1, at(9, 11)), (2, at(4, 0)), (2, at(9, 23, 30))):
+            await conn.execute(
+                insert(Interaction).values(
+                    client_id=client, direction="in", channel="telegram", text="hi", at=when
+                )
+            )
         for campaign, client, status, interaction, outcome in (
             (1, 1, "queued", sent[1], None),
             (1, 2, "queued", sent[2], None),
@@ -441,6 +462,7 @@ async def test_campaign_results(reporter: Reporter, db: Database) -> None:
                     variant="a",
                     status=status,
                     interaction_id=interaction,
+                    outbox_key=f"campaign:{campaign}:{client}" if interaction else None,
                     outcome=outcome,
                     created_at=at(9, 0),
                     updated_at=at(9, 0),
