@@ -132,16 +132,19 @@ class Desk:
 
     async def card(self, client_id: int) -> ClientCard | None:
         async with self.db.read() as conn:
-            client = await q.client(conn, client_id)
-            if client is None:
-                return None
-            idents = await q.identities_of(conn, client_id)
-            open_convs = await q.open_conversations(conn, client_id)
-            assignee = await q.manager_name(conn, open_convs[0].assignee_id) if open_convs else None
-            recent = await q.last_interactions(conn, client_id, 5)
-            dues = [c.id for c in open_convs]
-            due = await sla_q.due_of(conn, dues[0]) if dues else None
-            pending = await q.reminders_due(conn, client_id)
+            return await self._card(conn, client_id)
+
+    async def _card(self, conn: Any, client_id: int) -> ClientCard | None:
+        client = await q.client(conn, client_id)
+        if client is None:
+            return None
+        idents = await q.identities_of(conn, client_id)
+        open_convs = await q.open_conversations(conn, client_id)
+        assignee = await q.manager_name(conn, open_convs[0].assignee_id) if open_convs else None
+        recent = await q.last_interactions(conn, client_id, 5)
+        dues = [c.id for c in open_convs]
+        due = await sla_q.due_of(conn, dues[0]) if dues else None
+        pending = await q.reminders_due(conn, client_id)
         return ClientCard(
             id=client.id,
             name=client.name,
@@ -460,7 +463,10 @@ class Desk:
             found = await read.search_clients(
                 conn, client_search(text_.strip(), self.region), limit=50
             )
-            visible = [s.id for s in found if await self._allowed(conn, manager, s.id)][:10]
+            hits = [s.id for s in found]
+            kept = await clients_q.keepers_of(conn, hits) if self._limited(manager) else {}
+            visible = [i for i in hits if self._may_see(manager, kept.get(i, []))][:10]
+            cards = [card for i in visible if (card := await self._card(conn, i)) is not None]
         async with self.db.write() as conn:  # the writer only for the audit row
             await q.audit(
                 conn,
@@ -471,11 +477,6 @@ class Desk:
                     "details": {"query": text_[:200], "shown": visible},
                 },
             )
-        cards = []
-        for client_id in visible:
-            card = await self.card(client_id)
-            if card is not None:
-                cards.append(card)
         return cards
 
     async def card_for(self, manager: ManagerRef, client_id: int) -> ClientCard | None:
@@ -500,14 +501,24 @@ class Desk:
         """Roles: supervisors and admins see every client; marketers none (they
         work with campaigns and reports); a manager the clients nobody has yet,
         their own, and their team's (managers without a team are one team)."""
+        if not self._limited(manager):
+            return self._may_see(manager, [])
+        return self._may_see(manager, await clients_q.keepers(conn, client_id))
+
+    @staticmethod
+    def _limited(manager: ManagerRef) -> bool:
+        """Whether what ``manager`` may see depends on who keeps the client."""
+        return manager.role not in ("supervisor", "admin", "marketer")
+
+    @staticmethod
+    def _may_see(manager: ManagerRef, keepers: list[tuple[int, str | None]]) -> bool:
         if manager.role in ("supervisor", "admin"):
             return True
         if manager.role == "marketer":
             return False
-        keepers = await clients_q.keepers(conn, client_id)
-        if not keepers:
-            return True
-        return any(mid == manager.id or team == manager.team for mid, team in keepers)
+        return not keepers or any(
+            mid == manager.id or team == manager.team for mid, team in keepers
+        )
 
     async def _refuse(self, conn: Any, manager: ManagerRef, client_id: int, what: str) -> None:
         loggers.event(log, "staff.not_allowed", 30, manager=manager.id, client=client_id)

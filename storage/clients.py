@@ -12,6 +12,7 @@ from sqlalchemy import Table, and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.tables import (
+    UNRESOLVED,
     clients,
     conversations,
     deadlines,
@@ -216,22 +217,38 @@ async def quiet_since(
 async def keepers(conn: AsyncConnection, client_id: int) -> list[tuple[int, str | None]]:
     """(manager id, team) of the client's owner and the assignees of its open
     conversations."""
+    return (await keepers_of(conn, [client_id])).get(client_id, [])
+
+
+async def keepers_of(
+    conn: AsyncConnection, client_ids: Sequence[int]
+) -> dict[int, list[tuple[int, str | None]]]:
+    """:func:`keepers` of many clients in three statements; a client nobody keeps
+    is left out."""
     c, cv, m = clients.c, conversations.c, managers.c
-    ids = {
-        int(r[0])
-        for r in await conn.execute(
-            select(cv.assignee_id).where(
-                cv.client_id == client_id, cv.status != "resolved", cv.assignee_id.is_not(None)
-            )
-        )
-    }
-    owner = (await conn.execute(select(c.owner_id).where(c.id == client_id))).scalar()
-    if owner is not None:
-        ids.add(int(owner))
+    ids = list(client_ids)
     if not ids:
-        return []
-    rows = await conn.execute(select(m.id, m.attrs).where(m.id.in_(ids)))
-    return [(int(mid), (attrs or {}).get("team")) for mid, attrs in rows.all()]
+        return {}
+    kept: dict[int, set[int]] = {}
+    assigned = await conn.execute(
+        select(cv.client_id, cv.assignee_id).where(
+            cv.client_id.in_(ids), cv.status.in_(UNRESOLVED), cv.assignee_id.is_not(None)
+        )
+    )
+    owned = await conn.execute(
+        select(c.id, c.owner_id).where(c.id.in_(ids), c.owner_id.is_not(None))
+    )
+    for client_id, manager_id in [*assigned.all(), *owned.all()]:
+        kept.setdefault(int(client_id), set()).add(int(manager_id))
+    if not kept:
+        return {}
+    everyone = set().union(*kept.values())
+    rows = await conn.execute(select(m.id, m.attrs).where(m.id.in_(everyone)))
+    team = {int(mid): (attrs or {}).get("team") for mid, attrs in rows.all()}
+    return {
+        client_id: [(mid, team[mid]) for mid in sorted(managers_) if mid in team]
+        for client_id, managers_ in kept.items()
+    }
 
 
 # --- import and export ----------------------------------------------------------------

@@ -46,6 +46,7 @@ from storage.tables import (
 QUARTER_S = 900
 STAGE_PREFIX = "stage: "
 
+
 @dataclass(frozen=True, slots=True)
 class ConversationTimes:
     """A conversation opened or resolved in the period, with its times."""

@@ -23,6 +23,7 @@ from tests.test_ingest import T0, rows
 
 ANNA = identity("telegram", 4242, "Anna Client")
 BORIS = identity("telegram", 4343, "Boris Client")
+CLARA = identity("telegram", 4444, "Clara Client")
 
 
 @dataclass
@@ -115,9 +116,13 @@ async def test_find_shows_only_what_the_manager_may_see_and_reads_are_audited(
     boris = await _write(t, BORIS, 2)
     await t.desk.act(anna, t.sales, "take")
     await t.desk.act(boris, t.support, "take")
+    clara = await _write(t, CLARA, 3)  # nobody's yet: every manager may see her
     seen = [c.id for c in await t.desk.find(t.sales, "Client")]
-    assert seen == [anna]
-    assert sorted(c.id for c in await t.desk.find(t.boss, "Client")) == sorted([anna, boris])
+    assert sorted(seen) == sorted([anna, clara])
+    assert sorted(c.id for c in await t.desk.find(t.support, "Client")) == sorted([boris, clara])
+    everyone = sorted([anna, boris, clara])
+    assert sorted(c.id for c in await t.desk.find(t.boss, "Client")) == everyone
+    assert await t.desk.find(t.marketer, "Client") == []
     assert await t.desk.card_for(t.sales, boris) is None
     audit = await rows(
         db,
@@ -127,7 +132,9 @@ async def test_find_shows_only_what_the_manager_may_see_and_reads_are_audited(
     )
     assert [tuple(a) for a in audit] == [
         ("telegram:1", "search", None),
+        ("telegram:3", "search", None),
         ("telegram:4", "search", None),
+        ("telegram:5", "search", None),
         ("telegram:1", "refused", boris),
     ]
 
