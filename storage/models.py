@@ -117,6 +117,8 @@ class Interaction(Base):
         UniqueConstraint("channel", "external_id"),
         Index("ix_interactions_client", "client_id", "id"),
         Index("ix_interactions_conversation", "conversation_id", "id"),
+        # the reports' period: counted from the index alone (time, direction, channel)
+        Index("ix_interactions_at", "at", "direction", "channel"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

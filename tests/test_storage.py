@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,11 +14,12 @@ from storage import Database
 from storage.ingest import manager_loads
 from storage.migrate import current, upgrade
 from storage.models import Client, Interaction
+from storage.reports import volume_query
 from storage.tables import UNRESOLVED
 
 
 async def test_migrations_are_applied_once(db: Database) -> None:
-    assert await current(db) == "0008"
+    assert await current(db) == "0009"
     assert await upgrade(db) == []
 
 
@@ -109,3 +110,20 @@ async def test_manager_loads_seek_the_index_instead_of_scanning_history(
             str(row[-1]) for row in await conn.execute(text(f"EXPLAIN QUERY PLAN {sql}"))
         )
     assert "SEARCH conversations USING COVERING INDEX ix_conversations_status_assignee" in plan
+
+
+async def test_a_report_period_reads_its_part_of_the_log_from_the_time_index(
+    db: Database, backend: str
+) -> None:
+    """A week's volume must not read a year of log: the index on ``at`` (with
+    direction and channel) answers it alone."""
+    if backend != "sqlite":
+        pytest.skip("SQLite's query plan")
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    query = volume_query(db.dialect, start, start + timedelta(days=7))
+    sql = str(query.compile(dialect=db.engine.dialect, compile_kwargs={"literal_binds": True}))
+    async with db.read() as conn:
+        plan = " ".join(
+            str(row[-1]) for row in await conn.execute(text(f"EXPLAIN QUERY PLAN {sql}"))
+        )
+    assert "SEARCH interactions USING COVERING INDEX ix_interactions_at (at>? AND at<?)" in plan
