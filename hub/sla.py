@@ -54,12 +54,14 @@ class Escalator:
         self.language = language
         self.tz = ZoneInfo(timezone)
         self._snapshot: Snapshot | None = None  # the managers, during a round
+        self._staff: q.Staff | None = None  # whom to tell, read once a round
 
     async def run(self) -> int:
         """One round; returns how many steps were taken."""
         now = self.clock.now()
         taken = 0
         self._snapshot = None
+        self._staff = None
         async with self.db.write() as conn:
             for due in await q.claim_due(conn, now):
                 if due.status == "resolved":
@@ -101,7 +103,7 @@ class Escalator:
         policy = self.policies.get(due.policy)
         told = list(policy.supervisors) if policy and policy.supervisors else []
         if not told:
-            told = await q.supervisors(conn)
+            told = (await self._whom(conn)).supervisors
         await self._tell(conn, due, told, message, now, step=2)
         await self._topic(conn, due, message, now, step=2)
 
@@ -159,10 +161,23 @@ class Escalator:
     ) -> None:
         if self.staff_channel is None:
             return
-        for manager_id, telegram_id in (await q.telegram_ids(conn, manager_ids)).items():
-            await self._enqueue(
-                conn, due, str(telegram_id), kind, message, now, f"{step}:{manager_id}"
-            )
+        telegram_ids = (await self._whom(conn)).telegram_ids
+        for manager_id in dict.fromkeys(manager_ids):
+            if manager_id in telegram_ids:
+                await self._enqueue(
+                    conn,
+                    due,
+                    str(telegram_ids[manager_id]),
+                    kind,
+                    message,
+                    now,
+                    f"{step}:{manager_id}",
+                )
+
+    async def _whom(self, conn: AsyncConnection) -> q.Staff:
+        if self._staff is None:
+            self._staff = await q.staff(conn)
+        return self._staff
 
     async def _topic(
         self, conn: AsyncConnection, due: q.Due, message: str, now: datetime, *, step: int

@@ -147,20 +147,22 @@ async def close(conn: AsyncConnection, deadline_id: int, at: datetime) -> None:
     )
 
 
-async def telegram_ids(conn: AsyncConnection, ids: list[int]) -> dict[int, int]:
-    if not ids:
-        return {}
-    m = managers.c
-    rows = await conn.execute(select(m.id, m.telegram_id).where(m.id.in_(ids)))
-    return {int(a): int(b) for a, b in rows.all()}
+@dataclass(frozen=True, slots=True)
+class Staff:
+    """Whom an escalation can tell: each manager's Telegram id, and the active
+    supervisors."""
+
+    telegram_ids: dict[int, int]
+    supervisors: list[int]
 
 
-async def supervisors(conn: AsyncConnection) -> list[int]:
+async def staff(conn: AsyncConnection) -> Staff:
     m = managers.c
-    rows = await conn.execute(
-        select(m.id).where(m.role == "supervisor", m.active.is_(True)).order_by(m.id)
+    rows = (await conn.execute(select(m.id, m.telegram_id, m.role, m.active).order_by(m.id))).all()
+    return Staff(
+        {int(r.id): int(r.telegram_id) for r in rows},
+        [int(r.id) for r in rows if r.role == "supervisor" and r.active],
     )
-    return [int(r[0]) for r in rows.all()]
 
 
 async def due_of(conn: AsyncConnection, conversation_id: int) -> datetime | None:
