@@ -10,6 +10,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -36,7 +37,11 @@ from routing.hours import parse_hours
 from storage import Database
 from storage import managers as managers_q
 from storage import search as full_text
+from storage.db import in_memory
 from storage.migrate import upgrade
+
+if TYPE_CHECKING:
+    from channels.email.channel import Offload
 
 log = loggers.core
 
@@ -77,6 +82,7 @@ def build_channels(
             clock=clock,
             cursors=DbCursorStore(desk.db, clock),
             locks=DbMailboxLocks(desk.db),
+            offload=mail_worker(config),
         )
     if config.webform.listen:
         from channels.webform import WebformChannel
@@ -92,6 +98,19 @@ def build_channels(
     return channels
 
 
+def mail_worker(config: Config) -> Offload | None:
+    """The mail worker for received mail, when there is any to receive and the
+    database is one a second process can open (not SQLite in memory)."""
+    email = config.email
+    if not email.worker or (email.smtp.listen is None and not email.imap):
+        return None
+    if in_memory(config.storage.url):
+        return None
+    from hub.mail_worker import MailWorker
+
+    return MailWorker(config, staff_channel="telegram" if config.telegram.enabled else None)
+
+
 def reporter(config: Config, db: Database, clock: Clock) -> Reporter:
     return Reporter(
         db,
@@ -99,6 +118,33 @@ def reporter(config: Config, db: Database, clock: Clock) -> Reporter:
         timezone=config.hub.timezone,
         language=config.hub.language,
         reply_window_days=config.campaigns.reply_window_days,
+    )
+
+
+def build_ingestor(
+    config: Config,
+    db: Database,
+    clock: Clock,
+    files: AttachmentStore,
+    manager_ids: dict[str, int],
+    *,
+    staff_channel: str | None,
+    on_commit: Callable[[], None] | None = None,
+) -> Ingestor:
+    """The ingest sink as the config sets it up (the hub's and the mail worker's)."""
+    return Ingestor(
+        db,
+        clock,
+        files,
+        staff_channel=staff_channel,
+        timezone=config.hub.timezone,
+        window_ms=config.storage.group_commit_ms,
+        max_batch=config.storage.group_commit_max,
+        on_commit=on_commit,
+        auto_replies=auto_replies(config),
+        rules=compile_rules(config, manager_ids),
+        holidays=config.routing.holidays,
+        policies=compile_policies(config, manager_ids),
     )
 
 
@@ -218,19 +264,14 @@ class Hub:
             dispatcher = self.dispatcher = Dispatcher(
                 db, self.clock, self.channels, config.dispatcher, staff_channel=staff_channel
             )
-            ingestor = self.ingestor = Ingestor(
+            ingestor = self.ingestor = build_ingestor(
+                config,
                 db,
                 self.clock,
                 files,
+                manager_ids,
                 staff_channel=staff_channel,
-                timezone=config.hub.timezone,
-                window_ms=config.storage.group_commit_ms,
-                max_batch=config.storage.group_commit_max,
                 on_commit=dispatcher.wake,
-                auto_replies=auto_replies(config),
-                rules=compile_rules(config, manager_ids),
-                holidays=config.routing.holidays,
-                policies=compile_policies(config, manager_ids),
             )
             await ingestor.start()
             stack.push_async_callback(ingestor.stop)

@@ -263,6 +263,10 @@ class EmailSection(Section):
     smtp: SmtpServerSection = SmtpServerSection()
     imap: list[ImapSection] = []
     outbound: OutboundSmtpSection | None = None
+    # Received mail is spooled here, then parsed and logged in a child process
+    # (hub.mail_worker); false: both in the hub's process, 250 after the log.
+    worker: bool = True
+    spool: str = "data/mail-spool.db"
 
 
 STANDARD_FIELDS = ("name", "email", "phone", "message", "consent")

@@ -190,6 +190,14 @@ class Ingestor:
         self._wake.set()
         return await pending.future
 
+    def committed_elsewhere(self, channel: str, new: int, duplicates: int = 0) -> None:
+        """Messages another process (the mail worker) committed: counted with this
+        process's, and the outbox woken for the notifications they brought."""
+        if new:
+            self.ingested[channel] += new
+        if (new or duplicates) and self.on_commit is not None:
+            self.on_commit()
+
     async def _store_files(self, pending: _Pending) -> None:
         for att in pending.message.attachments:
             if len(att.data) > self.attachments.max_bytes:

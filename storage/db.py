@@ -148,6 +148,19 @@ class Database:
         await self.engine.dispose()
 
 
+def in_memory(url: str) -> bool:
+    """An SQLite database only this process can see (in memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    database = parsed.database or ""
+    return (
+        database in ("", ":memory:")
+        or "mode=memory" in database
+        or (parsed.query.get("mode") == "memory")
+    )
+
+
 def _sqlite_connector(busy_timeout_ms: int) -> Callable[[Any, ConnectionPoolEntry], None]:
     def connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None

@@ -18,6 +18,9 @@ import asyncio
 import dataclasses
 import functools
 import html
+from collections.abc import Awaitable
+from datetime import datetime
+from typing import Protocol
 
 from channels.email.imap import ImapWatcher, MemoryCursorStore
 from channels.email.parse import parse
@@ -36,14 +39,42 @@ from hub.ports import (
     MailboxLocks,
     RateLimit,
 )
-from hub.types import FILE_KINDS, Attachment, OutboundMessage, SendResult
+from hub.types import (
+    FILE_KINDS,
+    Attachment,
+    InboundMessage,
+    IngestResult,
+    OutboundMessage,
+    SendResult,
+)
 
 log = loggers.channels
 _READ_IN_PLACE = 64 * 1024  # bytes
 
 
+class Offload(Protocol):
+    """Takes received mail to be parsed and logged elsewhere (the hub's mail
+    worker process, through its spool).
+
+    ``submit`` returns a future done once the message is safely kept (the SMTP
+    server then answers 250); it fails with :class:`~hub.errors.MessageRejected`
+    for a message that can never be logged and with
+    :class:`~hub.errors.StorageUnavailable` when the sender should retry. The
+    message goes on to the log even if nobody waits for the future any more."""
+
+    async def start(self, sink: InboundSink) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def submit(
+        self, raw: bytes, mail_from: str, rcpt_tos: list[str], received_at: datetime
+    ) -> asyncio.Future[int]: ...
+
+
 class EmailChannel:
-    """``name = "email"``. ``listen`` overrides ``email.smtp.listen`` (tests: port 0)."""
+    """``name = "email"``. ``listen`` overrides ``email.smtp.listen`` (tests: port 0).
+    With ``offload``, received mail (SMTP and IMAP) is parsed and ingested there
+    instead of in this process."""
 
     name = "email"
     limits = ChannelLimits(overall=RateLimit(10, burst=5))
@@ -58,8 +89,10 @@ class EmailChannel:
         listen: str | None = None,
         cursors: CursorStore | None = None,
         locks: MailboxLocks | None = None,
+        offload: Offload | None = None,
     ) -> None:
         self.config = config
+        self.offload = offload
         self.cursors = cursors or MemoryCursorStore()
         self.locks = locks
         self.watchers: list[ImapWatcher] = []
@@ -76,6 +109,8 @@ class EmailChannel:
 
     async def start(self, sink: InboundSink) -> None:
         self._sink = sink
+        if self.offload is not None:
+            await self.offload.start(sink)
         if self.config.smtp.listen is not None or self._listen is not None:
             self.server = SmtpServer(self.config.smtp, self._deliver, listen=self._listen)
             await self.server.start()
@@ -99,64 +134,28 @@ class EmailChannel:
         if self.server is not None:
             await self.server.stop()
             self.server = None
+        if self.offload is not None:
+            await self.offload.stop()
         if self.sender is not None:
             await self.sender.close()
         self._sink = None
 
-    async def _deliver(self, raw: bytes, mail_from: str, rcpt_tos: list[str]) -> None:
+    def _deliver(self, raw: bytes, mail_from: str, rcpt_tos: list[str]) -> Awaitable[object]:
+        if self.offload is not None:
+            return self.offload.submit(raw, mail_from, rcpt_tos, self.clock.now())
+        return self._here(raw, mail_from, rcpt_tos)
+
+    async def _here(self, raw: bytes, mail_from: str, rcpt_tos: list[str]) -> None:
         sink = self._sink
         if sink is None:
             raise MessageRejected("the email channel is stopping")
-        account = rcpt_tos[0].lower() if rcpt_tos else "smtp"
-        read = functools.partial(
-            parse,
+        await ingest_raw(
+            sink,
             raw,
-            account=account,
+            mail_from,
+            rcpt_tos,
             received_at=self.clock.now(),
             max_attachment_bytes=self.max_attachment_bytes,
-        )
-        # A big message takes the parser long enough to stall every other
-        # session: read it off the event loop. A small one is quicker in place.
-        parsed = await asyncio.to_thread(read) if len(raw) > _READ_IN_PLACE else read()
-        message = parsed.message
-        if message is None and mail_from:
-            # No readable sender in the headers: the envelope's still tells who wrote.
-            try:
-                sender = identity("email", mail_from)
-            except InvalidIdentity:
-                sender = None
-            if sender is not None:
-                message = parse(
-                    b"From: " + mail_from.encode() + b"\r\n" + raw,
-                    account=account,
-                    received_at=self.clock.now(),
-                    max_attachment_bytes=self.max_attachment_bytes,
-                ).message
-        if message is None:
-            raise MessageRejected("no sender address in the message or its envelope")
-        if parsed.problems:
-            # Kept whole, so that nothing the parser could not read is lost.
-            message = dataclasses.replace(
-                message,
-                attachments=(
-                    *message.attachments,
-                    Attachment("original.eml", "message/rfc822", raw),
-                ),
-            )
-        extras = dict(message.extras)
-        extras.setdefault("envelope_from", mail_from)
-        if parsed.kind != "message":
-            extras["auto"] = parsed.kind
-        message = dataclasses.replace(message, extras=extras)
-        result = await sink(message)
-        loggers.event(
-            log,
-            "email.received",
-            kind=parsed.kind,
-            client=result.client_id,
-            interaction=result.interaction_id,
-            duplicate=result.duplicate,
-            problems=len(parsed.problems),
         )
 
     async def send(self, message: OutboundMessage) -> SendResult:
@@ -179,6 +178,106 @@ class EmailChannel:
             html=_html(message.text),
             attachments=attachments,
         )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Received:
+    """A received message read for the log: what it is (``message``, ``bounce``,
+    ``auto``…) and how many parts the parser could not read."""
+
+    message: InboundMessage
+    kind: str
+    problems: int
+
+
+async def read_received(
+    raw: bytes,
+    mail_from: str,
+    rcpt_tos: list[str],
+    *,
+    received_at: datetime,
+    max_attachment_bytes: int,
+) -> Received:
+    """Parse one received message for the log.
+
+    Raises :class:`~hub.errors.MessageRejected` when neither the message nor its
+    envelope names a sender."""
+    account = rcpt_tos[0].lower() if rcpt_tos else "smtp"
+    read = functools.partial(
+        parse,
+        raw,
+        account=account,
+        received_at=received_at,
+        max_attachment_bytes=max_attachment_bytes,
+    )
+    # A big message takes the parser long enough to stall every other
+    # session: read it off the event loop. A small one is quicker in place.
+    parsed = await asyncio.to_thread(read) if len(raw) > _READ_IN_PLACE else read()
+    message = parsed.message
+    if message is None and mail_from:
+        # No readable sender in the headers: the envelope's still tells who wrote.
+        try:
+            sender = identity("email", mail_from)
+        except InvalidIdentity:
+            sender = None
+        if sender is not None:
+            message = parse(
+                b"From: " + mail_from.encode() + b"\r\n" + raw,
+                account=account,
+                received_at=received_at,
+                max_attachment_bytes=max_attachment_bytes,
+            ).message
+    if message is None:
+        raise MessageRejected("no sender address in the message or its envelope")
+    if parsed.problems:
+        # Kept whole, so that nothing the parser could not read is lost.
+        message = dataclasses.replace(
+            message,
+            attachments=(
+                *message.attachments,
+                Attachment("original.eml", "message/rfc822", raw),
+            ),
+        )
+    extras = dict(message.extras)
+    extras.setdefault("envelope_from", mail_from)
+    if parsed.kind != "message":
+        extras["auto"] = parsed.kind
+    message = dataclasses.replace(message, extras=extras)
+    return Received(message, parsed.kind, len(parsed.problems))
+
+
+def log_received(received: Received, result: IngestResult) -> None:
+    loggers.event(
+        log,
+        "email.received",
+        kind=received.kind,
+        client=result.client_id,
+        interaction=result.interaction_id,
+        duplicate=result.duplicate,
+        problems=received.problems,
+    )
+
+
+async def ingest_raw(
+    sink: InboundSink,
+    raw: bytes,
+    mail_from: str,
+    rcpt_tos: list[str],
+    *,
+    received_at: datetime,
+    max_attachment_bytes: int,
+) -> IngestResult:
+    """Parse one received message and hand it to ``sink``; return once committed."""
+    received = await read_received(
+        raw,
+        mail_from,
+        rcpt_tos,
+        received_at=received_at,
+        max_attachment_bytes=max_attachment_bytes,
+    )
+    result = await sink(received.message)
+    log_received(received, result)
+    return result
 
 
 def _html(text: str) -> str:

@@ -819,6 +819,31 @@ def _forwarded_text(inner: Message, max_bytes: int, problems: list[str]) -> str:
     return "\n".join(["---------- Forwarded message ----------", *head, "", text]).strip()
 
 
+_SENDER_FIELDS = (b"from:", b"sender:", b"reply-to:", b"return-path:")
+
+
+def may_name_sender(raw: bytes, mail_from: str) -> bool:
+    """False only when neither the envelope nor any sender field of the header
+    holds an address: such a message can never be logged (:func:`parse` would
+    find no sender either). A quick look, so that an SMTP server can refuse the
+    message before it is parsed; it never refuses what :func:`parse` accepts."""
+    if "@" in mail_from:
+        return True
+    end = raw.find(b"\n\r\n")
+    if end < 0:
+        end = raw.find(b"\n\n")
+    in_field = False
+    for line in (raw if end < 0 else raw[:end]).split(b"\n"):
+        if line[:1] in (b" ", b"\t"):  # folded: part of the field above
+            if in_field and b"@" in line:
+                return True
+            continue
+        in_field = line[:13].lower().startswith(_SENDER_FIELDS)
+        if in_field and b"@" in line:
+            return True
+    return False
+
+
 def _sender(h: _Headers, problems: list[str]) -> Identity | None:
     for name in ("From", "Sender", "Reply-To", "Return-Path"):
         for display, address in h.addresses(name):

@@ -31,6 +31,7 @@ never widens the recipient domains: the server is never a relay.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import re
@@ -38,6 +39,8 @@ import secrets
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -48,7 +51,7 @@ from hub.errors import ConfigError, MessageRejected, StorageUnavailable
 
 log = loggers.channels
 
-Deliver = Callable[[bytes, str, list[str]], Awaitable[None]]
+Deliver = Callable[[bytes, str, list[str]], Awaitable[object]]
 
 MAX_RECIPIENTS = 100  # RFC 5321 4.5.3.1.8: at least 100 must be accepted
 
@@ -77,7 +80,9 @@ class _Handler:
     def __init__(self, domains: frozenset[str], deliver: Deliver) -> None:
         self._domains = domains
         self._deliver = deliver
-        self.pending: set[asyncio.Task[None]] = set()
+        self.pending: set[asyncio.Task[object]] = set()
+        self._prefix = secrets.token_hex(4)
+        self._n = 0
 
     async def handle_RCPT(
         self,
@@ -110,7 +115,8 @@ class _Handler:
         if mail_from == "<>":
             mail_from = ""
         rcpt_tos = list(envelope.rcpt_tos)
-        queue_id = secrets.token_hex(8)
+        self._n += 1
+        queue_id = f"{self._prefix}{self._n:x}"
         fields: dict[str, Any] = {
             "id": queue_id,
             "peer": _peer(session),
@@ -118,12 +124,18 @@ class _Handler:
             "rcpts": len(rcpt_tos),
             "size": len(raw),
         }
-        # Shielded: a client hanging up must not cancel a commit half way.
-        task = asyncio.ensure_future(self._deliver(raw, mail_from, rcpt_tos))
-        self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
+        # A client hanging up cancels this wait, not the commit: the ingest writer
+        # (or the mail spool) finishes it, and the client's retry is a redelivery.
+        work = self._deliver(raw, mail_from, rcpt_tos)
+        if not isinstance(work, asyncio.Future):
+            # Shielded: a client hanging up must not cancel a commit half way.
+            # (A future is work going on elsewhere already: the mail spool's.)
+            task = asyncio.ensure_future(work)
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
+            work = asyncio.shield(task)
         try:
-            await asyncio.shield(task)
+            await work
         except MessageRejected as error:
             loggers.event(log, "smtp_message", result="rejected", reason=str(error), **fields)
             return _REJECTED.format(_reply_text(str(error)))
@@ -193,6 +205,18 @@ def tls_context_of(settings: SmtpServerSection) -> ssl.SSLContext | None:
     return context
 
 
+@functools.lru_cache(maxsize=4096)
+def _path(arg: str) -> tuple[str | None, str | None]:
+    """The address and the rest of a MAIL or RCPT argument (RFC 5321 4.1.2), as
+    aiosmtpd reads it; ``(None, None)`` when it is no address."""
+    try:
+        parsed = get_angle_addr(arg) if arg.lstrip().startswith("<") else get_addr_spec(arg)
+    except HeaderParseError:
+        return None, None
+    address, rest = parsed
+    return str(address.addr_spec), rest
+
+
 def _peer(session: Session | None) -> str:
     peer = session.peer if session is not None else None
     if isinstance(peer, tuple) and len(peer) >= 2:
@@ -242,6 +266,24 @@ class _Protocol(SMTP):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd's own builds a typing.Protocol class at every call and parses
+        # the same few addresses (the hub's own, repeat senders) again and again.
+        if not arg:
+            return "", ""
+        path, tail = arg, ""
+        end = arg.find(">")
+        if end > 0 and '"' not in arg and arg.lstrip().startswith("<"):
+            path, tail = arg[: end + 1], arg[end + 1 :]  # the parameters (SIZE=…) vary
+        addr, rest = _path(path)
+        if addr is None:
+            return None, None
+        rest = (rest or "") + tail
+        limit = self.local_part_limit
+        if limit and len(addr.rpartition("@")[0]) > limit:
+            return None, None
+        return addr, rest
 
     async def push(self, status: AnyStr) -> None:
         # aiosmtpd's own size refusals ("552 Error: ...") get an RFC 3463 code.
