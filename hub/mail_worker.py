@@ -42,7 +42,6 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import Awaitable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -144,11 +143,6 @@ class MailWorker:
             future.set_exception(MessageRejected(_NO_SENDER))
             return future
         return self.spool.submit(raw, mail_from, rcpt_tos, received_at)
-
-    def __call__(
-        self, raw: bytes, mail_from: str, rcpt_tos: list[str], received_at: datetime
-    ) -> Awaitable[int]:
-        return self.submit(raw, mail_from, rcpt_tos, received_at)
 
     def _send(self, batch: list[Spooled]) -> None:
         writer = self._writer
