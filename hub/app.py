@@ -348,6 +348,7 @@ class Hub:
                             sent=lambda: dispatcher.sent,
                             failed=lambda: dispatcher.failed,
                             ready=lambda: self.ready,
+                            spool=self._spool_counts(),
                         ),
                     ),
                 )
@@ -368,6 +369,12 @@ class Hub:
             finally:
                 self.ready = False
                 loggers.event(log, "hub.stopping")
+
+    def _spool_counts(self) -> Callable[[], Awaitable[tuple[int, int]]] | None:
+        """The mail spool's counts for the metrics, when received mail is spooled."""
+        offload = getattr(self.channels.get("email"), "offload", None)
+        spool = getattr(offload, "spool", None)
+        return spool.counts if spool is not None else None
 
     async def _scan_reminders(self) -> None:
         if self.db is None:

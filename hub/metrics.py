@@ -8,7 +8,7 @@ format (escaping, ``# HELP``/``# TYPE``, content type) so the hub does not.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -33,6 +33,8 @@ class Sources:
     sent: Callable[[], int]
     failed: Callable[[], int]
     ready: Callable[[], bool]
+    # the mail spool: (waiting to be logged, set aside); None without one
+    spool: Callable[[], Awaitable[tuple[int, int]]] | None = None
 
 
 class Metrics:
@@ -41,6 +43,7 @@ class Metrics:
         self.clock = clock
         self.sources = sources
         self._gauges: q.Gauges | None = None
+        self._spool: tuple[int, int] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -52,6 +55,12 @@ class Metrics:
         except Exception as exc:
             loggers.event(log, "metrics.database_down", 30, error=type(exc).__name__)
             self._gauges = None
+        self._spool = None
+        if self.sources.spool is not None:
+            try:
+                self._spool = await self.sources.spool()
+            except Exception as exc:
+                loggers.event(log, "metrics.spool_unreadable", 30, error=type(exc).__name__)
         return generate_latest(self.registry)
 
     def collect(self) -> Iterable[Metric]:
@@ -69,6 +78,16 @@ class Metrics:
             "hub_outbound_failed", "Outbound messages failed for good", value=s.failed()
         )
         yield GaugeMetricFamily("hub_ready", "1 once every channel listens", value=s.ready())
+        if self._spool is not None:
+            waiting, aside = self._spool
+            yield GaugeMetricFamily(
+                "hub_mail_spool_waiting", "Received mail kept, not yet logged", value=waiting
+            )
+            yield GaugeMetricFamily(
+                "hub_mail_spool_set_aside",
+                "Received mail that could not be logged, kept in the spool with the reason",
+                value=aside,
+            )
         g = self._gauges
         yield GaugeMetricFamily(
             "hub_database_up", "1 when the last scrape could read the database", value=g is not None

@@ -22,6 +22,7 @@ from channels.email.channel import EmailChannel
 from channels.email.parse import may_name_sender, parse
 from channels.email.spool import MailSpool
 from hub import config as hub_config
+from hub.app import Hub
 from hub.attachments import AttachmentStore
 from hub.clock import SystemClock
 from hub.ingest import Ingestor
@@ -29,6 +30,8 @@ from hub.mail_worker import MailWorker
 from storage import Database
 from storage.models import Interaction
 from tests.corpus import email_corpus
+from tests.test_app import TOKEN, _free_port
+from tests.test_metrics import scrape
 
 DOMAIN = "desk.example.com"
 
@@ -143,6 +146,7 @@ async def test_mail_is_answered_once_spooled_and_logged_by_the_worker(desk: Desk
     # Logged: the spool let the rows go; the hub's own process counted them.
     await until(lambda: _true(not desk.spooled()))
     await until(lambda: _true(desk.ingestor.ingested["email"] == 3))
+    assert await desk.worker.spool.counts() == (0, 0)
 
 
 async def _true(value: bool) -> bool:
@@ -180,6 +184,7 @@ async def test_a_sender_the_parser_cannot_read_is_set_aside_in_the_spool(desk: D
     [(_, error)] = desk.spooled()
     assert error is not None and "no sender" in error
     assert await desk.worker.spool.waiting() == []  # kept, not sent again
+    assert await desk.worker.spool.counts() == (0, 1)
     assert await desk.count() == 0
 
 
@@ -255,3 +260,34 @@ def test_the_quick_look_never_refuses_what_the_parser_reads_a_sender_from() -> N
     assert may_name_sender(b"Subject: x\r\n\r\nbody\r\n", "bounce@x.y")
     assert may_name_sender(b"From: Someone\r\n  <folded@x.y>\r\n\r\nbody\r\n", "")
     assert may_name_sender(b"Reply-To: r@x.y\n\nbody\n", "")
+
+
+async def test_the_hub_runs_the_worker_and_counts_its_mail(db_url: str, tmp_path: Path) -> None:
+    admin, smtp = _free_port(), _free_port()
+    config = hub_config.parse(
+        {
+            "storage": {"url": db_url, "attachments_dir": str(tmp_path / "files")},
+            "admin": {"listen": f"127.0.0.1:{admin}", "token": TOKEN},
+            "email": {
+                "smtp": {"listen": f"127.0.0.1:{smtp}", "domains": [DOMAIN]},
+                "spool": str(tmp_path / "mail-spool.db"),
+            },
+        }
+    )
+    hub = Hub(config)
+    async with hub.lifespan():
+        email = hub.channels["email"]
+        assert isinstance(email, EmailChannel) and isinstance(email.offload, MailWorker)
+        await _send(smtp, _mail(40))
+        await _send(smtp, _mail(40))  # sent again: logged once
+
+        async def counted() -> bool:
+            metrics = await scrape(admin)
+            return metrics.get("hub_ingested_total{channel=email}") == 1 and (
+                metrics["hub_mail_spool_waiting"] == 0
+            )
+
+        await until(counted)
+        metrics = await scrape(admin)
+    assert metrics["hub_mail_spool_set_aside"] == 0
+    assert metrics["hub_ingested_total{channel=email}"] == 1

@@ -124,6 +124,18 @@ class MailSpool:
 
         return await self._run(read)
 
+    async def counts(self) -> tuple[int, int]:
+        """(messages waiting to be logged, messages set aside)."""
+
+        def count() -> tuple[int, int]:
+            assert self._db is not None
+            waiting, aside = self._db.execute(
+                "SELECT count(*) - count(error), count(error) FROM spool"
+            ).fetchone()
+            return int(waiting), int(aside)
+
+        return await self._run(count)
+
     # -- the writer ------------------------------------------------------------------
 
     async def _writer(self) -> None:
