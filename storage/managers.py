@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage.locks import lock_key
 from storage.tables import managers, outbox
 
 
@@ -17,6 +18,12 @@ async def sync(conn: AsyncConnection, configured: list[dict[str, Any]], now: dat
 
     Ids stay stable, so assignments and ownership survive config edits.
     """
+    if conn.dialect.name == "postgresql":
+        # Instances starting together: one syncs at a time, each seeing the rows of
+        # the one before (SQLite's write transaction is exclusive already).
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key("managers-sync")}
+        )
     m = managers.c
     existing = {row.telegram_id: row.id for row in await conn.execute(select(m.id, m.telegram_id))}
     for values in configured:

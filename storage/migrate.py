@@ -8,11 +8,14 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from storage.db import Database
+from storage.locks import lock_key
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+_LOCK = lock_key("migrations")
 
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:
@@ -36,8 +39,17 @@ async def upgrade(db: Database, revision: str = "head") -> list[str]:
         return [rev.revision for rev in reversed(list(script.iterate_revisions(after, before)))]
 
     async with db.engine.connect() as conn:
-        applied = await conn.run_sync(run)
-        await conn.commit()
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:  # instances starting together migrate one at a time
+            await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK})
+            await conn.commit()
+        try:
+            applied = await conn.run_sync(run)
+            await conn.commit()
+        finally:
+            if postgres:
+                await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK})
+                await conn.commit()
     return applied
 
 

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import delete, insert, text, update
 from sqlalchemy.exc import DBAPIError
 
 from hub.types import ConversationStatus
 from storage import Database
+from storage import managers as managers_q
 from storage.ingest import manager_loads
 from storage.migrate import current, upgrade
 from storage.models import Client, Interaction
 from storage.reports import volume_query
 from storage.tables import UNRESOLVED
+from tests import pg
 
 
 async def test_migrations_are_applied_once(db: Database) -> None:
@@ -127,3 +132,47 @@ async def test_a_report_period_reads_its_part_of_the_log_from_the_time_index(
             str(row[-1]) for row in await conn.execute(text(f"EXPLAIN QUERY PLAN {sql}"))
         )
     assert "SEARCH interactions USING COVERING INDEX ix_interactions_at (at>? AND at<?)" in plan
+
+
+async def test_instances_starting_together_migrate_and_sync_managers_in_turn(
+    pg_for_backend: pg.PgServer | None,
+) -> None:
+    """Two instances started at once on an empty PostgreSQL database: neither may
+    fail on the other's tables or manager rows."""
+    if pg_for_backend is None:
+        pytest.skip("PostgreSQL: SQLite's writers take turns by themselves")
+    name = f"hub_empty_{os.getpid()}"
+    admin = await asyncpg.connect(pg_for_backend.dsn("postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dbs = [Database(pg_for_backend.url(name)) for _ in range(3)]
+    configured = [
+        {
+            "name": f"Manager {n}",
+            "telegram_id": 700 + n,
+            "email": None,
+            "role": "manager",
+            "hours": None,
+            "timezone": None,
+            "capacity": 20,
+            "attrs": {},
+        }
+        for n in range(5)
+    ]
+
+    async def sync(db: Database) -> None:
+        async with db.write() as conn:
+            await managers_q.sync(conn, configured, datetime.now(UTC))
+
+    try:
+        await asyncio.gather(*(upgrade(db) for db in dbs))
+        await asyncio.gather(*(sync(db) for db in dbs))
+        assert await current(dbs[0]) is not None
+        async with dbs[0].read() as conn:
+            assert len(await managers_q.ids_by_name(conn)) == 5
+    finally:
+        for db in dbs:
+            await db.dispose()
