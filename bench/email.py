@@ -184,7 +184,7 @@ async def main_async(args: argparse.Namespace) -> None:
     durable_rate = args.messages / durable_s
     print(f"messages {args.messages}, SMTP sessions at once {args.clients}")
     print(
-        f"hub (SMTP session -> parsed -> committed interaction -> 250): {hub_s:.2f} s, "
+        f"hub (SMTP session -> spool -> 250; worker -> every message logged): {hub_s:.2f} s, "
         f"{hub_rate:,.0f} messages/s"
     )
     print(f"bare aiosmtpd answering 250: {bare_s:.2f} s, {bare_rate:,.0f} messages/s")
