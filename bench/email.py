@@ -30,11 +30,11 @@ import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import text
 
+from bench.hub_config import in_folder
 from channels.email.channel import EmailChannel
 from hub.app import mail_worker
 from hub.attachments import AttachmentStore
 from hub.clock import SystemClock
-from hub.config import Config
 from hub.ingest import Ingestor
 from storage.db import Database
 from storage.migrate import upgrade
@@ -86,21 +86,7 @@ async def send_all(port: int, payloads: list[tuple[str, bytes]], clients: int) -
 
 async def run_hub(folder: Path, payloads: list[tuple[str, bytes]], clients: int) -> float:
     port = free_port()
-    config = Config.model_validate(
-        {
-            "admin": {"token": "bench"},
-            "hub": {"log_level": "WARNING"},
-            "storage": {
-                "url": f"sqlite+aiosqlite:///{folder}/hub.db",
-                "attachments_dir": str(folder / "files"),
-                "max_attachment_bytes": 10**7,
-            },
-            "email": {
-                "smtp": {"listen": f"127.0.0.1:{port}", "domains": [DOMAIN]},
-                "spool": str(folder / "mail-spool.db"),
-            },
-        }
-    )
+    config = in_folder(folder, {"smtp": {"listen": f"127.0.0.1:{port}", "domains": [DOMAIN]}})
     db = Database(config.storage.url)
     await upgrade(db)
     ingestor = Ingestor(db, SystemClock(), AttachmentStore(folder / "files", 10**7))

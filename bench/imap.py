@@ -21,15 +21,16 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aioimaplib  # type: ignore[import-untyped]
 
+from bench.hub_config import in_folder
 from channels.email.channel import EmailChannel
 from channels.email.imap import MemoryCursorStore
 from hub.app import mail_worker
 from hub.attachments import AttachmentStore
 from hub.clock import SystemClock
-from hub.config import Config, EmailSection
 from hub.ingest import Ingestor
 from hub.mail_worker import MailWorker
 from storage.db import Database
@@ -103,37 +104,24 @@ async def fill(server: dovecot.DovecotServer, count: int) -> None:
     await client.logout()
 
 
-def settings(server: dovecot.DovecotServer) -> EmailSection:
-    return EmailSection.model_validate(
-        {
-            "imap": [
-                {
-                    "host": server.host,
-                    "port": server.port,
-                    "user": server.user,
-                    "password": server.password,
-                    "folder": FOLDER,
-                    "tls": False,
-                }
-            ]
-        }
-    )
+def settings(server: dovecot.DovecotServer) -> dict[str, Any]:
+    """The ``email`` section: the Dovecot folder to watch."""
+    return {
+        "imap": [
+            {
+                "host": server.host,
+                "port": server.port,
+                "user": server.user,
+                "password": server.password,
+                "folder": FOLDER,
+                "tls": False,
+            }
+        ]
+    }
 
 
 async def run_hub(server: dovecot.DovecotServer, folder: Path, count: int) -> float:
-    config = Config.model_validate(
-        {
-            "admin": {"token": "bench"},
-            "hub": {"log_level": "WARNING"},
-            "storage": {
-                "url": f"sqlite+aiosqlite:///{folder}/hub.db",
-                "attachments_dir": str(folder / "files"),
-                "max_attachment_bytes": 10**7,
-            },
-        }
-    )
-    email = settings(server).model_copy(update={"spool": str(folder / "mail-spool.db")})
-    config = config.model_copy(update={"email": email})
+    config = in_folder(folder, settings(server))
     db = Database(config.storage.url)
     await upgrade(db)
     ingestor = Ingestor(db, SystemClock(), AttachmentStore(folder / "files", 10**7))

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -93,10 +94,10 @@ def _config(db_url: str, tmp_path: Path) -> hub_config.Config:
     )
 
 
-@pytest.fixture
-async def desk(db_url: str, tmp_path: Path) -> AsyncIterator[Desk]:
-    config = _config(db_url, tmp_path)
-    db = Database(db_url)
+@asynccontextmanager
+async def running(config: hub_config.Config, tmp_path: Path) -> AsyncIterator[Desk]:
+    """The email channel on port 0 with its mail worker, as the hub sets them up."""
+    db = Database(config.storage.url)
     ingestor = Ingestor(db, SystemClock(), AttachmentStore(tmp_path / "files", 10**7))
     await ingestor.start()
     worker = MailWorker(config, staff_channel=None)
@@ -110,6 +111,12 @@ async def desk(db_url: str, tmp_path: Path) -> AsyncIterator[Desk]:
         await channel.stop()
         await ingestor.stop()
         await db.dispose()
+
+
+@pytest.fixture
+async def desk(db_url: str, tmp_path: Path) -> AsyncIterator[Desk]:
+    async with running(_config(db_url, tmp_path), tmp_path) as started:
+        yield started
 
 
 def _mail(n: int, **headers: str) -> EmailMessage:
@@ -220,29 +227,16 @@ async def test_what_the_spool_holds_at_start_is_logged(db_url: str, tmp_path: Pa
     ]
     await spool.close()
     assert ids[1] > ids[0]
-    db = Database(db_url)
-    ingestor = Ingestor(db, SystemClock(), AttachmentStore(tmp_path / "files", 10**7))
-    await ingestor.start()
-    worker = MailWorker(config, staff_channel=None)
-    channel = EmailChannel(
-        config.email, max_attachment_bytes=10**7, offload=worker, listen="127.0.0.1:0"
-    )
-    await channel.start(ingestor)
-    try:
-        desk = Desk(channel, worker, ingestor, db, Path(config.email.spool))
+    async with running(config, tmp_path) as desk:
 
         async def logged() -> bool:
             return await desk.count() == 2
 
         await until(logged)
-        async with db.read() as conn:
+        async with desk.db.read() as conn:
             [when] = (await conn.execute(select(func.min(Interaction.at)))).scalars()
         assert when == at  # as received, not as logged
         await until(lambda: _true(not desk.spooled()))
-    finally:
-        await channel.stop()
-        await ingestor.stop()
-        await db.dispose()
 
 
 def test_the_quick_look_never_refuses_what_the_parser_reads_a_sender_from() -> None:

@@ -101,6 +101,14 @@ def test_unresolved_is_every_status_but_resolved() -> None:
     assert set(UNRESOLVED) == {s.value for s in ConversationStatus} - {"resolved"}
 
 
+async def _plan(db: Database, query: Any) -> str:
+    """SQLite's query plan of ``query``, its lines joined."""
+    sql = str(query.compile(dialect=db.engine.dialect, compile_kwargs={"literal_binds": True}))
+    async with db.read() as conn:
+        rows = await conn.execute(text(f"EXPLAIN QUERY PLAN {sql}"))
+        return " ".join(str(row[-1]) for row in rows)
+
+
 async def test_manager_loads_seek_the_index_instead_of_scanning_history(
     db: Database, backend: str
 ) -> None:
@@ -108,12 +116,7 @@ async def test_manager_loads_seek_the_index_instead_of_scanning_history(
     history of resolved ones, a scan of them all would cost every batch more."""
     if backend != "sqlite":
         pytest.skip("SQLite's query plan")
-    query = manager_loads()
-    sql = str(query.compile(dialect=db.engine.dialect, compile_kwargs={"literal_binds": True}))
-    async with db.read() as conn:
-        plan = " ".join(
-            str(row[-1]) for row in await conn.execute(text(f"EXPLAIN QUERY PLAN {sql}"))
-        )
+    plan = await _plan(db, manager_loads())
     assert "SEARCH conversations USING COVERING INDEX ix_conversations_status_assignee" in plan
 
 
@@ -125,12 +128,7 @@ async def test_a_report_period_reads_its_part_of_the_log_from_the_time_index(
     if backend != "sqlite":
         pytest.skip("SQLite's query plan")
     start = datetime(2026, 1, 5, tzinfo=UTC)
-    query = volume_query(db.dialect, start, start + timedelta(days=7))
-    sql = str(query.compile(dialect=db.engine.dialect, compile_kwargs={"literal_binds": True}))
-    async with db.read() as conn:
-        plan = " ".join(
-            str(row[-1]) for row in await conn.execute(text(f"EXPLAIN QUERY PLAN {sql}"))
-        )
+    plan = await _plan(db, volume_query(db.dialect, start, start + timedelta(days=7)))
     assert "SEARCH interactions USING COVERING INDEX ix_interactions_at (at>? AND at<?)" in plan
 
 
