@@ -62,6 +62,7 @@ _START_TIMEOUT = 60.0  # seconds for the worker to import, connect and say ready
 _STOP_TIMEOUT = 30.0  # seconds for it to finish and exit once told to stop
 _FIRST_DELAY, _MAX_DELAY = 0.5, 30.0  # between restarts
 _RESEND_CHUNK = 500  # spooled messages read at a time when a worker starts
+_IN_HAND = 5000  # messages the worker parses and logs at once, at most
 _LOG_WINDOW = 0.02  # seconds the worker's log writer waits to gather a batch
 _RETRY_FIRST, _RETRY_MAX = 1.0, 60.0  # seconds between attempts to log a message
 _NO_SENDER = "no sender address in the message or its envelope"
@@ -204,8 +205,10 @@ class MailWorker:
         while True:
             began = loop.time()
             await self._answers(reader)
-            process = self._process
+            process, writer = self._process, self._writer
             self._writer = None
+            if writer is not None:
+                writer.close()
             if process is not None:
                 code = await process.wait()
                 if not self._closing:
@@ -225,6 +228,8 @@ class MailWorker:
                     break
                 except (StorageUnavailable, OSError) as exc:
                     loggers.event(log, "mail_worker.start_failed", logging.ERROR, reason=exc)
+                except Exception:  # whatever it is, mail waits in the spool: try again
+                    log.exception("mail_worker.start_failed")
             if self._closing:
                 return
 
@@ -361,6 +366,8 @@ async def _serve(sock: socket.socket) -> None:
                 worker.take(await _read(reader))
             except (asyncio.IncompleteReadError, OSError, EOFError):
                 break  # the hub closed its end, or its process is gone
+            while len(worker.tasks) > _IN_HAND:  # a backlog: read on as it shrinks
+                await asyncio.wait(worker.tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         # What is in hand is logged now if the database lets, else by the next worker.
         worker.closing.set()
