@@ -285,3 +285,26 @@ async def test_the_hub_runs_the_worker_and_counts_its_mail(db_url: str, tmp_path
         metrics = await scrape(admin)
     assert metrics["hub_mail_spool_set_aside"] == 0
     assert metrics["hub_ingested_total{channel=email}"] == 1
+
+
+async def test_a_spool_that_cannot_commit_answers_451_and_the_retry_is_logged(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = desk.worker.spool
+    commit = spool._commit
+
+    def full(*args: object) -> int:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(spool, "_commit", full)
+    with pytest.raises(aiosmtplib.SMTPDataError) as deferred:
+        await _send(desk.port, _mail(50))
+    assert deferred.value.code == 451  # the sender keeps it and tries again
+    monkeypatch.setattr(spool, "_commit", commit)
+    await _send(desk.port, _mail(50))
+
+    async def logged() -> bool:
+        return await desk.count() == 1
+
+    await until(logged)
+    assert [ext for ext, _ in await desk.inbound()] == ["<order-50@example.org>"]
