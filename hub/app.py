@@ -82,7 +82,7 @@ def build_channels(
             clock=clock,
             cursors=DbCursorStore(desk.db, clock),
             locks=DbMailboxLocks(desk.db),
-            offload=mail_worker(config),
+            offload=mail_worker(config, staff_channel=desk.staff_channel),
         )
     if config.webform.listen:
         from channels.webform import WebformChannel
@@ -98,7 +98,7 @@ def build_channels(
     return channels
 
 
-def mail_worker(config: Config) -> Offload | None:
+def mail_worker(config: Config, *, staff_channel: str | None = None) -> Offload | None:
     """The mail worker for received mail, when there is any to receive and the
     database is one a second process can open (not SQLite in memory)."""
     email = config.email
@@ -108,7 +108,7 @@ def mail_worker(config: Config) -> Offload | None:
         return None
     from hub.mail_worker import MailWorker
 
-    return MailWorker(config, staff_channel="telegram" if config.telegram.enabled else None)
+    return MailWorker(config, staff_channel=staff_channel)
 
 
 def reporter(config: Config, db: Database, clock: Clock) -> Reporter:

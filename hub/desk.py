@@ -501,9 +501,8 @@ class Desk:
         """Roles: supervisors and admins see every client; marketers none (they
         work with campaigns and reports); a manager the clients nobody has yet,
         their own, and their team's (managers without a team are one team)."""
-        if not self._limited(manager):
-            return self._may_see(manager, [])
-        return self._may_see(manager, await clients_q.keepers(conn, client_id))
+        keepers = await clients_q.keepers(conn, client_id) if self._limited(manager) else []
+        return self._may_see(manager, keepers)
 
     @staticmethod
     def _limited(manager: ManagerRef) -> bool:

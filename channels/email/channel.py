@@ -152,14 +152,14 @@ class EmailChannel:
         sink = self._sink
         if sink is None:
             raise MessageRejected("the email channel is stopping")
-        await ingest_raw(
-            sink,
+        received = await read_received(
             raw,
             mail_from,
             rcpt_tos,
             received_at=self.clock.now(),
             max_attachment_bytes=self.max_attachment_bytes,
         )
+        log_received(received, await sink(received.message))
 
     async def send(self, message: OutboundMessage) -> SendResult:
         if self.sender is None:
@@ -259,28 +259,6 @@ def log_received(received: Received, result: IngestResult) -> None:
         duplicate=result.duplicate,
         problems=received.problems,
     )
-
-
-async def ingest_raw(
-    sink: InboundSink,
-    raw: bytes,
-    mail_from: str,
-    rcpt_tos: list[str],
-    *,
-    received_at: datetime,
-    max_attachment_bytes: int,
-) -> IngestResult:
-    """Parse one received message and hand it to ``sink``; return once committed."""
-    received = await read_received(
-        raw,
-        mail_from,
-        rcpt_tos,
-        received_at=received_at,
-        max_attachment_bytes=max_attachment_bytes,
-    )
-    result = await sink(received.message)
-    log_received(received, result)
-    return result
 
 
 def _html(text: str) -> str:

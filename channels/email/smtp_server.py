@@ -124,12 +124,11 @@ class _Handler:
             "rcpts": len(rcpt_tos),
             "size": len(raw),
         }
-        # A client hanging up cancels this wait, not the commit: the ingest writer
-        # (or the mail spool) finishes it, and the client's retry is a redelivery.
+        # A client hanging up must not cancel a commit half way: a coroutine runs
+        # shielded as a task of its own; a future is work going on elsewhere
+        # already (the mail spool's), which the hang-up cannot cut short.
         work = self._deliver(raw, mail_from, rcpt_tos)
         if not isinstance(work, asyncio.Future):
-            # Shielded: a client hanging up must not cancel a commit half way.
-            # (A future is work going on elsewhere already: the mail spool's.)
             task = asyncio.ensure_future(work)
             self.pending.add(task)
             task.add_done_callback(self.pending.discard)

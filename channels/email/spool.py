@@ -15,6 +15,7 @@ what is still to be logged (after a restart, say).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -118,7 +119,9 @@ class MailSpool:
                 (after, limit),
             ).fetchall()
             return [
-                Spooled(i, raw, sender, rcpts.split("\n") if rcpts else [], _when(at))
+                Spooled(
+                    i, raw, sender, rcpts.split("\n") if rcpts else [], datetime.fromisoformat(at)
+                )
                 for i, raw, sender, rcpts, at in rows
             ]
 
@@ -163,16 +166,9 @@ class MailSpool:
                 continue
             spooled = []
             for n, (message, future) in enumerate(batch):
-                row = Spooled(
-                    first + n,
-                    message.raw,
-                    message.mail_from,
-                    message.rcpt_tos,
-                    message.received_at,
-                )
-                spooled.append(row)
+                spooled.append(dataclasses.replace(message, id=first + n))
                 if not future.done():
-                    future.set_result(row.id)
+                    future.set_result(first + n)
             if spooled and self.on_spooled is not None:
                 self.on_spooled(spooled)
 
@@ -225,7 +221,3 @@ class MailSpool:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._thread is not None
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
-
-
-def _when(text: str) -> datetime:
-    return datetime.fromisoformat(text)
