@@ -43,10 +43,10 @@ from sqlalchemy import insert
 from channels.email.channel import EmailChannel
 from channels.telegram import TelegramChannel
 from hub import config as hub_config
-from hub.app import Hub
-from hub.campaigns import parse_spec
-from hub.ports import ChannelLimits, RateLimit
-from hub.types import STAFF_KINDS
+from hub.app.run import Hub
+from hub.campaigns.campaigns import parse_spec
+from hub.kernel.ports import ChannelLimits, RateLimit
+from hub.kernel.types import STAFF_KINDS
 from storage import Database
 from storage.migrate import upgrade
 from storage.models import Client, Identity

@@ -21,7 +21,7 @@ import tempfile
 import time
 
 from hub import config as hub_config
-from hub.app import Hub
+from hub.app.run import Hub
 from tests.botapi import BotApiServer
 
 TOKEN = re.compile(r"\bq(\d+)q\b")

@@ -28,11 +28,11 @@ import aioimaplib  # type: ignore[import-untyped]
 from bench.hub_config import in_folder
 from channels.email.channel import EmailChannel
 from channels.email.imap import MemoryCursorStore
-from hub.app import mail_worker
-from hub.attachments import AttachmentStore
-from hub.clock import SystemClock
-from hub.ingest import Ingestor
-from hub.mail_worker import MailWorker
+from hub.app.mail_worker import MailWorker
+from hub.app.run import mail_worker
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import Ingestor
+from hub.kernel.clock import SystemClock
 from storage.db import Database
 from storage.migrate import upgrade
 from tests import dovecot

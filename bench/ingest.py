@@ -24,11 +24,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hub.attachments import AttachmentStore
-from hub.clock import SystemClock
-from hub.identities import identity
-from hub.ingest import Ingestor
-from hub.types import Channel, InboundMessage
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import Ingestor
+from hub.kernel.clock import SystemClock
+from hub.kernel.identities import identity
+from hub.kernel.types import Channel, InboundMessage
 from storage.db import SQLITE_PRAGMAS, Database
 from storage.migrate import upgrade
 

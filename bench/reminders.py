@@ -2,7 +2,7 @@
 
 100,000 pending reminders (for 1,000 clients and 10 managers) fall due evenly
 over a short window (``--window`` seconds, starting ``--lead`` seconds after
-they are inserted). The hub's real firing loop (:class:`hub.reminders.ReminderLoop`
+they are inserted). The hub's real firing loop (:class:`hub.jobs.reminders.ReminderLoop`
 on the system clock) fires them: each firing claims the row, logs an event on
 the client and queues the manager's message, in one transaction per batch.
 Lateness is the wall-clock time from a reminder's ``due_at`` to the commit that
@@ -36,8 +36,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, insert
 
-from hub.clock import SystemClock
-from hub.reminders import ReminderLoop
+from hub.jobs.reminders import ReminderLoop
+from hub.kernel.clock import SystemClock
 from storage.db import SQLITE_PRAGMAS, Database
 from storage.migrate import upgrade
 from storage.models import Client, Manager

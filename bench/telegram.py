@@ -30,10 +30,10 @@ from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
 from channels.telegram import TelegramChannel
-from hub.attachments import AttachmentStore
-from hub.clock import SystemClock
 from hub.config import TelegramSection
-from hub.ingest import Ingestor
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import Ingestor
+from hub.kernel.clock import SystemClock
 from storage.db import Database
 from storage.migrate import upgrade
 from tests.botapi import BotApiServer, Limits

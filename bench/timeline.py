@@ -11,8 +11,8 @@ clients:
 - card: what the admin API runs for a client's card and its timeline
   (``storage.read.client_card`` and ``storage.read.timeline``, the last 50
   shown), in one read unit of work;
-- staff card: what the managers' Telegram ``/card`` runs (``hub.desk.Desk.card``);
-- search: ``storage.read.search_clients`` over ``hub.search.client_search`` for
+- staff card: what the managers' Telegram ``/card`` runs (``hub.desk.desk.Desk.card``);
+- search: ``storage.read.search_clients`` over ``hub.clients.search.client_search`` for
   a name, an email address, a phone number, or a word of the log.
 
 The bare baseline replays the exact statements (SQL and parameters) the hub
@@ -41,10 +41,10 @@ from typing import Any
 
 from sqlalchemy import event
 
-from hub.attachments import AttachmentStore
-from hub.clock import FrozenClock
-from hub.desk import Desk
-from hub.search import client_search
+from hub.clients.search import client_search
+from hub.desk.desk import Desk
+from hub.ingest.attachments import AttachmentStore
+from hub.kernel.clock import FrozenClock
 from storage import Database
 from storage import read as q
 from storage.db import SQLITE_PRAGMAS

@@ -5,7 +5,7 @@ grouping does not depend on the time zone. Volume is counted per quarter of an
 hour of UTC (every time zone's offset is a whole number of quarters), so the
 caller can fold the counts into local hours and days. Percentiles need every
 value and neither backend has the same function for them, so response times
-come back one row per conversation and are summarised in ``hub.reports``.
+come back one row per conversation and are summarised in ``hub.reports.reports``.
 
 Campaign figures are counted by :func:`storage.campaigns.stats` (the same as a
 campaign's own status shows); this module finds the campaigns of a period and

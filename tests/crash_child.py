@@ -16,12 +16,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hub.attachments import AttachmentStore
-from hub.clock import SystemClock
-from hub.errors import StorageUnavailable
-from hub.identities import identity
-from hub.ingest import Ingestor
-from hub.types import Channel, InboundMessage
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import Ingestor
+from hub.kernel.clock import SystemClock
+from hub.kernel.errors import StorageUnavailable
+from hub.kernel.identities import identity
+from hub.kernel.types import Channel, InboundMessage
 from storage import Database
 
 CLIENTS = 200

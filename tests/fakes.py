@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from hub.errors import DeliveryError
-from hub.ports import ChannelLimits, InboundSink
-from hub.types import OutboundMessage, SendResult
+from hub.kernel.errors import DeliveryError
+from hub.kernel.ports import ChannelLimits, InboundSink
+from hub.kernel.types import OutboundMessage, SendResult
 
 
 class RecordingChannel:

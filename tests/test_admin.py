@@ -14,12 +14,12 @@ import aiohttp
 import pytest
 from sqlalchemy import insert, update
 
-from hub.admin import AdminServer, create_app
-from hub.attachments import AttachmentStore
-from hub.clock import FrozenClock
-from hub.identities import identity
-from hub.ingest import Ingestor
-from hub.types import Channel, InboundMessage, IngestResult
+from hub.admin.api import AdminServer, create_app
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import Ingestor
+from hub.kernel.clock import FrozenClock
+from hub.kernel.identities import identity
+from hub.kernel.types import Channel, InboundMessage, IngestResult
 from storage import Database
 from storage.models import Conversation, Interaction, Manager
 

@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from hub.admin import AdminServer, create_app
-from hub.identities import identity
-from hub.types import Channel
+from hub.admin.api import AdminServer, create_app
+from hub.kernel.identities import identity
+from hub.kernel.types import Channel
 from storage import Database
 from storage.models import Audit, Client
 from tests.test_ingest import message, rows, running

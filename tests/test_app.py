@@ -17,9 +17,9 @@ import aiohttp
 import pytest
 
 from hub import config as hub_config
-from hub.app import Hub
-from hub.identities import identity
-from hub.types import Channel, InboundMessage
+from hub.app.run import Hub
+from hub.kernel.identities import identity
+from hub.kernel.types import Channel, InboundMessage
 from tests.fakes import RecordingChannel
 
 TOKEN = "s3cret-admin-token-0123456789"
@@ -107,7 +107,7 @@ async def test_hub_run_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "hub.cli",
+        "hub",
         "run",
         "--config",
         str(config),
@@ -147,7 +147,7 @@ def test_migrate_command(tmp_path: Path) -> None:
     config.write_text(
         f'[storage]\nurl = "sqlite+aiosqlite:///{tmp_path}/hub.db"\n[admin]\ntoken = "x"\n'
     )
-    run = [sys.executable, "-m", "hub.cli", "migrate", "--config", str(config)]
+    run = [sys.executable, "-m", "hub", "migrate", "--config", str(config)]
     first = subprocess.run(run, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
     assert "applied: 0001, 0002, 0003, 0004" in first.stdout

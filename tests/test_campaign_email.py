@@ -24,8 +24,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import insert, select
 
 from hub import config as hub_config
-from hub.app import Hub
-from hub.campaigns import parse_spec
+from hub.app.run import Hub
+from hub.campaigns.campaigns import parse_spec
 from storage import Database
 from storage.models import Client, Identity, Interaction
 

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 from sqlalchemy import insert, select
 
 from hub import config as hub_config
-from hub.app import Hub
-from hub.campaigns import parse_spec
+from hub.app.run import Hub
+from hub.campaigns.campaigns import parse_spec
 from storage import Database
 from storage.models import CampaignTarget, Client, Identity, Interaction
 from tests.botapi import BotApiServer, Limits

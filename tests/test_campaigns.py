@@ -11,18 +11,18 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, insert, select, update
 
-from hub.campaigns import (
+from hub.campaigns.campaigns import (
     CampaignError,
     Campaigns,
     load_spec,
     parse_spec,
     quiet_until,
 )
-from hub.clock import FrozenClock
+from hub.campaigns.scripts import ScriptError, Variant, check, context, pick, render
+from hub.campaigns.unsubscribe import Unsubscribe
 from hub.config import CampaignsSection
-from hub.scripts import ScriptError, Variant, check, context, pick, render
-from hub.types import ManagerRef
-from hub.unsubscribe import Unsubscribe
+from hub.kernel.clock import FrozenClock
+from hub.kernel.types import ManagerRef
 from storage import Database
 from storage import campaigns as q
 from storage.models import (
@@ -530,7 +530,7 @@ async def test_unsubscribe_link_opts_out_once_and_forgeries_fail(db: Database) -
 def test_cli_creates_previews_starts_and_reports(
     db_url: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from hub import cli
+    from hub.app import cli
 
     config = tmp_path / "hub.toml"
     config.write_text(
@@ -561,7 +561,7 @@ def test_cli_creates_previews_starts_and_reports(
 async def test_admin_api_creates_starts_pauses_and_reports(db: Database) -> None:
     import aiohttp
 
-    from hub.admin import AdminServer, create_app
+    from hub.admin.api import AdminServer, create_app
 
     clock = FrozenClock(NOW)
     await add_client(db, "A", telegram="901")

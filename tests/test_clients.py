@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from hub.clients import ClientBook, ClientError
-from hub.clock import FrozenClock
-from hub.identities import identity
-from hub.types import Channel
+from hub.clients.book import ClientBook, ClientError
+from hub.kernel.clock import FrozenClock
+from hub.kernel.identities import identity
+from hub.kernel.types import Channel
 from storage import Database
 from storage.models import Audit, Client, Conversation, Identity, Interaction
 from tests.test_ingest import T0, message, rows, running, scalar

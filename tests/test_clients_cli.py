@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.cli import main
+from hub.app.cli import main
 
 
 def hub(*args: str) -> int:

@@ -14,7 +14,7 @@ import pytest
 from pydantic import BaseModel
 
 from hub.config import Config, load, parse
-from hub.errors import ConfigError
+from hub.kernel.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.toml"
@@ -393,7 +393,7 @@ def test_config_is_frozen() -> None:
 def check_config(path: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HUB_", "TELEGRAM_"))}
     return subprocess.run(
-        [sys.executable, "-m", "hub.cli", "check-config", "--config", str(path)],
+        [sys.executable, "-m", "hub", "check-config", "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,

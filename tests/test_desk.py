@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select, update
 
-from hub.attachments import AttachmentStore
-from hub.clock import FrozenClock
-from hub.desk import Desk, NoConversation, NotSent
-from hub.identities import identity
-from hub.ingest import Ingestor
-from hub.types import (
+from hub.desk.desk import Desk, NoConversation, NotSent
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import Ingestor
+from hub.kernel.clock import FrozenClock
+from hub.kernel.identities import identity
+from hub.kernel.types import (
     Attachment,
     Channel,
     Identity,

@@ -9,17 +9,17 @@ from pathlib import Path
 
 from sqlalchemy import insert, select, update
 
-from hub.attachments import AttachmentStore
-from hub.clock import FrozenClock
 from hub.config import DispatcherSection
-from hub.dispatcher import Dispatcher
-from hub.errors import PermanentDeliveryError, TemporaryDeliveryError
-from hub.identities import identity
-from hub.ingest import Ingestor
-from hub.ports import ChannelLimits, RateLimit
-from hub.ratelimit import RateLimiter
-from hub.replies import reply
-from hub.types import Channel, InboundMessage
+from hub.delivery.dispatcher import Dispatcher
+from hub.desk.replies import reply
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import Ingestor
+from hub.kernel.clock import FrozenClock
+from hub.kernel.errors import PermanentDeliveryError, TemporaryDeliveryError
+from hub.kernel.identities import identity
+from hub.kernel.ports import ChannelLimits, RateLimit
+from hub.kernel.ratelimit import RateLimiter
+from hub.kernel.types import Channel, InboundMessage
 from storage import Database
 from storage import outbox as outbox_q
 from storage.models import Interaction, Manager, Outbox

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from hub import config as hub_config
-from hub.app import Hub
+from hub.app.run import Hub
 from storage import Database
 from storage.models import Interaction, Outbox
 from tests.botapi import BotApiServer, Limits

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from channels.email.channel import _html
 from channels.email.sender import SmtpSender
 from hub.config import OutboundSmtpSection
-from hub.types import OutboundMessage
+from hub.kernel.types import OutboundMessage
 
 WORDS = st.characters(categories=("L", "N", "Zs"), include_characters=".,-«»!()")
 NAMES = st.text(WORDS, max_size=60).map(str.strip)

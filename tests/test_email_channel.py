@@ -17,14 +17,14 @@ from sqlalchemy import select
 
 from channels.email.channel import EmailChannel
 from channels.email.parse import parse
-from hub.attachments import AttachmentStore
-from hub.clock import FrozenClock
 from hub.config import DispatcherSection, EmailSection
-from hub.desk import Desk
-from hub.dispatcher import Dispatcher
-from hub.errors import MessageRejected
-from hub.ingest import AutoReplies, Ingestor
-from hub.replies import reply
+from hub.delivery.dispatcher import Dispatcher
+from hub.desk.desk import Desk
+from hub.desk.replies import reply
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import AutoReplies, Ingestor
+from hub.kernel.clock import FrozenClock
+from hub.kernel.errors import MessageRejected
 from routing.hours import parse_hours
 from storage import Database
 from storage.models import Attachment, Interaction, Outbox

@@ -24,10 +24,10 @@ from sqlalchemy import func, select
 
 from channels.email.channel import EmailChannel
 from channels.email.imap import MemoryCursorStore
-from hub.attachments import AttachmentStore
-from hub.clock import SystemClock
 from hub.config import EmailSection
-from hub.ingest import Ingestor
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import Ingestor
+from hub.kernel.clock import SystemClock
 from storage import Database
 from storage.models import Attachment, Conversation, Interaction, Outbox
 from tests import dovecot

@@ -26,12 +26,12 @@ from channels.email.imap import (
     MemoryCursorStore,
     cursor_key,
 )
-from hub.attachments import AttachmentStore
-from hub.clock import SystemClock
 from hub.config import EmailSection, ImapSection
-from hub.cursors import DbCursorStore
-from hub.errors import StorageUnavailable
-from hub.ingest import Ingestor
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.cursors import DbCursorStore
+from hub.ingest.ingestor import Ingestor
+from hub.kernel.clock import SystemClock
+from hub.kernel.errors import StorageUnavailable
 from storage import Database
 from storage.models import Interaction
 from tests import dovecot

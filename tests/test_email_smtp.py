@@ -29,13 +29,13 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from channels.email.sender import SmtpSender, conversation_of, message_id
 from channels.email.smtp_server import SmtpServer
 from hub.config import OutboundSmtpSection, SmtpServerSection
-from hub.errors import (
+from hub.kernel.errors import (
     MessageRejected,
     PermanentDeliveryError,
     StorageUnavailable,
     TemporaryDeliveryError,
 )
-from hub.types import OutboundMessage
+from hub.kernel.types import OutboundMessage
 
 T = TypeVar("T")
 
@@ -840,7 +840,7 @@ async def test_without_users_auth_is_not_advertised_even_over_tls(
 
 
 async def test_a_missing_certificate_file_fails_start_clearly() -> None:
-    from hub.errors import ConfigError
+    from hub.kernel.errors import ConfigError
 
     settings = SmtpServerSection.model_validate(
         {

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from hub.replies import reply
+from hub.desk.replies import reply
 from storage import Database
 from storage.models import Conversation, Interaction
 from tests.test_email_channel import Desk2, _deliver_all, _send, email_desk

@@ -26,10 +26,10 @@ import pytest
 from sqlalchemy import select
 
 from channels.email.channel import EmailChannel
-from hub.attachments import AttachmentStore
-from hub.clock import SystemClock
 from hub.config import EmailSection
-from hub.ingest import Ingestor
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import Ingestor
+from hub.kernel.clock import SystemClock
 from storage import Database
 from storage.migrate import upgrade
 from storage.models import Interaction

@@ -30,12 +30,12 @@ from sqlalchemy import func, select
 
 from channels.email.parse import parse
 from channels.telegram.inbound import normalize
-from hub.attachments import AttachmentStore
-from hub.clock import SystemClock
-from hub.errors import MessageRejected
-from hub.identities import identity
-from hub.ingest import Ingestor
-from hub.types import Channel, InboundMessage
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import Ingestor
+from hub.kernel.clock import SystemClock
+from hub.kernel.errors import MessageRejected
+from hub.kernel.identities import identity
+from hub.kernel.types import Channel, InboundMessage
 from storage import Database
 from storage.models import Client, Interaction
 

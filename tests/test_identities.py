@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from hub.identities import (
+from hub.kernel.identities import (
     InvalidIdentity,
     identity,
     normalize_email,
     normalize_phone,
     normalize_telegram,
 )
-from hub.types import Identity, IdentityKind
+from hub.kernel.types import Identity, IdentityKind
 
 # --- email -------------------------------------------------------------------
 
@@ -152,6 +152,6 @@ def test_identity_rejects_bad_values_and_kinds() -> None:
 
 
 def test_invalid_identity_is_a_hub_error() -> None:
-    from hub.errors import HubError
+    from hub.kernel.errors import HubError
 
     assert issubclass(InvalidIdentity, HubError)

@@ -20,11 +20,11 @@ from sqlalchemy import select
 
 from channels.email.channel import EmailChannel
 from channels.email.imap import ImapWatcher
-from hub.attachments import AttachmentStore
-from hub.clock import SystemClock
 from hub.config import EmailSection
-from hub.cursors import DbCursorStore, DbMailboxLocks
-from hub.ingest import Ingestor
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.cursors import DbCursorStore, DbMailboxLocks
+from hub.ingest.ingestor import Ingestor
+from hub.kernel.clock import SystemClock
 from storage import Database
 from storage.locks import lock_key
 from storage.models import Interaction

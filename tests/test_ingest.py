@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, insert, select, update
 
-from hub.attachments import AttachmentStore, StoredFile
-from hub.clock import FrozenClock
-from hub.errors import MessageRejected, StorageUnavailable
-from hub.identities import identity
-from hub.ingest import AutoReplies, Ingestor
-from hub.types import Attachment, Channel, InboundMessage
-from hub.types import Identity as Ident
+from hub.ingest.attachments import AttachmentStore, StoredFile
+from hub.ingest.ingestor import AutoReplies, Ingestor
+from hub.kernel.clock import FrozenClock
+from hub.kernel.errors import MessageRejected, StorageUnavailable
+from hub.kernel.identities import identity
+from hub.kernel.types import Attachment, Channel, InboundMessage
+from hub.kernel.types import Identity as Ident
 from routing.hours import parse_hours
 from storage import Database
 from storage.models import Attachment as AttachmentRow

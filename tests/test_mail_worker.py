@@ -23,11 +23,11 @@ from channels.email.channel import EmailChannel
 from channels.email.parse import may_name_sender, parse
 from channels.email.spool import MailSpool
 from hub import config as hub_config
-from hub.app import Hub
-from hub.attachments import AttachmentStore
-from hub.clock import SystemClock
-from hub.ingest import Ingestor
-from hub.mail_worker import MailWorker
+from hub.app.mail_worker import MailWorker
+from hub.app.run import Hub
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import Ingestor
+from hub.kernel.clock import SystemClock
 from storage import Database
 from storage.models import Interaction
 from tests.corpus import email_corpus

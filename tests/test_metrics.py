@@ -10,10 +10,10 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
 
-from hub.app import Hub
-from hub.errors import TemporaryDeliveryError
-from hub.identities import identity
-from hub.types import Channel, InboundMessage, OutboundMessage
+from hub.app.run import Hub
+from hub.kernel.errors import TemporaryDeliveryError
+from hub.kernel.identities import identity
+from hub.kernel.types import Channel, InboundMessage, OutboundMessage
 from storage.models import Deadline, Reminder
 from tests.fakes import RecordingChannel
 from tests.test_app import TOKEN, _config, _free_port

@@ -12,13 +12,13 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 
-from hub.attachments import AttachmentStore
-from hub.clock import FrozenClock
-from hub.desk import Desk
-from hub.identities import identity
-from hub.ingest import Ingestor
-from hub.reminders import ReminderLoop, fire_due, scan
-from hub.types import Channel, InboundMessage
+from hub.desk.desk import Desk
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import Ingestor
+from hub.jobs.reminders import ReminderLoop, fire_due, scan
+from hub.kernel.clock import FrozenClock
+from hub.kernel.identities import identity
+from hub.kernel.types import Channel, InboundMessage
 from storage import Database
 from storage.models import Client, Interaction, Manager, Outbox, Reminder
 

@@ -17,13 +17,14 @@ import pytest
 from sqlalchemy import insert, text
 
 from channels.telegram.staff import StaffSide
-from hub import charts, cli
-from hub.admin import AdminServer, create_app
-from hub.attachments import AttachmentStore
-from hub.clock import FrozenClock
+from hub.admin.api import AdminServer, create_app
+from hub.app import cli
 from hub.config import TelegramSection
-from hub.desk import Desk
-from hub.reports import (
+from hub.desk.desk import Desk
+from hub.ingest.attachments import AttachmentStore
+from hub.kernel.clock import FrozenClock
+from hub.reports import charts
+from hub.reports.reports import (
     Period,
     Report,
     Reporter,

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select, update
 
-from hub.attachments import AttachmentStore
-from hub.clock import FrozenClock
-from hub.desk import Desk, NotAllowed
-from hub.identities import identity
-from hub.ingest import Ingestor
-from hub.types import Channel, InboundMessage, ManagerRef
+from hub.desk.desk import Desk, NotAllowed
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import Ingestor
+from hub.kernel.clock import FrozenClock
+from hub.kernel.identities import identity
+from hub.kernel.types import Channel, InboundMessage, ManagerRef
 from storage import Database
 from storage.models import Audit, Conversation, Manager, Outbox
 from tests.test_ingest import T0, rows

@@ -12,12 +12,12 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from hub.assign import Assigner
-from hub.attachments import AttachmentStore
-from hub.clock import FrozenClock
-from hub.desk import Desk
-from hub.ingest import Ingestor
-from hub.types import Channel, ManagerRef
+from hub.desk.desk import Desk
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import Ingestor
+from hub.jobs.waiting import Assigner
+from hub.kernel.clock import FrozenClock
+from hub.kernel.types import Channel, ManagerRef
 from routing import Rule, Rules
 from storage import Database
 from storage.models import Client, Conversation, Interaction, Manager, Outbox

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from hub.config import Config
-from hub.rules import compile_rules
+from hub.ingest.rules import compile_rules
 from routing import ManagerInfo, Request, Rule, Rules, Snapshot, decide
 from routing.hours import parse_hours
 

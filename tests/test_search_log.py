@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hub.search import client_search
-from hub.types import Channel
+from hub.clients.search import client_search
+from hub.kernel.types import Channel
 from storage import Database
 from storage import search as full_text
 from storage.read import search_clients

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from hub.assign import Assigner
-from hub.attachments import AttachmentStore
-from hub.clock import FrozenClock
-from hub.desk import Desk
-from hub.ingest import Ingestor
-from hub.replies import reply
-from hub.sla import Escalator
-from hub.types import Channel, ManagerRef
+from hub.desk.desk import Desk
+from hub.desk.replies import reply
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import Ingestor
+from hub.jobs.deadlines import Escalator
+from hub.jobs.waiting import Assigner
+from hub.kernel.clock import FrozenClock
+from hub.kernel.types import Channel, ManagerRef
 from routing import Rule, Rules
 from routing.hours import parse_hours
 from routing.sla import Policy, add_working, choose, timing

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from channels.email.channel import EmailChannel
-from hub.attachments import AttachmentStore
-from hub.clock import SystemClock
 from hub.config import EmailSection
-from hub.ingest import Ingestor
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import Ingestor
+from hub.kernel.clock import SystemClock
 from storage import Database
 from storage.migrate import upgrade
 

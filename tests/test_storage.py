@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import delete, insert, text, update
 from sqlalchemy.exc import DBAPIError
 
-from hub.types import ConversationStatus
+from hub.kernel.types import ConversationStatus
 from storage import Database
 from storage import managers as managers_q
 from storage.ingest import manager_loads

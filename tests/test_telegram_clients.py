@@ -25,20 +25,20 @@ from channels.telegram import TelegramChannel
 from channels.telegram.inbound import command, language, normalize
 from channels.telegram.outbound import split_text, utf16_len
 from channels.telegram.updates import SECRET_HEADER
-from hub.attachments import AttachmentStore
-from hub.clock import SystemClock
 from hub.config import TelegramSection
-from hub.errors import (
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import Ingestor
+from hub.kernel.clock import SystemClock
+from hub.kernel.errors import (
     HubError,
     MessageRejected,
     PermanentDeliveryError,
     StorageUnavailable,
     TemporaryDeliveryError,
 )
-from hub.identities import identity
-from hub.ingest import Ingestor
-from hub.ports import InboundSink
-from hub.types import Channel, InboundMessage, IngestResult, OutboundMessage, SendResult
+from hub.kernel.identities import identity
+from hub.kernel.ports import InboundSink
+from hub.kernel.types import Channel, InboundMessage, IngestResult, OutboundMessage, SendResult
 from storage import Database
 from storage.models import Attachment as AttachmentRow
 from storage.models import Client, Identity, Interaction

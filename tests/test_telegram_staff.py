@@ -27,17 +27,17 @@ from sqlalchemy import func, insert, select, update
 from channels.telegram import render
 from channels.telegram.base import STAFF_KINDS
 from channels.telegram.staff import Pacer, StaffSide
-from hub.attachments import AttachmentStore
-from hub.clock import Clock, FrozenClock, SystemClock
 from hub.config import DispatcherSection, TelegramSection
-from hub.desk import Desk
-from hub.dispatcher import Dispatcher, outbound_of
-from hub.errors import PermanentDeliveryError, TemporaryDeliveryError
-from hub.identities import identity
-from hub.ingest import Ingestor
-from hub.ports import ChannelLimits, InboundSink
-from hub.reminders import fire_due
-from hub.types import (
+from hub.delivery.dispatcher import Dispatcher, outbound_of
+from hub.desk.desk import Desk
+from hub.ingest.attachments import AttachmentStore
+from hub.ingest.ingestor import Ingestor
+from hub.jobs.reminders import fire_due
+from hub.kernel.clock import Clock, FrozenClock, SystemClock
+from hub.kernel.errors import PermanentDeliveryError, TemporaryDeliveryError
+from hub.kernel.identities import identity
+from hub.kernel.ports import ChannelLimits, InboundSink
+from hub.kernel.types import (
     Attachment,
     Channel,
     Identity,
@@ -966,7 +966,7 @@ def test_render_splits_by_utf16_and_escapes() -> None:
     name = render.topic_name(None, 1, None).strip()
     assert name == "#1"
     assert render.utf16_len(render.topic_name(None, 1, "telegram")) <= 128
-    from hub.types import ClientCard
+    from hub.kernel.types import ClientCard
 
     card = ClientCard(1, long_name, "prospect", None, (), 0, None, None, None, (), ())
     assert render.utf16_len(render.topic_name(card, 1, "telegram")) <= 128
@@ -1002,7 +1002,7 @@ async def test_an_offer_to_all_goes_to_the_first_to_accept(hub: StaffDesk) -> No
 
 
 async def test_away_and_back_from_the_private_chat(hub: StaffDesk) -> None:
-    from hub.assign import Assigner
+    from hub.jobs.waiting import Assigner
     from routing import Rules
 
     maria = await hub.manager("Maria", away=False)

@@ -22,11 +22,11 @@ from markupsafe import escape
 from sqlalchemy import func, select
 
 from hub import config as hub_config
-from hub.app import Hub
-from hub.clock import FrozenClock
-from hub.errors import ConfigError
-from hub.identities import identity
-from hub.types import Channel, InboundMessage
+from hub.app.run import Hub
+from hub.kernel.clock import FrozenClock
+from hub.kernel.errors import ConfigError
+from hub.kernel.identities import identity
+from hub.kernel.types import Channel, InboundMessage
 from storage import Database
 from storage.models import Attachment, Client, Identity, Interaction, Outbox
 

@@ -25,7 +25,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 
 from hub import config as hub_config
-from hub.app import Hub
+from hub.app.run import Hub
 from storage import Database
 from storage.models import Identity, Interaction
 from tests.botapi import BotApiServer, Limits

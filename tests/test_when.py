@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hub.when import parse_when
+from hub.kernel.when import parse_when
 
 # Monday 5 January 2026, 10:00 in Moscow (07:00 UTC)
 NOW = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)

@@ -29,12 +29,12 @@ from channels.email.imap import ImapWatcher, MemoryCursorStore
 from channels.email.parse import parse
 from channels.email.sender import SmtpSender
 from channels.email.smtp_server import SmtpServer
-from hub import loggers
-from hub.clock import Clock, SystemClock
 from hub.config import EmailSection
-from hub.errors import MessageRejected, PermanentDeliveryError
-from hub.identities import InvalidIdentity, identity
-from hub.ports import (
+from hub.kernel import loggers
+from hub.kernel.clock import Clock, SystemClock
+from hub.kernel.errors import MessageRejected, PermanentDeliveryError
+from hub.kernel.identities import InvalidIdentity, identity
+from hub.kernel.ports import (
     AttachmentSource,
     ChannelLimits,
     CursorStore,
@@ -42,7 +42,7 @@ from hub.ports import (
     MailboxLocks,
     RateLimit,
 )
-from hub.types import (
+from hub.kernel.types import (
     FILE_KINDS,
     Attachment,
     InboundMessage,
@@ -60,9 +60,9 @@ class Offload(Protocol):
     worker process, through its spool).
 
     ``submit`` returns a future done once the message is safely kept (the SMTP
-    server then answers 250); it fails with :class:`~hub.errors.MessageRejected`
+    server then answers 250); it fails with :class:`~hub.kernel.errors.MessageRejected`
     for a message that can never be logged and with
-    :class:`~hub.errors.StorageUnavailable` when the sender should retry. The
+    :class:`~hub.kernel.errors.StorageUnavailable` when the sender should retry. The
     message goes on to the log even if nobody waits for the future any more."""
 
     async def start(self, sink: InboundSink) -> None: ...
@@ -203,7 +203,7 @@ async def read_received(
 ) -> Received:
     """Parse one received message for the log.
 
-    Raises :class:`~hub.errors.MessageRejected` when neither the message nor its
+    Raises :class:`~hub.kernel.errors.MessageRejected` when neither the message nor its
     envelope names a sender."""
     account = rcpt_tos[0].lower() if rcpt_tos else "smtp"
     read = functools.partial(

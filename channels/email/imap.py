@@ -25,10 +25,10 @@ from typing import Any, Literal
 
 import aioimaplib  # type: ignore[import-untyped]
 
-from hub import loggers
 from hub.config import ImapSection
-from hub.errors import HubError, MessageRejected
-from hub.ports import CursorStore, MailboxHold, MailboxLocks
+from hub.kernel import loggers
+from hub.kernel.errors import HubError, MessageRejected
+from hub.kernel.ports import CursorStore, MailboxHold, MailboxLocks
 
 log = loggers.channels
 

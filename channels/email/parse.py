@@ -1,4 +1,4 @@
-"""Raw email bytes → the hub's :class:`~hub.types.InboundMessage`, never raising.
+"""Raw email bytes → the hub's :class:`~hub.kernel.types.InboundMessage`, never raising.
 
 Speaks RFC 5322 (message format), RFC 2045-2049 (MIME), RFC 2047 (encoded words
 in headers), RFC 2231 (parameter values such as attachment names), RFC 3464
@@ -35,8 +35,8 @@ from email.utils import getaddresses
 from html.parser import HTMLParser
 from typing import Any, Literal
 
-from hub.identities import InvalidIdentity, identity
-from hub.types import Attachment, Channel, Identity, InboundMessage
+from hub.kernel.identities import InvalidIdentity, identity
+from hub.kernel.types import Attachment, Channel, Identity, InboundMessage
 
 Kind = Literal["message", "auto_reply", "bounce"]
 

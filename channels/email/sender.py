@@ -14,8 +14,8 @@ repeat; it also carries the conversation id (see :func:`message_id` and
 carry ``Auto-Submitted: auto-replied`` (RFC 3834).
 
 Failures map onto the hub's delivery errors by the reply code (RFC 5321 4.2.1,
-RFC 3463): 5xx is a :class:`~hub.errors.PermanentDeliveryError`; 4xx, a lost
-connection or a timeout is a :class:`~hub.errors.TemporaryDeliveryError`.
+RFC 3463): 5xx is a :class:`~hub.kernel.errors.PermanentDeliveryError`; 4xx, a lost
+connection or a timeout is a :class:`~hub.kernel.errors.TemporaryDeliveryError`.
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ from typing import Any
 
 import aiosmtplib
 
-from hub import loggers
-from hub.clock import Clock, SystemClock
 from hub.config import OutboundSmtpSection
-from hub.errors import PermanentDeliveryError, TemporaryDeliveryError
-from hub.types import OutboundMessage, SendResult
+from hub.kernel import loggers
+from hub.kernel.clock import Clock, SystemClock
+from hub.kernel.errors import PermanentDeliveryError, TemporaryDeliveryError
+from hub.kernel.types import OutboundMessage, SendResult
 
 log = loggers.channels
 

@@ -9,8 +9,8 @@ Replies carry RFC 3463 enhanced status codes:
   ``SIZE=`` of ``MAIL FROM`` (RFC 1870) announces it and when the data exceeds it;
 - ``DATA`` → ``deliver(raw, mail_from, rcpt_tos)``; ``250 2.0.0`` only once it
   returned (the message is committed), ``554 5.6.0`` when it raised
-  :class:`~hub.errors.MessageRejected`, ``451 4.3.0`` for
-  :class:`~hub.errors.StorageUnavailable` or any other error, so the sender
+  :class:`~hub.kernel.errors.MessageRejected`, ``451 4.3.0`` for
+  :class:`~hub.kernel.errors.StorageUnavailable` or any other error, so the sender
   retries. aiosmtpd answers an uncaught exception with a permanent ``500``; this
   module never lets one through.
 
@@ -45,9 +45,9 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from hub import loggers
 from hub.config import SmtpServerSection, split_listen
-from hub.errors import ConfigError, MessageRejected, StorageUnavailable
+from hub.kernel import loggers
+from hub.kernel.errors import ConfigError, MessageRejected, StorageUnavailable
 
 log = loggers.channels
 

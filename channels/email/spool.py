@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hub.errors import StorageUnavailable
+from hub.kernel.errors import StorageUnavailable
 
 T = TypeVar("T")
 

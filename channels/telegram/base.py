@@ -3,7 +3,7 @@
 ``TelegramChannel`` (channel.py) owns the bot, the update stream (polling or
 webhook, commit first, confirm after) and the clients' side. The managers'
 side — the staff forum, topics, cards, mirrors, commands and buttons — plugs in
-as a :class:`StaffSurface`, built over the hub's :class:`~hub.ports.StaffDesk`.
+as a :class:`StaffSurface`, built over the hub's :class:`~hub.kernel.ports.StaffDesk`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Protocol
 from aiogram import Bot
 from aiogram.types import Update
 
-from hub.types import STAFF_KINDS, OutboundMessage, SendResult
+from hub.kernel.types import STAFF_KINDS, OutboundMessage, SendResult
 
 __all__ = ["STAFF_KINDS", "StaffSurface"]  # STAFF_KINDS: delivered by the staff side
 

@@ -24,11 +24,16 @@ from channels.telegram import inbound
 from channels.telegram.base import STAFF_KINDS, StaffSurface
 from channels.telegram.outbound import ClientSender, delivery_error
 from channels.telegram.updates import Poller, WebhookServer, describe
-from hub import loggers
 from hub.config import TelegramSection
-from hub.errors import DeliveryError, HubError, PermanentDeliveryError, TemporaryDeliveryError
-from hub.ports import AttachmentSource, ChannelLimits, InboundSink, RateLimit
-from hub.types import OutboundMessage, SendResult
+from hub.kernel import loggers
+from hub.kernel.errors import (
+    DeliveryError,
+    HubError,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+)
+from hub.kernel.ports import AttachmentSource, ChannelLimits, InboundSink, RateLimit
+from hub.kernel.types import OutboundMessage, SendResult
 
 log = loggers.channels
 
@@ -38,7 +43,7 @@ class DownloadFailed(HubError):
 
 
 class TelegramChannel:
-    """The hub's :class:`~hub.ports.ChannelPort` for Telegram (``name = "telegram"``).
+    """The hub's :class:`~hub.kernel.ports.ChannelPort` for Telegram (``name = "telegram"``).
 
     ``files`` gives the files of an answer to send with it (the desk).
     ``staff`` handles the managers' side; without it, staff updates are treated

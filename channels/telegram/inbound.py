@@ -1,4 +1,4 @@
-"""A client's Telegram message as the hub's :class:`~hub.types.InboundMessage`.
+"""A client's Telegram message as the hub's :class:`~hub.kernel.types.InboundMessage`.
 
 Reads Bot API ``Message`` objects (https://core.telegram.org/bots/api#message)
 of private chats. :func:`normalize` is pure: it answers a :class:`Draft`, the
@@ -21,10 +21,10 @@ from typing import Any
 
 from aiogram.types import Message, User
 
-from hub import loggers
-from hub.errors import HubError
-from hub.identities import InvalidIdentity, identity
-from hub.types import Attachment, Channel, Identity, IdentityKind, InboundMessage
+from hub.kernel import loggers
+from hub.kernel.errors import HubError
+from hub.kernel.identities import InvalidIdentity, identity
+from hub.kernel.types import Attachment, Channel, Identity, IdentityKind, InboundMessage
 
 log = loggers.channels
 

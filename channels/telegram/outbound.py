@@ -31,10 +31,10 @@ from aiogram.types import BufferedInputFile, Message
 from aiogram.utils.text_decorations import html_decoration
 
 from channels.telegram.inbound import message_id
-from hub import loggers
-from hub.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
-from hub.ports import AttachmentSource
-from hub.types import FILE_KINDS, OutboundMessage, SendResult, StoredAttachment
+from hub.kernel import loggers
+from hub.kernel.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from hub.kernel.ports import AttachmentSource
+from hub.kernel.types import FILE_KINDS, OutboundMessage, SendResult, StoredAttachment
 
 log = loggers.channels
 

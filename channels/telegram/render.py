@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.text_decorations import html_decoration
 
-from hub.texts import text
-from hub.types import ClientCard, InboxItem, Topic
+from hub.kernel.texts import text
+from hub.kernel.types import ClientCard, InboxItem, Topic
 
 MESSAGE_LIMIT = 4096
 CAPTION_LIMIT = 1024

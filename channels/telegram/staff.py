@@ -4,7 +4,7 @@ A client's topic is opened on their first mirrored message (createForumTopic,
 then the client card with its inline buttons), every mirror is posted there
 (sendMessage, sendPhoto, sendVoice, sendVideo, sendDocument), and what
 managers write in the topic becomes an answer to the client, an internal note
-or a command through the :class:`~hub.ports.StaffDesk`. Buttons are answered
+or a command through the :class:`~hub.kernel.ports.StaffDesk`. Buttons are answered
 with answerCallbackQuery and refresh the card with editMessageText; files
 managers send are fetched with getFile and the file download URL. Private
 notices (assigned, reminder, delivery failed) go to the manager's chat with the
@@ -64,19 +64,19 @@ from aiogram.types import (
 
 from channels.telegram import inbound, render
 from channels.telegram.outbound import MEDIA_METHODS, media_kind
-from hub import loggers
-from hub.clock import Clock, SystemClock
 from hub.config import TelegramSection
-from hub.errors import (
+from hub.kernel import loggers
+from hub.kernel.clock import Clock, SystemClock
+from hub.kernel.errors import (
     DeliveryError,
     HubError,
     PermanentDeliveryError,
     StorageUnavailable,
     TemporaryDeliveryError,
 )
-from hub.ports import CampaignDesk, ReportDigest, StaffDesk, StaffReports
-from hub.texts import text
-from hub.types import (
+from hub.kernel.ports import CampaignDesk, ReportDigest, StaffDesk, StaffReports
+from hub.kernel.texts import text
+from hub.kernel.types import (
     Attachment,
     ClientCard,
     ManagerRef,

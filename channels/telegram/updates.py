@@ -7,7 +7,7 @@ bounded exponential backoff and nothing after it is confirmed meanwhile
 (aiogram's ``Dispatcher.start_polling`` confirms an update as soon as its task
 starts, and confirms a failed one too). The webhook answers 200 only once the
 handler returned and 503 when it failed, so Telegram delivers the update again.
-A handler raising :class:`~hub.errors.MessageRejected` is confirmed: that update
+A handler raising :class:`~hub.kernel.errors.MessageRejected` is confirmed: that update
 can never be stored, and retrying it would stop the bot's whole stream.
 """
 
@@ -30,9 +30,9 @@ from aiogram.exceptions import (
 from aiogram.types import Update
 from aiohttp import web
 
-from hub import loggers
 from hub.config import split_listen
-from hub.errors import HubError, MessageRejected
+from hub.kernel import loggers
+from hub.kernel.errors import HubError, MessageRejected
 
 log = loggers.channels
 

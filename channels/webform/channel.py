@@ -9,7 +9,7 @@ the ingest sink, and answered only after the sink returned: 201 ``{"id": …}``
 (JSON) or the thank-you page. A double submit (the same idempotency key and
 content, or the same content within a minute) is one interaction.
 
-A form has no way back to the visitor: answers go by email (``hub.replies``), so
+A form has no way back to the visitor: answers go by email (``hub.desk.replies``), so
 ``send`` refuses everything.
 """
 
@@ -28,13 +28,13 @@ from aiohttp import web
 
 from channels.webform import submission as sub
 from channels.webform.guard import PerAddress, Recent, RenderStamp, client_address
-from hub import loggers
-from hub.clock import Clock, SystemClock
 from hub.config import FormSection, WebformSection, split_listen
-from hub.errors import MessageRejected, PermanentDeliveryError, StorageUnavailable
-from hub.ports import ChannelLimits, InboundSink
-from hub.texts import text
-from hub.types import OutboundMessage, SendResult
+from hub.kernel import loggers
+from hub.kernel.clock import Clock, SystemClock
+from hub.kernel.errors import MessageRejected, PermanentDeliveryError, StorageUnavailable
+from hub.kernel.ports import ChannelLimits, InboundSink
+from hub.kernel.texts import text
+from hub.kernel.types import OutboundMessage, SendResult
 
 log = loggers.channels
 
@@ -62,7 +62,7 @@ def _js_literal(value: Any) -> str:
 
 
 class WebformChannel:
-    """The hub's :class:`~hub.ports.ChannelPort` for web forms (``name = "webform"``).
+    """The hub's :class:`~hub.kernel.ports.ChannelPort` for web forms (``name = "webform"``).
 
     ``language`` and ``default_region`` are the hub's (a form may set its own
     language); ``confirm_by_email`` says whether email goes out at all, so that

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from hub.ports import RateLimit
-from hub.ratelimit import RateLimiter
+from hub.kernel.ports import RateLimit
+from hub.kernel.ratelimit import RateLimiter
 
 DOUBLE_SUBMIT_WINDOW = 60.0  # seconds: the same content again within it is the same submission
 

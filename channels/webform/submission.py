@@ -21,9 +21,9 @@ from urllib.parse import parse_qs, urlsplit
 from aiohttp import BodyPartReader, web
 
 from hub.config import RESERVED_FIELDS, FormField, FormSection
-from hub.identities import InvalidIdentity, normalize_email, normalize_phone
-from hub.texts import text
-from hub.types import Attachment, Channel, Identity, IdentityKind, InboundMessage
+from hub.kernel.identities import InvalidIdentity, normalize_email, normalize_phone
+from hub.kernel.texts import text
+from hub.kernel.types import Attachment, Channel, Identity, IdentityKind, InboundMessage
 
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 FORM_ERROR = "_form"  # the key of an error about the whole submission

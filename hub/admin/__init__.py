@@ -1,0 +1,1 @@
+"""The admin HTTP API, the public unsubscribe page and the metrics endpoint."""

@@ -1,0 +1,332 @@
+"""The admin HTTP API (aiohttp): health, client search and cards, timelines, conversations,
+reports (JSON, and charts as PNG).
+
+JSON over HTTP, read-only. Every ``/api/`` call needs ``Authorization: Bearer
+<token>`` (RFC 6750), else 401 with ``WWW-Authenticate``. ``/healthz`` and
+``/metrics`` (Prometheus text format) answer without it, for load balancers and
+scrapers: keep ``admin.listen`` on a private address. Errors are JSON
+``{"error": message}``: 400 naming the bad parameter, 404 for an unknown client
+or route. Times are ISO 8601 with a UTC offset. One log line per request on
+``hub.admin.api`` (method, path, status, milliseconds); the token is never logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import logging
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from sqlalchemy.exc import DBAPIError
+
+from hub.admin.campaigns import add_routes as add_campaign_routes
+from hub.admin.clients import add_routes as add_client_routes
+from hub.admin.metrics import CONTENT_TYPE, Metrics
+from hub.campaigns.campaigns import Campaigns
+from hub.clients.book import ClientBook
+from hub.clients.search import client_search
+from hub.kernel import loggers
+from hub.kernel.clock import SystemClock
+from hub.kernel.http import error_response, json_response
+from hub.kernel.types import ConversationStatus
+from hub.reports.reports import Period, Reporter, ReportError, parse_day
+from storage import Database
+from storage import desk as desk_q
+from storage import read as q
+
+log = loggers.admin
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+MAX_QUERY = 200
+_MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
+_HUGE = 10**18
+_INTEGER = re.compile(r"[0-9]+")
+_STATUSES = tuple(s.value for s in ConversationStatus)
+
+
+class BadRequest(ValueError):
+    """A request parameter is invalid; the message names it."""
+
+
+def create_app(
+    db: Database,
+    token: str,
+    ready: Callable[[], bool],
+    *,
+    default_region: str | None = None,
+    metrics: Metrics | None = None,
+    reporter: Reporter | None = None,
+    campaigns: Campaigns | None = None,
+) -> web.Application:
+    """The admin application; ``ready()`` tells whether every channel is listening.
+
+    ``default_region`` (``hub.default_region``) reads phone numbers written in a
+    national format (``8 916 …``) in searches. ``reporter`` answers ``/api/reports``
+    (by default: UTC days and the system clock).
+    """
+    if not token:
+        raise ValueError("the admin API needs a non-empty token")
+    api = _Api(db, ready, default_region, reporter or Reporter(db, SystemClock()))
+    app = web.Application(middlewares=[_middleware(token.encode())])
+    app.router.add_get("/healthz", api.healthz)
+    if metrics is not None:
+        app.router.add_get("/metrics", _metrics_handler(metrics))
+    app.router.add_get("/api/clients", api.clients)
+    app.router.add_get("/api/clients/{id}", api.client)
+    app.router.add_get("/api/clients/{id}/timeline", api.timeline)
+    app.router.add_get("/api/conversations", api.conversations)
+    app.router.add_get("/api/reports", api.reports)
+    app.router.add_get("/api/reports/chart.png", api.chart)
+    if campaigns is not None:
+        add_campaign_routes(app, campaigns)
+    add_client_routes(app, ClientBook(db, SystemClock(), region=default_region or "RU"))
+    return app
+
+
+def _last(request: web.Request) -> int | None:
+    """``?last=N``: only the latest N interactions (1 to 10,000)."""
+    raw = request.query.get("last")
+    if raw is None:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        raise BadRequest(f"last: a number from 1 to 10000 (got {raw[:20]!r})")
+    return int(raw)
+
+
+def _metrics_handler(metrics: Metrics) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    return handler
+
+
+class AdminServer:
+    """Serves an admin application on ``host:port``; ``port`` is the bound one (0 = any free)."""
+
+    def __init__(self, app: web.Application, *, shutdown_timeout: float = 5.0) -> None:
+        self.app = app
+        self.shutdown_timeout = shutdown_timeout
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=self.shutdown_timeout,
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+
+class _Api:
+    def __init__(
+        self, db: Database, ready: Callable[[], bool], region: str | None, reporter: Reporter
+    ) -> None:
+        self.db = db
+        self.ready = ready
+        self.region = region
+        self.reporter = reporter
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        if self.ready():
+            return json_response({"status": "ok"})
+        return json_response({"status": "starting"}, status=503)
+
+    async def clients(self, request: web.Request) -> web.Response:
+        text = request.query.get("q", "").strip()
+        if len(text) > MAX_QUERY:
+            raise BadRequest(f"q: longer than {MAX_QUERY} characters")
+        limit, offset = _paging(request)
+        search = client_search(text, self.region) if text else None
+        async with self.db.read() as conn:
+            found = await q.search_clients(conn, search, limit=limit, offset=offset)
+        return json_response([dataclasses.asdict(c) for c in found])
+
+    async def client(self, request: web.Request) -> web.Response:
+        client_id = _client_id(request)
+        card = None
+        if client_id <= _MAX_ID:
+            async with self.db.read() as conn:
+                card = await q.client_card(conn, client_id)
+        if card is None:
+            return _not_found(request)
+        await self._audit("card", client_id)
+        return json_response(dataclasses.asdict(card))
+
+    async def timeline(self, request: web.Request) -> web.Response:
+        client_id = _client_id(request)
+        if client_id > _MAX_ID:
+            return _not_found(request)
+        async with self.db.read() as conn:
+            if not await q.client_exists(conn, client_id):
+                return _not_found(request)
+            items = await q.timeline(conn, client_id, last=_last(request))
+        await self._audit("timeline", client_id)
+        return json_response([dataclasses.asdict(i) for i in items])
+
+    async def _audit(self, what: str, client_id: int) -> None:
+        """Who read what: the admin token's holder read a client's record."""
+        async with self.db.write() as conn:
+            await desk_q.audit(
+                conn,
+                {
+                    "at": datetime.now(UTC),
+                    "actor": "admin",
+                    "action": "read",
+                    "object_type": "client",
+                    "object_id": client_id,
+                    "details": {"what": what},
+                },
+            )
+
+    async def conversations(self, request: web.Request) -> web.Response:
+        status = request.query.get("status") or None
+        if status is not None and status not in _STATUSES:
+            raise BadRequest(f"status: must be one of {', '.join(_STATUSES)} (got {status!r})")
+        limit, offset = _paging(request)
+        async with self.db.read() as conn:
+            found = await q.list_conversations(conn, status, limit=limit, offset=offset)
+        return json_response([dataclasses.asdict(c) for c in found])
+
+    async def reports(self, request: web.Request) -> web.Response:
+        """``?period=week|month`` or ``?from=YYYY-MM-DD&to=YYYY-MM-DD``: every report."""
+        report = await self.reporter.report(self._period(request))
+        return json_response(report.as_json())
+
+    async def chart(self, request: web.Request) -> web.Response:
+        """``?kind=…`` and the period as for ``/api/reports``: the chart as PNG."""
+        kind = request.query.get("kind", "")
+        language = request.query.get("lang") or None
+        if language not in (None, "ru", "en"):
+            raise BadRequest(f"lang: must be ru or en (got {language[:10]!r})")
+        try:
+            png = await self.reporter.chart(kind, self._period(request), language)
+        except ReportError as exc:
+            raise BadRequest(str(exc)) from None
+        return web.Response(body=png, content_type="image/png")
+
+    def _period(self, request: web.Request) -> Period:
+        query = request.query
+        try:
+            first = parse_day(query["from"], "from") if "from" in query else None
+            last = parse_day(query["to"], "to") if "to" in query else None
+            return self.reporter.period(query.get("period") or None, first=first, last=last)
+        except ReportError as exc:
+            raise BadRequest(str(exc)) from None
+
+
+def _paging(request: web.Request) -> tuple[int, int]:
+    limit = _integer(request, "limit", DEFAULT_LIMIT)
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit: must be from 1 to {MAX_LIMIT} (got {limit})")
+    offset = _integer(request, "offset", 0)
+    if offset > _MAX_ID:
+        raise BadRequest(f"offset: must be at most {_MAX_ID} (got {offset})")
+    return limit, offset
+
+
+def _integer(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not _INTEGER.fullmatch(raw):
+        raise BadRequest(f"{name}: must be a non-negative integer (got {raw[:40]!r})")
+    return _to_int(raw)
+
+
+def _client_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not _INTEGER.fullmatch(raw) or _to_int(raw) < 1:
+        raise BadRequest(f"id: must be a positive integer (got {raw[:40]!r})")
+    return _to_int(raw)
+
+
+def _to_int(digits: str) -> int:
+    # Anything this long is out of every range we accept; int() of thousands of
+    # digits would raise (CPython's int_max_str_digits) and costs time for nothing.
+    return int(digits) if len(digits) <= 18 else _HUGE
+
+
+def _not_found(request: web.Request) -> web.Response:
+    return error_response(404, f"client {request.match_info['id'][:40]} not found")
+
+
+def _authorized(request: web.Request, token: bytes) -> bool | None:
+    """``None`` when no bearer token was given, else whether it is the right one."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    given = given.strip()
+    if scheme.lower() != "bearer" or not given:
+        return None
+    return hmac.compare_digest(given.encode(), token)
+
+
+def _middleware(token: bytes) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        response = await _handle(request, handler, token)
+        loggers.event(
+            log,
+            "admin.request",
+            method=request.method,
+            path=request.path,
+            status=response.status,
+            ms=f"{(time.perf_counter() - started) * 1000:.1f}",
+        )
+        return response
+
+    return middleware
+
+
+async def _handle(request: web.Request, handler: Handler, token: bytes) -> web.StreamResponse:
+    if request.path == "/api" or request.path.startswith("/api/"):
+        authorized = _authorized(request, token)
+        if not authorized:
+            challenge = 'Bearer realm="hub"'
+            if authorized is False:
+                challenge += ', error="invalid_token"'
+            return error_response(
+                401,
+                "missing bearer token" if authorized is None else "invalid bearer token",
+                {"WWW-Authenticate": challenge},
+            )
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return error_response(400, str(exc))
+    except web.HTTPException as exc:
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        message = f"not found: {request.path}" if exc.status == 404 else exc.reason
+        return error_response(exc.status, message, headers)
+    except (DBAPIError, OSError) as exc:
+        loggers.event(
+            log,
+            "admin.storage_failed",
+            logging.WARNING,
+            path=request.path,
+            error=type(exc).__name__,
+        )
+        return error_response(503, "storage unavailable")
+    except Exception:
+        log.exception("admin.error path=%s", request.path)
+        return error_response(500, "internal error")

@@ -1,0 +1,98 @@
+"""The ``hub`` command line: run, check-config, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from hub import config as config_module
+from hub.campaigns import cli as campaign_command
+from hub.clients import cli as clients_command
+from hub.kernel import loggers
+from hub.kernel.errors import ConfigError, HubError
+from hub.reports import cli as report_command
+
+
+def _load(path: str | None) -> config_module.Config:
+    return config_module.load(config_module.resolve_path(path))
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        _load(args.config)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line)
+        return 2
+    print("ok")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from storage import Database
+    from storage.migrate import upgrade
+
+    config = _load(args.config)
+
+    async def run() -> list[str]:
+        db = Database(config.storage.url)
+        try:
+            return await upgrade(db)
+        finally:
+            await db.dispose()
+
+    applied = asyncio.run(run())
+    print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hub.app.run import run_forever
+
+    config = _load(args.config)
+    loggers.setup(config.hub.log_level)
+    asyncio.run(run_forever(config))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hub", description="Omnichannel communication hub: Telegram, email and web forms."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, handler, help_text in (
+        ("run", _run, "run every enabled channel, the dispatcher, the scheduler and the admin API"),
+        ("check-config", _check_config, "validate the config: exit 0 when valid, else 2"),
+        ("migrate", _migrate, "apply database schema migrations"),
+    ):
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument(
+            "--config", metavar="FILE", help="config file (default ./config.toml, then $HUB_CONFIG)"
+        )
+        cmd.set_defaults(handler=handler)
+    report_command.add_parser(sub)
+    clients_command.add_parsers(sub)
+    campaign_command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.handler(args)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        code = 2
+    except HubError as exc:
+        print(f"hub: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

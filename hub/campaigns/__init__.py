@@ -1,0 +1,1 @@
+"""Campaigns: segments, scripts, sending and call lists, opt-outs and results."""

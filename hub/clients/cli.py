@@ -1,0 +1,144 @@
+"""``hub import``, ``hub export``, ``hub duplicates``, ``hub merge``, ``hub unmerge``
+and ``hub card``: the client records from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from hub import config as config_module
+from hub.clients.book import ClientBook, report_text
+from hub.kernel.clock import SystemClock
+from hub.kernel.texts import progress_bar
+
+T = TypeVar("T")
+_CONFIG_HELP = "config file (default ./config.toml, then $HUB_CONFIG)"
+
+
+def add_parsers(sub: Any) -> None:
+    def command(name: str, help_text: str, handler: Callable[[argparse.Namespace], int]) -> Any:
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("--config", metavar="FILE", help=_CONFIG_HELP)
+        cmd.set_defaults(handler=handler)
+        return cmd
+
+    cmd = command(
+        "import",
+        "import clients from CSV (columns name, email, phone, telegram, stage, tags, source, "
+        "language, and custom ones); exit 0 when every row went in, 1 when some were refused",
+        _import,
+    )
+    cmd.add_argument("file", metavar="CLIENTS.csv")
+    cmd = command("export", "write every client as CSV", _export)
+    cmd.add_argument("--output", metavar="FILE", help="default: standard output")
+    command("duplicates", "list probable duplicate clients (never merged by themselves)", _dupes)
+    cmd = command("merge", "merge client OTHER into client KEEP (undo with hub unmerge)", _merge)
+    cmd.add_argument("keep", type=int, metavar="KEEP")
+    cmd.add_argument("other", type=int, metavar="OTHER")
+    cmd = command("unmerge", "undo a merge by the id `hub merge` printed", _unmerge)
+    cmd.add_argument("merge_id", type=int, metavar="MERGE_ID")
+    cmd = command("card", "show a client's card and latest interactions", _card)
+    cmd.add_argument("client_id", type=int, metavar="CLIENT_ID")
+    cmd.add_argument("--last", type=int, default=20, help="interactions to show (default 20)")
+
+
+def _with_book(args: argparse.Namespace, work: Callable[[ClientBook], Awaitable[T]]) -> T:
+    from storage import Database
+    from storage.migrate import upgrade
+
+    config = config_module.load(config_module.resolve_path(args.config))
+
+    async def run() -> T:
+        db = Database(config.storage.url)
+        try:
+            await upgrade(db)
+            return await work(ClientBook(db, SystemClock(), region=config.hub.default_region))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def _progress(done: int, total: int) -> None:
+    if sys.stderr.isatty() or done == total:
+        end = "\n" if done == total else ""
+        print(f"\r{progress_bar(done, total)}", end=end, file=sys.stderr)
+
+
+def _import(args: argparse.Namespace) -> int:
+    try:
+        source = open(args.file, encoding="utf-8-sig", newline="")  # noqa: SIM115
+    except OSError as exc:
+        print(f"hub import: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    with source:
+        report = _with_book(args, lambda book: book.import_csv(source, progress=_progress))
+    print(report_text(report))
+    return 1 if report.errors else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as out:
+            count = _with_book(args, lambda book: book.export_csv(out))
+        print(f"exported {count} clients to {args.output}", file=sys.stderr)
+    else:
+        _with_book(args, lambda book: book.export_csv(sys.stdout))
+    return 0
+
+
+def _dupes(args: argparse.Namespace) -> int:
+    found = _with_book(args, lambda book: book.duplicates())
+    for s in found:
+        print(f"#{s.a}\t#{s.b}\t{s.score:.0f}\t{s.reason}")
+    if not found:
+        print("no probable duplicates")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    merge_id = _with_book(args, lambda book: book.merge(args.keep, args.other, actor="cli"))
+    print(
+        f"merged #{args.other} into #{args.keep}: merge {merge_id} (undo: hub unmerge {merge_id})"
+    )
+    return 0
+
+
+def _unmerge(args: argparse.Namespace) -> int:
+    keep, other = _with_book(args, lambda book: book.unmerge(args.merge_id, actor="cli"))
+    print(f"merge {args.merge_id} undone: #{other} is its own client again, apart from #{keep}")
+    return 0
+
+
+def _card(args: argparse.Namespace) -> int:
+    from storage import read
+
+    async def show(book: ClientBook) -> str | None:
+        async with book.db.read() as conn:
+            card = await read.client_card(conn, args.client_id)
+            if card is None:
+                return None
+            timeline = await read.timeline(conn, args.client_id, last=args.last)
+        lines = [
+            f"#{card.id} {card.name or '—'} · stage {card.stage} · owner {card.owner or '—'}",
+            "identities: " + ", ".join(f"{i.kind} {i.value}" for i in card.identities),
+            f"tags: {', '.join(card.tags) or '—'} · source: {card.source or '—'}",
+            f"open requests: {len(card.open_conversations)}",
+            "",
+        ]
+        for item in timeline:
+            text = " ".join(item.text.split())[:200]
+            lines.append(
+                f"{item.at:%Y-%m-%d %H:%M} {item.direction:5} {item.channel or '':8} {text}"
+            )
+        return "\n".join(lines)
+
+    shown = _with_book(args, show)
+    if shown is None:
+        print(f"hub card: no client #{args.client_id}", file=sys.stderr)
+        return 1
+    print(shown)
+    return 0

@@ -1,0 +1,537 @@
+"""The managers' desk: what a staff surface (the Telegram staff chat) can do.
+
+Implements :class:`hub.kernel.ports.StaffDesk`. Every action is one transaction that
+also logs an ``event`` (or the answer itself) on the client's record, so the log
+tells who did what and when.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from hub.clients import stages
+from hub.clients.search import client_search
+from hub.desk import replies
+from hub.ingest.attachments import AttachmentStore
+from hub.jobs import reminders
+from hub.kernel import loggers
+from hub.kernel.clock import Clock
+from hub.kernel.errors import HubError
+from hub.kernel.texts import text
+from hub.kernel.types import (
+    STAGES,
+    Attachment,
+    ClientCard,
+    Contact,
+    Direction,
+    InboxItem,
+    ManagerRef,
+    StoredAttachment,
+    Topic,
+)
+from hub.kernel.when import parse_when
+from storage import Database, read
+from storage import assign as assign_q
+from storage import clients as clients_q
+from storage import desk as q
+from storage import replies as replies_q
+from storage import sla as sla_q
+
+log = loggers.core
+
+ACTIONS = (
+    "take",
+    "accept",
+    "resolve",
+    "reopen",
+    "transfer",
+    "tag",
+    "remind",
+    "stage",
+    "stage_up",
+    "stage_down",
+)
+
+
+class NoConversation(HubError):
+    """The client has no conversation to answer in."""
+
+
+def _ref(row: q.ManagerRow) -> ManagerRef:
+    attrs = row.attrs or {}
+    return ManagerRef(
+        row.id, row.name, row.telegram_id, row.role, attrs.get("language"), attrs.get("team")
+    )
+
+
+class NotSent(HubError):
+    """An answer that is logged on the client but has no channel to go out on."""
+
+
+class NotAllowed(HubError):
+    """A manager acting on a client of another team (the text says so to them)."""
+
+
+class Desk:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        files: AttachmentStore,
+        *,
+        language: str = "ru",
+        timezone: str = "UTC",
+        region: str | None = None,
+        staff_channel: str | None = "telegram",
+    ) -> None:
+        self.region = region
+        self.db = db
+        self.clock = clock
+        self.files = files
+        self.language = language
+        self.timezone = timezone
+        self.staff_channel = staff_channel
+        # The channels the hub can send on (set once they are built): an answer
+        # routed to another one would wait in the outbox for ever, unseen.
+        self.sending: frozenset[str] | None = None
+
+    async def manager(self, telegram_id: int) -> ManagerRef | None:
+        async with self.db.read() as conn:
+            row = await q.manager_by_telegram(conn, telegram_id)
+        return _ref(row) if row else None
+
+    async def refused(self, telegram_id: int, what: str) -> None:
+        loggers.event(log, "staff.refused", 30, telegram_id=telegram_id, what=what[:80])
+        async with self.db.write() as conn:
+            await q.audit(
+                conn,
+                {
+                    "at": self.clock.now(),
+                    "actor": f"telegram:{telegram_id}",
+                    "action": "refused",
+                    "details": {"what": what[:500]},
+                },
+            )
+
+    async def topic_of(self, client_id: int) -> Topic | None:
+        async with self.db.read() as conn:
+            found = await q.topic_of(conn, client_id)
+        return Topic(*found) if found else None
+
+    async def save_topic(self, client_id: int, topic: Topic) -> None:
+        async with self.db.write() as conn:
+            await q.save_topic(conn, client_id, topic.chat_id, topic.thread_id, self.clock.now())
+
+    async def forget_topic(self, client_id: int) -> None:
+        async with self.db.write() as conn:
+            await q.forget_topic(conn, client_id)
+
+    async def client_of_topic(self, topic: Topic) -> int | None:
+        async with self.db.read() as conn:
+            return await q.client_of_topic(conn, topic.chat_id, topic.thread_id)
+
+    async def card(self, client_id: int) -> ClientCard | None:
+        async with self.db.read() as conn:
+            return await self._card(conn, client_id)
+
+    async def _card(self, conn: Any, client_id: int) -> ClientCard | None:
+        client = await q.client(conn, client_id)
+        if client is None:
+            return None
+        idents = await q.identities_of(conn, client_id)
+        open_convs = await q.open_conversations(conn, client_id)
+        assignee = await q.manager_name(conn, open_convs[0].assignee_id) if open_convs else None
+        recent = await q.last_interactions(conn, client_id, 5)
+        dues = [c.id for c in open_convs]
+        due = await sla_q.due_of(conn, dues[0]) if dues else None
+        pending = await q.reminders_due(conn, client_id)
+        return ClientCard(
+            id=client.id,
+            name=client.name,
+            stage=client.stage,
+            owner=client.owner,
+            identities=tuple(idents),
+            open_requests=len(open_convs),
+            assignee=assignee,
+            language=client.language,
+            source=client.source,
+            tags=tuple(client.tags or ()),
+            last_contacts=tuple(Contact(at, d, ch, t) for at, d, ch, t in recent),
+            due=due,
+            custom=tuple((str(k), str(v)) for k, v in (client.custom or {}).items()),
+            reminders=tuple(pending),
+        )
+
+    async def deadline(self, conversation_id: int) -> datetime | None:
+        """When the conversation's next response is due (SLA); None: no deadline."""
+        async with self.db.read() as conn:
+            return await sla_q.due_of(conn, conversation_id)
+
+    async def attachments(self, interaction_id: int) -> list[StoredAttachment]:
+        async with self.db.read() as conn:
+            rows = await q.attachments_of(conn, interaction_id)
+        return [StoredAttachment(*row) for row in rows]
+
+    async def attachment_bytes(self, sha256: str) -> bytes:
+        return await self.files.get(sha256)
+
+    async def answer(
+        self,
+        client_id: int,
+        text_: str,
+        *,
+        manager: ManagerRef,
+        key: str,
+        note: bool = False,
+        attachments: Sequence[Attachment] = (),
+    ) -> int:
+        stored = [(a, await self.files.put(a.data)) for a in attachments]
+        now = self.clock.now()
+        staff = self.staff_channel or "staff"
+        async with self.db.write() as conn:
+            done = await q.answered(conn, key, staff)
+            if done is not None:
+                return done  # a redelivered manager message
+            if not await self._allowed(conn, manager, client_id):
+                await self._refuse(conn, manager, client_id, "answer")
+                raise NotAllowed(text("not_yours", manager.language or self.language))
+            conv = await q.latest_conversation(conn, client_id)
+            if conv is None:
+                raise NoConversation(f"client {client_id} has no conversation")
+            route = replies.REPLY_ROUTE.get(conv.channel, (conv.channel, ""))[0]
+            unsent: str | None = None
+            if not note and self.sending is not None and route not in self.sending:
+                unsent = text(
+                    "channel_not_configured", manager.language or self.language, channel=route
+                )
+            try:
+                queued = await replies.queue(
+                    conn,
+                    conversation=replies_q.ConversationRow(
+                        conv.id, client_id, conv.channel, conv.account, conv.subject, None
+                    ),
+                    text=text_,
+                    author=manager.name,
+                    now=now,
+                    key=key,
+                    note=note,
+                    note_channel=staff,
+                )
+            except replies.NoAddress as exc:
+                raise NoConversation(str(exc)) from None
+            interaction_id = queued.interaction_id
+            if unsent is not None and queued.outbox_id is not None:
+                # Logged like any answer, and failed at once: nothing would ever send it.
+                await q.fail_unsendable(conn, queued.outbox_id, interaction_id, unsent)
+            if not note:
+                await q.set_conversations(conn, [conv.id], now, status="pending")
+                if conv.assignee_id is None:
+                    await q.set_conversations(conn, [conv.id], now, assignee_id=manager.id)
+            await q.add_attachments(
+                conn,
+                [
+                    {
+                        "interaction_id": interaction_id,
+                        "filename": a.filename,
+                        "content_type": a.content_type,
+                        "size": s.size,
+                        "sha256": s.sha256,
+                    }
+                    for a, s in stored
+                ],
+            )
+        loggers.event(
+            log,
+            "staff.note" if note else "staff.answer",
+            client=client_id,
+            conversation=conv.id,
+            interaction=interaction_id,
+            manager=manager.id,
+        )
+        if unsent is not None:
+            raise NotSent(unsent)
+        return interaction_id
+
+    async def act(
+        self,
+        client_id: int,
+        manager: ManagerRef,
+        action: str,
+        argument: str = "",
+        *,
+        key: str | None = None,
+    ) -> str:
+        language = manager.language or self.language
+        now = self.clock.now()
+        argument = argument.strip()
+        staff = self.staff_channel or "staff"
+        async with self.db.write() as conn:
+            if key is not None:
+                done = await q.event_text(conn, key, staff)
+                if done is not None:
+                    return done  # a redelivered command: acted on already
+            if not await self._allowed(conn, manager, client_id):
+                await self._refuse(conn, manager, client_id, action)
+                return text("not_yours", language)
+            convs = await q.open_conversations(conn, client_id)
+            ids = [c.id for c in convs]
+            latest = await q.latest_conversation(conn, client_id)
+            event_conv = convs[0].id if convs else (latest.id if latest else None)
+            logged: str | None = None  # the event's text, when not the reply itself
+            extras: dict[str, Any] | None = None
+            if action == "take":
+                if not ids:
+                    return text("no_open", language)
+                await q.set_conversations(conn, ids, now, assignee_id=manager.id)
+                reply = text("taken", language, manager=manager.name)
+            elif action == "accept":
+                # An offer ("all", "queue"): the first to accept gets it.
+                if not ids:
+                    return text("no_open", language)
+                got = [
+                    c.id
+                    for c in convs
+                    if c.assignee_id is None and await assign_q.assign(conn, c.id, manager.id, now)
+                ]
+                if not got:  # somebody was quicker (the update is conditional)
+                    holder = await q.manager_name(conn, convs[0].assignee_id)
+                    return text("already_taken", language, manager=holder or "—")
+                reply = text("taken", language, manager=manager.name)
+            elif action == "resolve":
+                if not ids:
+                    return text("no_open", language)
+                await q.set_conversations(conn, ids, now, status="resolved", resolved_at=now)
+                for conv_id in ids:  # resolved: every deadline of it is met
+                    await sla_q.meet(conn, conv_id, now, (*sla_q.RESPONSES, "resolution"))
+                reply = text("resolved", language, manager=manager.name)
+            elif action == "reopen":
+                if latest is None:
+                    return text("no_open", language)
+                await q.set_conversations(conn, [latest.id], now, status="open", resolved_at=None)
+                reply = text("reopened", language, manager=manager.name)
+            elif action == "transfer":
+                if not argument:
+                    return text("need_argument", language, usage="/transfer NAME")
+                target = await q.manager_by_name(conn, argument)
+                if target is None:
+                    return text("unknown_manager", language, name=argument)
+                if not ids:
+                    return text("no_open", language)
+                await q.set_conversations(conn, ids, now, assignee_id=target.id)
+                reply = text("transferred", language, target=target.name, manager=manager.name)
+                if self.staff_channel is not None:
+                    await q.enqueue(
+                        conn,
+                        {
+                            "idempotency_key": f"transfer:{uuid.uuid4().hex}",
+                            "channel": self.staff_channel,
+                            "account": "staff",
+                            "recipient": str(target.telegram_id),
+                            "kind": "assigned",
+                            "text": reply,
+                            "client_id": client_id,
+                            "conversation_id": ids[0],
+                            "status": "pending",
+                            "attempts": 0,
+                            "next_attempt_at": now,
+                            "created_at": now,
+                        },
+                    )
+            elif action == "tag":
+                words = [w.lstrip("#") for w in argument.replace(",", " ").split() if w]
+                if not words:
+                    return text("need_argument", language, usage="/tag WORD …")
+                client = await q.client(conn, client_id)
+                tags = list(dict.fromkeys([*(client.tags or [] if client else []), *words]))
+                await q.set_client(conn, client_id, now, tags=tags)
+                reply = text("tagged", language, tags=", ".join(tags))
+            elif action in ("stage", "stage_up", "stage_down"):
+                client = await q.client(conn, client_id)
+                old = client.stage if client else "prospect"
+                if action == "stage":
+                    new = stages.parse(argument)
+                    if new is None:
+                        return text("bad_stage", language, stage=argument, stages=", ".join(STAGES))
+                else:
+                    new = stages.up(old) if action == "stage_up" else stages.down(old)
+                    if new is None:
+                        return text("stage", language, stage=old, manager=manager.name)
+                await q.set_client(conn, client_id, now, stage=new)
+                reply = text("stage", language, stage=new, manager=manager.name)
+                logged = stages.note(old, new, "by hand")
+                extras = {"stage_move": {"from": old, "to": new, "by": manager.name}}
+                await q.audit(
+                    conn,
+                    {
+                        "at": now,
+                        "actor": f"telegram:{manager.telegram_id}",
+                        "action": "stage",
+                        "object_type": "client",
+                        "object_id": client_id,
+                        "details": {"from": old, "to": new, "why": "by hand"},
+                    },
+                )
+            elif action == "remind":
+                parsed = parse_when(argument, now, self.timezone)
+                if parsed is None:
+                    return text("bad_when", language, text=argument)
+                due, what = parsed
+                await q.add_reminder(
+                    conn,
+                    {
+                        "client_id": client_id,
+                        "conversation_id": event_conv,
+                        "manager_id": manager.id,
+                        "due_at": due,
+                        "text": what,
+                        "kind": "reminder",
+                        "status": "pending",
+                        "created_at": now,
+                    },
+                )
+                reply = text(
+                    "remind_set", language, when=due.isoformat(timespec="minutes"), text=what or "—"
+                )
+            else:
+                return text("unknown_action", language, action=action)
+            await q.event(
+                conn,
+                {
+                    "client_id": client_id,
+                    "conversation_id": event_conv,
+                    "direction": Direction.EVENT.value,
+                    "author": manager.name,
+                    "text": logged or reply,
+                    "extras": extras,
+                    "channel": staff if key is not None else None,
+                    "external_id": key,
+                    "at": now,
+                },
+            )
+        loggers.event(log, "staff.action", action=action, client=client_id, manager=manager.id)
+        return reply
+
+    async def settle_reminder(
+        self, reminder_id: int, fired: int, manager: ManagerRef, action: str, *, key: str
+    ) -> str:
+        return await reminders.settle(
+            self.db,
+            self.clock,
+            reminder_id=reminder_id,
+            fired_count=fired,
+            manager=manager,
+            action=action,
+            key=key,
+            staff_channel=self.staff_channel or "staff",
+            language=manager.language or self.language,
+            timezone=self.timezone,
+        )
+
+    async def set_away(self, manager: ManagerRef, away: bool) -> str:
+        """``/away`` and ``/back``: no new requests while away; waiting ones go out
+        as soon as the manager is back (the assigner's next round)."""
+        now = self.clock.now()
+        async with self.db.write() as conn:
+            await q.set_away(conn, manager.id, away)
+            await q.audit(
+                conn,
+                {
+                    "at": now,
+                    "actor": f"telegram:{manager.telegram_id}",
+                    "action": "away" if away else "back",
+                    "object_type": "manager",
+                    "object_id": manager.id,
+                },
+            )
+        loggers.event(log, "desk.away" if away else "desk.back", manager=manager.id)
+        return text("away_on" if away else "away_off", manager.language or self.language)
+
+    async def inbox(self, manager: ManagerRef) -> list[InboxItem]:
+        async with self.db.read() as conn:
+            rows = await q.inbox(conn, manager.id)
+        return [
+            InboxItem(
+                cid, name, conv, channel, created, Topic(chat, thread) if chat is not None else None
+            )
+            for cid, name, conv, channel, created, chat, thread in rows
+        ]
+
+    async def find(self, manager: ManagerRef, text_: str) -> list[ClientCard]:
+        """Clients matching ``text_`` that ``manager`` may see (their own, their
+        team's, nobody's yet; supervisors and admins see all)."""
+        async with self.db.read() as conn:
+            found = await read.search_clients(
+                conn, client_search(text_.strip(), self.region), limit=50
+            )
+            hits = [s.id for s in found]
+            kept = await clients_q.keepers_of(conn, hits) if self._limited(manager) else {}
+            visible = [i for i in hits if self._may_see(manager, kept.get(i, []))][:10]
+            cards = [card for i in visible if (card := await self._card(conn, i)) is not None]
+        async with self.db.write() as conn:  # the writer only for the audit row
+            await q.audit(
+                conn,
+                {
+                    "at": self.clock.now(),
+                    "actor": f"telegram:{manager.telegram_id}",
+                    "action": "search",
+                    "details": {"query": text_[:200], "shown": visible},
+                },
+            )
+        return cards
+
+    async def card_for(self, manager: ManagerRef, client_id: int) -> ClientCard | None:
+        """The card as ``manager`` asked for it: None when not theirs to see; the
+        read is in the audit log either way."""
+        async with self.db.write() as conn:
+            allowed = await self._allowed(conn, manager, client_id)
+            await q.audit(
+                conn,
+                {
+                    "at": self.clock.now(),
+                    "actor": f"telegram:{manager.telegram_id}",
+                    "action": "read" if allowed else "refused",
+                    "object_type": "client",
+                    "object_id": client_id,
+                    "details": {"what": "card"},
+                },
+            )
+        return await self.card(client_id) if allowed else None
+
+    async def _allowed(self, conn: Any, manager: ManagerRef, client_id: int) -> bool:
+        """Roles: supervisors and admins see every client; marketers none (they
+        work with campaigns and reports); a manager the clients nobody has yet,
+        their own, and their team's (managers without a team are one team)."""
+        keepers = await clients_q.keepers(conn, client_id) if self._limited(manager) else []
+        return self._may_see(manager, keepers)
+
+    @staticmethod
+    def _limited(manager: ManagerRef) -> bool:
+        """Whether what ``manager`` may see depends on who keeps the client."""
+        return manager.role not in ("supervisor", "admin", "marketer")
+
+    @staticmethod
+    def _may_see(manager: ManagerRef, keepers: list[tuple[int, str | None]]) -> bool:
+        if manager.role in ("supervisor", "admin"):
+            return True
+        if manager.role == "marketer":
+            return False
+        return not keepers or any(
+            mid == manager.id or team == manager.team for mid, team in keepers
+        )
+
+    async def _refuse(self, conn: Any, manager: ManagerRef, client_id: int, what: str) -> None:
+        loggers.event(log, "staff.not_allowed", 30, manager=manager.id, client=client_id)
+        await q.audit(
+            conn,
+            {
+                "at": self.clock.now(),
+                "actor": f"telegram:{manager.telegram_id}",
+                "action": "refused",
+                "object_type": "client",
+                "object_id": client_id,
+                "details": {"what": what},
+            },
+        )

@@ -1,0 +1,144 @@
+"""A manager's answer to a client: one ``out`` interaction and its outbox row,
+written in one transaction; the dispatcher delivers it over the client's channel.
+
+Notes (``direction=note``) are logged the same way and never sent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hub.kernel.clock import Clock
+from hub.kernel.errors import HubError
+from hub.kernel.types import Channel, Delivery, Direction
+from storage import Database
+from storage import replies as q
+from storage import sla as sla_q
+
+# Over which channel, and to which identity, an answer to a conversation goes.
+# A web form leaves no channel to answer on: the answer goes by email.
+REPLY_ROUTE = {
+    Channel.TELEGRAM.value: (Channel.TELEGRAM.value, "telegram"),
+    Channel.EMAIL.value: (Channel.EMAIL.value, "email"),
+    Channel.WEBFORM.value: (Channel.EMAIL.value, "email"),
+}
+
+
+class NoAddress(HubError):
+    """The client has no identity the conversation's channel can reach."""
+
+
+class UnknownConversation(HubError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    interaction_id: int
+    outbox_id: int | None
+
+
+async def queue(
+    conn: AsyncConnection,
+    *,
+    conversation: q.ConversationRow,
+    text: str,
+    author: str,
+    now: datetime,
+    key: str | None = None,
+    note: bool = False,
+    note_channel: str | None = None,
+) -> Queued:
+    """In the caller's transaction: log the answer as an ``out`` interaction with
+    its outbox row over the conversation's reply route, or a note (``key`` then
+    marks the note, on ``note_channel``, so that a repeat is recognized)."""
+    conv = conversation
+    values = {
+        "client_id": conv.client_id,
+        "conversation_id": conv.id,
+        "author": author,
+        "text": text,
+        "at": now,
+    }
+    if note:
+        interaction_id, _ = await q.append(
+            conn,
+            {
+                **values,
+                "direction": Direction.NOTE.value,
+                "channel": note_channel,
+                "account": note_channel,
+                "external_id": key if note_channel else None,
+            },
+            None,
+        )
+        return Queued(interaction_id, None)
+    channel, kind = REPLY_ROUTE[conv.channel]
+    recipient = await q.address(conn, conv.client_id, kind)
+    if recipient is None:
+        raise NoAddress(f"client {conv.client_id} has no {kind} address to answer on")
+    in_reply_to = await q.last_inbound_external_id(conn, conv.id)
+    interaction_id, outbox_id = await q.append(
+        conn,
+        {
+            **values,
+            "direction": Direction.OUT.value,
+            "channel": channel,
+            "account": conv.account,
+            "delivery": Delivery.PENDING.value,
+        },
+        {
+            "idempotency_key": key or f"reply:{conv.id}:{uuid.uuid4().hex}",
+            "channel": channel,
+            "account": conv.account,
+            "recipient": recipient,
+            "kind": "reply",
+            "subject": conv.subject,
+            "text": text,
+            "extras": {"in_reply_to": in_reply_to} if in_reply_to else None,
+            "client_id": conv.client_id,
+            "conversation_id": conv.id,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        },
+    )
+    await q.mark_responded(conn, conv.id, now)
+    await sla_q.meet(conn, conv.id, now)  # the response deadlines are met
+    return Queued(interaction_id, outbox_id)
+
+
+async def reply(
+    db: Database,
+    clock: Clock,
+    conversation_id: int,
+    text: str,
+    *,
+    author: str,
+    note: bool = False,
+    key: str | None = None,
+) -> Queued:
+    """Log the answer and queue it for delivery (or just log a note).
+
+    ``key`` is the idempotency key of the outbox row; give the id of what caused
+    the reply (e.g. the manager's Telegram message) so that a redelivered
+    command queues nothing twice.
+    """
+    async with db.write() as conn:
+        conv = await q.conversation(conn, conversation_id)
+        if conv is None:
+            raise UnknownConversation(f"no conversation {conversation_id}")
+        return await queue(
+            conn,
+            conversation=conv,
+            text=text,
+            author=author,
+            now=clock.now(),
+            key=key,
+            note=note,
+        )

@@ -1,0 +1,3 @@
+"""The one ingest path: every inbound message logged once, threaded, routed and answered in one
+transaction (group commit).
+"""

@@ -1,0 +1,3 @@
+"""Timers over the log: reminders, response deadlines (SLA) and waiting requests given out when
+someone can take them.
+"""

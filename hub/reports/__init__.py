@@ -1,0 +1,1 @@
+"""Reports of a period: tables, text and CSV, charts, the scheduled digest."""
