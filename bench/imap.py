@@ -30,7 +30,7 @@ from channels.email.channel import EmailChannel
 from channels.email.imap import MemoryCursorStore
 from hub.app.mail_worker import MailWorker
 from hub.app.run import mail_worker
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock
 from storage.db import Database

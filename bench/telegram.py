@@ -31,7 +31,7 @@ from aiohttp import web
 
 from channels.telegram import TelegramChannel
 from hub.config import TelegramSection
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock
 from storage.db import Database

@@ -43,7 +43,7 @@ from sqlalchemy import event
 
 from hub.clients.search import client_search
 from hub.desk.desk import Desk
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.kernel.clock import FrozenClock
 from storage import Database
 from storage import read as q

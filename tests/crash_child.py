@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock
 from hub.kernel.errors import StorageUnavailable

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import insert, update
 
 from hub.admin.api import AdminServer, create_app
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import FrozenClock
 from hub.kernel.identities import identity

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import insert, select, update
 
 from hub.desk.desk import Desk, NoConversation, NotSent
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import FrozenClock
 from hub.kernel.identities import identity

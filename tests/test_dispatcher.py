@@ -12,7 +12,7 @@ from sqlalchemy import insert, select, update
 from hub.config import DispatcherSection
 from hub.delivery.dispatcher import Dispatcher
 from hub.desk.replies import reply
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import FrozenClock
 from hub.kernel.errors import PermanentDeliveryError, TemporaryDeliveryError

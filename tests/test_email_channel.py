@@ -21,7 +21,7 @@ from hub.config import DispatcherSection, EmailSection
 from hub.delivery.dispatcher import Dispatcher
 from hub.desk.desk import Desk
 from hub.desk.replies import reply
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import AutoReplies, Ingestor
 from hub.kernel.clock import FrozenClock
 from hub.kernel.errors import MessageRejected

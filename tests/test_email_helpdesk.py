@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from channels.email.channel import EmailChannel
 from channels.email.imap import MemoryCursorStore
 from hub.config import EmailSection
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock
 from storage import Database

@@ -27,7 +27,7 @@ from channels.email.imap import (
     cursor_key,
 )
 from hub.config import EmailSection, ImapSection
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.ingest.cursors import DbCursorStore
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock

@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from channels.email.channel import EmailChannel
 from hub.config import EmailSection
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock
 from storage import Database

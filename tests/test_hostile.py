@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 
 from channels.email.parse import parse
 from channels.telegram.inbound import normalize
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock
 from hub.kernel.errors import MessageRejected

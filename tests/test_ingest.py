@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, insert, select, update
 
-from hub.ingest.attachments import AttachmentStore, StoredFile
+from hub.clients.attachments import AttachmentStore, StoredFile
 from hub.ingest.ingestor import AutoReplies, Ingestor
 from hub.kernel.clock import FrozenClock
 from hub.kernel.errors import MessageRejected, StorageUnavailable

@@ -25,7 +25,7 @@ from channels.email.spool import MailSpool
 from hub import config as hub_config
 from hub.app.mail_worker import MailWorker
 from hub.app.run import Hub
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock
 from storage import Database

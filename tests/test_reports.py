@@ -21,7 +21,7 @@ from hub.admin.api import AdminServer, create_app
 from hub.app import cli
 from hub.config import TelegramSection
 from hub.desk.desk import Desk
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.kernel.clock import FrozenClock
 from hub.reports import charts
 from hub.reports.reports import (

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from hub.desk.desk import Desk
 from hub.desk.replies import reply
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.jobs.deadlines import Escalator
 from hub.jobs.waiting import Assigner

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from channels.email.channel import EmailChannel
 from hub.config import EmailSection
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock
 from storage import Database

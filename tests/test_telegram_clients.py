@@ -26,7 +26,7 @@ from channels.telegram.inbound import command, language, normalize
 from channels.telegram.outbound import split_text, utf16_len
 from channels.telegram.updates import SECRET_HEADER
 from hub.config import TelegramSection
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock
 from hub.kernel.errors import (

@@ -30,7 +30,7 @@ from channels.telegram.staff import Pacer, StaffSide
 from hub.config import DispatcherSection, TelegramSection
 from hub.delivery.dispatcher import Dispatcher, outbound_of
 from hub.desk.desk import Desk
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.jobs.reminders import fire_due
 from hub.kernel.clock import Clock, FrozenClock, SystemClock

@@ -328,7 +328,7 @@ class _Worker:
 
 async def _serve(sock: socket.socket) -> None:
     from hub.app.run import build_ingestor
-    from hub.ingest.attachments import AttachmentStore
+    from hub.clients.attachments import AttachmentStore
     from hub.kernel.clock import SystemClock
     from storage import Database
     from storage import managers as managers_q

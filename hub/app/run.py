@@ -22,7 +22,7 @@ from hub.clients.book import ClientBook
 from hub.config import Config, split_listen
 from hub.delivery.dispatcher import Dispatcher
 from hub.desk.desk import Desk
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.ingest.cursors import DbCursorStore, DbMailboxLocks
 from hub.ingest.ingestor import AutoReplies, Ingestor
 from hub.ingest.rules import compile_policies, compile_rules

@@ -15,7 +15,7 @@ from typing import Any
 from hub.clients import stages
 from hub.clients.search import client_search
 from hub.desk import replies
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.jobs import reminders
 from hub.kernel import loggers
 from hub.kernel.clock import Clock

@@ -28,7 +28,7 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from hub.delivery.bounces import record_bounce
 from hub.desk.replies import REPLY_ROUTE
-from hub.ingest.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore
 from hub.ingest.rules import needs_profile
 from hub.jobs.waiting import snapshot_of
 from hub.kernel import loggers
