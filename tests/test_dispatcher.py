@@ -9,10 +9,11 @@ from pathlib import Path
 
 from sqlalchemy import insert, select, update
 
+from hub.clients.attachments import AttachmentStore
 from hub.config import DispatcherSection
 from hub.delivery.dispatcher import Dispatcher
+from hub.delivery.outbox import Outgoing
 from hub.desk.replies import reply
-from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import FrozenClock
 from hub.kernel.errors import PermanentDeliveryError, TemporaryDeliveryError
@@ -21,6 +22,7 @@ from hub.kernel.ports import ChannelLimits, RateLimit
 from hub.kernel.ratelimit import RateLimiter
 from hub.kernel.types import Channel, InboundMessage
 from storage import Database
+from storage import ingest as ingest_q
 from storage import outbox as outbox_q
 from storage.models import Interaction, Manager, Outbox
 from tests.fakes import RecordingChannel
@@ -257,6 +259,47 @@ async def test_dispatcher_loop_delivers_when_woken(db: Database, tmp_path: Path)
     finally:
         await dispatcher.stop()
     assert channel.sent[0].text == "woken"
+
+
+async def test_an_outgoing_message_is_a_pending_row_due_when_written(db: Database) -> None:
+    """Every producer builds its outbox row with ``Outgoing``; the batch writer's
+    tuples carry the same values in its column order."""
+    now = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    message = Outgoing(
+        idempotency_key="reminder:1:0",
+        channel="telegram",
+        account="staff",
+        recipient="111",
+        kind="reminder",
+        text="call back",
+        at=now,
+        extras={"reminder": 1},
+    )
+    row = message.row()
+    assert (row["status"], row["attempts"], row["next_attempt_at"], row["created_at"]) == (
+        "pending",
+        0,
+        now,
+        now,
+    )
+    assert message.values(ingest_q.OUTBOX_COLUMNS) == tuple(row[c] for c in ingest_q.OUTBOX_COLUMNS)
+    async with db.write() as conn:
+        await outbox_q.enqueue(conn, [row])
+        [claimed] = await outbox_q.claim(
+            conn,
+            channels=["telegram"],
+            now=now,
+            lease_until=now + timedelta(seconds=60),
+            worker="first",
+            limit=10,
+        )
+    assert (claimed.idempotency_key, claimed.recipient, claimed.text, claimed.extras) == (
+        "reminder:1:0",
+        "111",
+        "call back",
+        {"reminder": 1},
+    )
+    assert (claimed.subject, claimed.client_id, claimed.attempts) == (None, None, 1)
 
 
 def test_rate_limiter_spaces_sends_and_pauses() -> None:
