@@ -44,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub.campaigns import scripts
 from hub.campaigns.unsubscribe import Unsubscribe
 from hub.config import CampaignsSection, Config, QuietHours
+from hub.delivery.outbox import Outgoing
 from hub.kernel import loggers
 from hub.kernel.errors import HubError
 from hub.kernel.texts import progress_bar, text
@@ -414,23 +415,18 @@ class Campaigns:
         now = self.clock.now()
         channel = "telegram" if telegram_id is not None else "email"
         async with self.db.write() as conn:
-            row_id = await q.enqueue_one(
-                conn,
-                {
-                    "idempotency_key": f"campaign_test:{campaign_id}:{uuid.uuid4().hex}",
-                    "channel": channel,
-                    "account": "campaign",
-                    "recipient": str(telegram_id) if telegram_id is not None else str(email),
-                    "kind": "campaign_test",
-                    "subject": item.subject,
-                    "text": item.text,
-                    "extras": {"campaign": campaign_id},
-                    "status": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                },
+            test = Outgoing(
+                idempotency_key=f"campaign_test:{campaign_id}:{uuid.uuid4().hex}",
+                channel=channel,
+                account="campaign",
+                recipient=str(telegram_id) if telegram_id is not None else str(email),
+                kind="campaign_test",
+                text=item.text,
+                at=now,
+                subject=item.subject,
+                extras={"campaign": campaign_id},
             )
+            row_id = await q.enqueue_one(conn, test.row())
         self._queued()
         return row_id
 
@@ -651,22 +647,18 @@ class Campaigns:
                         "at": now,
                         "delivery": Delivery.PENDING.value,
                     },
-                    {
-                        "idempotency_key": f"campaign:{campaign_id}:{target.client_id}",
-                        "channel": channel,
-                        "account": account,
-                        "recipient": target.identities[channel],
-                        "kind": "campaign",
-                        "subject": subject,
-                        "text": body,
-                        "extras": extras,
-                        "client_id": target.client_id,
-                        "conversation_id": None,
-                        "status": "pending",
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                    },
+                    Outgoing(
+                        idempotency_key=f"campaign:{campaign_id}:{target.client_id}",
+                        channel=channel,
+                        account=account,
+                        recipient=target.identities[channel],
+                        kind="campaign",
+                        text=body,
+                        at=now,
+                        subject=subject,
+                        extras=extras,
+                        client_id=target.client_id,
+                    ).row(),
                 )
             )
         for reason, ids in skipped.items():
@@ -719,22 +711,17 @@ class Campaigns:
                         "extras": {"campaign": campaign_id, "call_task": target.target_id},
                         "at": now,
                     },
-                    {
-                        "idempotency_key": f"call:{campaign_id}:{target.client_id}",
-                        "channel": self.staff_channel or "telegram",
-                        "account": "staff",
-                        "recipient": str(telegram_ids.get(manager or 0, "staff")),
-                        "kind": "call_task",
-                        "subject": None,
-                        "text": task,
-                        "extras": {"campaign": campaign_id, "call_task": target.target_id},
-                        "client_id": target.client_id,
-                        "conversation_id": None,
-                        "status": "pending",
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                    },
+                    Outgoing(
+                        idempotency_key=f"call:{campaign_id}:{target.client_id}",
+                        channel=self.staff_channel or "telegram",
+                        account="staff",
+                        recipient=str(telegram_ids.get(manager or 0, "staff")),
+                        kind="call_task",
+                        text=task,
+                        at=now,
+                        extras={"campaign": campaign_id, "call_task": target.target_id},
+                        client_id=target.client_id,
+                    ).row(),
                 )
             )
         await q.skip_targets(conn, skipped, reason="opted_out", now=now)

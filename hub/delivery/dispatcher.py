@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.config import DispatcherSection
+from hub.delivery.outbox import Outgoing
 from hub.kernel import loggers
 from hub.kernel.clock import Clock
 from hub.kernel.errors import PermanentDeliveryError, TemporaryDeliveryError
@@ -73,28 +74,20 @@ async def report_failure(
         telegram_id = await q.assignee_telegram_id(conn, conversation_id)
         if telegram_id is not None:
             recipient = str(telegram_id)
-    await q.enqueue(
-        conn,
-        [
-            {
-                "idempotency_key": f"delivery_failed:{outbox_id}",
-                "channel": staff_channel,
-                "account": "staff",
-                "recipient": recipient,
-                "kind": "delivery_failed",
-                "subject": None,
-                "text": text,
-                "extras": {"outbox_id": outbox_id},
-                "client_id": client_id,
-                "conversation_id": conversation_id,
-                "interaction_id": event_id,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-        ],
+    notice = Outgoing(
+        idempotency_key=f"delivery_failed:{outbox_id}",
+        channel=staff_channel,
+        account="staff",
+        recipient=recipient,
+        kind="delivery_failed",
+        text=text,
+        at=now,
+        extras={"outbox_id": outbox_id},
+        client_id=client_id,
+        conversation_id=conversation_id,
+        interaction_id=event_id,
     )
+    await q.enqueue(conn, [notice.row()])
     return event_id
 
 

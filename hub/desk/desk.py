@@ -13,9 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from hub.clients import stages
-from hub.clients.search import client_search
-from hub.desk import replies
 from hub.clients.attachments import AttachmentStore
+from hub.clients.search import client_search
+from hub.delivery.outbox import Outgoing
+from hub.desk import replies
 from hub.jobs import reminders
 from hub.kernel import loggers
 from hub.kernel.clock import Clock
@@ -323,23 +324,18 @@ class Desk:
                 await q.set_conversations(conn, ids, now, assignee_id=target.id)
                 reply = text("transferred", language, target=target.name, manager=manager.name)
                 if self.staff_channel is not None:
-                    await q.enqueue(
-                        conn,
-                        {
-                            "idempotency_key": f"transfer:{uuid.uuid4().hex}",
-                            "channel": self.staff_channel,
-                            "account": "staff",
-                            "recipient": str(target.telegram_id),
-                            "kind": "assigned",
-                            "text": reply,
-                            "client_id": client_id,
-                            "conversation_id": ids[0],
-                            "status": "pending",
-                            "attempts": 0,
-                            "next_attempt_at": now,
-                            "created_at": now,
-                        },
+                    notice = Outgoing(
+                        idempotency_key=f"transfer:{uuid.uuid4().hex}",
+                        channel=self.staff_channel,
+                        account="staff",
+                        recipient=str(target.telegram_id),
+                        kind="assigned",
+                        text=reply,
+                        at=now,
+                        client_id=client_id,
+                        conversation_id=ids[0],
                     )
+                    await q.enqueue(conn, notice.row())
             elif action == "tag":
                 words = [w.lstrip("#") for w in argument.replace(",", " ").split() if w]
                 if not words:

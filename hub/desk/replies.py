@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hub.delivery.outbox import Outgoing
 from hub.kernel.clock import Clock
 from hub.kernel.errors import HubError
 from hub.kernel.types import Channel, Delivery, Direction
@@ -91,22 +92,19 @@ async def queue(
             "account": conv.account,
             "delivery": Delivery.PENDING.value,
         },
-        {
-            "idempotency_key": key or f"reply:{conv.id}:{uuid.uuid4().hex}",
-            "channel": channel,
-            "account": conv.account,
-            "recipient": recipient,
-            "kind": "reply",
-            "subject": conv.subject,
-            "text": text,
-            "extras": {"in_reply_to": in_reply_to} if in_reply_to else None,
-            "client_id": conv.client_id,
-            "conversation_id": conv.id,
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        },
+        Outgoing(
+            idempotency_key=key or f"reply:{conv.id}:{uuid.uuid4().hex}",
+            channel=channel,
+            account=conv.account,
+            recipient=recipient,
+            kind="reply",
+            text=text,
+            at=now,
+            subject=conv.subject,
+            extras={"in_reply_to": in_reply_to} if in_reply_to else None,
+            client_id=conv.client_id,
+            conversation_id=conv.id,
+        ).row(),
     )
     await q.mark_responded(conn, conv.id, now)
     await sla_q.meet(conn, conv.id, now)  # the response deadlines are met

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hub.delivery.outbox import Outgoing
 from hub.jobs.waiting import Assigner
 from hub.kernel import loggers
 from hub.kernel.clock import Clock
@@ -196,20 +197,15 @@ class Escalator:
         key: str,
     ) -> None:
         assert self.staff_channel is not None
-        await desk_q.enqueue(
-            conn,
-            {
-                "idempotency_key": f"sla:{due.id}:{key}",
-                "channel": self.staff_channel,
-                "account": "staff",
-                "recipient": recipient,
-                "kind": kind,
-                "text": message,
-                "client_id": due.client_id,
-                "conversation_id": due.conversation_id,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            },
+        alert = Outgoing(
+            idempotency_key=f"sla:{due.id}:{key}",
+            channel=self.staff_channel,
+            account="staff",
+            recipient=recipient,
+            kind=kind,
+            text=message,
+            at=now,
+            client_id=due.client_id,
+            conversation_id=due.conversation_id,
         )
+        await desk_q.enqueue(conn, alert.row())

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
+from hub.delivery.outbox import Outgoing
 from hub.kernel import loggers
 from hub.kernel.clock import Clock
 from hub.kernel.texts import text
@@ -68,22 +69,19 @@ async def fire_batch(
                 )
             if staff_channel is not None and reminder.telegram_id is not None:
                 messages.append(
-                    {
+                    Outgoing(
                         # one delivery per firing: a snoozed reminder fires again
-                        "idempotency_key": f"reminder:{reminder.id}:{reminder.fired_count}",
-                        "channel": staff_channel,
-                        "account": "staff",
-                        "recipient": str(reminder.telegram_id),
-                        "kind": "reminder",
-                        "text": said,
-                        "extras": {"reminder": reminder.id, "fired": reminder.fired_count},
-                        "client_id": reminder.client_id,
-                        "conversation_id": reminder.conversation_id,
-                        "status": "pending",
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                    }
+                        idempotency_key=f"reminder:{reminder.id}:{reminder.fired_count}",
+                        channel=staff_channel,
+                        account="staff",
+                        recipient=str(reminder.telegram_id),
+                        kind="reminder",
+                        text=said,
+                        at=now,
+                        extras={"reminder": reminder.id, "fired": reminder.fired_count},
+                        client_id=reminder.client_id,
+                        conversation_id=reminder.conversation_id,
+                    ).row()
                 )
         await q.record_firing(conn, events, messages)
     for reminder in due:

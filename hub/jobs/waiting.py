@@ -23,6 +23,7 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hub.delivery.outbox import Outgoing
 from hub.kernel import loggers
 from hub.kernel.clock import Clock
 from hub.kernel.types import Direction
@@ -187,22 +188,17 @@ class Assigner:
             telegram_id = telegram_ids.get(manager_id)
             if telegram_id is None:
                 continue
-            await desk_q.enqueue(
-                conn,
-                {
-                    "idempotency_key": f"{kind}:{w.conversation_id}:{manager_id}:{stamp}",
-                    "channel": self.staff_channel,
-                    "account": "staff",
-                    "recipient": str(telegram_id),
-                    "kind": kind,
-                    "subject": w.subject,
-                    "text": w.text,
-                    "client_id": w.client_id,
-                    "conversation_id": w.conversation_id,
-                    "interaction_id": w.interaction_id,
-                    "status": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                },
+            notice = Outgoing(
+                idempotency_key=f"{kind}:{w.conversation_id}:{manager_id}:{stamp}",
+                channel=self.staff_channel,
+                account="staff",
+                recipient=str(telegram_id),
+                kind=kind,
+                text=w.text,
+                at=now,
+                subject=w.subject,
+                client_id=w.client_id,
+                conversation_id=w.conversation_id,
+                interaction_id=w.interaction_id,
             )
+            await desk_q.enqueue(conn, notice.row())
