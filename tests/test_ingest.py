@@ -6,14 +6,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import event, func, insert, select, update
+from sqlalchemy.engine import Engine
 
 from hub.clients.attachments import AttachmentStore, StoredFile
 from hub.ingest.ingestor import AutoReplies, Ingestor
@@ -23,6 +24,7 @@ from hub.kernel.identities import identity
 from hub.kernel.types import Attachment, Channel, InboundMessage
 from hub.kernel.types import Identity as Ident
 from routing.hours import parse_hours
+from routing.sla import Policy
 from storage import Database
 from storage.models import Attachment as AttachmentRow
 from storage.models import Client, Conversation, Identity, Interaction, Manager, Outbox
@@ -413,6 +415,70 @@ async def test_concurrent_ingests_are_group_committed_each_exactly_once(
     assert len({r.client_id for r in results}) == 40
     assert len({r.conversation_id for r in results}) == 40
     assert await scalar(db, select(func.count()).select_from(Conversation)) == 40
+
+
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    """The SQL statements run meanwhile, by any engine."""
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        seen.append(args[2])
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+
+
+async def test_a_batch_costs_the_same_statements_however_many_messages_it_holds(
+    db: Database, tmp_path: Path
+) -> None:
+    """Group commit pays only if a batch costs a few set-based statements: a batch
+    of many new clients, threads, routing, deadlines, auto-replies and notices
+    runs as many statements as a small one, and so does a batch of their replies."""
+    await add_manager(db, "Olga", 1001)
+    await add_manager(db, "Petr", 1002)
+    ingest = Ingestor(
+        db,
+        FrozenClock(T0),
+        AttachmentStore(tmp_path / "files", 10**6),
+        staff_channel="telegram",
+        auto_replies=REPLIES,
+        policies=(Policy("standard", first_response=timedelta(hours=1)),),
+    )
+
+    def round_of(senders: range, again: bool) -> list[InboundMessage]:
+        suffix = "again" if again else "first"
+        out = []
+        for n in senders:
+            mail = identity("email", f"c{n}@example.com")
+            out += [
+                message(Channel.TELEGRAM, f"{n}:{suffix}", identity("telegram", n)),
+                message(Channel.EMAIL, f"<{n}.{suffix}@x>", mail, hints=(f"<{n}.first@x>",)),
+                dataclasses.replace(
+                    message(Channel.WEBFORM, f"{n}-{suffix}", mail),
+                    extras={"confirmation": {"to": mail.value, "text": "Got it"}},
+                ),
+            ]
+        return out
+
+    async def cost(messages: list[InboundMessage]) -> list[str]:
+        before = ingest.batches
+        with statements() as seen:
+            await asyncio.gather(*(ingest(m) for m in messages))
+        assert ingest.batches == before + 1
+        return seen
+
+    await ingest.start()
+    try:
+        small = [await cost(round_of(range(1, 3), again)) for again in (False, True)]
+        large = [await cost(round_of(range(100, 110), again)) for again in (False, True)]
+    finally:
+        await ingest.stop()
+    assert [len(s) for s in large] == [len(s) for s in small], (small, large)
+    assert await scalar(db, select(func.count()).select_from(Outbox)) > 0
 
 
 # Routing and the outbox
