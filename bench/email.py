@@ -32,7 +32,7 @@ from sqlalchemy import text
 
 from bench.hub_config import in_folder
 from channels.email.channel import EmailChannel
-from hub.app.run import mail_worker
+from hub.app.wiring import mail_worker
 from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock

@@ -28,8 +28,8 @@ import aioimaplib  # type: ignore[import-untyped]
 from bench.hub_config import in_folder
 from channels.email.channel import EmailChannel
 from channels.email.imap import MemoryCursorStore
-from hub.app.mail_worker import MailWorker
-from hub.app.run import mail_worker
+from channels.email.worker import MailWorker
+from hub.app.wiring import mail_worker
 from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock

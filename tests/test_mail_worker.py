@@ -22,9 +22,10 @@ from sqlalchemy import func, select
 from channels.email.channel import EmailChannel
 from channels.email.parse import may_name_sender, parse
 from channels.email.spool import MailSpool
+from channels.email.worker import MailWorker
 from hub import config as hub_config
-from hub.app.mail_worker import MailWorker
 from hub.app.run import Hub
+from hub.app.wiring import mail_worker
 from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock
@@ -100,7 +101,8 @@ async def running(config: hub_config.Config, tmp_path: Path) -> AsyncIterator[De
     db = Database(config.storage.url)
     ingestor = Ingestor(db, SystemClock(), AttachmentStore(tmp_path / "files", 10**7))
     await ingestor.start()
-    worker = MailWorker(config, staff_channel=None)
+    worker = mail_worker(config)
+    assert isinstance(worker, MailWorker)
     channel = EmailChannel(
         config.email, max_attachment_bytes=10**7, offload=worker, listen="127.0.0.1:0"
     )

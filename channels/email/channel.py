@@ -1,9 +1,9 @@
 """The email channel: inbound over SMTP (RFC 5321, aiosmtpd), outbound through an
 SMTP relay (aiosmtplib), both through the hub's narrow channel contract.
 
-With an ``offload`` (the hub's mail worker, as ``hub run`` sets it up), each
-accepted message is committed to the mail spool (spool.py) and the SMTP server
-answers 250 then; the worker process parses and logs it. Without one, each
+With an ``offload`` (the mail worker, worker.py, as ``hub run`` sets it up),
+each accepted message is committed to the mail spool (spool.py) and the SMTP
+server answers 250 then; the worker process parses and logs it. Without one, each
 message is parsed (parse.py) and handed to the ingest sink here, and the SMTP
 server answers 250 only after the sink returned, i.e. after the log's commit.
 A message the parser could not read fully is logged with its raw bytes kept as

@@ -10,157 +10,32 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from hub.admin.api import AdminServer, create_app
 from hub.admin.metrics import Metrics, Sources
+from hub.app.wiring import build_channels, build_ingestor, reporter
 from hub.campaigns.campaigns import Campaigns
 from hub.campaigns.campaigns import build as build_campaigns
+from hub.clients.attachments import AttachmentStore
 from hub.clients.book import ClientBook
 from hub.config import Config, split_listen
 from hub.delivery.dispatcher import Dispatcher
 from hub.desk.desk import Desk
-from hub.clients.attachments import AttachmentStore
-from hub.ingest.cursors import DbCursorStore, DbMailboxLocks
-from hub.ingest.ingestor import AutoReplies, Ingestor
-from hub.ingest.rules import compile_policies, compile_rules
+from hub.ingest.ingestor import Ingestor
 from hub.jobs.deadlines import Escalator
 from hub.jobs.reminders import ReminderLoop, scan
 from hub.jobs.waiting import Assigner
 from hub.kernel import loggers
 from hub.kernel.clock import Clock, SystemClock
 from hub.kernel.ports import ChannelPort
-from hub.reports.reports import Reporter
-from routing.hours import parse_hours
 from storage import Database
 from storage import managers as managers_q
 from storage import search as full_text
-from storage.db import in_memory
 from storage.migrate import upgrade
 
-if TYPE_CHECKING:
-    from channels.email.channel import Offload
-
 log = loggers.core
-
-
-def build_channels(
-    config: Config, desk: Desk, clock: Clock, *, campaigns: Campaigns | None = None
-) -> dict[str, ChannelPort]:
-    """The enabled channels. The composition root is the one place in ``hub``
-    that knows the channel packages."""
-    channels: dict[str, ChannelPort] = {}
-    if config.telegram.enabled:
-        from channels.telegram import TelegramChannel
-        from channels.telegram.staff import StaffSide
-
-        staff = StaffSide(
-            desk,
-            config.telegram,
-            language=config.hub.language,
-            timezone=config.hub.timezone,
-            clock=clock,
-            reports=reporter(config, desk.db, clock),
-            campaigns=campaigns,
-        )
-        channels["telegram"] = TelegramChannel(
-            config.telegram,
-            staff=staff,
-            files=desk,
-            max_attachment_bytes=config.storage.max_attachment_bytes,
-            default_region=config.hub.default_region,
-        )
-    if config.email.smtp.listen or config.email.outbound or config.email.imap:
-        from channels.email.channel import EmailChannel
-
-        channels["email"] = EmailChannel(
-            config.email,
-            max_attachment_bytes=config.storage.max_attachment_bytes,
-            files=desk,
-            clock=clock,
-            cursors=DbCursorStore(desk.db, clock),
-            locks=DbMailboxLocks(desk.db),
-            offload=mail_worker(config, staff_channel=desk.staff_channel),
-        )
-    if config.webform.listen:
-        from channels.webform import WebformChannel
-
-        channels["webform"] = WebformChannel(
-            config.webform,
-            language=config.hub.language,
-            default_region=config.hub.default_region,
-            # a form's confirmation goes by email, so only when email can go out
-            confirm_by_email=config.email.outbound is not None,
-            clock=clock,
-        )
-    return channels
-
-
-def mail_worker(config: Config, *, staff_channel: str | None = None) -> Offload | None:
-    """The mail worker for received mail, when there is any to receive and the
-    database is one a second process can open (not SQLite in memory)."""
-    email = config.email
-    if not email.worker or (email.smtp.listen is None and not email.imap):
-        return None
-    if in_memory(config.storage.url):
-        return None
-    from hub.app.mail_worker import MailWorker
-
-    return MailWorker(config, staff_channel=staff_channel)
-
-
-def reporter(config: Config, db: Database, clock: Clock) -> Reporter:
-    return Reporter(
-        db,
-        clock,
-        timezone=config.hub.timezone,
-        language=config.hub.language,
-        reply_window_days=config.campaigns.reply_window_days,
-    )
-
-
-def build_ingestor(
-    config: Config,
-    db: Database,
-    clock: Clock,
-    files: AttachmentStore,
-    manager_ids: dict[str, int],
-    *,
-    staff_channel: str | None,
-    on_commit: Callable[[], None] | None = None,
-) -> Ingestor:
-    """The ingest sink as the config sets it up (the hub's and the mail worker's)."""
-    return Ingestor(
-        db,
-        clock,
-        files,
-        staff_channel=staff_channel,
-        timezone=config.hub.timezone,
-        window_ms=config.storage.group_commit_ms,
-        max_batch=config.storage.group_commit_max,
-        on_commit=on_commit,
-        auto_replies=auto_replies(config),
-        rules=compile_rules(config, manager_ids),
-        holidays=config.routing.holidays,
-        policies=compile_policies(config, manager_ids),
-    )
-
-
-def auto_replies(config: Config) -> AutoReplies:
-    r = config.replies
-
-    def texts(ru: str | None, en: str | None) -> dict[str, str]:
-        return {lang: t for lang, t in (("ru", ru), ("en", en)) if t}
-
-    return AutoReplies(
-        greeting=texts(r.greeting_ru, r.greeting_en),
-        out_of_hours=texts(r.out_of_hours_ru, r.out_of_hours_en),
-        default_language=config.hub.language,
-        hours=parse_hours(config.hub.hours) if config.hub.hours else None,
-        timezone=config.hub.timezone,
-    )
 
 
 class Hub:

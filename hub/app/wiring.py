@@ -1,0 +1,154 @@
+"""The hub's parts built from the config: the channels, the mail worker, the
+ingest sink and the reporter, for both composition roots (``hub run`` and the
+mail worker process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
+
+from hub.campaigns.campaigns import Campaigns
+from hub.clients.attachments import AttachmentStore
+from hub.config import Config
+from hub.desk.desk import Desk
+from hub.ingest.cursors import DbCursorStore, DbMailboxLocks
+from hub.ingest.ingestor import AutoReplies, Ingestor
+from hub.ingest.rules import compile_policies, compile_rules
+from hub.kernel.clock import Clock
+from hub.kernel.ports import ChannelPort
+from hub.reports.reports import Reporter
+from routing.hours import parse_hours
+from storage import Database
+from storage.db import in_memory
+
+if TYPE_CHECKING:
+    from channels.email.channel import Offload
+
+MAIL_WORKER_MODULE = "hub.app.mail_worker"  # run as ``python -m`` by the email channel
+
+
+class WorkerSetup(NamedTuple):
+    """What the mail worker process is given first: the config, and the staff
+    channel the desk has."""
+
+    config: Config
+    staff_channel: str | None
+
+
+def build_channels(
+    config: Config, desk: Desk, clock: Clock, *, campaigns: Campaigns | None = None
+) -> dict[str, ChannelPort]:
+    """The enabled channels. The composition root is the one place in ``hub``
+    that knows the channel packages."""
+    channels: dict[str, ChannelPort] = {}
+    if config.telegram.enabled:
+        from channels.telegram import TelegramChannel
+        from channels.telegram.staff import StaffSide
+
+        staff = StaffSide(
+            desk,
+            config.telegram,
+            language=config.hub.language,
+            timezone=config.hub.timezone,
+            clock=clock,
+            reports=reporter(config, desk.db, clock),
+            campaigns=campaigns,
+        )
+        channels["telegram"] = TelegramChannel(
+            config.telegram,
+            staff=staff,
+            files=desk,
+            max_attachment_bytes=config.storage.max_attachment_bytes,
+            default_region=config.hub.default_region,
+        )
+    if config.email.smtp.listen or config.email.outbound or config.email.imap:
+        from channels.email.channel import EmailChannel
+
+        channels["email"] = EmailChannel(
+            config.email,
+            max_attachment_bytes=config.storage.max_attachment_bytes,
+            files=desk,
+            clock=clock,
+            cursors=DbCursorStore(desk.db, clock),
+            locks=DbMailboxLocks(desk.db),
+            offload=mail_worker(config, staff_channel=desk.staff_channel),
+        )
+    if config.webform.listen:
+        from channels.webform import WebformChannel
+
+        channels["webform"] = WebformChannel(
+            config.webform,
+            language=config.hub.language,
+            default_region=config.hub.default_region,
+            # a form's confirmation goes by email, so only when email can go out
+            confirm_by_email=config.email.outbound is not None,
+            clock=clock,
+        )
+    return channels
+
+
+def mail_worker(config: Config, *, staff_channel: str | None = None) -> Offload | None:
+    """The mail worker for received mail, when there is any to receive and the
+    database is one a second process can open (not SQLite in memory)."""
+    email = config.email
+    if not email.worker or (email.smtp.listen is None and not email.imap):
+        return None
+    if in_memory(config.storage.url):
+        return None
+    from channels.email.worker import MailWorker
+
+    return MailWorker(
+        email.spool, module=MAIL_WORKER_MODULE, setup=WorkerSetup(config, staff_channel)
+    )
+
+
+def reporter(config: Config, db: Database, clock: Clock) -> Reporter:
+    return Reporter(
+        db,
+        clock,
+        timezone=config.hub.timezone,
+        language=config.hub.language,
+        reply_window_days=config.campaigns.reply_window_days,
+    )
+
+
+def build_ingestor(
+    config: Config,
+    db: Database,
+    clock: Clock,
+    files: AttachmentStore,
+    manager_ids: dict[str, int],
+    *,
+    staff_channel: str | None,
+    on_commit: Callable[[], None] | None = None,
+) -> Ingestor:
+    """The ingest sink as the config sets it up (the hub's and the mail worker's)."""
+    return Ingestor(
+        db,
+        clock,
+        files,
+        staff_channel=staff_channel,
+        timezone=config.hub.timezone,
+        window_ms=config.storage.group_commit_ms,
+        max_batch=config.storage.group_commit_max,
+        on_commit=on_commit,
+        auto_replies=auto_replies(config),
+        rules=compile_rules(config, manager_ids),
+        holidays=config.routing.holidays,
+        policies=compile_policies(config, manager_ids),
+    )
+
+
+def auto_replies(config: Config) -> AutoReplies:
+    r = config.replies
+
+    def texts(ru: str | None, en: str | None) -> dict[str, str]:
+        return {lang: t for lang, t in (("ru", ru), ("en", en)) if t}
+
+    return AutoReplies(
+        greeting=texts(r.greeting_ru, r.greeting_en),
+        out_of_hours=texts(r.out_of_hours_ru, r.out_of_hours_en),
+        default_language=config.hub.language,
+        hours=parse_hours(config.hub.hours) if config.hub.hours else None,
+        timezone=config.hub.timezone,
+    )
