@@ -349,3 +349,36 @@ async def set_away(conn: AsyncConnection, manager_id: int, away: bool) -> None:
 
 async def audit(conn: AsyncConnection, values: dict[str, Any]) -> None:
     await conn.execute(insert(audit_table), values)
+
+
+def staff_actor(telegram_id: int) -> str:
+    """How the audit log names a member of staff: by Telegram id, which a rename keeps."""
+    return f"telegram:{telegram_id}"
+
+
+async def refused(
+    conn: AsyncConnection,
+    *,
+    at: datetime,
+    telegram_id: int,
+    what: str,
+    object_type: str | None = None,
+    object_id: int | None = None,
+    manager_id: int | None = None,
+) -> None:
+    """Audit what a member of staff tried and was refused; ``manager_id`` when the
+    refusal is of a registered manager acting on another one's object."""
+    details: dict[str, Any] = {"what": what}
+    if manager_id is not None:
+        details["manager"] = manager_id
+    await audit(
+        conn,
+        {
+            "at": at,
+            "actor": staff_actor(telegram_id),
+            "action": "refused",
+            "object_type": object_type,
+            "object_id": object_id,
+            "details": details,
+        },
+    )

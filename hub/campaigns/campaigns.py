@@ -811,16 +811,14 @@ class Campaigns:
             if task is None or outcome not in OUTCOMES:
                 return text("call_task_gone", language)
             if task.manager_id != manager.id and manager.role not in CALL_OVERSEERS:
-                await desk_q.audit(
+                await desk_q.refused(
                     conn,
-                    {
-                        "at": now,
-                        "actor": f"telegram:{manager.telegram_id}",
-                        "action": "refused",
-                        "object_type": "call_task",
-                        "object_id": target_id,
-                        "details": {"what": f"call outcome {outcome}", "manager": manager.id},
-                    },
+                    at=now,
+                    telegram_id=manager.telegram_id,
+                    what=f"call outcome {outcome}",
+                    object_type="call_task",
+                    object_id=target_id,
+                    manager_id=manager.id,
                 )
                 return text("call_task_not_yours", language)
             await q.record_outcome(conn, target_id, outcome, now=now)
@@ -924,18 +922,15 @@ class Campaigns:
         language = manager.language or self.language
         if manager.role not in MARKETING_ROLES:
             async with self.db.write() as conn:
-                await desk_q.audit(
+                await desk_q.refused(
                     conn,
-                    {
-                        "at": self.clock.now(),
-                        "actor": f"telegram:{manager.telegram_id}",
-                        "action": "refused",
-                        "object_type": "campaign",
-                        "details": {"what": f"/{command} {argument}".strip()},
-                    },
+                    at=self.clock.now(),
+                    telegram_id=manager.telegram_id,
+                    what=f"/{command} {argument}".strip(),
+                    object_type="campaign",
                 )
             return text("campaign_marketers_only", language)
-        actor = f"telegram:{manager.telegram_id}"
+        actor = desk_q.staff_actor(manager.telegram_id)
         if command == "campaigns":
             rows = await self.listing(10)
             if not rows:

@@ -107,15 +107,7 @@ class Desk:
     async def refused(self, telegram_id: int, what: str) -> None:
         loggers.event(log, "staff.refused", 30, telegram_id=telegram_id, what=what[:80])
         async with self.db.write() as conn:
-            await q.audit(
-                conn,
-                {
-                    "at": self.clock.now(),
-                    "actor": f"telegram:{telegram_id}",
-                    "action": "refused",
-                    "details": {"what": what[:500]},
-                },
-            )
+            await q.refused(conn, at=self.clock.now(), telegram_id=telegram_id, what=what[:500])
 
     async def topic_of(self, client_id: int) -> Topic | None:
         async with self.db.read() as conn:
@@ -363,7 +355,7 @@ class Desk:
                     conn,
                     {
                         "at": now,
-                        "actor": f"telegram:{manager.telegram_id}",
+                        "actor": q.staff_actor(manager.telegram_id),
                         "action": "stage",
                         "object_type": "client",
                         "object_id": client_id,
@@ -436,7 +428,7 @@ class Desk:
                 conn,
                 {
                     "at": now,
-                    "actor": f"telegram:{manager.telegram_id}",
+                    "actor": q.staff_actor(manager.telegram_id),
                     "action": "away" if away else "back",
                     "object_type": "manager",
                     "object_id": manager.id,
@@ -471,7 +463,7 @@ class Desk:
                 conn,
                 {
                     "at": self.clock.now(),
-                    "actor": f"telegram:{manager.telegram_id}",
+                    "actor": q.staff_actor(manager.telegram_id),
                     "action": "search",
                     "details": {"query": text_[:200], "shown": visible},
                 },
@@ -483,17 +475,27 @@ class Desk:
         read is in the audit log either way."""
         async with self.db.write() as conn:
             allowed = await self._allowed(conn, manager, client_id)
-            await q.audit(
-                conn,
-                {
-                    "at": self.clock.now(),
-                    "actor": f"telegram:{manager.telegram_id}",
-                    "action": "read" if allowed else "refused",
-                    "object_type": "client",
-                    "object_id": client_id,
-                    "details": {"what": "card"},
-                },
-            )
+            if allowed:
+                await q.audit(
+                    conn,
+                    {
+                        "at": self.clock.now(),
+                        "actor": q.staff_actor(manager.telegram_id),
+                        "action": "read",
+                        "object_type": "client",
+                        "object_id": client_id,
+                        "details": {"what": "card"},
+                    },
+                )
+            else:
+                await q.refused(
+                    conn,
+                    at=self.clock.now(),
+                    telegram_id=manager.telegram_id,
+                    what="card",
+                    object_type="client",
+                    object_id=client_id,
+                )
         return await self.card(client_id) if allowed else None
 
     async def _allowed(self, conn: Any, manager: ManagerRef, client_id: int) -> bool:
@@ -520,14 +522,11 @@ class Desk:
 
     async def _refuse(self, conn: Any, manager: ManagerRef, client_id: int, what: str) -> None:
         loggers.event(log, "staff.not_allowed", 30, manager=manager.id, client=client_id)
-        await q.audit(
+        await q.refused(
             conn,
-            {
-                "at": self.clock.now(),
-                "actor": f"telegram:{manager.telegram_id}",
-                "action": "refused",
-                "object_type": "client",
-                "object_id": client_id,
-                "details": {"what": what},
-            },
+            at=self.clock.now(),
+            telegram_id=manager.telegram_id,
+            what=what,
+            object_type="client",
+            object_id=client_id,
         )

@@ -219,16 +219,14 @@ async def settle(
         if reminder is None or action not in SETTLE_ACTIONS:
             return text("reminder_settled", language)
         if reminder.manager_id != manager.id:
-            await desk_q.audit(
+            await desk_q.refused(
                 conn,
-                {
-                    "at": now,
-                    "actor": f"telegram:{manager.telegram_id}",
-                    "action": "refused",
-                    "object_type": "reminder",
-                    "object_id": reminder_id,
-                    "details": {"what": f"reminder {action}", "manager": manager.id},
-                },
+                at=now,
+                telegram_id=manager.telegram_id,
+                what=f"reminder {action}",
+                object_type="reminder",
+                object_id=reminder_id,
+                manager_id=manager.id,
             )
             return text("reminder_not_yours", language)
         what = reminder.text or "—"
