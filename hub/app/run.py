@@ -1,5 +1,6 @@
-"""The composition root: one lifespan that opens storage, scheduler, ingest,
-dispatcher, channels and the admin API, and closes them in reverse."""
+"""The composition root of ``hub run``: the :class:`Hub`, whose one lifespan opens
+storage, the scheduler, ingest, the dispatcher, reminders, the admin API and the
+channels, and closes them in reverse; and the scheduled jobs' rounds."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
-
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from typing import Any, NamedTuple
 
 from hub.admin.api import AdminServer, create_app
 from hub.admin.metrics import Metrics, Sources
+from hub.app import schedule
 from hub.app.wiring import build_channels, build_ingestor, reporter
 from hub.campaigns.campaigns import Campaigns
 from hub.campaigns.campaigns import build as build_campaigns
@@ -36,6 +37,34 @@ from storage import search as full_text
 from storage.migrate import upgrade
 
 log = loggers.core
+
+
+class _Parts(NamedTuple):
+    db: Database
+    files: AttachmentStore
+    staff_channel: str | None
+
+
+def _manager_rows(config: Config) -> list[dict[str, Any]]:
+    """``[[managers]]`` as the managers table keeps them."""
+    return [
+        {
+            "name": m.name,
+            "telegram_id": m.telegram_id,
+            "email": m.email,
+            "role": m.role,
+            "hours": m.hours,
+            "timezone": m.timezone,
+            "capacity": m.capacity,
+            "attrs": {
+                "skills": m.skills,
+                "team": m.team,
+                "language": m.language,
+                "holidays": [d.isoformat() for d in m.holidays],
+            },
+        }
+        for m in config.managers
+    ]
 
 
 class Hub:
@@ -64,179 +93,17 @@ class Hub:
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[Hub]:
-        config = self.config
+        """Open storage, the scheduler, ingest, the dispatcher, reminders, the
+        admin API and the channels, in this order; close them in reverse."""
         async with AsyncExitStack() as stack:
-            db = self.db = Database(config.storage.url)
-            stack.push_async_callback(db.dispose)
-            files = AttachmentStore(
-                config.storage.attachments_dir, config.storage.max_attachment_bytes
-            )
-            telegram = config.telegram.enabled or "telegram" in (self._given_channels or {})
-            staff_channel = "telegram" if telegram else None
-            desk = Desk(
-                db,
-                self.clock,
-                files,
-                language=config.hub.language,
-                timezone=config.hub.timezone,
-                region=config.hub.default_region,
-                staff_channel=staff_channel,
-            )
-            campaigns = self.campaigns = build_campaigns(
-                config, db, self.clock, staff_channel=staff_channel, on_queued=self._wake
-            )
-            self.channels = (
-                build_channels(config, desk, self.clock, campaigns=campaigns)
-                if self._given_channels is None
-                else self._given_channels
-            )
-            applied = await upgrade(db)
-            loggers.event(
-                log,
-                "storage.ready",
-                url=loggers.redact(config.storage.url),
-                migrations=",".join(applied) or "none",
-            )
-            async with db.write() as conn:
-                await managers_q.sync(
-                    conn,
-                    [
-                        {
-                            "name": m.name,
-                            "telegram_id": m.telegram_id,
-                            "email": m.email,
-                            "role": m.role,
-                            "hours": m.hours,
-                            "timezone": m.timezone,
-                            "capacity": m.capacity,
-                            "attrs": {
-                                "skills": m.skills,
-                                "team": m.team,
-                                "language": m.language,
-                                "holidays": [d.isoformat() for d in m.holidays],
-                            },
-                        }
-                        for m in config.managers
-                    ],
-                    self.clock.now(),
-                )
-                manager_ids = await managers_q.ids_by_name(conn)
-
-            scheduler = AsyncIOScheduler(timezone=config.hub.timezone)
-            scheduler.add_job(self._report_queue, "interval", seconds=60, id="queue-stats")
-            if config.reminders.follow_up_days > 0 or config.reminders.stages:
-                scheduler.add_job(
-                    self._scan_reminders,
-                    "interval",
-                    seconds=config.reminders.scan_every_s,
-                    id="follow-ups",
-                    next_run_time=self.clock.now(),
-                )
-            scheduler.start()
-            stack.callback(scheduler.shutdown, wait=False)
-
-            desk.sending = frozenset(self.channels)
-            dispatcher = self.dispatcher = Dispatcher(
-                db, self.clock, self.channels, config.dispatcher, staff_channel=staff_channel
-            )
-            ingestor = self.ingestor = build_ingestor(
-                config,
-                db,
-                self.clock,
-                files,
-                manager_ids,
-                staff_channel=staff_channel,
-                on_commit=dispatcher.wake,
-            )
-            await ingestor.start()
-            stack.push_async_callback(ingestor.stop)
-            # Waiting requests go out as soon as somebody can take them.
-            self.assigner = Assigner(
-                db,
-                self.clock,
-                ingestor.rules,
-                staff_channel=staff_channel,
-                accept_timeout=timedelta(minutes=config.routing.accept_timeout_minutes),
-                timezone=config.hub.timezone,
-                holidays=frozenset(config.routing.holidays),
-                last_given=ingestor.last_given,
-            )
-            scheduler.add_job(self._give_out, "interval", seconds=5, id="give-out")
-            if config.stages.lapse_after_days:
-                scheduler.add_job(
-                    self._lapse,
-                    "interval",
-                    hours=1,
-                    id="lapse",
-                    args=[config.stages.lapse_after_days],
-                    next_run_time=self.clock.now(),
-                )
-            scheduler.add_job(
-                self._run_campaigns,
-                "interval",
-                seconds=config.campaigns.scan_every_s,
-                id="campaigns",
-            )
-            if db.engine.dialect.name == "sqlite":  # PostgreSQL's index keeps itself
-                scheduler.add_job(self._index_log, "interval", seconds=2, id="search-index")
-            if ingestor.policies:
-                self.escalator = Escalator(
-                    db,
-                    self.clock,
-                    ingestor.policies,
-                    self.assigner,
-                    staff_channel=staff_channel,
-                    language=config.hub.language,
-                    timezone=config.hub.timezone,
-                )
-                scheduler.add_job(self._escalate, "interval", seconds=5, id="sla")
-            await dispatcher.start()
-            stack.push_async_callback(dispatcher.stop)
-            # Fires what fell due while the hub was down at once, then each on time.
-            reminders = self.reminders = ReminderLoop(
-                db,
-                self.clock,
-                staff_channel=staff_channel,
-                language=config.hub.language,
-                max_sleep=config.reminders.max_sleep_s,
-                batch=config.reminders.batch,
-                on_fired=lambda _: dispatcher.wake(),
-            )
-            await reminders.start()
-            stack.push_async_callback(reminders.stop)
-
-            # The admin API first: /healthz answers 503 until every channel listens.
-            host, port = split_listen(config.admin.listen)
-            admin = self.admin = AdminServer(
-                create_app(
-                    db,
-                    config.admin.token.get_secret_value(),
-                    lambda: self.ready,
-                    default_region=config.hub.default_region,
-                    reporter=reporter(config, db, self.clock),
-                    campaigns=campaigns,
-                    metrics=Metrics(
-                        db,
-                        self.clock,
-                        Sources(
-                            ingested=lambda: ingestor.ingested,
-                            sent=lambda: dispatcher.sent,
-                            failed=lambda: dispatcher.failed,
-                            ready=lambda: self.ready,
-                            spool=self._spool_counts(),
-                        ),
-                    ),
-                )
-            )
-            await admin.start(host, port)
-            stack.push_async_callback(admin.stop)
-            loggers.event(log, "admin.listening", address=f"{host}:{admin.port}")
-
-            for name, channel in self.channels.items():
-                await channel.start(ingestor)
-                stack.push_async_callback(channel.stop)
-                loggers.event(log, "channel.started", channel=name)
-
+            parts = self._build(stack)
+            manager_ids = await self._open_storage(parts.db)
+            self._open_scheduler(stack, parts.db)
+            ingestor = await self._open_ingest(stack, parts, manager_ids)
+            await self._open_dispatcher(stack)
+            await self._open_reminders(stack, parts)
+            await self._open_admin(stack, parts.db, ingestor)
+            await self._open_channels(stack, ingestor)
             self.ready = True
             loggers.event(log, "hub.ready", channels=",".join(self.channels) or "none")
             try:
@@ -245,13 +112,159 @@ class Hub:
                 self.ready = False
                 loggers.event(log, "hub.stopping")
 
+    def _build(self, stack: AsyncExitStack) -> _Parts:
+        """The database (disposed last), the desk, campaigns and the channels, not started."""
+        config = self.config
+        db = self.db = Database(config.storage.url)
+        stack.push_async_callback(db.dispose)
+        files = AttachmentStore(config.storage.attachments_dir, config.storage.max_attachment_bytes)
+        telegram = config.telegram.enabled or "telegram" in (self._given_channels or {})
+        staff_channel = "telegram" if telegram else None
+        desk = Desk(
+            db,
+            self.clock,
+            files,
+            language=config.hub.language,
+            timezone=config.hub.timezone,
+            region=config.hub.default_region,
+            staff_channel=staff_channel,
+        )
+        campaigns = self.campaigns = build_campaigns(
+            config, db, self.clock, staff_channel=staff_channel, on_queued=self._wake
+        )
+        self.channels = (
+            build_channels(config, desk, self.clock, campaigns=campaigns)
+            if self._given_channels is None
+            else self._given_channels
+        )
+        desk.sending = frozenset(self.channels)
+        return _Parts(db, files, staff_channel)
+
+    async def _open_storage(self, db: Database) -> dict[str, int]:
+        """The schema migrated and the managers synced from the config: their ids by name."""
+        applied = await upgrade(db)
+        loggers.event(
+            log,
+            "storage.ready",
+            url=loggers.redact(self.config.storage.url),
+            migrations=",".join(applied) or "none",
+        )
+        async with db.write() as conn:
+            await managers_q.sync(conn, _manager_rows(self.config), self.clock.now())
+            return await managers_q.ids_by_name(conn)
+
+    def _open_scheduler(self, stack: AsyncExitStack, db: Database) -> None:
+        scheduler = schedule.scheduler(
+            self, self.config, dialect=db.engine.dialect.name, now=self.clock.now()
+        )
+        scheduler.start()
+        stack.callback(scheduler.shutdown, wait=False)
+
+    async def _open_ingest(
+        self, stack: AsyncExitStack, parts: _Parts, manager_ids: dict[str, int]
+    ) -> Ingestor:
+        """The ingest writer, started; the dispatcher it wakes and the assigner
+        and escalator that follow its rules and policies, built."""
+        config, db = self.config, parts.db
+        dispatcher = self.dispatcher = Dispatcher(
+            db, self.clock, self.channels, config.dispatcher, staff_channel=parts.staff_channel
+        )
+        ingestor = self.ingestor = build_ingestor(
+            config,
+            db,
+            self.clock,
+            parts.files,
+            manager_ids,
+            staff_channel=parts.staff_channel,
+            on_commit=dispatcher.wake,
+        )
+        await ingestor.start()
+        stack.push_async_callback(ingestor.stop)
+        assigner = self.assigner = Assigner(
+            db,
+            self.clock,
+            ingestor.rules,
+            staff_channel=parts.staff_channel,
+            accept_timeout=timedelta(minutes=config.routing.accept_timeout_minutes),
+            timezone=config.hub.timezone,
+            holidays=frozenset(config.routing.holidays),
+            last_given=ingestor.last_given,
+        )
+        if ingestor.policies:
+            self.escalator = Escalator(
+                db,
+                self.clock,
+                ingestor.policies,
+                assigner,
+                staff_channel=parts.staff_channel,
+                language=config.hub.language,
+                timezone=config.hub.timezone,
+            )
+        return ingestor
+
+    async def _open_dispatcher(self, stack: AsyncExitStack) -> None:
+        assert self.dispatcher is not None
+        await self.dispatcher.start()
+        stack.push_async_callback(self.dispatcher.stop)
+
+    async def _open_reminders(self, stack: AsyncExitStack, parts: _Parts) -> None:
+        """Fires what fell due while the hub was down at once, then each on time."""
+        settings = self.config.reminders
+        reminders = self.reminders = ReminderLoop(
+            parts.db,
+            self.clock,
+            staff_channel=parts.staff_channel,
+            language=self.config.hub.language,
+            max_sleep=settings.max_sleep_s,
+            batch=settings.batch,
+            on_fired=lambda _: self._wake(),
+        )
+        await reminders.start()
+        stack.push_async_callback(reminders.stop)
+
+    async def _open_admin(self, stack: AsyncExitStack, db: Database, ingestor: Ingestor) -> None:
+        """The admin API before the channels: /healthz answers 503 until every channel listens."""
+        config, dispatcher = self.config, self.dispatcher
+        assert dispatcher is not None
+        metrics = Metrics(
+            db,
+            self.clock,
+            Sources(
+                ingested=lambda: ingestor.ingested,
+                sent=lambda: dispatcher.sent,
+                failed=lambda: dispatcher.failed,
+                ready=lambda: self.ready,
+                spool=self._spool_counts(),
+            ),
+        )
+        app = create_app(
+            db,
+            config.admin.token.get_secret_value(),
+            lambda: self.ready,
+            default_region=config.hub.default_region,
+            reporter=reporter(config, db, self.clock),
+            campaigns=self.campaigns,
+            metrics=metrics,
+        )
+        host, port = split_listen(config.admin.listen)
+        admin = self.admin = AdminServer(app)
+        await admin.start(host, port)
+        stack.push_async_callback(admin.stop)
+        loggers.event(log, "admin.listening", address=f"{host}:{admin.port}")
+
+    async def _open_channels(self, stack: AsyncExitStack, ingestor: Ingestor) -> None:
+        for name, channel in self.channels.items():
+            await channel.start(ingestor)
+            stack.push_async_callback(channel.stop)
+            loggers.event(log, "channel.started", channel=name)
+
     def _spool_counts(self) -> Callable[[], Awaitable[tuple[int, int]]] | None:
         """The mail spool's counts for the metrics, when received mail is spooled."""
         offload = getattr(self.channels.get("email"), "offload", None)
         spool = getattr(offload, "spool", None)
         return spool.counts if spool is not None else None
 
-    async def _scan_reminders(self) -> None:
+    async def scan_reminders(self) -> None:
         if self.db is None:
             return
         settings = self.config.reminders
@@ -281,11 +294,11 @@ class Hub:
         if wake and done and self.dispatcher is not None:
             self.dispatcher.wake()
 
-    async def _escalate(self) -> None:
+    async def escalate(self) -> None:
         if self.escalator is not None:
             await self._job("sla", self.escalator.run, wake=True)
 
-    async def _index_log(self) -> None:
+    async def index_log(self) -> None:
         """Full-text index the log behind ingest (SQLite's FTS5)."""
         db = self.db
         if db is None:
@@ -304,21 +317,22 @@ class Hub:
         if self.dispatcher is not None:
             self.dispatcher.wake()
 
-    async def _run_campaigns(self) -> None:
+    async def run_campaigns(self) -> None:
         if self.campaigns is not None:
             await self._job("campaigns", self.campaigns.run_once)
 
-    async def _lapse(self, days: int) -> None:
-        """The stage rule: no contact for ``days`` days → lapsed."""
+    async def lapse(self) -> None:
+        """The stage rule: no contact for ``stages.lapse_after_days`` days → lapsed."""
+        days = self.config.stages.lapse_after_days
         if self.db is not None:
             book = ClientBook(self.db, self.clock)
             await self._job("lapse", lambda: book.lapse(days))
 
-    async def _give_out(self) -> None:
+    async def give_out(self) -> None:
         if self.assigner is not None:
             await self._job("give_out", self.assigner.give_out, wake=True)
 
-    async def _report_queue(self) -> None:
+    async def report_queue(self) -> None:
         if self.db is None:
             return
         async with self.db.read() as conn:

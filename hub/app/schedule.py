@@ -1,0 +1,86 @@
+"""The table of the hub's scheduled jobs: what runs, how often, and which configs run it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from hub.config import Config
+
+
+class Rounds(Protocol):
+    """The jobs themselves: one round each (:class:`hub.app.run.Hub` has them)."""
+
+    async def report_queue(self) -> None: ...
+
+    async def scan_reminders(self) -> None: ...
+
+    async def give_out(self) -> None: ...
+
+    async def lapse(self) -> None: ...
+
+    async def run_campaigns(self) -> None: ...
+
+    async def index_log(self) -> None: ...
+
+    async def escalate(self) -> None: ...
+
+
+def _always(config: Config, dialect: str) -> bool:
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Every:
+    """One scheduled job: its id, its round (a coroutine function: APScheduler
+    runs anything else in a thread), its interval in seconds, whether
+    a config (and the database's dialect) runs it, and whether its first round
+    runs at start rather than one interval later."""
+
+    id: str
+    run: Callable[[Rounds], Callable[[], Awaitable[None]]]
+    seconds: Callable[[Config], float]
+    when: Callable[[Config, str], bool] = _always
+    at_start: bool = False
+
+
+SCHEDULE: tuple[Every, ...] = (
+    Every("queue-stats", lambda r: r.report_queue, lambda _: 60),
+    Every(
+        "follow-ups",
+        lambda r: r.scan_reminders,
+        lambda c: c.reminders.scan_every_s,
+        when=lambda c, _: c.reminders.follow_up_days > 0 or bool(c.reminders.stages),
+        at_start=True,
+    ),
+    # Waiting requests go out as soon as somebody can take them.
+    Every("give-out", lambda r: r.give_out, lambda _: 5),
+    Every(
+        "lapse",
+        lambda r: r.lapse,
+        lambda _: 3600,
+        when=lambda c, _: bool(c.stages.lapse_after_days),
+        at_start=True,
+    ),
+    Every("campaigns", lambda r: r.run_campaigns, lambda c: c.campaigns.scan_every_s),
+    # PostgreSQL's full-text index keeps itself; SQLite's FTS5 is fed behind ingest.
+    Every("search-index", lambda r: r.index_log, lambda _: 2, when=lambda _, d: d == "sqlite"),
+    Every("sla", lambda r: r.escalate, lambda _: 5, when=lambda c, _: bool(c.sla.policies)),
+)
+
+
+def scheduler(rounds: Rounds, config: Config, *, dialect: str, now: datetime) -> AsyncIOScheduler:
+    """A scheduler (not started) with every job of :data:`SCHEDULE` this config runs."""
+    scheduler = AsyncIOScheduler(timezone=config.hub.timezone)
+    for job in SCHEDULE:
+        if not job.when(config, dialect):
+            continue
+        first: dict[str, Any] = {"next_run_time": now} if job.at_start else {}
+        scheduler.add_job(
+            job.run(rounds), "interval", seconds=job.seconds(config), id=job.id, **first
+        )
+    return scheduler
