@@ -25,8 +25,8 @@ from channels.telegram import TelegramChannel
 from channels.telegram.inbound import command, language, normalize
 from channels.telegram.outbound import split_text, utf16_len
 from channels.telegram.updates import SECRET_HEADER
-from hub.config import TelegramSection
 from hub.clients.attachments import AttachmentStore
+from hub.config import TelegramSection
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock
 from hub.kernel.errors import (
@@ -798,6 +798,21 @@ async def test_flood_control_is_a_temporary_failure_with_retry_after(
         await channel.send(reply(anna, "one"))
     assert [m["text"] for m in server.sent_to(anna)] == ["one"]
     assert [t.scope for t in server.throttled] == ["injected"]
+
+
+async def test_a_wrong_bot_url_is_temporary_and_a_too_large_payload_permanent(
+    server: BotApiServer, sink: Sink, db: Database, commits: Commits
+) -> None:
+    # The same map as the staff side's (channels/telegram/errors.py): they disagreed.
+    async with talking(server, sink, db, commits) as (channel, anna):
+        server.fail_next("sendMessage", 404, "Not Found")
+        with pytest.raises(TemporaryDeliveryError, match="Not Found"):
+            await channel.send(reply(anna, "one"))
+        server.fail_next("sendMessage", 413, "Request Entity Too Large")
+        with pytest.raises(PermanentDeliveryError, match="Too Large"):
+            await channel.send(reply(anna, "one"))
+        await channel.send(reply(anna, "one"))
+    assert [m["text"] for m in server.sent_to(anna)] == ["one"]
 
 
 async def test_a_retry_of_a_long_reply_sends_only_the_parts_not_sent(

@@ -27,10 +27,10 @@ from sqlalchemy import func, insert, select, update
 from channels.telegram import render
 from channels.telegram.base import STAFF_KINDS
 from channels.telegram.staff import Pacer, StaffSide
+from hub.clients.attachments import AttachmentStore
 from hub.config import DispatcherSection, TelegramSection
 from hub.delivery.dispatcher import Dispatcher, outbound_of
 from hub.desk.desk import Desk
-from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.jobs.reminders import fire_due
 from hub.kernel.clock import Clock, FrozenClock, SystemClock
@@ -827,6 +827,22 @@ async def test_telegram_errors_become_the_hubs_delivery_errors(hub: StaffDesk) -
         await hub.staff.send(hub.bot, photo)
     assert caught.value.retry_after is not None and 6 < caught.value.retry_after <= 7
     assert hub.server.calls_to("sendPhoto") == []
+
+
+async def test_a_wrong_bot_url_is_temporary_and_a_too_large_payload_permanent(
+    hub: StaffDesk,
+) -> None:
+    # The same map as the clients' side (channels/telegram/errors.py): they disagreed.
+    await hub.writes(ANNA, "first")
+    [mirror] = await hub.pending()
+    hub.server.fail_next("createForumTopic", 404, "Not Found")
+    with pytest.raises(TemporaryDeliveryError, match="Not Found"):
+        await hub.staff.send(hub.bot, mirror)
+    hub.server.fail_next("createForumTopic", 413, "Request Entity Too Large")
+    with pytest.raises(PermanentDeliveryError, match="Too Large"):
+        await hub.staff.send(hub.bot, mirror)
+    await hub.staff.send(hub.bot, mirror)
+    assert [visible(m) for m in hub.in_topic(hub.thread("Anna"))][1:] == ["💬 telegram\nfirst"]
 
 
 # -- the group's budget, with the dispatcher -----------------------------------------------

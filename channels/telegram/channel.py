@@ -22,7 +22,8 @@ from aiogram.types import Message, Update
 
 from channels.telegram import inbound
 from channels.telegram.base import STAFF_KINDS, StaffSurface
-from channels.telegram.outbound import ClientSender, delivery_error
+from channels.telegram.errors import delivery_error
+from channels.telegram.outbound import ClientSender
 from channels.telegram.updates import Poller, WebhookServer, describe
 from hub.config import TelegramSection
 from hub.kernel import loggers

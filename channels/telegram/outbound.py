@@ -1,6 +1,6 @@
 """Sending the hub's messages to clients over the Bot API's ``sendMessage``
-(https://core.telegram.org/bots/api#sendmessage), and aiogram's errors as the
-hub's delivery errors.
+(https://core.telegram.org/bots/api#sendmessage); what fails is told as the hub's
+delivery errors (errors.py).
 
 A client's message is its text, HTML-escaped and sent with ``parse_mode=HTML``,
 split into parts of at most 4096 UTF-16 code units (Telegram's limit, counted
@@ -13,26 +13,16 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import aiohttp
 from aiogram import Bot
 from aiogram.enums import ParseMode
-from aiogram.exceptions import (
-    AiogramError,
-    TelegramAPIError,
-    TelegramBadRequest,
-    TelegramEntityTooLarge,
-    TelegramForbiddenError,
-    TelegramMigrateToChat,
-    TelegramNotFound,
-    TelegramRetryAfter,
-)
 from aiogram.methods import SendDocument, SendPhoto, SendVideo, SendVoice, TelegramMethod
 from aiogram.types import BufferedInputFile, Message
 from aiogram.utils.text_decorations import html_decoration
 
+from channels.telegram.errors import delivery_error
 from channels.telegram.inbound import message_id
 from hub.kernel import loggers
-from hub.kernel.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from hub.kernel.errors import PermanentDeliveryError, TemporaryDeliveryError
 from hub.kernel.ports import AttachmentSource
 from hub.kernel.types import FILE_KINDS, OutboundMessage, SendResult, StoredAttachment
 
@@ -99,26 +89,6 @@ def media_kind(content_type: str, size: int) -> str:
     """``photo``, ``voice``, ``video`` or ``document``: how Telegram shows a file."""
     kind = _MEDIA_OF.get(content_type.split(";")[0].strip().lower(), "document")
     return "document" if kind == "photo" and size > PHOTO_LIMIT else kind
-
-
-def delivery_error(exc: BaseException) -> DeliveryError:
-    """The hub's delivery error for what aiogram raised on a send."""
-    if isinstance(exc, DeliveryError):
-        return exc
-    if isinstance(exc, TelegramRetryAfter):
-        return TemporaryDeliveryError("Telegram flood control", retry_after=exc.retry_after)
-    if isinstance(exc, TelegramMigrateToChat):
-        return PermanentDeliveryError(f"the chat moved to {exc.migrate_to_chat_id}")
-    if isinstance(
-        exc, TelegramForbiddenError | TelegramBadRequest | TelegramNotFound | TelegramEntityTooLarge
-    ):
-        return PermanentDeliveryError(exc.message)
-    if isinstance(exc, TelegramAPIError):
-        # 5xx, network errors, an unauthorized token being fixed: worth another try.
-        return TemporaryDeliveryError(f"{type(exc).__name__}: {exc.message}")
-    if isinstance(exc, AiogramError | aiohttp.ClientError | TimeoutError | OSError):
-        return TemporaryDeliveryError(type(exc).__name__)
-    return TemporaryDeliveryError(f"unexpected {type(exc).__name__}")
 
 
 class ClientSender:

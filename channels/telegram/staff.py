@@ -34,15 +34,7 @@ from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from aiogram import Bot
-from aiogram.exceptions import (
-    TelegramAPIError,
-    TelegramBadRequest,
-    TelegramForbiddenError,
-    TelegramMigrateToChat,
-    TelegramNetworkError,
-    TelegramRetryAfter,
-    TelegramServerError,
-)
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramRetryAfter
 from aiogram.methods import (
     AnswerCallbackQuery,
     CreateForumTopic,
@@ -63,6 +55,7 @@ from aiogram.types import (
 )
 
 from channels.telegram import inbound, render
+from channels.telegram.errors import TopicClosed, TopicGone, delivery_error
 from channels.telegram.outbound import MEDIA_METHODS, media_kind
 from hub.config import TelegramSection
 from hub.kernel import loggers
@@ -93,18 +86,9 @@ HTML = "HTML"
 ACTIONS = frozenset({"take", "resolve", "reopen", "transfer", "tag", "stage", "remind"})
 UPLOAD_LIMIT = 50 * 1024 * 1024  # what a bot may upload (sendDocument)
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
-_GONE = ("thread not found", "topic_deleted", "topic_id_invalid")
 _NOTICE_ICONS = {"assigned": "🆕", "delivery_failed": "⚠️", "reminder": "", "alert": "🔔"}
 _OTHER_CONTENT = ("sticker", "contact", "location", "venue", "poll", "dice")
 _FILE_KINDS = ("photo", "document", "voice", "video", "audio", "animation", "video_note")
-
-
-class _TopicGone(PermanentDeliveryError):
-    """The client's topic was deleted in Telegram."""
-
-
-class _TopicClosed(PermanentDeliveryError):
-    """A manager closed the client's topic."""
 
 
 # -- pacing ---------------------------------------------------------------------
@@ -242,27 +226,6 @@ class _Posted:
     header: str
     mirror: bool
     at: float = 0.0  # monotonic time it was posted
-
-
-def _delivery_error(exc: TelegramAPIError) -> DeliveryError:
-    """Telegram's answer as the hub's delivery error."""
-    if isinstance(exc, TelegramRetryAfter):
-        return TemporaryDeliveryError(
-            f"flood control: retry after {exc.retry_after} s", retry_after=float(exc.retry_after)
-        )
-    if isinstance(exc, TelegramBadRequest):
-        lowered = exc.message.lower()
-        if any(marker in lowered for marker in _GONE):
-            return _TopicGone(exc.message)
-        if "topic_closed" in lowered:
-            return _TopicClosed(exc.message)
-        return PermanentDeliveryError(f"refused: {exc.message}")
-    if isinstance(exc, TelegramForbiddenError | TelegramMigrateToChat):
-        return PermanentDeliveryError(f"forbidden: {exc.message}")
-    if isinstance(exc, TelegramNetworkError | TelegramServerError):
-        return TemporaryDeliveryError(f"telegram unavailable: {exc.message}")
-    # 401, 404, 409: a configuration problem an operator can fix; keep the message.
-    return TemporaryDeliveryError(f"telegram error: {exc.message}")
 
 
 def _command(body: str) -> tuple[str | None, str]:
@@ -555,7 +518,7 @@ class StaffSide:
                 topic = None
             try:
                 return await self._post(bot, message, topic, steps, channel, coalesce)
-            except _TopicGone:
+            except TopicGone:
                 await self._forget(client_id, await self.desk.topic_of(client_id), message)
         raise TemporaryDeliveryError("the client's topic disappeared while posting")
 
@@ -722,7 +685,7 @@ class StaffSide:
 
         try:
             sent = await self._in_topic(bot, turn, topic, media)
-        except (_TopicGone, _TopicClosed):
+        except (TopicGone, TopicClosed):
             raise
         except PermanentDeliveryError as exc:
             if isinstance(media(), SendDocument):
@@ -744,7 +707,7 @@ class StaffSide:
         """Send into the topic; a topic a manager closed is reopened once."""
         try:
             return await self._request(bot, method(), turn=turn)
-        except _TopicClosed:
+        except TopicClosed:
             await self._request(
                 bot, ReopenForumTopic(chat_id=topic.chat_id, message_thread_id=topic.thread_id)
             )
@@ -807,7 +770,7 @@ class StaffSide:
         try:
             return await bot(method)
         except TelegramAPIError as exc:
-            error = _delivery_error(exc)
+            error = delivery_error(exc)
             if isinstance(exc, TelegramRetryAfter) and turn is not None:
                 self.pacer.pause(turn.chat, float(exc.retry_after))
             raise error from exc
