@@ -23,7 +23,8 @@ from sqlalchemy import select
 
 from channels.telegram import TelegramChannel
 from channels.telegram.inbound import command, language, normalize
-from channels.telegram.outbound import split_text, utf16_len
+from channels.telegram.outbound import split_text
+from channels.telegram.text import utf16_len
 from channels.telegram.updates import SECRET_HEADER
 from hub.clients.attachments import AttachmentStore
 from hub.config import TelegramSection

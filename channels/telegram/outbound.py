@@ -21,6 +21,7 @@ from aiogram.utils.text_decorations import html_decoration
 
 from channels.telegram.errors import delivery_error
 from channels.telegram.inbound import message_id
+from channels.telegram.text import fit, utf16_len
 from hub.kernel import loggers
 from hub.kernel.errors import PermanentDeliveryError, TemporaryDeliveryError
 from hub.kernel.ports import AttachmentSource
@@ -32,20 +33,6 @@ MAX_TEXT = 4096  # UTF-16 code units per message
 _SEPARATORS = ("\n\n", "\n", " ")
 
 
-def utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _fit(text: str, limit: int) -> int:
-    """How many characters of ``text`` fit in ``limit`` UTF-16 code units."""
-    units = 0
-    for index, char in enumerate(text):
-        units += 2 if ord(char) > 0xFFFF else 1
-        if units > limit:
-            return index
-    return len(text)
-
-
 def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     """``text`` in parts of at most ``limit`` UTF-16 code units, cut at the last
     paragraph break, else line break, else space of each part (else mid-word);
@@ -53,7 +40,7 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     parts: list[str] = []
     rest = text
     while utf16_len(rest) > limit:
-        head = rest[: _fit(rest, limit)]
+        head = rest[: fit(rest, limit)]
         for separator in _SEPARATORS:
             cut = head.rfind(separator)
             if cut > 0:

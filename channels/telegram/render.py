@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.text_decorations import html_decoration
 
+from channels.telegram.text import fit
+from channels.telegram.text import utf16_len as utf16_len
 from hub.kernel.texts import text
 from hub.kernel.types import ClientCard, InboxItem, Topic
 
@@ -35,11 +37,6 @@ _IDENTITY_ICONS = {"telegram": "✈️", "email": "✉️", "phone": "📞"}
 _DIRECTION_MARKS = {"in": "←", "out": "→"}
 
 
-def utf16_len(value: str) -> int:
-    """Length in UTF-16 code units, Telegram's unit for every text limit."""
-    return len(value.encode("utf-16-le")) // 2
-
-
 def visible_len(markup: str) -> int:
     """Length of an HTML message as Telegram counts it: without tags, entities decoded."""
     return utf16_len(html.unescape(_TAG.sub("", markup)))
@@ -49,21 +46,11 @@ def escape(value: str) -> str:
     return html_decoration.quote(value)
 
 
-def _fit(value: str, limit: int) -> int:
-    """How many characters of ``value`` fit in ``limit`` UTF-16 units."""
-    used = 0
-    for index, char in enumerate(value):
-        used += 2 if ord(char) > 0xFFFF else 1
-        if used > limit:
-            return index
-    return len(value)
-
-
 def clip(value: str, limit: int) -> str:
     """``value`` cut to ``limit`` UTF-16 units, with an ellipsis when cut."""
     if utf16_len(value) <= limit:
         return value
-    return value[: _fit(value, max(limit - 1, 0))].rstrip() + "…"
+    return value[: fit(value, max(limit - 1, 0))].rstrip() + "…"
 
 
 def split_text(value: str, limit: int, first_limit: int | None = None) -> list[str]:
@@ -73,7 +60,7 @@ def split_text(value: str, limit: int, first_limit: int | None = None) -> list[s
     rest = value
     room = limit if first_limit is None else first_limit
     while utf16_len(rest) > room:
-        cut = _fit(rest, room)
+        cut = fit(rest, room)
         if cut == 0:  # no room at all in this piece (the header filled it)
             pieces.append("")
             room = limit
