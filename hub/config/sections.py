@@ -1,0 +1,141 @@
+"""The hub-wide sections of the config: the hub itself, storage, the admin API,
+auto-replies, the dispatcher, managers, reminders, stages and campaigns."""
+
+# Pydantic copies a field's default for each instance; ruff cannot see that
+# Section (checks.py) is a pydantic model and takes the lists for shared state.
+# ruff: noqa: RUF012
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from hub.config.checks import Hours, Listen, QuietHours, Section, TimeZone, once
+from hub.kernel.types import STAGES
+
+SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+DEFAULT_REPLY_WINDOW_DAYS = 3.0  # a campaign's reply counts within this many days
+
+
+class HubSection(Section):
+    language: Literal["ru", "en"] = "ru"
+    timezone: TimeZone = "UTC"
+    default_region: str = "RU"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    hours: Hours | None = None
+
+
+class StorageSection(Section):
+    url: str = "sqlite+aiosqlite:///data/hub.db"
+    attachments_dir: str = "data/attachments"
+    max_attachment_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    group_commit_ms: float = Field(default=0.0, ge=0, le=1000)
+    group_commit_max: int = Field(default=2000, ge=1, le=100_000)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError(
+                "missing scheme; use sqlite+aiosqlite:///PATH or postgresql+asyncpg://HOST/DB"
+            )
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL: {exc}") from exc
+        if url.drivername not in SUPPORTED_DRIVERS:
+            raise ValueError(
+                f"unsupported scheme {url.drivername!r}; use one of {', '.join(SUPPORTED_DRIVERS)}"
+            )
+        return value
+
+
+class AdminSection(Section):
+    listen: Listen = "127.0.0.1:8080"
+    token: SecretStr
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("empty")
+        return value
+
+
+class RepliesSection(Section):
+    greeting_ru: str | None = None
+    greeting_en: str | None = None
+    out_of_hours_ru: str | None = None
+    out_of_hours_en: str | None = None
+
+
+class DispatcherSection(Section):
+    max_attempts: int = Field(default=10, ge=1)
+    backoff_base_s: float = Field(default=2.0, gt=0)
+    backoff_max_s: float = Field(default=3600.0, gt=0)
+    lease_s: float = Field(default=120.0, gt=0)
+    batch: int = Field(default=100, ge=1, le=10_000)
+    idle_poll_s: float = Field(default=1.0, gt=0)
+
+
+class ManagerSection(Section):
+    name: str = Field(min_length=1)
+    telegram_id: int
+    email: str | None = None
+    role: Literal["manager", "supervisor", "marketer", "admin"] = "manager"
+    hours: Hours | None = None
+    timezone: TimeZone | None = None
+    capacity: int = Field(default=20, ge=0)
+    skills: list[str] = []
+    team: str | None = None
+    language: Literal["ru", "en"] | None = None
+    holidays: list[date] = []
+
+
+class StageContactSection(Section):
+    stage: str
+    every_days: float = Field(gt=0)
+
+    @field_validator("stage")
+    @classmethod
+    def _known_stage(cls, value: str) -> str:
+        if value not in STAGES:
+            raise ValueError(f"unknown stage {value!r}; stages: {', '.join(STAGES)}")
+        return value
+
+
+class StagesSection(Section):
+    """Relationship stage rules."""
+
+    lapse_after_days: int = Field(default=0, ge=0, le=3650)
+
+
+class RemindersSection(Section):
+    follow_up_days: float = Field(default=0, ge=0)
+    stages: list[StageContactSection] = []
+    scan_every_s: float = Field(default=300.0, gt=0)
+    max_sleep_s: float = Field(default=1.0, gt=0, le=60)
+    batch: int = Field(default=500, ge=1, le=10_000)
+
+    @field_validator("stages")
+    @classmethod
+    def _unique_stages(cls, stages: list[StageContactSection]) -> list[StageContactSection]:
+        once([s.stage for s in stages], "stage")
+        return stages
+
+
+class CampaignsSection(Section):
+    """Defaults and pacing of marketers' campaigns."""
+
+    quiet_hours: QuietHours = "21:00-09:00"
+    reply_window_days: float = Field(default=DEFAULT_REPLY_WINDOW_DAYS, gt=0)
+    batch: int = Field(default=500, ge=1, le=10_000)
+    window: int = Field(default=300, ge=1, le=100_000)
+    scan_every_s: float = Field(default=1.0, gt=0)
+    call_back_hours: float = Field(default=24.0, gt=0)
+    public_url: str | None = Field(default=None, pattern=r"^https?://")
+    unsubscribe_secret: SecretStr | None = None
