@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     ColumnElement,
     Select,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     inspect,
     or_,
     select,
+    type_coerce,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -46,7 +48,6 @@ from storage.tables import (
 )
 
 QUARTER_S = 900
-STAGE_PREFIX = "stage: "
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +92,9 @@ class Load:
 
 
 @dataclass(frozen=True, slots=True)
-class StageText:
-    text: str
+class StageMove:
+    old: str
+    new: str
     count: int
 
 
@@ -193,21 +195,28 @@ async def open_load(conn: AsyncConnection, now: datetime) -> list[Load]:
     return found
 
 
-async def stage_texts(conn: AsyncConnection, start: datetime, end: datetime) -> list[StageText]:
-    """Logged stage changes in ``[start, end)``: each distinct event text and how often."""
+async def stage_moves(conn: AsyncConnection, start: datetime, end: datetime) -> list[StageMove]:
+    """Stage moves logged in ``[start, end)``, counted by (from, to): read from the
+    event's ``extras["stage_move"]``, which every move has been written with."""
     t = interactions.c
-    rows = await conn.execute(
-        select(t.text, func.count())
-        .where(
-            t.direction == "event",
-            t.text.like(f"{STAGE_PREFIX}%"),
-            t.at >= start,
-            t.at < end,
+    move = type_coerce(t.extras, JSON)
+    # Grouped over a subquery: PostgreSQL does not see that two JSON paths, each
+    # with its own bound parameter, are the same expression.
+    logged = (
+        select(
+            move[("stage_move", "from")].as_string().label("old"),
+            move[("stage_move", "to")].as_string().label("new"),
         )
-        .group_by(t.text)
-        .order_by(t.text)
+        .where(t.direction == "event", t.at >= start, t.at < end)
+        .subquery()
     )
-    return [StageText(text, n) for text, n in rows]
+    rows = await conn.execute(
+        select(logged.c.old, logged.c.new, func.count())
+        .where(logged.c.new.is_not(None))
+        .group_by(logged.c.old, logged.c.new)
+        .order_by(logged.c.old, logged.c.new)
+    )
+    return [StageMove(old, new, n) for old, new, n in rows]
 
 
 async def has_campaigns(conn: AsyncConnection) -> bool:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select, update
 
-from hub.desk.desk import Desk, NoConversation, NotSent
 from hub.clients.attachments import AttachmentStore
+from hub.desk.desk import Desk, NoConversation, NotSent
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import FrozenClock
 from hub.kernel.identities import identity
@@ -474,6 +474,42 @@ async def test_stage_is_one_of_the_known_stages(world: World) -> None:
     assert (await one(world.db, select(Client.stage).where(Client.id == cid)))[0] == (
         "repeat_buyer"
     )
+
+
+async def test_a_stage_move_is_logged_once_with_its_facts(world: World) -> None:
+    """The desk moves stages through hub.clients.stages.move: the event holds the
+    move in its extras (what the reports count), the audit log names the manager by
+    Telegram id, and a redelivered command moves nothing twice."""
+    anna = await world.write(ANNA)
+    desk, cid = world.desk, anna.client_id
+    first = await desk.act(cid, world.maria, "stage_up", key="tg:-100:78")
+    again = await desk.act(cid, world.maria, "stage_up", key="tg:-100:78")
+    assert first == "Stage: first_time_buyer (Maria)"
+    assert again == "stage: prospect → first_time_buyer (by hand)"  # the logged event
+    moves = await rows(
+        world.db,
+        select(Interaction.text, Interaction.author, Interaction.extras).where(
+            Interaction.text.like("stage:%")
+        ),
+    )
+    assert [tuple(m) for m in moves] == [
+        (
+            "stage: prospect → first_time_buyer (by hand)",
+            "Maria",
+            {
+                "stage_move": {
+                    "from": "prospect",
+                    "to": "first_time_buyer",
+                    "by": "Maria",
+                    "why": "by hand",
+                }
+            },
+        )
+    ]
+    audit = await rows(world.db, select(Audit.actor, Audit.details).where(Audit.action == "stage"))
+    assert [tuple(a) for a in audit] == [
+        ("telegram:111", {"from": "prospect", "to": "first_time_buyer", "why": "by hand"})
+    ]
 
 
 async def test_remind_sets_a_reminder_for_the_manager(world: World) -> None:

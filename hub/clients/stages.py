@@ -3,8 +3,9 @@
 prospect → first-time buyer → repeat buyer → client → supporter → advocate →
 partner; any stage may fall to lapsed (no contact for a long time). A move is
 made by hand (``/stage``, the card's ⬆️/⬇️ buttons) or by a rule, and each is
-logged on the client as an event ``stage: OLD → NEW (why)`` with who moved it,
-and in the audit log.
+logged on the client as an event ``stage: OLD → NEW (why)`` with who moved it
+(the move itself in the event's ``extras["stage_move"]``, which the reports
+count), and in the audit log.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def parse(text: str) -> str | None:
 
 
 def note(old: str, new: str, why: str) -> str:
-    """The event text of a move (the reports read moves back from it)."""
+    """The event text of a move, for people (the reports read the move's extras)."""
     return f"stage: {old} → {new} ({why})"
 
 
@@ -54,8 +55,15 @@ async def move(
     why: str,
     now: datetime,
     conversation_id: int | None = None,
+    actor: str | None = None,
+    channel: str | None = None,
+    external_id: str | None = None,
 ) -> None:
-    """Set the stage, log the move on the client and in the audit log."""
+    """Set the stage, log the move on the client (``who`` as the event's author)
+    and in the audit log (``actor``, by default ``who``: the audit log names a
+    member of staff by ``storage.desk.staff_actor``). ``channel`` and
+    ``external_id``: the command that moved it, so that a redelivered one is
+    recognized."""
     await q.update_client(conn, client_id, {"stage": new, "updated_at": now})
     await desk_q.event(
         conn,
@@ -66,6 +74,8 @@ async def move(
             "author": who,
             "text": note(old, new, why),
             "extras": {"stage_move": {"from": old, "to": new, "by": who, "why": why}},
+            "channel": channel,
+            "external_id": external_id,
             "at": now,
         },
     )
@@ -73,7 +83,7 @@ async def move(
         conn,
         {
             "at": now,
-            "actor": who,
+            "actor": actor or who,
             "action": "stage",
             "object_type": "client",
             "object_id": client_id,

@@ -8,9 +8,12 @@ tells who did what and when.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.clients import stages
 from hub.clients.attachments import AttachmentStore
@@ -43,19 +46,6 @@ from storage import sla as sla_q
 
 log = loggers.core
 
-ACTIONS = (
-    "take",
-    "accept",
-    "resolve",
-    "reopen",
-    "transfer",
-    "tag",
-    "remind",
-    "stage",
-    "stage_up",
-    "stage_down",
-)
-
 
 class NoConversation(HubError):
     """The client has no conversation to answer in."""
@@ -74,6 +64,61 @@ class NotSent(HubError):
 
 class NotAllowed(HubError):
     """A manager acting on a client of another team (the text says so to them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    """A staff action in hand: what each action's handler reads, in its transaction."""
+
+    conn: AsyncConnection
+    client_id: int
+    manager: ManagerRef
+    argument: str
+    language: str
+    now: datetime
+    key: str | None  # the staff message's id: logged with the event
+    staff: str
+    open: list[q.ConversationRow]  # the client's requests not resolved, latest first
+    latest: q.ConversationRow | None
+
+    @property
+    def ids(self) -> list[int]:
+        return [c.id for c in self.open]
+
+    @property
+    def event_conversation(self) -> int | None:
+        """Where the action is logged: the open request, else the latest one."""
+        if self.open:
+            return self.open[0].id
+        return self.latest.id if self.latest else None
+
+    def event(self, said: str) -> dict[str, Any]:
+        """The event that logs the action on the client, under the command's key."""
+        return {
+            "client_id": self.client_id,
+            "conversation_id": self.event_conversation,
+            "direction": Direction.EVENT.value,
+            "author": self.manager.name,
+            "text": said,
+            "channel": self.staff if self.key is not None else None,
+            "external_id": self.key,
+            "at": self.now,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Said:
+    """An action's answer. ``acted``: something was done (else nothing is logged);
+    ``logged``: the action logged its own event (a stage move)."""
+
+    text: str
+    acted: bool = True
+    logged: bool = False
+
+
+def _only(said: str) -> _Said:
+    """An answer with nothing done (no open request, a bad argument)."""
+    return _Said(said, acted=False)
 
 
 class Desk:
@@ -257,9 +302,9 @@ class Desk:
         *,
         key: str | None = None,
     ) -> str:
+        """Do ``action`` (one of :data:`ACTIONS`) on the client's requests and log it
+        as an event; ``key`` (the staff message's id) makes a redelivery a no-op."""
         language = manager.language or self.language
-        now = self.clock.now()
-        argument = argument.strip()
         staff = self.staff_channel or "staff"
         async with self.db.write() as conn:
             if key is not None:
@@ -269,138 +314,158 @@ class Desk:
             if not await self._allowed(conn, manager, client_id):
                 await self._refuse(conn, manager, client_id, action)
                 return text("not_yours", language)
-            convs = await q.open_conversations(conn, client_id)
-            ids = [c.id for c in convs]
-            latest = await q.latest_conversation(conn, client_id)
-            event_conv = convs[0].id if convs else (latest.id if latest else None)
-            logged: str | None = None  # the event's text, when not the reply itself
-            extras: dict[str, Any] | None = None
-            if action == "take":
-                if not ids:
-                    return text("no_open", language)
-                await q.set_conversations(conn, ids, now, assignee_id=manager.id)
-                reply = text("taken", language, manager=manager.name)
-            elif action == "accept":
-                # An offer ("all", "queue"): the first to accept gets it.
-                if not ids:
-                    return text("no_open", language)
-                got = [
-                    c.id
-                    for c in convs
-                    if c.assignee_id is None and await assign_q.assign(conn, c.id, manager.id, now)
-                ]
-                if not got:  # somebody was quicker (the update is conditional)
-                    holder = await q.manager_name(conn, convs[0].assignee_id)
-                    return text("already_taken", language, manager=holder or "—")
-                reply = text("taken", language, manager=manager.name)
-            elif action == "resolve":
-                if not ids:
-                    return text("no_open", language)
-                await q.set_conversations(conn, ids, now, status="resolved", resolved_at=now)
-                for conv_id in ids:  # resolved: every deadline of it is met
-                    await sla_q.meet(conn, conv_id, now, (*sla_q.RESPONSES, "resolution"))
-                reply = text("resolved", language, manager=manager.name)
-            elif action == "reopen":
-                if latest is None:
-                    return text("no_open", language)
-                await q.set_conversations(conn, [latest.id], now, status="open", resolved_at=None)
-                reply = text("reopened", language, manager=manager.name)
-            elif action == "transfer":
-                if not argument:
-                    return text("need_argument", language, usage="/transfer NAME")
-                target = await q.manager_by_name(conn, argument)
-                if target is None:
-                    return text("unknown_manager", language, name=argument)
-                if not ids:
-                    return text("no_open", language)
-                await q.set_conversations(conn, ids, now, assignee_id=target.id)
-                reply = text("transferred", language, target=target.name, manager=manager.name)
-                if self.staff_channel is not None:
-                    notice = Outgoing(
-                        idempotency_key=f"transfer:{uuid.uuid4().hex}",
-                        channel=self.staff_channel,
-                        account="staff",
-                        recipient=str(target.telegram_id),
-                        kind="assigned",
-                        text=reply,
-                        at=now,
-                        client_id=client_id,
-                        conversation_id=ids[0],
-                    )
-                    await q.enqueue(conn, notice.row())
-            elif action == "tag":
-                words = [w.lstrip("#") for w in argument.replace(",", " ").split() if w]
-                if not words:
-                    return text("need_argument", language, usage="/tag WORD …")
-                client = await q.client(conn, client_id)
-                tags = list(dict.fromkeys([*(client.tags or [] if client else []), *words]))
-                await q.set_client(conn, client_id, now, tags=tags)
-                reply = text("tagged", language, tags=", ".join(tags))
-            elif action in ("stage", "stage_up", "stage_down"):
-                client = await q.client(conn, client_id)
-                old = client.stage if client else "prospect"
-                if action == "stage":
-                    new = stages.parse(argument)
-                    if new is None:
-                        return text("bad_stage", language, stage=argument, stages=", ".join(STAGES))
-                else:
-                    new = stages.up(old) if action == "stage_up" else stages.down(old)
-                    if new is None:
-                        return text("stage", language, stage=old, manager=manager.name)
-                await q.set_client(conn, client_id, now, stage=new)
-                reply = text("stage", language, stage=new, manager=manager.name)
-                logged = stages.note(old, new, "by hand")
-                extras = {"stage_move": {"from": old, "to": new, "by": manager.name}}
-                await q.audit(
-                    conn,
-                    {
-                        "at": now,
-                        "actor": q.staff_actor(manager.telegram_id),
-                        "action": "stage",
-                        "object_type": "client",
-                        "object_id": client_id,
-                        "details": {"from": old, "to": new, "why": "by hand"},
-                    },
-                )
-            elif action == "remind":
-                parsed = parse_when(argument, now, self.timezone)
-                if parsed is None:
-                    return text("bad_when", language, text=argument)
-                due, what = parsed
-                await q.add_reminder(
-                    conn,
-                    {
-                        "client_id": client_id,
-                        "conversation_id": event_conv,
-                        "manager_id": manager.id,
-                        "due_at": due,
-                        "text": what,
-                        "kind": "reminder",
-                        "status": "pending",
-                        "created_at": now,
-                    },
-                )
-                reply = text(
-                    "remind_set", language, when=due.isoformat(timespec="minutes"), text=what or "—"
-                )
-            else:
+            handler = _HANDLERS.get(action)
+            if handler is None:
                 return text("unknown_action", language, action=action)
-            await q.event(
+            command = _Command(
                 conn,
-                {
-                    "client_id": client_id,
-                    "conversation_id": event_conv,
-                    "direction": Direction.EVENT.value,
-                    "author": manager.name,
-                    "text": logged or reply,
-                    "extras": extras,
-                    "channel": staff if key is not None else None,
-                    "external_id": key,
-                    "at": now,
-                },
+                client_id,
+                manager,
+                argument.strip(),
+                language,
+                self.clock.now(),
+                key,
+                staff,
+                await q.open_conversations(conn, client_id),
+                await q.latest_conversation(conn, client_id),
             )
-        loggers.event(log, "staff.action", action=action, client=client_id, manager=manager.id)
-        return reply
+            said = await handler(self, command)
+            if said.acted and not said.logged:
+                await q.event(conn, command.event(said.text))
+        if said.acted:
+            loggers.event(log, "staff.action", action=action, client=client_id, manager=manager.id)
+        return said.text
+
+    # -- the actions: each answers what it did, or why it did nothing -----------------
+
+    async def _take(self, c: _Command) -> _Said:
+        if not c.ids:
+            return _only(text("no_open", c.language))
+        await q.set_conversations(c.conn, c.ids, c.now, assignee_id=c.manager.id)
+        return _Said(text("taken", c.language, manager=c.manager.name))
+
+    async def _accept(self, c: _Command) -> _Said:
+        """An offer ("all", "queue"): the first to accept gets it."""
+        if not c.ids:
+            return _only(text("no_open", c.language))
+        got = [
+            conv.id
+            for conv in c.open
+            if conv.assignee_id is None
+            and await assign_q.assign(c.conn, conv.id, c.manager.id, c.now)
+        ]
+        if not got:  # somebody was quicker (the update is conditional)
+            holder = await q.manager_name(c.conn, c.open[0].assignee_id)
+            return _only(text("already_taken", c.language, manager=holder or "—"))
+        return _Said(text("taken", c.language, manager=c.manager.name))
+
+    async def _resolve(self, c: _Command) -> _Said:
+        if not c.ids:
+            return _only(text("no_open", c.language))
+        await q.set_conversations(c.conn, c.ids, c.now, status="resolved", resolved_at=c.now)
+        for conv_id in c.ids:  # resolved: every deadline of it is met
+            await sla_q.meet(c.conn, conv_id, c.now, (*sla_q.RESPONSES, "resolution"))
+        return _Said(text("resolved", c.language, manager=c.manager.name))
+
+    async def _reopen(self, c: _Command) -> _Said:
+        if c.latest is None:
+            return _only(text("no_open", c.language))
+        await q.set_conversations(c.conn, [c.latest.id], c.now, status="open", resolved_at=None)
+        return _Said(text("reopened", c.language, manager=c.manager.name))
+
+    async def _transfer(self, c: _Command) -> _Said:
+        if not c.argument:
+            return _only(text("need_argument", c.language, usage="/transfer NAME"))
+        target = await q.manager_by_name(c.conn, c.argument)
+        if target is None:
+            return _only(text("unknown_manager", c.language, name=c.argument))
+        if not c.ids:
+            return _only(text("no_open", c.language))
+        await q.set_conversations(c.conn, c.ids, c.now, assignee_id=target.id)
+        reply = text("transferred", c.language, target=target.name, manager=c.manager.name)
+        if self.staff_channel is not None:
+            notice = Outgoing(
+                idempotency_key=f"transfer:{uuid.uuid4().hex}",
+                channel=self.staff_channel,
+                account="staff",
+                recipient=str(target.telegram_id),
+                kind="assigned",
+                text=reply,
+                at=c.now,
+                client_id=c.client_id,
+                conversation_id=c.ids[0],
+            )
+            await q.enqueue(c.conn, notice.row())
+        return _Said(reply)
+
+    async def _tag(self, c: _Command) -> _Said:
+        words = [w.lstrip("#") for w in c.argument.replace(",", " ").split() if w]
+        if not words:
+            return _only(text("need_argument", c.language, usage="/tag WORD …"))
+        client = await q.client(c.conn, c.client_id)
+        tags = list(dict.fromkeys([*(client.tags or [] if client else []), *words]))
+        await q.set_client(c.conn, c.client_id, c.now, tags=tags)
+        return _Said(text("tagged", c.language, tags=", ".join(tags)))
+
+    async def _stage(self, c: _Command) -> _Said:
+        new = stages.parse(c.argument)
+        if new is None:
+            stage_list = ", ".join(STAGES)
+            return _only(text("bad_stage", c.language, stage=c.argument, stages=stage_list))
+        return await self._move(c, new)
+
+    async def _stage_up(self, c: _Command) -> _Said:
+        return await self._move(c, None, step=stages.up)
+
+    async def _stage_down(self, c: _Command) -> _Said:
+        return await self._move(c, None, step=stages.down)
+
+    async def _move(
+        self, c: _Command, new: str | None, *, step: Callable[[str], str | None] | None = None
+    ) -> _Said:
+        """Move the client to ``new``, or one ``step`` from where they are (at the end
+        of the ladder: nothing to do, the stage is said)."""
+        client = await q.client(c.conn, c.client_id)
+        old = client.stage if client else "prospect"
+        if step is not None:
+            new = step(old)
+        if new is None:
+            return _only(text("stage", c.language, stage=old, manager=c.manager.name))
+        await stages.move(
+            c.conn,
+            c.client_id,
+            old,
+            new,
+            who=c.manager.name,
+            why="by hand",
+            now=c.now,
+            conversation_id=c.event_conversation,
+            actor=q.staff_actor(c.manager.telegram_id),
+            channel=c.staff if c.key is not None else None,
+            external_id=c.key,
+        )
+        return _Said(text("stage", c.language, stage=new, manager=c.manager.name), logged=True)
+
+    async def _remind(self, c: _Command) -> _Said:
+        parsed = parse_when(c.argument, c.now, self.timezone)
+        if parsed is None:
+            return _only(text("bad_when", c.language, text=c.argument))
+        due, what = parsed
+        await q.add_reminder(
+            c.conn,
+            {
+                "client_id": c.client_id,
+                "conversation_id": c.event_conversation,
+                "manager_id": c.manager.id,
+                "due_at": due,
+                "text": what,
+                "kind": "reminder",
+                "status": "pending",
+                "created_at": c.now,
+            },
+        )
+        when = due.isoformat(timespec="minutes")
+        return _Said(text("remind_set", c.language, when=when, text=what or "—"))
 
     async def settle_reminder(
         self, reminder_id: int, fired: int, manager: ManagerRef, action: str, *, key: str
@@ -530,3 +595,18 @@ class Desk:
             object_type="client",
             object_id=client_id,
         )
+
+
+_HANDLERS: dict[str, Callable[[Desk, _Command], Awaitable[_Said]]] = {
+    "take": Desk._take,
+    "accept": Desk._accept,
+    "resolve": Desk._resolve,
+    "reopen": Desk._reopen,
+    "transfer": Desk._transfer,
+    "tag": Desk._tag,
+    "remind": Desk._remind,
+    "stage": Desk._stage,
+    "stage_up": Desk._stage_up,
+    "stage_down": Desk._stage_down,
+}
+ACTIONS = tuple(_HANDLERS)

@@ -20,7 +20,6 @@ import asyncio
 import csv
 import io
 import math
-import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,6 @@ from storage.campaigns import VariantStats
 
 PERIODS = {"week": 7, "month": 30}
 CHANNELS = tuple(c.value for c in Channel)
-_STAGE_MOVE = re.compile(r"^stage:\s*(?P<old>.+?)\s*(?:→|->)\s*(?P<new>[^\s(]+)")
 
 Value = str | int | float | None
 Kind = Literal["text", "count", "seconds", "percent"]
@@ -441,24 +439,13 @@ def _load_table(rows: Sequence[q.Load]) -> Table:
     )
 
 
-def stage_moves(texts: Iterable[tuple[str, int]]) -> dict[tuple[str, str], int]:
-    """Counts by (old, new) stage of event texts ``stage: OLD → NEW (reason)``."""
-    moves: Counter[tuple[str, str]] = Counter()
-    for body, count in texts:
-        found = _STAGE_MOVE.match(body)
-        if found is not None:
-            moves[(found["old"], found["new"])] += count
-    return dict(moves)
-
-
-def _stage_table(rows: Sequence[q.StageText]) -> Table:
-    moves = stage_moves((r.text, r.count) for r in rows)
+def _stage_table(rows: Sequence[q.StageMove]) -> Table:
     return Table(
         "stage_moves",
         "stage moves",
         (Column("from", "from", "text"), Column("to", "to", "text"), Column("moves", "moves")),
         tuple(
-            (old, new, n) for (old, new), n in sorted(moves.items(), key=lambda i: (-i[1], i[0]))
+            (r.old, r.new, r.count) for r in sorted(rows, key=lambda r: (-r.count, r.old, r.new))
         ),
     )
 
@@ -525,7 +512,7 @@ async def build(
         due = await q.deadline_counts(conn, p.start, min(p.end, now))
         volume = await q.volume(conn, p.start, p.end)
         load = await q.open_load(conn, now)
-        stages = await q.stage_texts(conn, p.start, p.end)
+        stages = await q.stage_moves(conn, p.start, p.end)
         campaigns = await q.campaigns_alive(conn, p.start, p.end)
         results = {
             c.id: await campaigns_q.stats(
