@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.clients import stages
-from hub.clients.attachments import AttachmentStore
+from hub.clients.attachments import AttachmentStore, StoredFile
 from hub.clients.search import client_search
 from hub.delivery.outbox import Outgoing
 from hub.desk import replies
@@ -114,6 +114,21 @@ class _Said:
     text: str
     acted: bool = True
     logged: bool = False
+
+
+def _attachment_rows(
+    interaction_id: int, stored: Sequence[tuple[Attachment, StoredFile]]
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "interaction_id": interaction_id,
+            "filename": a.filename,
+            "content_type": a.content_type,
+            "size": s.size,
+            "sha256": s.sha256,
+        }
+        for a, s in stored
+    ]
 
 
 def _only(said: str) -> _Said:
@@ -226,72 +241,83 @@ class Desk:
         note: bool = False,
         attachments: Sequence[Attachment] = (),
     ) -> int:
+        """Log a manager's answer (or note) in the client's latest conversation and
+        queue it; ``key`` (the staff message's id) makes a redelivery a no-op."""
         stored = [(a, await self.files.put(a.data)) for a in attachments]
         now = self.clock.now()
-        staff = self.staff_channel or "staff"
         async with self.db.write() as conn:
-            done = await q.answered(conn, key, staff)
+            done = await q.answered(conn, key, self.staff_channel or "staff")
             if done is not None:
                 return done  # a redelivered manager message
-            if not await self._allowed(conn, manager, client_id):
-                await self._refuse(conn, manager, client_id, "answer")
-                raise NotAllowed(text("not_yours", manager.language or self.language))
-            conv = await q.latest_conversation(conn, client_id)
-            if conv is None:
-                raise NoConversation(f"client {client_id} has no conversation")
-            route = replies.REPLY_ROUTE.get(conv.channel, (conv.channel, ""))[0]
-            unsent: str | None = None
-            if not note and self.sending is not None and route not in self.sending:
-                unsent = text(
-                    "channel_not_configured", manager.language or self.language, channel=route
-                )
-            try:
-                queued = await replies.queue(
-                    conn,
-                    conversation=replies_q.ConversationRow(
-                        conv.id, client_id, conv.channel, conv.account, conv.subject, None
-                    ),
-                    text=text_,
-                    author=manager.name,
-                    now=now,
-                    key=key,
-                    note=note,
-                    note_channel=staff,
-                )
-            except replies.NoAddress as exc:
-                raise NoConversation(str(exc)) from None
-            interaction_id = queued.interaction_id
+            conv = await self._to_answer(conn, manager, client_id)
+            unsent = None if note else self._unsendable(conv, manager)
+            queued = await self._queue(conn, conv, text_, manager, key=key, note=note, now=now)
             if unsent is not None and queued.outbox_id is not None:
                 # Logged like any answer, and failed at once: nothing would ever send it.
-                await q.fail_unsendable(conn, queued.outbox_id, interaction_id, unsent)
+                await q.fail_unsendable(conn, queued.outbox_id, queued.interaction_id, unsent)
             if not note:
                 await q.set_conversations(conn, [conv.id], now, status="pending")
                 if conv.assignee_id is None:
                     await q.set_conversations(conn, [conv.id], now, assignee_id=manager.id)
-            await q.add_attachments(
-                conn,
-                [
-                    {
-                        "interaction_id": interaction_id,
-                        "filename": a.filename,
-                        "content_type": a.content_type,
-                        "size": s.size,
-                        "sha256": s.sha256,
-                    }
-                    for a, s in stored
-                ],
-            )
+            await q.add_attachments(conn, _attachment_rows(queued.interaction_id, stored))
         loggers.event(
             log,
             "staff.note" if note else "staff.answer",
             client=client_id,
             conversation=conv.id,
-            interaction=interaction_id,
+            interaction=queued.interaction_id,
             manager=manager.id,
         )
         if unsent is not None:
             raise NotSent(unsent)
-        return interaction_id
+        return queued.interaction_id
+
+    async def _to_answer(
+        self, conn: AsyncConnection, manager: ManagerRef, client_id: int
+    ) -> q.ConversationRow:
+        """The conversation an answer goes to, if the client is the manager's to answer."""
+        if not await self._allowed(conn, manager, client_id):
+            await self._refuse(conn, manager, client_id, "answer")
+            raise NotAllowed(text("not_yours", manager.language or self.language))
+        conv = await q.latest_conversation(conn, client_id)
+        if conv is None:
+            raise NoConversation(f"client {client_id} has no conversation")
+        return conv
+
+    def _unsendable(self, conv: q.ConversationRow, manager: ManagerRef) -> str | None:
+        """Why an answer in ``conv`` cannot go out (no channel of the hub sends on its
+        route), in the manager's language; None when it can."""
+        route = replies.REPLY_ROUTE.get(conv.channel, (conv.channel, ""))[0]
+        if self.sending is None or route in self.sending:
+            return None
+        return text("channel_not_configured", manager.language or self.language, channel=route)
+
+    async def _queue(
+        self,
+        conn: AsyncConnection,
+        conv: q.ConversationRow,
+        text_: str,
+        manager: ManagerRef,
+        *,
+        key: str,
+        note: bool,
+        now: datetime,
+    ) -> replies.Queued:
+        try:
+            return await replies.queue(
+                conn,
+                conversation=replies_q.ConversationRow(
+                    conv.id, conv.client_id, conv.channel, conv.account, conv.subject, None
+                ),
+                text=text_,
+                author=manager.name,
+                now=now,
+                key=key,
+                note=note,
+                note_channel=self.staff_channel or "staff",
+            )
+        except replies.NoAddress as exc:
+            raise NoConversation(str(exc)) from None
 
     async def act(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -57,27 +58,55 @@ async def queue(
     """In the caller's transaction: log the answer as an ``out`` interaction with
     its outbox row over the conversation's reply route, or a note (``key`` then
     marks the note, on ``note_channel``, so that a repeat is recognized)."""
-    conv = conversation
-    values = {
-        "client_id": conv.client_id,
-        "conversation_id": conv.id,
-        "author": author,
-        "text": text,
-        "at": now,
-    }
+    said = _Said(conversation, author, text, now)
     if note:
-        interaction_id, _ = await q.append(
-            conn,
-            {
-                **values,
-                "direction": Direction.NOTE.value,
-                "channel": note_channel,
-                "account": note_channel,
-                "external_id": key if note_channel else None,
-            },
-            None,
-        )
-        return Queued(interaction_id, None)
+        return await _note(conn, said, key=key, channel=note_channel)
+    queued = await _answer(conn, said, key=key)
+    await q.mark_responded(conn, conversation.id, now)
+    await sla_q.meet(conn, conversation.id, now)  # the response deadlines are met
+    return queued
+
+
+@dataclass(frozen=True, slots=True)
+class _Said:
+    """What a manager said, where and when: the part a note and an answer share."""
+
+    conversation: q.ConversationRow
+    author: str
+    text: str
+    at: datetime
+
+    def interaction(self) -> dict[str, Any]:
+        return {
+            "client_id": self.conversation.client_id,
+            "conversation_id": self.conversation.id,
+            "author": self.author,
+            "text": self.text,
+            "at": self.at,
+        }
+
+
+async def _note(
+    conn: AsyncConnection, said: _Said, *, key: str | None, channel: str | None
+) -> Queued:
+    interaction_id, _ = await q.append(
+        conn,
+        {
+            **said.interaction(),
+            "direction": Direction.NOTE.value,
+            "channel": channel,
+            "account": channel,
+            "external_id": key if channel else None,
+        },
+        None,
+    )
+    return Queued(interaction_id, None)
+
+
+async def _answer(conn: AsyncConnection, said: _Said, *, key: str | None) -> Queued:
+    """The ``out`` interaction and its outbox row, to the client's address of the
+    conversation's reply route, in the thread of their last message."""
+    conv = said.conversation
     channel, kind = REPLY_ROUTE[conv.channel]
     recipient = await q.address(conn, conv.client_id, kind)
     if recipient is None:
@@ -86,7 +115,7 @@ async def queue(
     interaction_id, outbox_id = await q.append(
         conn,
         {
-            **values,
+            **said.interaction(),
             "direction": Direction.OUT.value,
             "channel": channel,
             "account": conv.account,
@@ -98,16 +127,14 @@ async def queue(
             account=conv.account,
             recipient=recipient,
             kind="reply",
-            text=text,
-            at=now,
+            text=said.text,
+            at=said.at,
             subject=conv.subject,
             extras={"in_reply_to": in_reply_to} if in_reply_to else None,
             client_id=conv.client_id,
             conversation_id=conv.id,
         ).row(),
     )
-    await q.mark_responded(conn, conv.id, now)
-    await sla_q.meet(conn, conv.id, now)  # the response deadlines are met
     return Queued(interaction_id, outbox_id)
 
 
