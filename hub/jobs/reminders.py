@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.delivery.outbox import Outgoing
 from hub.kernel import loggers
@@ -229,20 +232,9 @@ async def settle(
                 manager_id=manager.id,
             )
             return text("reminder_not_yours", language)
-        what = reminder.text or "—"
-        if reminder.kind == "follow_up":
-            what = text("reminder_follow_up", language)
-        elif reminder.kind == "stage_contact":
-            what = text("reminder_stage", language, stage=reminder.text)
-        if action == "done":
-            acted = await q.settle(conn, reminder_id, fired_count, status="done")
-            reply = text("reminder_done", language, text=what, manager=manager.name)
-        else:
-            due = now + SNOOZES[action]
-            acted = await q.settle(conn, reminder_id, fired_count, status="pending", due_at=due)
-            when = due.astimezone(ZoneInfo(timezone)).strftime("%d.%m %H:%M")
-            reply = text("reminder_snoozed", language, when=when, text=what, manager=manager.name)
-        if not acted:
+        press = _Press(fired_count, action, manager.name, now, language, timezone)
+        reply = await _apply(conn, reminder, press)
+        if reply is None:
             return text("reminder_settled", language)
         if reminder.client_id is not None:
             await desk_q.event(
@@ -260,6 +252,42 @@ async def settle(
             )
     loggers.event(log, "reminder.settled", reminder=reminder_id, action=action, manager=manager.id)
     return reply
+
+
+@dataclass(frozen=True, slots=True)
+class _Press:
+    """A manager's press on a delivered reminder's button (its ``fired`` count)."""
+
+    fired: int
+    action: str
+    manager: str
+    at: datetime
+    language: str
+    timezone: str
+
+
+async def _apply(conn: AsyncConnection, reminder: q.ReminderRow, press: _Press) -> str | None:
+    """Mark the reminder done or snoozed, if this delivery was not settled yet; the
+    answer to the manager, or None."""
+    what = _subject(reminder, press.language)
+    if press.action == "done":
+        if not await q.settle(conn, reminder.id, press.fired, status="done"):
+            return None
+        return text("reminder_done", press.language, text=what, manager=press.manager)
+    due = press.at + SNOOZES[press.action]
+    if not await q.settle(conn, reminder.id, press.fired, status="pending", due_at=due):
+        return None
+    when = due.astimezone(ZoneInfo(press.timezone)).strftime("%d.%m %H:%M")
+    return text("reminder_snoozed", press.language, when=when, text=what, manager=press.manager)
+
+
+def _subject(reminder: q.ReminderRow, language: str) -> str:
+    """What the reminder is about, as the answer to a press names it."""
+    if reminder.kind == "follow_up":
+        return text("reminder_follow_up", language)
+    if reminder.kind == "stage_contact":
+        return text("reminder_stage", language, stage=reminder.text)
+    return reminder.text or "—"
 
 
 async def scan(
