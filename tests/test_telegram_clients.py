@@ -22,7 +22,8 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from channels.telegram import TelegramChannel
-from channels.telegram.inbound import command, language, normalize
+from channels.telegram.commands import Command, parse
+from channels.telegram.inbound import language, normalize
 from channels.telegram.outbound import split_text
 from channels.telegram.text import utf16_len
 from channels.telegram.updates import SECRET_HEADER
@@ -868,6 +869,10 @@ def test_split_text_counts_utf16_and_cuts_at_boundaries() -> None:
     parts = split_text(emoji)
     assert [utf16_len(p) for p in parts] == [4096, 1904]
     assert "".join(parts) == emoji
+
+
+def command(text: str) -> Command | None:
+    return parse(text, "hub_test_bot")
 
 
 def test_language_and_commands() -> None:

@@ -523,6 +523,31 @@ async def test_commands_change_the_request_and_the_client_and_are_logged(
     assert await rows(hub.db, select(Outbox.id).where(Outbox.kind == "reply")) == []
 
 
+async def test_a_command_for_another_bot_is_not_obeyed(hub: StaffDesk) -> None:
+    # Regression: "/take@otherbot" in a staff group with another bot was taken as ours.
+    maria = await hub.manager("Maria")
+    anna = await hub.writes(ANNA, "hi")
+    await hub.flush()
+    thread = hub.thread("Anna")
+    conv, maria_id = anna.conversation_id, await manager_id(hub.db, maria)
+    before = len(hub.in_topic(thread))
+
+    await hub.says(maria, thread, "/take@otherbot")
+    assert await conversation(hub.db, conv) == ("open", None)
+    assert len(hub.in_topic(thread)) == before  # no answer, no help
+    # Nor is it an answer for the client.
+    assert await rows(hub.db, select(Outbox.id).where(Outbox.kind == "reply")) == []
+
+    await hub.says(maria, thread, "/take@Hub_Test_Bot")
+    assert await conversation(hub.db, conv) == ("open", maria_id)
+    await hub.says(maria, thread, "/resolve@hub_test_bot")
+    assert (await conversation(hub.db, conv))[0] == "resolved"
+    await hub.says(maria, thread, "/reopen@otherbot")
+    assert (await conversation(hub.db, conv))[0] == "resolved"
+    await hub.says(maria, thread, "/reopen")
+    assert (await conversation(hub.db, conv))[0] == "open"
+
+
 async def test_buttons_act_answer_and_refresh_the_card(hub: StaffDesk) -> None:
     maria = await hub.manager("Maria")
     anna = await hub.writes(ANNA, "hi")

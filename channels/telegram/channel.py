@@ -106,7 +106,7 @@ class TelegramChannel:
             await session.close()
             raise HubError("telegram.token: not a bot token") from None
         try:
-            me = await bot.get_me()
+            me = await bot.me()  # getMe, kept: the staff side reads the username there
             self.bot, self.account, self._sink = bot, me.username or str(me.id), sink
             if config.mode == "webhook":
                 self._receiver = self._webhook(bot)

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiogram.types import Message, User
 
+from channels.telegram import commands
 from hub.kernel import loggers
 from hub.kernel.errors import HubError
 from hub.kernel.identities import InvalidIdentity, identity
@@ -73,17 +74,6 @@ def language(code: str | None) -> str | None:
 
 def display_name(user: User) -> str:
     return " ".join(part for part in (user.first_name, user.last_name) if part).strip()
-
-
-def command(text: str) -> tuple[str, str] | None:
-    """``("start", "payload")`` for ``/start payload`` (or ``/start@bot payload``)."""
-    if not text.startswith("/"):
-        return None
-    head, _, rest = text.partition(" ")
-    name = head[1:].split("@", 1)[0].lower()
-    if not name:
-        return None
-    return name, rest.strip()
 
 
 def _coordinates(latitude: float, longitude: float) -> str:
@@ -162,7 +152,7 @@ def normalize(
     kind = next((k for k in _MEDIA if getattr(message, k)), None)
     if message.text is not None:
         kind = "text"
-        found = None if edited else command(message.text)
+        found = None if edited else commands.parse(message.text, account)
         if found is not None:
             name, argument = found
             # Both are service messages for the hub: logged on the client, but no

@@ -54,7 +54,7 @@ from aiogram.types import (
     Update,
 )
 
-from channels.telegram import inbound, render
+from channels.telegram import commands, inbound, render
 from channels.telegram.errors import TopicClosed, TopicGone, delivery_error
 from channels.telegram.outbound import MEDIA_METHODS, media_kind
 from hub.config import TelegramSection
@@ -226,15 +226,6 @@ class _Posted:
     header: str
     mirror: bool
     at: float = 0.0  # monotonic time it was posted
-
-
-def _command(body: str) -> tuple[str | None, str]:
-    """``("remind", "2h call back")`` from ``"/remind@bot 2h call back"``."""
-    if not body.startswith("/"):
-        return None, body
-    parts = body[1:].split(None, 1)
-    name = parts[0].partition("@")[0].lower() if parts else ""
-    return name, parts[1].strip() if len(parts) > 1 else ""
 
 
 def _reminder_keyboard(message: OutboundMessage, language: str) -> InlineKeyboardMarkup | None:
@@ -921,7 +912,12 @@ class StaffSide:
             return  # a topic managers opened by hand
         self._last.pop(topic, None)  # a manager spoke after the bot: append nothing above it
         body = message.text or message.caption or ""
-        command, argument = _command(body)
+        parsed = commands.parse(body, (await bot.me()).username or "")
+        if parsed is None and body.startswith(commands.PREFIX):
+            # Named for another bot of the group: neither ours to obey nor an answer.
+            loggers.event(log, "staff.not_for_us", logging.DEBUG, chat=chat, manager=manager.id)
+            return
+        command, argument = parsed if parsed is not None else (None, body)
         language = manager.language or self.language
         if command is None:
             note = body.startswith("!")
@@ -1166,7 +1162,8 @@ class StaffSide:
             await self.desk.refused(user, f"private message: {_summary(message)}")
             return
         language = manager.language or self.language
-        command, argument = _command(message.text or "")
+        parsed = commands.parse(message.text or "", (await bot.me()).username or "")
+        command, argument = parsed if parsed is not None else (None, "")
         digest: ReportDigest | None = None
         if command == "inbox":
             items = await self.desk.inbox(manager)
