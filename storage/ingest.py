@@ -12,7 +12,7 @@ import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ARRAY,
@@ -201,21 +201,26 @@ def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> l
     return [int(x) for x in result.scalars().all()]
 
 
-INTERACTION_COLUMNS = (
-    "client_id",
-    "conversation_id",
-    "direction",
-    "channel",
-    "account",
-    "external_id",
-    "author",
-    "subject",
-    "text",
-    "html",
-    "extras",
-    "at",
-    "delivery",
-)
+class InteractionRow(NamedTuple):
+    """One row of ``interactions`` as the hot path writes it: a tuple in column
+    order (no dict per row), its fields named."""
+
+    client_id: int
+    conversation_id: int | None
+    direction: str
+    channel: str | None
+    account: str | None
+    external_id: str | None
+    author: str | None
+    subject: str | None
+    text: str
+    html: str | None
+    extras: dict[str, Any] | None
+    at: datetime
+    delivery: str | None
+
+
+INTERACTION_COLUMNS: tuple[str, ...] = InteractionRow._fields
 OUTBOX_COLUMNS = (
     "idempotency_key",
     "channel",
@@ -238,7 +243,7 @@ def insert_tuples(
     conn: Connection,
     table: Table,
     columns: tuple[str, ...],
-    rows: list[tuple[Any, ...]],
+    rows: Sequence[tuple[Any, ...]],
     *,
     returning_ids: bool = False,
 ) -> list[int]:
@@ -275,8 +280,8 @@ def insert_conversations(conn: Connection, rows: list[dict[str, Any]]) -> list[i
     return insert_many(conn, conversations, rows)
 
 
-def insert_interactions(conn: Connection, rows: list[tuple[Any, ...]]) -> list[int]:
-    """Rows in ``INTERACTION_COLUMNS`` order; their ids, in order."""
+def insert_interactions(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> list[int]:
+    """Rows in ``INTERACTION_COLUMNS`` order (an :class:`InteractionRow`); their ids, in order."""
     return insert_tuples(conn, interactions, INTERACTION_COLUMNS, rows, returning_ids=True)
 
 
@@ -349,13 +354,18 @@ def reopen_or_assign(conn: Connection, rows: list[tuple[int, int | None]], now: 
         )
 
 
-def find_threads(
-    conn: Connection, channel: str, hints: Sequence[str]
-) -> dict[str, tuple[int, int]]:
+class Thread(NamedTuple):
+    """The conversation an earlier message belongs to, and the client it was with."""
+
+    conversation_id: int
+    client_id: int
+
+
+def find_threads(conn: Connection, channel: str, hints: Sequence[str]) -> dict[str, Thread]:
     """External id of an earlier message, received or sent by the hub (the id the
-    peer gave it: an email Message-ID) -> (conversation id, client id). A hint
-    ``#N`` (the subject tag of email) names conversation N of this channel."""
-    found: dict[str, tuple[int, int]] = {}
+    peer gave it: an email Message-ID) -> its :class:`Thread`. A hint ``#N`` (the
+    subject tag of email) names conversation N of this channel."""
+    found: dict[str, Thread] = {}
     tags = {int(h[1:]): h for h in hints if h[:1] == "#" and h[1:].isdigit()}
     if tags:
         c = conversations.c
@@ -365,7 +375,7 @@ def find_threads(
             ),
             {"ids": _listed(conn, list(tags))},
         )
-        found.update({tags[conv]: (conv, client) for conv, client in tagged.all()})
+        found.update({tags[conv]: Thread(conv, client) for conv, client in tagged.all()})
         hints = [h for h in hints if h not in tags.values()]
         if not hints:
             return found
@@ -380,7 +390,7 @@ def find_threads(
             ),
             {"hints": _listed(conn, hints)},
         )
-        found.update({ext: (conv, client) for ext, conv, client in rows.all()})
+        found.update({ext: Thread(conv, client) for ext, conv, client in rows.all()})
     return found
 
 
