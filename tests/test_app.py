@@ -1,16 +1,18 @@
 """The assembled hub: lifespan order, a message through a channel to the log and
 back out through the dispatcher, `hub run` stopping cleanly on SIGTERM, and no
-secret in the logs."""
+secret in the logs; the log quiet while idle, and in JSON when asked."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +20,7 @@ import pytest
 
 from hub import config as hub_config
 from hub.app.run import Hub
+from hub.kernel import loggers
 from hub.kernel.identities import identity
 from hub.kernel.types import Channel, InboundMessage
 from tests.fakes import RecordingChannel
@@ -153,3 +156,147 @@ def test_migrate_command(tmp_path: Path) -> None:
     assert "applied: 0001, 0002, 0003, 0004" in first.stdout
     second = subprocess.run(run, capture_output=True, text=True, timeout=60)
     assert second.stdout.strip() == "schema is up to date"
+
+
+class _CountingHub(Hub):
+    """Counts the campaign scheduler's rounds."""
+
+    rounds = 0
+
+    async def run_campaigns(self) -> None:
+        await super().run_campaigns()
+        self.rounds += 1
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """``loggers.setup`` changes the process's logging: put it back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    chatty = {name: logging.getLogger(name).level for name in loggers.CHATTY}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, old in chatty.items():
+        logging.getLogger(name).setLevel(old)
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+async def test_an_idle_hubs_scheduler_rounds_show_only_at_debug(
+    level: str,
+    db_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    restore_logging: None,
+) -> None:
+    """At INFO an idle hub writes nothing while its scheduler runs round after
+    round (APScheduler's "Running job" lines are DEBUG-only); at DEBUG they show."""
+    config = hub_config.parse(
+        {
+            "hub": {"log_level": level},
+            "storage": {"url": db_url, "attachments_dir": str(tmp_path / "files")},
+            "admin": {"listen": f"127.0.0.1:{_free_port()}", "token": TOKEN},
+            "campaigns": {"scan_every_s": 0.05},
+        }
+    )
+    loggers.setup(config.hub.log_level, config.hub.log_format)
+    caplog.set_level(logging.DEBUG)
+    hub = _CountingHub(config)
+    async with hub.lifespan():
+        caplog.clear()
+        rounds = hub.rounds
+        while hub.rounds < rounds + 3:
+            await asyncio.sleep(0.01)
+    idle = caplog.records[
+        : next(i for i, r in enumerate(caplog.records) if "hub.stopping" in r.msg)
+    ]
+    scheduler = [r for r in idle if r.name.startswith("apscheduler")]
+    if level == "INFO":
+        assert scheduler == []
+        assert [r.getMessage() for r in idle if r.levelno >= logging.INFO] == []
+    else:
+        assert any("Running job" in r.getMessage() for r in scheduler)
+    # aiosmtpd's every SMTP command (and sender), alike.
+    assert logging.getLogger("mail.log").isEnabledFor(logging.INFO) is (level == "DEBUG")
+    assert logging.getLogger("mail.log").isEnabledFor(logging.WARNING)
+
+
+def test_json_log_line_holds_the_event_and_its_fields() -> None:
+    logger = logging.getLogger("hub.test_json")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        loggers.event(logger, "thing.done", client=7, duplicate=False, note="a b", level_=None)
+        loggers.event(logger, "thing.odd", logging.WARNING, event="x", at=Path("/p"))
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logger.exception("plain %s", "text")
+    finally:
+        logger.removeHandler(handler)
+    out = [json.loads(loggers.JsonFormatter().format(r)) for r in records]
+    assert out[0]["event"] == "thing.done" and out[0]["level"] == "INFO"
+    assert out[0]["logger"] == "hub.test_json" and out[0]["time"].endswith("+00:00")
+    assert (out[0]["client"], out[0]["duplicate"], out[0]["note"]) == (7, False, "a b")
+    assert out[0]["level_"] is None
+    assert (out[1]["event"], out[1]["event_"], out[1]["at"]) == ("thing.odd", "x", "/p")
+    assert out[2]["message"] == "plain text" and "RuntimeError: boom" in out[2]["exception"]
+
+
+def _toml(tmp_path: Path, port: int, hub: str = "") -> Path:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"[hub]\n{hub}\n"
+        f'[storage]\nurl = "sqlite+aiosqlite:///{tmp_path}/hub.db"\n'
+        f'attachments_dir = "{tmp_path}/files"\n'
+        f'[admin]\nlisten = "127.0.0.1:{port}"\ntoken = "${{TEST_ADMIN_TOKEN}}"\n'
+    )
+    return config
+
+
+async def test_hub_run_logs_json_lines_when_asked(tmp_path: Path) -> None:
+    port = _free_port()
+    config = _toml(tmp_path, port, 'log_format = "json"')
+    env = {**os.environ, "TEST_ADMIN_TOKEN": TOKEN}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hub",
+        "run",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+
+        async def until_ready() -> None:
+            while '"hub.ready"' not in (line := (await proc.stdout.readline()).decode()):
+                assert line, "hub exited before it was ready:\n" + "".join(lines)
+                lines.append(line)
+            lines.append(line)
+
+        await asyncio.wait_for(until_ready(), 30)
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = "".join(lines) + rest.decode()
+    assert proc.returncode == 0, text
+    assert TOKEN not in text
+    records = [json.loads(line) for line in text.splitlines()]
+    assert all({"time", "level", "logger"} <= set(r) for r in records), records
+    events = {r.get("event"): r for r in records}
+    assert events["hub.ready"]["level"] == "INFO"
+    assert events["hub.ready"]["logger"] == "hub.core"
+    assert events["hub.ready"]["channels"] == "none"
+    assert events["admin.listening"]["address"] == f"127.0.0.1:{port}"
+    assert "hub.stopped" in events

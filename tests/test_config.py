@@ -307,6 +307,53 @@ def test_hub_bad_timezone() -> None:
     assert problem.startswith("hub.timezone: ")
 
 
+def test_log_format_text_by_default_or_json() -> None:
+    assert parse(minimal()).hub.log_format == "text"
+    assert parse(minimal(hub={"log_format": "json"})).hub.log_format == "json"
+
+
+def test_log_format_unknown() -> None:
+    [problem] = problems(minimal(hub={"log_format": "xml"}))
+    assert problem.startswith("hub.log_format: ")
+    assert "'text'" in problem and "'json'" in problem and "'xml'" in problem
+
+
+def test_working_hours_checked_alike_in_every_section() -> None:
+    """One check of working hours: the hub's, a manager's, a rule's and a policy's."""
+    bad = "Mon-Fri 9-18"
+    found = problems(
+        minimal(
+            hub={"hours": bad},
+            managers=[manager(1, hours=bad)],
+            routing={"rules": [{"name": "r", "hours": bad}]},
+            sla={"policies": [{"name": "p", "hours": bad}]},
+        )
+    )
+    message = "expected e.g. 'Mon-Fri 09:00-18:00', got 'Mon-Fri 9-18'"
+    assert found == [
+        f"hub.hours: {message}",
+        f"managers[0].hours: {message}",
+        f"routing.rules[0].hours: {message}",
+        f"sla.policies[0].hours: {message}",
+    ]
+
+
+def test_rule_and_policy_channels_named_as_in_the_toml() -> None:
+    config = parse(
+        minimal(
+            routing={"rules": [{"name": "r", "channels": ["email", "webform"]}]},
+            sla={"policies": [{"name": "p", "channels": ["telegram"]}]},
+        )
+    )
+    assert config.routing.rules[0].channels == ["email", "webform"]
+    assert config.sla.policies[0].channels == ["telegram"]
+    [problem] = problems(minimal(routing={"rules": [{"name": "r", "channels": ["sms"]}]}))
+    assert problem == (
+        "routing.rules[0].channels[0]: Input should be 'telegram', 'email' or 'webform' "
+        "(got 'sms')"
+    )
+
+
 def test_manager_unknown_role() -> None:
     [problem] = problems(minimal(managers=[manager(1, role="boss")]))
     assert problem.startswith("managers[0].role: ")

@@ -52,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
     from hub.app.run import run_forever
 
     config = _load(args.config)
-    loggers.setup(config.hub.log_level)
+    loggers.setup(config.hub.log_level, config.hub.log_format)
     asyncio.run(run_forever(config))
     return 0
 

@@ -24,7 +24,7 @@ _LOG_WINDOW = 0.02  # seconds the worker's log writer waits to gather a batch
 async def open_ingest(setup: WorkerSetup) -> worker.WorkerIngest:
     """The hub's database and an ingest writer on it, as the setup says."""
     config = setup.config
-    loggers.setup(config.hub.log_level)
+    loggers.setup(config.hub.log_level, config.hub.log_format)
     storage = config.storage
     db = Database(storage.url)
     try:

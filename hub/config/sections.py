@@ -26,6 +26,7 @@ class HubSection(Section):
     timezone: TimeZone = "UTC"
     default_region: str = "RU"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
     hours: Hours | None = None
 
 
