@@ -280,8 +280,8 @@ def insert_conversations(conn: Connection, rows: list[dict[str, Any]]) -> list[i
     return insert_many(conn, conversations, rows)
 
 
-def insert_interactions(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> list[int]:
-    """Rows in ``INTERACTION_COLUMNS`` order (an :class:`InteractionRow`); their ids, in order."""
+def insert_interactions(conn: Connection, rows: list[InteractionRow]) -> list[int]:
+    """The rows' ids, in order."""
     return insert_tuples(conn, interactions, INTERACTION_COLUMNS, rows, returning_ids=True)
 
 

@@ -1,4 +1,4 @@
-"""The ingest path (hub/ingest.py) on SQLite and PostgreSQL: identities, conversations,
+"""The ingest path (hub/ingest/) on SQLite and PostgreSQL: identities, conversations,
 threading, redelivery, group commit, routing and the outbox, attachments, stop."""
 
 from __future__ import annotations
