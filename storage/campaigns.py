@@ -60,6 +60,10 @@ class CampaignRow:
     targeted_at: datetime | None
 
 
+# The role that takes call tasks by default: hub.kernel.types.Role.MANAGER, spelled
+# here because storage imports nothing of the hub.
+MANAGER = "manager"
+
 _CAMPAIGN_COLUMNS = (
     campaigns.c.id,
     campaigns.c.name,
@@ -583,7 +587,7 @@ async def managers_for_calls(conn: AsyncConnection, names: Sequence[str]) -> lis
     if names:
         chosen = [r for r in rows if r[3] in set(names)]
     else:
-        chosen = [r for r in rows if r[2] == "manager"] or list(rows)
+        chosen = [r for r in rows if r[2] == MANAGER] or list(rows)
     return [(int(r[0]), int(r[1])) for r in chosen]
 
 

@@ -14,6 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from storage.tables import conversations, deadlines, managers
 
 RESPONSES = ("first_response", "next_response")
+# The role told of missed deadlines: hub.kernel.types.Role.SUPERVISOR, spelled here
+# because storage imports nothing of the hub.
+SUPERVISOR = "supervisor"
 
 
 # --- in the ingest transaction (sync) -----------------------------------------------
@@ -161,7 +164,7 @@ async def staff(conn: AsyncConnection) -> Staff:
     rows = (await conn.execute(select(m.id, m.telegram_id, m.role, m.active).order_by(m.id))).all()
     return Staff(
         {int(r.id): int(r.telegram_id) for r in rows},
-        [int(r.id) for r in rows if r.role == "supervisor" and r.active],
+        [int(r.id) for r in rows if r.role == SUPERVISOR and r.active],
     )
 
 

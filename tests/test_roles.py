@@ -11,13 +11,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select, update
 
-from hub.desk.desk import Desk, NotAllowed
 from hub.clients.attachments import AttachmentStore
+from hub.config import ManagerSection
+from hub.desk.desk import Desk, NotAllowed
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import FrozenClock
 from hub.kernel.identities import identity
-from hub.kernel.types import Channel, InboundMessage, ManagerRef
+from hub.kernel.types import MARKETERS, OVERSEERS, Channel, InboundMessage, ManagerRef, Role
 from storage import Database
+from storage import campaigns as campaigns_q
+from storage import sla as sla_q
 from storage.models import Audit, Conversation, Manager, Outbox
 from tests.test_ingest import T0, rows
 
@@ -148,3 +151,12 @@ async def test_without_teams_everybody_is_one_team(db: Database, team: Team) -> 
     anna = await _write(t, ANNA, 1)
     await t.desk.act(anna, sales, "take")
     await t.desk.answer(anna, "hi", manager=support, key="k1")  # allowed: one team
+
+
+def test_the_roles_are_one_vocabulary() -> None:
+    """The config, the desk and campaigns speak of hub.kernel.types.Role; storage,
+    which imports nothing of the hub, spells the two roles it reads the same way."""
+    assert [ManagerSection(name="M", telegram_id=1, role=r).role for r in Role] == list(Role)
+    assert (sla_q.SUPERVISOR, campaigns_q.MANAGER) == (Role.SUPERVISOR, Role.MANAGER)
+    assert {"supervisor", "admin"} == OVERSEERS
+    assert {"marketer", "admin"} == MARKETERS

@@ -26,6 +26,7 @@ from hub.kernel.clock import Clock
 from hub.kernel.errors import HubError
 from hub.kernel.texts import text
 from hub.kernel.types import (
+    OVERSEERS,
     STAGES,
     Attachment,
     ClientCard,
@@ -33,6 +34,7 @@ from hub.kernel.types import (
     Direction,
     InboxItem,
     ManagerRef,
+    Role,
     StoredAttachment,
     Topic,
 )
@@ -599,13 +601,13 @@ class Desk:
     @staticmethod
     def _limited(manager: ManagerRef) -> bool:
         """Whether what ``manager`` may see depends on who keeps the client."""
-        return manager.role not in ("supervisor", "admin", "marketer")
+        return manager.role not in OVERSEERS and manager.role != Role.MARKETER
 
     @staticmethod
     def _may_see(manager: ManagerRef, keepers: list[tuple[int, str | None]]) -> bool:
-        if manager.role in ("supervisor", "admin"):
+        if manager.role in OVERSEERS:
             return True
-        if manager.role == "marketer":
+        if manager.role == Role.MARKETER:
             return False
         return not keepers or any(
             mid == manager.id or team == manager.team for mid, team in keepers

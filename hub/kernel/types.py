@@ -156,6 +156,21 @@ class SendResult:
     external_id: str | None = None
 
 
+class Role(enum.StrEnum):
+    """What a member of staff is (``[[managers]] role``), and so what they may do."""
+
+    MANAGER = "manager"  # answers the clients nobody keeps yet, their own and their team's
+    SUPERVISOR = "supervisor"  # oversees the managers: every client, missed deadlines
+    MARKETER = "marketer"  # campaigns and reports, no client's conversation
+    ADMIN = "admin"  # everything
+
+
+# Who sees every client and may act on another manager's work (a call outcome).
+OVERSEERS = frozenset({Role.SUPERVISOR, Role.ADMIN})
+# Who runs campaigns.
+MARKETERS = frozenset({Role.MARKETER, Role.ADMIN})
+
+
 @dataclass(frozen=True, slots=True)
 class ManagerRef:
     """A registered manager, as the staff surface sees them."""
