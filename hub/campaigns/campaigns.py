@@ -48,7 +48,7 @@ from hub.delivery.outbox import Outgoing
 from hub.kernel import loggers
 from hub.kernel.errors import HubError
 from hub.kernel.texts import progress_bar, text
-from hub.kernel.types import Delivery, Direction, ManagerRef
+from hub.kernel.types import MARKETERS, OVERSEERS, Delivery, Direction, ManagerRef
 from routing.hours import parse_window
 from storage import Database
 from storage import campaigns as q
@@ -60,12 +60,22 @@ from storage.segments import Segment
 log = logging.getLogger("hub.campaigns")
 
 OUTCOMES = ("reached", "interested", "not_interested", "call_back", "wrong_number")
-MARKETING_ROLES = frozenset({"marketer", "admin"})
-CALL_OVERSEERS = frozenset({"supervisor", "admin"})
 
 
 class CampaignError(HubError):
     """A campaign that cannot be created, found or moved as asked."""
+
+
+# What a chunk writes per target: (target id, the interaction to log, its outbox row).
+_Send = tuple[int, dict[str, Any], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class _CallStaff:
+    """Whom call tasks go to: each manager's Telegram id and name, by manager id."""
+
+    telegram_ids: dict[int, int]
+    names: dict[int, str]
 
 
 # -- the campaign file ------------------------------------------------------------------
@@ -593,12 +603,14 @@ class Campaigns:
         targets: list[q.TargetClient],
         now: datetime,
     ) -> None:
+        """Each target's message logged and queued over its channel, or deferred past
+        the client's quiet hours, or skipped (with why)."""
         variants = {v.name: v for v in spec.script()}
         window = self.settings.quiet_hours if spec.quiet_hours is None else spec.quiet_hours
         accounts = await q.accounts(conn, [t.client_id for t in targets])
         skipped: dict[str, list[int]] = {}
         deferred: dict[int, datetime] = {}
-        sends: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+        sends: list[_Send] = []
         for target in targets:
             channel, skip = self._route(spec, target)
             if channel is None:
@@ -609,62 +621,80 @@ class Campaigns:
                 deferred[target.target_id] = until
                 continue
             variant = variants.get(target.variant) or next(iter(variants.values()))
-            try:
-                rendered = scripts.render(variant, self._context(target))
-            except scripts.ScriptError as exc:
-                loggers.event(
-                    log,
-                    "campaign.render_failed",
-                    logging.WARNING,
-                    campaign=campaign_id,
-                    client=target.client_id,
-                    error=str(exc),
-                )
+            rendered = self._render(campaign_id, variant, target)
+            if rendered is None:
                 skipped.setdefault("script_error", []).append(target.target_id)
                 continue
-            url = self._unsubscribe_url(channel, target, campaign_id)
-            body = self._with_footer(rendered.text, channel, target, url)
-            subject = rendered.subject or (spec.name if channel == "email" else None)
             account = accounts.get((target.client_id, channel)) or accounts.get(
                 (0, channel), "campaign"
             )
-            extras: dict[str, Any] = {"campaign": campaign_id, "variant": variant.name}
-            if url is not None:
-                extras["unsubscribe_url"] = url
             sends.append(
-                (
-                    target.target_id,
-                    {
-                        "client_id": target.client_id,
-                        "conversation_id": None,
-                        "direction": Direction.OUT.value,
-                        "channel": channel,
-                        "account": account,
-                        "author": f"campaign:{campaign_id}",
-                        "subject": subject,
-                        "text": body,
-                        "extras": {"campaign": campaign_id, "variant": variant.name},
-                        "at": now,
-                        "delivery": Delivery.PENDING.value,
-                    },
-                    Outgoing(
-                        idempotency_key=f"campaign:{campaign_id}:{target.client_id}",
-                        channel=channel,
-                        account=account,
-                        recipient=target.identities[channel],
-                        kind="campaign",
-                        text=body,
-                        at=now,
-                        subject=subject,
-                        extras=extras,
-                        client_id=target.client_id,
-                    ).row(),
-                )
+                self._message(campaign_id, spec, target, rendered, channel, account, now=now)
             )
         for reason, ids in skipped.items():
             await q.skip_targets(conn, ids, reason=reason, now=now)
         await q.defer_targets(conn, deferred, now=now)
         await q.write_sends(conn, sends, now=now)
+
+    def _render(
+        self, campaign_id: int, variant: scripts.Variant, target: q.TargetClient
+    ) -> scripts.Rendered | None:
+        """The script for this client; None (and a warning) when it cannot be had."""
+        try:
+            return scripts.render(variant, self._context(target))
+        except scripts.ScriptError as exc:
+            loggers.event(
+                log,
+                "campaign.render_failed",
+                logging.WARNING,
+                campaign=campaign_id,
+                client=target.client_id,
+                error=str(exc),
+            )
+            return None
+
+    def _message(
+        self,
+        campaign_id: int,
+        spec: CampaignSpec,
+        target: q.TargetClient,
+        rendered: scripts.Rendered,
+        channel: str,
+        account: str,
+        *,
+        now: datetime,
+    ) -> _Send:
+        """The ``out`` interaction of one client's message and its outbox row."""
+        url = self._unsubscribe_url(channel, target, campaign_id)
+        body = self._with_footer(rendered.text, channel, target, url)
+        subject = rendered.subject or (spec.name if channel == "email" else None)
+        logged = {"campaign": campaign_id, "variant": rendered.variant}
+        interaction = {
+            "client_id": target.client_id,
+            "conversation_id": None,
+            "direction": Direction.OUT.value,
+            "channel": channel,
+            "account": account,
+            "author": f"campaign:{campaign_id}",
+            "subject": subject,
+            "text": body,
+            "extras": logged,
+            "at": now,
+            "delivery": Delivery.PENDING.value,
+        }
+        message = Outgoing(
+            idempotency_key=f"campaign:{campaign_id}:{target.client_id}",
+            channel=channel,
+            account=account,
+            recipient=target.identities[channel],
+            kind="campaign",
+            text=body,
+            at=now,
+            subject=subject,
+            extras=logged if url is None else {**logged, "unsubscribe_url": url},
+            client_id=target.client_id,
+        )
+        return target.target_id, interaction, message.row()
 
     async def _call_tasks(
         self,
@@ -675,11 +705,12 @@ class Campaigns:
         targets: list[q.TargetClient],
         now: datetime,
     ) -> None:
+        """A call task per target, to its manager's private chat; opted-out clients
+        skipped."""
         variants = {v.name: v for v in spec.script()}
-        telegram_ids = await q.manager_telegram_ids(conn)
-        names = await q.manager_names(conn)
+        staff = _CallStaff(await q.manager_telegram_ids(conn), await q.manager_names(conn))
         skipped: list[int] = []
-        sends: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+        sends: list[_Send] = []
         for target in targets:
             if target.opted_out:
                 skipped.append(target.target_id)
@@ -689,43 +720,56 @@ class Campaigns:
                 script = scripts.render(variant, self._context(target)).text
             except scripts.ScriptError as exc:
                 script = f"[{exc}]"
-            manager = target.manager_id
-            who = target.name or f"#{target.client_id}"
-            contact = target.identities.get("phone") or text("call_no_phone", self.language)
-            task = f"{text('call_task', self.language, campaign=name, client=who, phone=contact)}"
-            task += f"\n\n{script}"
-            manager_name = names.get(manager or 0, "-")
-            sends.append(
-                (
-                    target.target_id,
-                    {
-                        "client_id": target.client_id,
-                        "conversation_id": None,
-                        "direction": Direction.EVENT.value,
-                        "channel": None,
-                        "account": None,
-                        "author": "hub",
-                        "text": text(
-                            "call_task_given", self.language, campaign=name, manager=manager_name
-                        ),
-                        "extras": {"campaign": campaign_id, "call_task": target.target_id},
-                        "at": now,
-                    },
-                    Outgoing(
-                        idempotency_key=f"call:{campaign_id}:{target.client_id}",
-                        channel=self.staff_channel or "telegram",
-                        account="staff",
-                        recipient=str(telegram_ids.get(manager or 0, "staff")),
-                        kind="call_task",
-                        text=task,
-                        at=now,
-                        extras={"campaign": campaign_id, "call_task": target.target_id},
-                        client_id=target.client_id,
-                    ).row(),
-                )
-            )
+            sends.append(self._call_task(campaign_id, name, target, script, staff, now=now))
         await q.skip_targets(conn, skipped, reason="opted_out", now=now)
         await q.write_sends(conn, sends, now=now)
+
+    def _call_task(
+        self,
+        campaign_id: int,
+        name: str,
+        target: q.TargetClient,
+        script: str,
+        staff: _CallStaff,
+        *,
+        now: datetime,
+    ) -> _Send:
+        """The event that a task was given, and the task's message to the manager."""
+        manager = target.manager_id or 0
+        who = target.name or f"#{target.client_id}"
+        contact = target.identities.get("phone") or text("call_no_phone", self.language)
+        task = f"{text('call_task', self.language, campaign=name, client=who, phone=contact)}"
+        task += f"\n\n{script}"
+        given = text(
+            "call_task_given",
+            self.language,
+            campaign=name,
+            manager=staff.names.get(manager, "-"),
+        )
+        about = {"campaign": campaign_id, "call_task": target.target_id}
+        event = {
+            "client_id": target.client_id,
+            "conversation_id": None,
+            "direction": Direction.EVENT.value,
+            "channel": None,
+            "account": None,
+            "author": "hub",
+            "text": given,
+            "extras": about,
+            "at": now,
+        }
+        message = Outgoing(
+            idempotency_key=f"call:{campaign_id}:{target.client_id}",
+            channel=self.staff_channel or "telegram",
+            account="staff",
+            recipient=str(staff.telegram_ids.get(manager, "staff")),
+            kind="call_task",
+            text=task,
+            at=now,
+            extras=dict(about),
+            client_id=target.client_id,
+        )
+        return target.target_id, event, message.row()
 
     def _route(self, spec: CampaignSpec, target: q.TargetClient) -> tuple[str | None, str | None]:
         """The channel a message goes over, or why it does not go."""
@@ -810,7 +854,7 @@ class Campaigns:
             task = await q.call_task(conn, target_id)
             if task is None or outcome not in OUTCOMES:
                 return text("call_task_gone", language)
-            if task.manager_id != manager.id and manager.role not in CALL_OVERSEERS:
+            if task.manager_id != manager.id and manager.role not in OVERSEERS:
                 await desk_q.refused(
                     conn,
                     at=now,
@@ -825,26 +869,7 @@ class Campaigns:
             label = text(f"call_outcome_{outcome}", language)
             reply = text("call_outcome_logged", language, outcome=label, manager=manager.name)
             if outcome == "call_back":
-                row = await q.get(conn, task.campaign_id)
-                spec = CampaignSpec.model_validate(row.spec) if row else None
-                hours = (spec.call_back_hours if spec else None) or self.settings.call_back_hours
-                due = now + timedelta(hours=hours)
-                await desk_q.add_reminder(
-                    conn,
-                    {
-                        "client_id": task.client_id,
-                        "manager_id": task.manager_id or manager.id,
-                        "due_at": due,
-                        "text": text(
-                            "call_back_reminder", language, campaign=row.name if row else ""
-                        ),
-                        "kind": "reminder",
-                        "status": "pending",
-                        "fired_count": 0,
-                        "created_at": now,
-                    },
-                )
-                when = due.astimezone(self.tz).strftime("%d.%m %H:%M")
+                when = await self._call_back(conn, task, manager, language, now)
                 reply = f"{reply}; {text('call_back_set', language, when=when)}"
             await desk_q.event(
                 conn,
@@ -867,6 +892,35 @@ class Campaigns:
             log, "campaign.call_outcome", task=target_id, outcome=outcome, manager=manager.id
         )
         return reply
+
+    async def _call_back(
+        self,
+        conn: AsyncConnection,
+        task: q.CallTask,
+        manager: ManagerRef,
+        language: str,
+        now: datetime,
+    ) -> str:
+        """A reminder for the task's manager to call again (after the campaign's
+        ``call_back_hours``); when it is due, as the manager reads it."""
+        row = await q.get(conn, task.campaign_id)
+        spec = CampaignSpec.model_validate(row.spec) if row else None
+        hours = (spec.call_back_hours if spec else None) or self.settings.call_back_hours
+        due = now + timedelta(hours=hours)
+        await desk_q.add_reminder(
+            conn,
+            {
+                "client_id": task.client_id,
+                "manager_id": task.manager_id or manager.id,
+                "due_at": due,
+                "text": text("call_back_reminder", language, campaign=row.name if row else ""),
+                "kind": "reminder",
+                "status": "pending",
+                "fired_count": 0,
+                "created_at": now,
+            },
+        )
+        return due.astimezone(self.tz).strftime("%d.%m %H:%M")
 
     # -- opting out --------------------------------------------------------------------
 
@@ -920,7 +974,7 @@ class Campaigns:
         if command not in ("campaigns", "campaign", "campaign_start", "campaign_pause"):
             return None
         language = manager.language or self.language
-        if manager.role not in MARKETING_ROLES:
+        if manager.role not in MARKETERS:
             async with self.db.write() as conn:
                 await desk_q.refused(
                     conn,
