@@ -93,56 +93,63 @@ async def follow(campaigns: Campaigns, campaign_id: int, *, every: float = 1.0) 
 def run(args: argparse.Namespace) -> int:
     config = config_module.load(config_module.resolve_path(args.config))
     language = getattr(args, "lang", None) or config.hub.language
-    action = args.action
-    if action == "create":
-        spec = load_spec(args.file)
-        campaign_id = _with(config, lambda c: c.create(spec, actor="cli"))
-        print(campaign_id)
-        return 0
-    if action == "list":
-        rows = _with(config, lambda c: c.listing(50))
-        for row in rows:
-            print(f"{row.id}\t{row.status}\t{row.mode}\t{row.name}")
-        return 0
-    if action == "preview":
+    return _ACTIONS[args.action](args, config, language)
 
-        async def preview(c: Campaigns) -> None:
-            count, items = await c.preview(args.id, client_id=args.client, limit=args.limit)
-            print(f"segment: {count} clients")
-            for item in items:
-                head = f"--- client {item.client_id}, variant {item.variant}, "
-                head += f"{item.channel or 'skipped: ' + str(item.skip)}"
-                print(head)
-                if item.subject:
-                    print(f"Subject: {item.subject}")
-                print(item.text)
 
-        _with(config, preview)
-        return 0
-    if action == "test":
-        row_id = _with(
-            config,
-            lambda c: c.test_send(
-                args.id, telegram_id=args.telegram, email=args.email, client_id=args.client
-            ),
-        )
-        print(f"queued: outbox {row_id}")
-        return 0
-    if action in ("start", "pause"):
+def _create(args: argparse.Namespace, config: config_module.Config, language: str) -> int:
+    spec = load_spec(args.file)
+    print(_with(config, lambda c: c.create(spec, actor="cli")))
+    return 0
 
-        async def move(c: Campaigns) -> Status:
-            if action == "start":
-                await c.start(args.id, actor="cli")
-                if args.wait:
-                    return await follow(c, args.id)
-            else:
-                await c.pause(args.id, actor="cli")
-            return await c.status(args.id)
 
-        print(render_status(_with(config, move), language))
-        return 0
-    # status
+def _list(args: argparse.Namespace, config: config_module.Config, language: str) -> int:
+    for row in _with(config, lambda c: c.listing(50)):
+        print(f"{row.id}\t{row.status}\t{row.mode}\t{row.name}")
+    return 0
 
+
+def _preview(args: argparse.Namespace, config: config_module.Config, language: str) -> int:
+    async def preview(c: Campaigns) -> None:
+        count, items = await c.preview(args.id, client_id=args.client, limit=args.limit)
+        print(f"segment: {count} clients")
+        for item in items:
+            head = f"--- client {item.client_id}, variant {item.variant}, "
+            head += f"{item.channel or 'skipped: ' + str(item.skip)}"
+            print(head)
+            if item.subject:
+                print(f"Subject: {item.subject}")
+            print(item.text)
+
+    _with(config, preview)
+    return 0
+
+
+def _test(args: argparse.Namespace, config: config_module.Config, language: str) -> int:
+    row_id = _with(
+        config,
+        lambda c: c.test_send(
+            args.id, telegram_id=args.telegram, email=args.email, client_id=args.client
+        ),
+    )
+    print(f"queued: outbox {row_id}")
+    return 0
+
+
+def _start_or_pause(args: argparse.Namespace, config: config_module.Config, language: str) -> int:
+    async def move(c: Campaigns) -> Status:
+        if args.action == "start":
+            await c.start(args.id, actor="cli")
+            if args.wait:
+                return await follow(c, args.id)
+        else:
+            await c.pause(args.id, actor="cli")
+        return await c.status(args.id)
+
+    print(render_status(_with(config, move), language))
+    return 0
+
+
+def _status(args: argparse.Namespace, config: config_module.Config, language: str) -> int:
     async def show(c: Campaigns) -> Status:
         return await (follow(c, args.id) if args.follow else c.status(args.id))
 
@@ -152,3 +159,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render_status(status, language))
     return 0
+
+
+_ACTIONS: dict[str, Callable[[argparse.Namespace, config_module.Config, str], int]] = {
+    "create": _create,
+    "list": _list,
+    "preview": _preview,
+    "test": _test,
+    "start": _start_or_pause,
+    "pause": _start_or_pause,
+    "status": _status,
+}

@@ -9,7 +9,7 @@ threads. Rendering blocks: callers on the event loop use ``asyncio.to_thread``.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -82,57 +82,92 @@ def render(report: Report, kind: str, language: str) -> bytes:
     table = _table(report, kind)
     if table is None or not has_data(report, kind):
         _empty(axes, language)
-    elif kind in ("first_response", "resolution"):
-        _durations(axes, table, _COUNT[kind], language)
-    elif kind == "volume_hour":
-        _hours(axes, table)
-    elif kind == "volume_channel":
-        _grouped(
-            axes,
-            [str(v) for v in table.column("channel")],
-            {
-                text("chart_inbound", language): _numbers(table.column("inbound")),
-                text("chart_outbound", language): _numbers(table.column("outbound")),
-            },
-        )
-    elif kind == "load":
-        top = _top(table, "open")
-        _grouped(
-            axes,
-            [_name(v, language) for v in top.column("manager")],
-            {
-                text("chart_open", language): _numbers(top.column("open")),
-                text("chart_overdue", language): _numbers(top.column("overdue")),
-            },
-            horizontal=True,
-        )
-    elif kind == "breaches":
-        _grouped(
-            axes,
-            [text(f"sla_{v}", language) if v else "—" for v in table.column("kind")],
-            {
-                text("chart_due", language): _numbers(table.column("due")),
-                text("chart_missed", language): _numbers(table.column("missed")),
-            },
-        )
-    elif kind == "stages":
-        top = _top(table, "moves")
-        labels = [f"{a} → {b}" for a, b in zip(top.column("from"), top.column("to"), strict=True)]
-        _grouped(axes, labels, {"": _numbers(top.column("moves"))}, horizontal=True)
     else:
-        top = _top(table, "sent")
-        _grouped(
-            axes,
-            [_short(str(v)) for v in top.column("campaign")],
-            {
-                text("chart_sent", language): _numbers(top.column("sent")),
-                text("chart_replied", language): _numbers(top.column("replied")),
-            },
-            horizontal=True,
-        )
+        _DRAW[kind](axes, table, language)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
+
+
+# -- one drawing per kind --------------------------------------------------------------
+
+
+def _first_response(axes: Axes, table: Table, language: str) -> None:
+    _durations(axes, table, _COUNT["first_response"], language)
+
+
+def _resolution(axes: Axes, table: Table, language: str) -> None:
+    _durations(axes, table, _COUNT["resolution"], language)
+
+
+def _volume_hour(axes: Axes, table: Table, language: str) -> None:
+    _hours(axes, table)
+
+
+def _volume_channel(axes: Axes, table: Table, language: str) -> None:
+    _grouped(
+        axes,
+        [str(v) for v in table.column("channel")],
+        {
+            text("chart_inbound", language): _numbers(table.column("inbound")),
+            text("chart_outbound", language): _numbers(table.column("outbound")),
+        },
+    )
+
+
+def _load(axes: Axes, table: Table, language: str) -> None:
+    top = _top(table, "open")
+    _grouped(
+        axes,
+        [_name(v, language) for v in top.column("manager")],
+        {
+            text("chart_open", language): _numbers(top.column("open")),
+            text("chart_overdue", language): _numbers(top.column("overdue")),
+        },
+        horizontal=True,
+    )
+
+
+def _breaches(axes: Axes, table: Table, language: str) -> None:
+    _grouped(
+        axes,
+        [text(f"sla_{v}", language) if v else "—" for v in table.column("kind")],
+        {
+            text("chart_due", language): _numbers(table.column("due")),
+            text("chart_missed", language): _numbers(table.column("missed")),
+        },
+    )
+
+
+def _stages(axes: Axes, table: Table, language: str) -> None:
+    top = _top(table, "moves")
+    labels = [f"{a} → {b}" for a, b in zip(top.column("from"), top.column("to"), strict=True)]
+    _grouped(axes, labels, {"": _numbers(top.column("moves"))}, horizontal=True)
+
+
+def _campaigns(axes: Axes, table: Table, language: str) -> None:
+    top = _top(table, "sent")
+    _grouped(
+        axes,
+        [_short(str(v)) for v in top.column("campaign")],
+        {
+            text("chart_sent", language): _numbers(top.column("sent")),
+            text("chart_replied", language): _numbers(top.column("replied")),
+        },
+        horizontal=True,
+    )
+
+
+_DRAW: dict[str, Callable[[Axes, Table, str], None]] = {
+    "first_response": _first_response,
+    "resolution": _resolution,
+    "volume_hour": _volume_hour,
+    "volume_channel": _volume_channel,
+    "load": _load,
+    "breaches": _breaches,
+    "stages": _stages,
+    "campaigns": _campaigns,
+}
 
 
 def _table(report: Report, kind: str) -> Table | None:
