@@ -28,10 +28,11 @@ from aiohttp import web
 
 from channels.webform import submission as sub
 from channels.webform.guard import PerAddress, Recent, RenderStamp, client_address
-from hub.config import FormSection, WebformSection, split_listen
+from hub.config import FormSection, WebformSection
 from hub.kernel import loggers
 from hub.kernel.clock import Clock, SystemClock
 from hub.kernel.errors import MessageRejected, PermanentDeliveryError, StorageUnavailable
+from hub.kernel.http import bound_port, json_response, serve, split_listen
 from hub.kernel.ports import ChannelLimits, InboundSink
 from hub.kernel.texts import text
 from hub.kernel.types import OutboundMessage, SendResult
@@ -124,21 +125,10 @@ class WebformChannel:
 
     async def start(self, sink: InboundSink) -> None:
         self._sink = sink
-        runner = web.AppRunner(
-            self.app(),
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=self._shutdown_timeout,
-        )
-        await runner.setup()
-        host, port = split_listen(self._listen)
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
+        runner = await serve(self.app(), self._listen, shutdown_timeout=self._shutdown_timeout)
         self._runner = runner
-        self.port = int(runner.addresses[0][1])
+        self.port = bound_port(runner)
+        host, _ = split_listen(self._listen)
         loggers.event(
             log, "webform.listening", address=f"{host}:{self.port}", forms=len(self.forms)
         )
@@ -411,10 +401,5 @@ class WebformChannel:
 
 
 def _json(data: Any, status: int, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        text=json.dumps(data, ensure_ascii=False),
-        status=status,
-        content_type="application/json",
-        charset="utf-8",
-        headers={"Cache-Control": "no-store", **(headers or {})},
-    )
+    """A JSON answer to a visitor's browser: never kept in a cache."""
+    return json_response(data, status, {"Cache-Control": "no-store", **(headers or {})})

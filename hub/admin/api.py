@@ -32,7 +32,7 @@ from hub.clients.book import ClientBook
 from hub.clients.search import client_search
 from hub.kernel import loggers
 from hub.kernel.clock import SystemClock
-from hub.kernel.http import error_response, json_response
+from hub.kernel.http import bound_port, error_response, json_response, serve
 from hub.kernel.types import ConversationStatus
 from hub.reports.reports import Period, Reporter, ReportError, parse_day
 from storage import Database
@@ -117,20 +117,9 @@ class AdminServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self, host: str, port: int) -> None:
-        runner = web.AppRunner(
-            self.app,
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=self.shutdown_timeout,
-        )
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
+        runner = await serve(self.app, f"{host}:{port}", shutdown_timeout=self.shutdown_timeout)
         self._runner = runner
-        self.port = int(runner.addresses[0][1])
+        self.port = bound_port(runner)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None

@@ -25,7 +25,6 @@ from hub.config.checks import Listen as Listen
 from hub.config.checks import QuietHours as QuietHours
 from hub.config.checks import Section as Section
 from hub.config.checks import TimeZone as TimeZone
-from hub.config.checks import split_listen as split_listen
 from hub.config.load import load as load
 from hub.config.load import parse as parse
 from hub.config.load import resolve_path as resolve_path
@@ -49,3 +48,4 @@ from hub.config.sections import StageContactSection as StageContactSection
 from hub.config.sections import StagesSection as StagesSection
 from hub.config.sections import StorageSection as StorageSection
 from hub.kernel.errors import ConfigError as ConfigError
+from hub.kernel.http import split_listen as split_listen

@@ -83,8 +83,3 @@ TimeZone = Annotated[str, AfterValidator(check_timezone)]
 Regex = Annotated[str, AfterValidator(_check_regex)]
 QuietHours = Annotated[str, AfterValidator(_check_quiet)]
 """A daily window (``"21:00-09:00"``), or empty for none."""
-
-
-def split_listen(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    return host.strip("[]"), int(port)

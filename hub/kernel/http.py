@@ -1,4 +1,5 @@
-"""JSON answers of the hub's HTTP APIs."""
+"""The hub's HTTP edges (aiohttp): one way to serve an application on ``HOST:PORT``,
+and the JSON answers of its APIs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,37 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` too) as host and port."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+async def serve(
+    app: web.Application, listen: str, *, shutdown_timeout: float = 10.0
+) -> web.AppRunner:
+    """Serve ``app`` on ``listen`` (``HOST:PORT``; port 0: any free one, see
+    :func:`bound_port`) until the runner is cleaned up, which gives requests in
+    flight ``shutdown_timeout`` seconds. No access log (the APIs log their own
+    line), no signal handlers (the hub's lifespan owns them)."""
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout
+    )
+    await runner.setup()
+    host, port = split_listen(listen)
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The port a runner from :func:`serve` listens on."""
+    return int(runner.addresses[0][1])
 
 
 def _default(value: Any) -> Any:
@@ -18,6 +50,7 @@ def _default(value: Any) -> Any:
 def json_response(
     data: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
+    """``data`` as JSON (UTF-8, datetimes in ISO 8601)."""
     return web.Response(
         text=json.dumps(data, ensure_ascii=False, default=_default),
         status=status,
@@ -30,4 +63,5 @@ def json_response(
 def error_response(
     status: int, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
+    """``{"error": message}``."""
     return json_response({"error": message}, status, headers)
