@@ -25,10 +25,10 @@ from hub.config import TelegramSection
 from hub.desk.desk import Desk
 from hub.kernel.clock import FrozenClock
 from hub.reports import charts
+from hub.reports.reporter import Reporter
 from hub.reports.reports import (
     Period,
     Report,
-    Reporter,
     ReportError,
     as_csv,
     as_text,

@@ -34,7 +34,8 @@ from hub.kernel import loggers
 from hub.kernel.clock import SystemClock
 from hub.kernel.http import bound_port, error_response, json_response, serve
 from hub.kernel.types import ConversationStatus
-from hub.reports.reports import Period, Reporter, ReportError, parse_day
+from hub.reports.reporter import Reporter
+from hub.reports.reports import Period, ReportError, parse_day
 from storage import Database
 from storage import desk as desk_q
 from storage import read as q

@@ -16,7 +16,7 @@ from hub.ingest.ingestor import AutoReplies, Ingestor
 from hub.ingest.rules import compile_policies, compile_rules
 from hub.kernel.clock import Clock
 from hub.kernel.ports import ChannelPort
-from hub.reports.reports import Reporter
+from hub.reports.reporter import Reporter
 from routing.hours import parse_hours
 from storage import Database
 from storage.db import in_memory

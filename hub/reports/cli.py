@@ -14,7 +14,8 @@ from typing import Any
 
 from hub import config as config_module
 from hub.kernel.clock import SystemClock
-from hub.reports.reports import PERIODS, Report, Reporter, as_csv, as_text, parse_day
+from hub.reports.reporter import Reporter
+from hub.reports.reports import PERIODS, Report, as_csv, as_text, parse_day
 
 HELP = "print the reports of a period (week, month, or --from/--to) as tables or CSV"
 

@@ -11,26 +11,24 @@ Days and hours are those of ``hub.timezone``. ``week`` is the last 7 days and
 ``month`` the last 30, today included, up to now; ``--from``/``--to`` dates
 are inclusive. The figures come from ``storage.reports``; this module rolls
 them up into :class:`Table` s that the CLI prints as text or CSV, the admin API
-serves as JSON, and ``hub.reports.charts`` draws.
+serves as JSON, and ``hub.reports.charts`` draws (``hub.reports.reporter``
+serves them all, and imports both: charts imports this module, not the reverse).
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from hub.config import DEFAULT_REPLY_WINDOW_DAYS
-from hub.kernel.clock import Clock
 from hub.kernel.errors import HubError
-from hub.kernel.ports import Chart, ReportDigest
 from hub.kernel.texts import text
 from hub.kernel.types import Channel
 from storage import Database
@@ -655,55 +653,3 @@ def summary_text(report: Report, language: str) -> str:
     if s.stage_moves:
         lines.append(text("report_stages", language, moves=s.stage_moves))
     return "\n".join(lines)
-
-
-# -- the service --------------------------------------------------------------
-
-
-@dataclass
-class Reporter:
-    """Reports over the hub's database in ``timezone``; the staff side asks it for
-    a digest (:class:`hub.kernel.ports.StaffReports`)."""
-
-    db: Database
-    clock: Clock
-    timezone: str = "UTC"
-    language: str = "ru"
-    telegram_charts: tuple[str, ...] = ("first_response", "volume_hour", "load", "breaches")
-    reply_window_days: float = DEFAULT_REPLY_WINDOW_DAYS  # campaigns.reply_window_days
-    tz: ZoneInfo = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.tz = ZoneInfo(self.timezone)
-
-    def period(
-        self, name: str | None = None, *, first: date | None = None, last: date | None = None
-    ) -> Period:
-        return period(name, self.clock.now(), self.tz, first=first, last=last)
-
-    async def report(self, p: Period) -> Report:
-        return await build(
-            self.db, p, self.tz, self.clock.now(), reply_window_days=self.reply_window_days
-        )
-
-    async def chart(self, kind: str, p: Period, language: str | None = None) -> bytes:
-        from hub.reports import charts
-
-        if kind not in charts.KINDS:
-            raise ReportError(f"kind: must be one of {', '.join(charts.KINDS)} (got {kind!r})")
-        report = await self.report(p)
-        return await asyncio.to_thread(charts.render, report, kind, language or self.language)
-
-    async def digest(self, period_name: str, language: str) -> ReportDigest:
-        from hub.reports import charts
-
-        report = await self.report(self.period(period_name))
-        kinds = [k for k in self.telegram_charts if charts.has_data(report, k)]
-
-        def draw() -> list[Chart]:
-            return [
-                Chart(f"{k}.png", charts.title(k, language), charts.render(report, k, language))
-                for k in kinds
-            ]
-
-        return ReportDigest(summary_text(report, language), tuple(await asyncio.to_thread(draw)))
