@@ -19,6 +19,7 @@ import hashlib
 import json
 import secrets
 import uuid
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,7 +36,7 @@ from hub.kernel.errors import MessageRejected, PermanentDeliveryError, StorageUn
 from hub.kernel.http import bound_port, json_response, serve, split_listen
 from hub.kernel.ports import ChannelLimits, InboundSink
 from hub.kernel.texts import text
-from hub.kernel.types import OutboundMessage, SendResult
+from hub.kernel.types import InboundMessage, IngestResult, OutboundMessage, SendResult
 
 log = loggers.channels
 
@@ -294,96 +295,43 @@ class WebformChannel:
 
     async def submit(self, request: web.Request) -> web.StreamResponse:
         form = self._form(request)
-        language = self._form_language(form)
-        wants_json = "application/json" in request.headers.get("Accept", "") or (
-            request.content_type == "application/json"
-        )
         cors = self._cors(request, form)
         if cors is None:
             return self._refuse_origin(request, form)
-
-        def whole(key: str, status: int, **values: Any) -> web.Response:
-            message = text(key, language, **values)
-            if wants_json:
-                return _json({"errors": {sub.FORM_ERROR: message}}, status, cors)
-            return self._render(form, errors={sub.FORM_ERROR: message}, status=status)
-
-        address = client_address(request, self.config.trust_forwarded)
-        wait = self.rate.allow(address)
-        if wait:
-            loggers.event(log, "webform.rate_limited", form=form.id)
-            response = whole("form_rate_limited", 429)
-            response.headers["Retry-After"] = str(max(1, round(wait)))
-            return response
-        try:
-            posted = await sub.read(request, form, self.config.max_body_bytes)
-        except sub.BodyTooLarge:
-            loggers.event(log, "webform.too_large", form=form.id)
-            response = whole("form_too_large", 413, limit=sub.size_text(self.config.max_body_bytes))
-            response.force_close()  # the rest of the body is not read
-            return response
-        except sub.BadBody:
-            return whole("form_bad_body", 400)
-
-        if posted.values.get(self.config.honeypot):
-            loggers.event(log, "webform.honeypot", form=form.id)
-            return whole("form_spam", 422)
-
-        def again(errors: dict[str, str]) -> web.Response:
-            if wants_json:
-                return _json({"errors": errors}, 422, cors)
-            hidden = {
-                k: posted.values[k][:2000]
-                for k in ("_ts", "_key", "_referrer", *sub.UTM_KEYS)
-                if posted.values.get(k)
-            }
-            return self._render(
-                form, values=posted.values, errors=errors, hidden=hidden, status=422
-            )
-
+        wants_json = "application/json" in request.headers.get("Accept", "") or (
+            request.content_type == "application/json"
+        )
+        answer = _Answer(form, self._form_language(form), wants_json, cors)
+        posted = await self._take(request, answer)
+        if isinstance(posted, web.Response):
+            return posted
         now = self.clock.now()
-        token = posted.values.get("_ts")
-        rendered = self.stamp.verify(form.id, token) if token else None
-        if rendered is not None and now.timestamp() - rendered < form.min_fill_seconds:
+        if self._too_fast(form, posted, now.timestamp()):
             loggers.event(log, "webform.too_fast", form=form.id)
-            return again({sub.FORM_ERROR: text("form_too_fast", language)})
-
-        cleaned = sub.validate(form, posted, language, self.default_region)
+            return self._again(
+                answer, posted, {sub.FORM_ERROR: text("form_too_fast", answer.language)}
+            )
+        cleaned = sub.validate(form, posted, answer.language, self.default_region)
         if not isinstance(cleaned, sub.Cleaned):
-            return again(cleaned)
-
+            return self._again(answer, posted, cleaned)
         content = sub.content_key(form, cleaned)
-        key = request.headers.get("Idempotency-Key") or posted.values.get("_key")
-        if key:
-            digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-            fresh = f"{form.id}:key:{digest}:{content[:16]}"
-        else:
-            fresh = f"{form.id}:content:{content[:32]}:{int(now.timestamp())}"
         recent_key = f"{form.id}:{content}"
-        external_id = self.recent.external_id(recent_key, lambda: fresh)
+        key = request.headers.get("Idempotency-Key") or posted.values.get("_key")
+        external_id = self.recent.external_id(
+            recent_key, lambda: _fresh_id(form.id, content, key, now.timestamp())
+        )
         message = sub.to_message(
             form,
             cleaned,
             external_id=external_id,
-            language=language,
+            language=answer.language,
             received_at=now,
             origin=sub.context(posted, request.headers, form, self.config.honeypot),
             confirm=form.confirm_email and self.confirm_by_email,
         )
-        sink = self._sink
-        try:
-            if sink is None:
-                raise StorageUnavailable("the form server is stopping")
-            result = await sink(message)
-        except StorageUnavailable:
-            self.recent.forget(recent_key)
-            return whole("form_unavailable", 503)
-        except MessageRejected:
-            self.recent.forget(recent_key)
-            return whole("form_bad_body", 422)
-        except BaseException:
-            self.recent.forget(recent_key)
-            raise
+        result = await self._hand_over(answer, message, recent_key)
+        if isinstance(result, web.Response):
+            return result
         loggers.event(
             log,
             "webform.received",
@@ -393,11 +341,107 @@ class WebformChannel:
             duplicate=result.duplicate,
             files=len(cleaned.files),
         )
-        if wants_json:
-            return _json({"id": result.interaction_id, "duplicate": result.duplicate}, 201, cors)
-        if form.redirect:
-            raise web.HTTPSeeOther(form.redirect)
-        return self._render(form, thanks=self._thank_you(form))
+        return self._received(answer, result)
+
+    async def _take(self, request: web.Request, answer: _Answer) -> sub.Posted | web.Response:
+        """The posted body, or the answer refusing it: too many from this address,
+        too large, unreadable, or caught by the honeypot."""
+        form = answer.form
+        wait = self.rate.allow(client_address(request, self.config.trust_forwarded))
+        if wait:
+            loggers.event(log, "webform.rate_limited", form=form.id)
+            response = self._whole(answer, "form_rate_limited", 429)
+            response.headers["Retry-After"] = str(max(1, round(wait)))
+            return response
+        limit = self.config.max_body_bytes
+        try:
+            posted = await sub.read(request, form, limit)
+        except sub.BodyTooLarge:
+            loggers.event(log, "webform.too_large", form=form.id)
+            response = self._whole(answer, "form_too_large", 413, limit=sub.size_text(limit))
+            response.force_close()  # the rest of the body is not read
+            return response
+        except sub.BadBody:
+            return self._whole(answer, "form_bad_body", 400)
+        if posted.values.get(self.config.honeypot):
+            loggers.event(log, "webform.honeypot", form=form.id)
+            return self._whole(answer, "form_spam", 422)
+        return posted
+
+    def _too_fast(self, form: FormSection, posted: sub.Posted, now: float) -> bool:
+        """Sent sooner after the page was rendered than a person fills the form."""
+        token = posted.values.get("_ts")
+        rendered = self.stamp.verify(form.id, token) if token else None
+        return rendered is not None and now - rendered < form.min_fill_seconds
+
+    async def _hand_over(
+        self, answer: _Answer, message: InboundMessage, recent_key: str
+    ) -> IngestResult | web.Response:
+        """The sink's result, or the answer saying why the submission is not kept."""
+        sink = self._sink
+        try:
+            if sink is None:
+                raise StorageUnavailable("the form server is stopping")
+            return await sink(message)
+        except StorageUnavailable:
+            self.recent.forget(recent_key)
+            return self._whole(answer, "form_unavailable", 503)
+        except MessageRejected:
+            self.recent.forget(recent_key)
+            return self._whole(answer, "form_bad_body", 422)
+        except BaseException:
+            self.recent.forget(recent_key)
+            raise
+
+    # --- the answers to a submission ----------------------------------------------
+
+    def _whole(self, answer: _Answer, key: str, status: int, **values: Any) -> web.Response:
+        """An error about the whole submission, in the form's language."""
+        message = text(key, answer.language, **values)
+        if answer.json:
+            return _json({"errors": {sub.FORM_ERROR: message}}, status, answer.cors)
+        return self._render(answer.form, errors={sub.FORM_ERROR: message}, status=status)
+
+    def _again(self, answer: _Answer, posted: sub.Posted, errors: dict[str, str]) -> web.Response:
+        """The errors field by field; a page keeps what was typed, to correct."""
+        if answer.json:
+            return _json({"errors": errors}, 422, answer.cors)
+        hidden = {
+            k: posted.values[k][:2000]
+            for k in ("_ts", "_key", "_referrer", *sub.UTM_KEYS)
+            if posted.values.get(k)
+        }
+        return self._render(
+            answer.form, values=posted.values, errors=errors, hidden=hidden, status=422
+        )
+
+    def _received(self, answer: _Answer, result: IngestResult) -> web.StreamResponse:
+        if answer.json:
+            body = {"id": result.interaction_id, "duplicate": result.duplicate}
+            return _json(body, 201, answer.cors)
+        if answer.form.redirect:
+            raise web.HTTPSeeOther(answer.form.redirect)
+        return self._render(answer.form, thanks=self._thank_you(answer.form))
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """How one submission is answered: the form, its language, JSON (a script or
+    an API posted) or a page, and the CORS headers for the request's origin."""
+
+    form: FormSection
+    language: str
+    json: bool
+    cors: dict[str, str]
+
+
+def _fresh_id(form_id: str, content: str, key: str | None, now: float) -> str:
+    """A new submission's id: by its idempotency key and content, else by its
+    content and second (a double click is one interaction)."""
+    if key:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return f"{form_id}:key:{digest}:{content[:16]}"
+    return f"{form_id}:content:{content[:32]}:{int(now)}"
 
 
 def _json(data: Any, status: int, headers: dict[str, str] | None = None) -> web.Response:

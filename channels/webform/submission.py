@@ -211,49 +211,19 @@ def validate(
     for spec in form.fields:
         name = spec.name
         if spec.type == "file":
-            upload = posted.files.get(name)
-            if upload is None:
-                if spec.required:
-                    errors[name] = text("form_required", language)
-                elif posted.values.get(name):
-                    errors[name] = text("form_not_a_file", language)
-            elif upload.size > spec.max_bytes:
-                errors[name] = text("form_file_too_big", language, limit=size_text(spec.max_bytes))
-            elif not _accepts(spec, upload):
-                errors[name] = text("form_file_type", language, accept=", ".join(spec.accept))
-            else:
+            upload, error = _file(spec, posted, language)
+            if upload is not None:
                 files[name] = upload
-            continue
-        raw = posted.values.get(name, "")
-        if spec.type == "checkbox":
-            checked = raw.strip().lower() in _CHECKED
-            if spec.required and not checked:
-                errors[name] = text("form_required", language)
+        elif spec.type == "checkbox":
+            checked = posted.values.get(name, "").strip().lower() in _CHECKED
+            error = text("form_required", language) if spec.required and not checked else None
             values[name] = checked
-            continue
-        value = raw.replace("\r\n", "\n").replace("\r", "\n").strip()
-        if spec.type != "textarea":
-            value = " ".join(value.split())
-        if not value:
-            if spec.required:
-                errors[name] = text("form_required", language)
-            continue
-        if len(value) > spec.max_length:
-            errors[name] = text("form_too_long", language, limit=spec.max_length)
-            continue
-        if spec.role == "email" or spec.type == "email":
-            try:
-                value = normalize_email(value)
-            except InvalidIdentity:
-                errors[name] = text("form_bad_email", language)
-                continue
-        elif spec.role == "phone" or spec.type == "tel":
-            try:
-                value = normalize_phone(value, region)
-            except InvalidIdentity:
-                errors[name] = text("form_bad_phone", language)
-                continue
-        values[name] = value
+        else:
+            value, error = _text(spec, posted.values.get(name, ""), language, region)
+            if value is not None:
+                values[name] = value
+        if error is not None:
+            errors[name] = error
     contacts = [f for f in form.fields if f.role in ("email", "phone")]
     if not any(values.get(f.name) for f in contacts) and not any(
         f.name in errors for f in contacts
@@ -262,6 +232,43 @@ def validate(
     if errors:
         return errors
     return Cleaned(values, files)
+
+
+def _file(spec: FormField, posted: Posted, language: str) -> tuple[Upload | None, str | None]:
+    """A file field's upload when it is acceptable, else the error (if any)."""
+    upload = posted.files.get(spec.name)
+    if upload is None:
+        if spec.required:
+            return None, text("form_required", language)
+        if posted.values.get(spec.name):
+            return None, text("form_not_a_file", language)
+        return None, None
+    if upload.size > spec.max_bytes:
+        return None, text("form_file_too_big", language, limit=size_text(spec.max_bytes))
+    if not _accepts(spec, upload):
+        return None, text("form_file_type", language, accept=", ".join(spec.accept))
+    return upload, None
+
+
+def _text(spec: FormField, raw: str, language: str, region: str) -> tuple[str | None, str | None]:
+    """A text field's value, whitespace tidied and an address or number
+    normalized; ``None`` (and the error, if any) when there is none to keep."""
+    value = raw.replace("\r\n", "\n").replace("\r", "\n").strip()
+    if spec.type != "textarea":
+        value = " ".join(value.split())
+    if not value:
+        return None, text("form_required", language) if spec.required else None
+    if len(value) > spec.max_length:
+        return None, text("form_too_long", language, limit=spec.max_length)
+    try:
+        if spec.role == "email" or spec.type == "email":
+            return normalize_email(value), None
+        if spec.role == "phone" or spec.type == "tel":
+            return normalize_phone(value, region), None
+    except InvalidIdentity:
+        bad = "form_bad_email" if spec.role == "email" or spec.type == "email" else "form_bad_phone"
+        return None, text(bad, language)
+    return value, None
 
 
 def content_key(form: FormSection, cleaned: Cleaned) -> str:
