@@ -709,17 +709,37 @@ class _Bounce:
 def _bounce(
     h: _Headers, msg: Message, body: _Body, sender: str, subject: str, text: str
 ) -> _Bounce:
+    failed = [a for v in h.raw("X-Failed-Recipients") for a in re.split(r"[,\s]+", v) if a]
+    is_bounce = _looks_bounced(msg, body, sender, subject, text) or bool(failed)
+    groups = _dsn_fields(body.dsn)
+    actions = {g["action"].lower() for g in groups if "action" in g}
+    delayed_only = bool(actions) and actions <= {"delayed", "delivered", "relayed", "expanded"}
+    reason = None
+    for g in groups:
+        if "diagnostic-code" in g or "status" in g:
+            parts = [g.get("status", ""), g.get("diagnostic-code", "")]
+            reason = " ".join(p for p in parts if p).strip() or None
+            if "final-recipient" in g:
+                failed.append(g["final-recipient"].split(";")[-1].strip())
+            break
+    if reason is None and is_bounce:
+        match = _SMTP_REASON.search(text)
+        reason = match.group(0).strip()[:500] if match else None
+    original = _original_id(h, body, groups, text, is_bounce)
+    return _Bounce(is_bounce, delayed_only, original, reason, list(dict.fromkeys(failed)))
+
+
+def _looks_bounced(msg: Message, body: _Body, sender: str, subject: str, text: str) -> bool:
+    """A delivery report (RFC 3464), or a mail daemon's own way of saying one."""
     report_type = msg.get_param("report-type", header="content-type") or ""
     report = msg.get_content_type() == "multipart/report" and str(report_type).lower() in (
         "delivery-status",
         "",
     )
-    failed = [a for v in h.raw("X-Failed-Recipients") for a in re.split(r"[,\s]+", v) if a]
     from_daemon = bool(_BOUNCE_SENDER.match(sender))
-    is_bounce = (
+    return (
         report
         or bool(body.dsn)
-        or bool(failed)
         or (
             from_daemon
             and (
@@ -735,21 +755,12 @@ def _bounce(
             and bool(_BOUNCE_TEXT.search(text))
         )
     )
-    groups = _dsn_fields(body.dsn)
-    actions = {g["action"].lower() for g in groups if "action" in g}
-    delayed_only = bool(actions) and actions <= {"delayed", "delivered", "relayed", "expanded"}
-    reason = None
-    for g in groups:
-        if "diagnostic-code" in g or "status" in g:
-            parts = [g.get("status", ""), g.get("diagnostic-code", "")]
-            reason = " ".join(p for p in parts if p).strip() or None
-            if "final-recipient" in g:
-                failed.append(g["final-recipient"].split(";")[-1].strip())
-            break
-    if reason is None and is_bounce:
-        match = _SMTP_REASON.search(text)
-        reason = match.group(0).strip()[:500] if match else None
-    original = None
+
+
+def _original_id(
+    h: _Headers, body: _Body, groups: list[dict[str, str]], text: str, is_bounce: bool
+) -> str | None:
+    """The Message-ID of the message a report is about (not the report's own)."""
     candidates: list[str | None] = [h.text("Original-Message-ID")]
     candidates += [_header_of(m, "Message-ID") for m in body.enclosed]
     for headers in body.enclosed_headers:
@@ -769,9 +780,8 @@ def _bounce(
     for value in candidates:
         ids = [i for i in _message_ids(value) if i not in own]
         if ids:
-            original = ids[0]
-            break
-    return _Bounce(is_bounce, delayed_only, original, reason, list(dict.fromkeys(failed)))
+            return ids[0]
+    return None
 
 
 def _header_of(msg: Message, name: str) -> str | None:
@@ -880,32 +890,19 @@ def _parse(
 
     ids = _message_ids(h.text("Message-ID"), bare=True)
     message_id = ids[0] if ids else None
-    external_id = message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
     if message_id is None:
         problems.append("no Message-ID; content hash used")
     subject = h.text("Subject") or ""
 
     body = _Body()
-    walker = _Walker(max_bytes, problems, hint)
-    walker.walk(msg, body)
-    html_part = "\n".join(body.html) if body.html else None
+    _Walker(max_bytes, problems, hint).walk(msg, body)
     full_text = _body_text(body)
     new_text, quoted = split_quoted(full_text)
 
     sender = _sender(h, problems)
-    sender_addr = sender.value if sender else ""
-    bounce = _bounce(h, msg, body, sender_addr, subject, full_text)
-    auto = _auto_reason(h, subject)
-    kind: Kind = "message"
-    if bounce.is_bounce and not bounce.delayed_only:
-        kind = "bounce"
-    elif bounce.is_bounce or auto is not None:
-        kind = "auto_reply"
-        auto = auto or "delivery delayed"
-    elif msg.get_content_type() == "multipart/report":
-        kind = "auto_reply"  # a read receipt (RFC 8098) or a feedback report
-        auto = f"report: {msg.get_param('report-type', header='content-type')}"
-
+    bounce = _bounce(h, msg, body, sender.value if sender else "", subject, full_text)
+    classified = _classify(h, msg, bounce, subject)
+    kind = classified.kind
     if kind != "bounce":
         # A forwarded message (message/rfc822) is content the client means us to read;
         # in a bounce it is only our own outbound message coming back.
@@ -913,43 +910,20 @@ def _parse(
             forwarded = _forwarded_text(inner, max_bytes, problems)
             new_text = f"{new_text}\n\n{forwarded}".strip() if forwarded else new_text
 
-    extras: dict[str, Any] = {
-        "message_id": message_id,
-        "to": [a for _, a in h.addresses("To")],
-        "cc": [a for _, a in h.addresses("Cc")],
-        "defects": _count_defects(msg),
-        "problems": problems,
-    }
-    if kind != "message":
-        extras["auto"] = kind
-        extras["auto_reason"] = auto if kind == "auto_reply" else "bounce"
-    if quoted:
-        extras["quoted"] = quoted
-    if body.skipped:
-        extras["attachments_skipped"] = body.skipped
-    if kind == "bounce":
-        extras["bounced_message_id"] = bounce.original_id
-        extras["bounce_reason"] = bounce.reason
-        extras["failed_recipients"] = bounce.failed
-
     message = None
     if sender is not None:
-        in_reply_to = _message_ids(h.text("In-Reply-To"))
-        references = _message_ids(" ".join(h.raw("References")))
-        # The hub's subject tag, tried after every Message-ID.
-        tags = [f"#{n}" for n in _SUBJECT_TAG.findall(subject)]
         message = InboundMessage(
             channel=Channel.EMAIL,
             account=account,
-            external_id=external_id,
+            external_id=message_id or "sha256:" + hashlib.sha256(raw).hexdigest(),
             identities=(sender,),
             received_at=received_at,
             text=new_text,
             subject=subject or None,
-            html=html_part,
-            thread_hints=_unique([*in_reply_to, *reversed(references), *tags]),
+            html="\n".join(body.html) if body.html else None,
+            thread_hints=_thread_hints(h, subject),
             attachments=tuple(body.attachments),
-            extras=extras,
+            extras=_extras(h, msg, body, classified, message_id, quoted, problems),
         )
     return ParsedEmail(
         kind=kind,
@@ -959,3 +933,68 @@ def _parse(
         bounced_message_id=bounce.original_id if kind == "bounce" else None,
         bounce_reason=bounce.reason if kind == "bounce" else None,
     )
+
+
+def _classify(h: _Headers, msg: Message, bounce: _Bounce, subject: str) -> _Classified:
+    """What the mail is (a client's message, an auto-reply, a bounce) and why it is automatic."""
+    auto = _auto_reason(h, subject)
+    if bounce.is_bounce and not bounce.delayed_only:
+        return _Classified("bounce", auto, bounce)
+    if bounce.is_bounce or auto is not None:
+        return _Classified("auto_reply", auto or "delivery delayed", bounce)
+    if msg.get_content_type() == "multipart/report":
+        # A read receipt (RFC 8098) or a feedback report.
+        report = f"report: {msg.get_param('report-type', header='content-type')}"
+        return _Classified("auto_reply", report, bounce)
+    return _Classified("message", auto, bounce)
+
+
+@dataclass(frozen=True, slots=True)
+class _Classified:
+    """What :func:`_classify` made of a mail, with the bounce it read."""
+
+    kind: Kind
+    auto: str | None
+    bounce: _Bounce
+
+
+def _extras(
+    h: _Headers,
+    msg: Message,
+    body: _Body,
+    classified: _Classified,
+    message_id: str | None,
+    quoted: str,
+    problems: list[str],
+) -> dict[str, Any]:
+    """What the log keeps beside the text: addresses, defects, problems, and for
+    automatic mail why, for a bounce what bounced."""
+    extras: dict[str, Any] = {
+        "message_id": message_id,
+        "to": [a for _, a in h.addresses("To")],
+        "cc": [a for _, a in h.addresses("Cc")],
+        "defects": _count_defects(msg),
+        "problems": problems,
+    }
+    kind, bounce = classified.kind, classified.bounce
+    if kind != "message":
+        extras["auto"] = kind
+        extras["auto_reason"] = classified.auto if kind == "auto_reply" else "bounce"
+    if quoted:
+        extras["quoted"] = quoted
+    if body.skipped:
+        extras["attachments_skipped"] = body.skipped
+    if kind == "bounce":
+        extras["bounced_message_id"] = bounce.original_id
+        extras["bounce_reason"] = bounce.reason
+        extras["failed_recipients"] = bounce.failed
+    return extras
+
+
+def _thread_hints(h: _Headers, subject: str) -> tuple[str, ...]:
+    """What the reply may thread by: In-Reply-To, References (newest first), then
+    the hub's subject tag, tried after every Message-ID."""
+    in_reply_to = _message_ids(h.text("In-Reply-To"))
+    references = _message_ids(" ".join(h.raw("References")))
+    tags = [f"#{n}" for n in _SUBJECT_TAG.findall(subject)]
+    return _unique([*in_reply_to, *reversed(references), *tags])
