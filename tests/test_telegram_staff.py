@@ -1,4 +1,4 @@
-"""The managers' side of the Telegram channel (channels/telegram/staff.py), issue 3
+"""The managers' side of the Telegram channel (channels/telegram/staff/), issue 3
 "Managers": the real aiogram client against the local Bot API server, the real
 Desk and Ingestor, on SQLite and PostgreSQL. Topics and cards, mirrors and
 media, a deleted topic, answers and notes, commands and buttons, strangers, the

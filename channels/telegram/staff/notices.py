@@ -1,0 +1,141 @@
+"""Notices for managers: privately with a link to the client's topic, else in the topic.
+
+Assignments, offers, reminders, call tasks and failed deliveries addressed to a
+manager go to their private chat with the bot, with the buttons that act on
+them; one the bot cannot write to (never started, blocked) is told in the
+client's topic instead. Notices for the staff go to the client's topic, or to a
+staff chat's general topic when they concern no client.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiogram import Bot
+from aiogram.types import InlineKeyboardMarkup
+
+from channels.telegram import render
+from channels.telegram.staff.calls import Calls
+from channels.telegram.staff.topics import Step, Topics
+from hub.kernel import loggers
+from hub.kernel.errors import DeliveryError, PermanentDeliveryError
+from hub.kernel.ports import StaffDesk
+from hub.kernel.texts import text
+from hub.kernel.types import OutboundMessage, SendResult
+
+__all__ = ["Notices"]
+
+log = loggers.channels
+
+_ICONS = {"assigned": "🆕", "delivery_failed": "⚠️", "reminder": "", "alert": "🔔"}
+
+
+class Notices:
+    """Delivers the staff kinds other than mirrors."""
+
+    def __init__(self, desk: StaffDesk, topics: Topics, calls: Calls, *, language: str) -> None:
+        self.desk = desk
+        self.topics = topics
+        self.calls = calls
+        self.language = language
+
+    async def send(self, bot: Bot, message: OutboundMessage) -> SendResult:
+        """To the recipient: a manager's Telegram id, a staff chat (negative), or
+        ``staff``; a failed delivery is always shown in the client's topic too."""
+        recipient = message.recipient.strip()
+        target = int(recipient) if recipient.lstrip("-").isdigit() else None
+        if target is not None and target < 0:
+            return await self._general(bot, target, message)
+        if target is not None and message.kind != "delivery_failed":
+            return await self._private(bot, target, message)
+        # For the staff ("staff"), or a failed delivery, which the client's topic shows
+        # whoever else is told.
+        if message.client_id is None:
+            if not self.topics.chats:
+                raise PermanentDeliveryError("no staff chat is configured")
+            return await self._general(bot, self.topics.chats[0], message)
+        result = await self._in_topic(bot, message, None)
+        if target is not None:
+            await self._private(bot, target, message, best_effort=True)
+        return result
+
+    async def _private(
+        self, bot: Bot, chat: int, message: OutboundMessage, *, best_effort: bool = False
+    ) -> SendResult:
+        """To a manager's private chat with the bot, with a link to the client's topic.
+        A manager the bot cannot write to is told in the client's topic instead."""
+        manager = await self.desk.manager(chat)
+        language = (manager.language if manager else None) or self.language
+        parts = await self._private_html(message, language)
+        keyboard = _keyboard(message, language)
+        try:
+            return await self.calls.say(bot, chat, None, parts, keyboard=keyboard, strict=True)
+        except DeliveryError as exc:
+            if best_effort:
+                loggers.event(log, "staff.private_failed", chat=chat, error=exc.reason)
+                return SendResult(None)
+            if not isinstance(exc, PermanentDeliveryError) or message.client_id is None:
+                raise
+            # Never opened the chat with the bot, or blocked it.
+            loggers.event(
+                log, "staff.private_refused", logging.WARNING, chat=chat, error=exc.reason
+            )
+            return await self._in_topic(bot, message, manager.name if manager else str(chat))
+
+    async def _private_html(self, message: OutboundMessage, language: str) -> list[str]:
+        """A bold headline naming the client, the text, a link to the client's topic."""
+        client_id = message.client_id
+        card = await self.desk.card(client_id) if client_id is not None else None
+        topic = await self.desk.topic_of(client_id) if client_id is not None else None
+        label = render.client_label(card, client_id) if client_id is not None else ""
+        if message.kind == "assigned":
+            headline = text("assigned_to_you", language, client=label)
+        elif message.kind == "offer" and label:
+            headline = text("offered_to_you", language, client=label)
+        elif label:
+            icon = _ICONS.get(message.kind, "🔔")
+            headline = f"{icon} {text('staff_notice', language, client=label)}".strip()
+        else:
+            headline = "hub"
+        body = render.clip(message.text, 1500)
+        if message.subject and message.kind in ("assigned", "offer"):
+            body = f"{message.subject}\n{body}"
+        return render.notice_html(headline, body, topic, language)
+
+    async def _in_topic(
+        self, bot: Bot, message: OutboundMessage, addressee: str | None
+    ) -> SendResult:
+        steps = [self._step(message, addressee)]
+        return await self.topics.post(bot, message, steps, channel=None, coalesce=False)
+
+    async def _general(self, bot: Bot, chat: int, message: OutboundMessage) -> SendResult:
+        step = self._step(message, None)
+        return await self.calls.say(bot, chat, None, [step.html], strict=True)
+
+    def _step(self, message: OutboundMessage, addressee: str | None) -> Step:
+        """A notice as one message: its icon, whom it is for, its text."""
+        if message.kind == "assigned" and addressee:
+            body = text("assigned_to", self.language, manager=addressee)
+        else:
+            body = (
+                " ".join(message.text.split())
+                if message.kind == "delivery_failed"
+                else message.text
+            )
+            body = f"{addressee}: {body}" if addressee else body
+        icon = _ICONS.get(message.kind, "🔔")
+        return Step(f"{icon} {render.escape(render.clip(body, 4000))}".strip())
+
+
+def _keyboard(message: OutboundMessage, language: str) -> InlineKeyboardMarkup | None:
+    """The buttons that act on the notice: an offer's accept, a call task's outcomes,
+    a delivered reminder's done and snooze (its id and firing in extras)."""
+    if message.kind == "offer" and message.client_id is not None:
+        return render.offer_keyboard(message.client_id, language)
+    task = message.extras.get("call_task")
+    if message.kind == "call_task" and isinstance(task, int):
+        return render.call_keyboard(task, language)
+    reminder, fired = message.extras.get("reminder"), message.extras.get("fired")
+    if message.kind == "reminder" and isinstance(reminder, int) and isinstance(fired, int):
+        return render.reminder_keyboard(reminder, fired, language)
+    return None

@@ -1,0 +1,368 @@
+"""Clients' topics in the staff forum: opened with the card when needed, posted into in turn.
+
+A topic is opened (createForumTopic) on the first post for a client, in the
+staff chat that can take it soonest, and the client card with its buttons is
+posted first. A topic someone deleted is opened anew, one a manager closed is
+reopened (reopenForumTopic). When a group's budget is spent, a text mirror is
+appended to the client's last mirror (editMessageText, which costs nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from aiogram import Bot
+from aiogram.methods import (
+    CreateForumTopic,
+    EditMessageText,
+    ReopenForumTopic,
+    SendDocument,
+    SendMessage,
+)
+from aiogram.methods.base import TelegramMethod
+from aiogram.types import BufferedInputFile, Message
+
+from channels.telegram import render
+from channels.telegram.errors import TopicClosed, TopicGone
+from channels.telegram.outbound import MEDIA_METHODS, media_kind
+from channels.telegram.staff.calls import HTML, NO_PREVIEW, Calls, LastPosts, Posted
+from channels.telegram.staff.pacing import Pacer, Turn
+from hub.kernel import loggers
+from hub.kernel.errors import PermanentDeliveryError, TemporaryDeliveryError
+from hub.kernel.ports import StaffDesk
+from hub.kernel.types import ClientCard, OutboundMessage, SendResult, StoredAttachment, Topic
+
+__all__ = ["Step", "Topics"]
+
+log = loggers.channels
+
+MethodOf = Callable[[], TelegramMethod[Message]]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One message of a post: text (HTML), or a file with an optional caption."""
+
+    html: str
+    header: str = ""
+    file: StoredAttachment | None = None
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What a post into a client's topic still takes, and in which chat."""
+
+    chat: int
+    wait: float  # seconds before the chat could take all of it
+    needed: int  # messages: the topic, the card, the steps not yet posted
+    posted: list[int]  # message ids of the steps an earlier attempt posted
+    remaining: Sequence[Step]
+    card_due: bool
+
+
+class Topics:
+    """Posts into clients' topics, spread over ``chats`` (the staff chats): a new topic
+    goes to the chat that can take it soonest, then the one this process opened fewest
+    in. A text mirror is appended to the client's last one only while that is at most
+    ``coalesce_for`` seconds old."""
+
+    def __init__(
+        self,
+        desk: StaffDesk,
+        calls: Calls,
+        *,
+        chats: Sequence[int],
+        language: str,
+        tz: ZoneInfo,
+        coalesce_for: float,
+    ) -> None:
+        self.desk = desk
+        self.calls = calls
+        self.pacer: Pacer = calls.pacer
+        self.last: LastPosts = calls.last
+        self.chats = list(chats)
+        self.staff_chats = frozenset(self.chats)
+        self.language = language
+        self.tz = tz
+        self.coalesce_for = coalesce_for
+        self._patience = calls.max_wait + self.pacer.gap
+        self._needs_card: set[int] = set()
+        self._opened: dict[int, int] = dict.fromkeys(self.chats, 0)
+        self._progress: OrderedDict[int, list[int]] = OrderedDict()  # outbox id: posted
+
+    async def post(
+        self,
+        bot: Bot,
+        message: OutboundMessage,
+        steps: Sequence[Step],
+        *,
+        channel: str | None,
+        coalesce: bool,
+    ) -> SendResult:
+        """Post into the client's topic, opening it (with the card) when there is none,
+        and again when someone deleted it. ``coalesce``: a mirror, which may be appended
+        to the last one."""
+        client_id = message.client_id
+        assert client_id is not None
+        for _ in range(2):
+            topic = await self.desk.topic_of(client_id)
+            if topic is not None and topic.chat_id not in self.staff_chats:
+                # That chat is no staff chat any more: managers would not be heard there.
+                await self._forget(client_id, topic, message)
+                topic = None
+            try:
+                return await self._post(bot, message, topic, steps, channel, coalesce)
+            except TopicGone:
+                await self._forget(client_id, await self.desk.topic_of(client_id), message)
+        raise TemporaryDeliveryError("the client's topic disappeared while posting")
+
+    async def _forget(self, client_id: int, topic: Topic | None, message: OutboundMessage) -> None:
+        """The client's topic is gone: the next post opens a new one, with the card."""
+        loggers.event(
+            log,
+            "staff.topic_gone",
+            logging.WARNING,
+            client=client_id,
+            chat=topic.chat_id if topic else None,
+            thread=topic.thread_id if topic else None,
+        )
+        await self.desk.forget_topic(client_id)
+        if topic is not None:
+            self.last.drop(topic)
+        self._progress.pop(message.outbox_id, None)
+
+    def _plan(self, message: OutboundMessage, topic: Topic | None, steps: Sequence[Step]) -> _Plan:
+        assert message.client_id is not None
+        posted = self._progress.get(message.outbox_id, [])
+        remaining = steps[len(posted) :]
+        card_due = topic is None or message.client_id in self._needs_card
+        needed = (topic is None) + card_due + len(remaining)
+        if topic is None:
+            chat, wait = self._pick_chat(needed)
+        else:
+            chat, wait = topic.chat_id, self.pacer.estimate(topic.chat_id, needed)
+        return _Plan(chat, wait, needed, posted, remaining, card_due)
+
+    def _pick_chat(self, steps: int) -> tuple[int, float]:
+        if not self.chats:
+            raise PermanentDeliveryError("no staff chat is configured")
+        return min(
+            ((chat, self.pacer.estimate(chat, steps)) for chat in self.chats),
+            key=lambda pair: (pair[1] > 0, pair[1], self._opened.get(pair[0], 0)),
+        )
+
+    async def _post(
+        self,
+        bot: Bot,
+        message: OutboundMessage,
+        topic: Topic | None,
+        steps: Sequence[Step],
+        channel: str | None,
+        coalesce: bool,
+    ) -> SendResult:
+        plan = self._plan(message, topic, steps)
+        if (
+            plan.wait > 0
+            and coalesce
+            and topic is not None
+            and not plan.card_due
+            and not plan.posted
+            and len(steps) == 1
+            and steps[0].file is None
+        ):
+            merged = await self._coalesce(bot, topic, steps[0], message)
+            if merged is not None:
+                return merged
+        if plan.wait > self.calls.max_wait:
+            raise TemporaryDeliveryError(
+                f"staff chat {plan.chat} is over its budget", retry_after=plan.wait
+            )
+        async with self.pacer.turn(plan.chat, plan.needed, self._patience) as turn:
+            topic = await self._post_in_turn(bot, turn, message, topic, plan, channel, coalesce)
+        self._progress.pop(message.outbox_id, None)
+        loggers.event(
+            log,
+            "staff.posted",
+            kind=message.kind,
+            outbox=message.outbox_id,
+            client=message.client_id,
+            chat=topic.chat_id,
+            thread=topic.thread_id,
+            messages=len(plan.posted),
+        )
+        return SendResult(f"{topic.chat_id}:{plan.posted[0]}" if plan.posted else None)
+
+    async def _post_in_turn(
+        self,
+        bot: Bot,
+        turn: Turn,
+        message: OutboundMessage,
+        topic: Topic | None,
+        plan: _Plan,
+        channel: str | None,
+        mirror: bool,
+    ) -> Topic:
+        """The topic (opened when there is none), the card when due, then the steps an
+        earlier attempt did not post; each posted step is remembered for a retry."""
+        client_id = message.client_id
+        assert client_id is not None
+        if topic is None:
+            topic = await self._open_topic(bot, turn, client_id, channel)
+        if client_id in self._needs_card:
+            card = await self.desk.card(client_id)
+            if card is not None:
+                await self._post_card(bot, turn, topic, card)
+            self._needs_card.discard(client_id)
+        for step in plan.remaining:
+            sent = await self._post_step(bot, turn, topic, step, mirror=mirror)
+            plan.posted.append(sent.message_id)
+            self._progress[message.outbox_id] = plan.posted
+            while len(self._progress) > 10_000:
+                self._progress.popitem(last=False)
+        return topic
+
+    async def _open_topic(self, bot: Bot, turn: Turn, client_id: int, channel: str | None) -> Topic:
+        card = await self.desk.card(client_id)
+        name = render.topic_name(card, client_id, channel)
+        created = await self.calls.request(
+            bot, CreateForumTopic(chat_id=turn.chat, name=name), turn=turn
+        )
+        topic = Topic(turn.chat, created.message_thread_id)
+        self._needs_card.add(client_id)
+        await self.desk.save_topic(client_id, topic)
+        self._opened[turn.chat] = self._opened.get(turn.chat, 0) + 1
+        loggers.event(
+            log,
+            "staff.topic_opened",
+            client=client_id,
+            chat=topic.chat_id,
+            thread=topic.thread_id,
+        )
+        return topic
+
+    async def _post_card(self, bot: Bot, turn: Turn, topic: Topic, card: ClientCard) -> Message:
+        sent = await self._in_topic(
+            bot,
+            turn,
+            topic,
+            lambda: SendMessage(
+                chat_id=topic.chat_id,
+                message_thread_id=topic.thread_id,
+                text=render.card_html(card, self.language, self.tz),
+                parse_mode=HTML,
+                reply_markup=render.card_keyboard(card.id, self.language),
+                link_preview_options=NO_PREVIEW,
+            ),
+        )
+        self.last.put(topic, Posted(sent.message_id, "", "", mirror=False))
+        return sent
+
+    async def _post_step(
+        self, bot: Bot, turn: Turn, topic: Topic, step: Step, *, mirror: bool
+    ) -> Message:
+        if step.file is not None:
+            return await self._post_file(bot, turn, topic, step, step.file)
+        sent = await self._in_topic(
+            bot,
+            turn,
+            topic,
+            lambda: SendMessage(
+                chat_id=topic.chat_id,
+                message_thread_id=topic.thread_id,
+                text=step.html,
+                parse_mode=HTML,
+                link_preview_options=NO_PREVIEW,
+            ),
+        )
+        self.last.put(
+            topic, Posted(sent.message_id, step.html, step.header, mirror, self.pacer.monotonic())
+        )
+        return sent
+
+    async def _post_file(
+        self, bot: Bot, turn: Turn, topic: Topic, step: Step, file: StoredAttachment
+    ) -> Message:
+        """As a photo, voice or video when it is one, else (or when Telegram will not
+        take it as such) as a document."""
+        data = await self.desk.attachment_bytes(file.sha256)
+        upload = BufferedInputFile(data, filename=file.filename or "file")
+
+        def media(kind: str) -> MethodOf:
+            method, field = MEDIA_METHODS[kind]
+            return lambda: method(
+                chat_id=topic.chat_id,
+                message_thread_id=topic.thread_id,
+                caption=step.html or None,
+                parse_mode=HTML,
+                **{field: upload},
+            )
+
+        kind = media_kind(file.content_type, file.size)
+        try:
+            sent = await self._in_topic(bot, turn, topic, media(kind))
+        except (TopicGone, TopicClosed):
+            raise
+        except PermanentDeliveryError as exc:
+            if MEDIA_METHODS[kind][0] is SendDocument:
+                raise
+            # A photo Telegram cannot process, a voice it will not take: as a file then.
+            loggers.event(log, "staff.sent_as_document", sha256=file.sha256, error=exc.reason)
+            sent = await self._in_topic(bot, turn, topic, media("document"))
+        self.last.put(topic, Posted(sent.message_id, "", step.header, mirror=False))
+        return sent
+
+    async def _in_topic(self, bot: Bot, turn: Turn, topic: Topic, method: MethodOf) -> Message:
+        """Send into the topic; a topic a manager closed is reopened once."""
+        try:
+            return await self.calls.request(bot, method(), turn=turn)
+        except TopicClosed:
+            await self.calls.request(
+                bot, ReopenForumTopic(chat_id=topic.chat_id, message_thread_id=topic.thread_id)
+            )
+            loggers.event(log, "staff.topic_reopened", chat=topic.chat_id, thread=topic.thread_id)
+            return await self.calls.request(bot, method(), turn=turn)
+
+    async def _coalesce(
+        self, bot: Bot, topic: Topic, step: Step, message: OutboundMessage
+    ) -> SendResult | None:
+        """Append the text to the client's last mirror when it is the topic's latest
+        message and has room: an edit costs none of the group's budget."""
+        last = self.last.get(topic)
+        if last is None or not last.mirror or self.pacer.monotonic() - last.at > self.coalesce_for:
+            return None  # an edit of an older message would go unnoticed
+        addition = step.html
+        if step.header and step.header == last.header and step.html.startswith(step.header + "\n"):
+            addition = step.html[len(step.header) + 1 :]
+        merged = f"{last.html}\n\n{addition}"
+        if render.visible_len(merged) > render.MESSAGE_LIMIT:
+            return None
+        try:
+            await self.calls.request(
+                bot,
+                EditMessageText(
+                    chat_id=topic.chat_id,
+                    message_id=last.message_id,
+                    text=merged,
+                    parse_mode=HTML,
+                    link_preview_options=NO_PREVIEW,
+                ),
+            )
+        except PermanentDeliveryError as exc:
+            # Deleted, or not editable any more: post it as a message of its own.
+            self.last.drop(topic)
+            loggers.event(log, "staff.coalesce_failed", outbox=message.outbox_id, error=exc.reason)
+            return None
+        last.html = merged
+        loggers.event(
+            log,
+            "staff.coalesced",
+            outbox=message.outbox_id,
+            client=message.client_id,
+            chat=topic.chat_id,
+            message=last.message_id,
+        )
+        return SendResult(f"{topic.chat_id}:{last.message_id}")
