@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 
-from hub.desk.desk import Desk
 from hub.clients.attachments import AttachmentStore
+from hub.desk.desk import Desk
 from hub.ingest.ingestor import Ingestor
 from hub.jobs.reminders import ReminderLoop, fire_due, scan
 from hub.kernel.clock import FrozenClock

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from hub.clients.attachments import AttachmentStore
 from hub.desk.desk import Desk
 from hub.desk.replies import reply
-from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import Ingestor
 from hub.jobs.deadlines import Escalator
 from hub.jobs.waiting import Assigner
