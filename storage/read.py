@@ -69,7 +69,10 @@ class ConversationView:
 
 
 @dataclass(frozen=True, slots=True)
-class ClientCard:
+class ClientRecord:
+    """A client's whole record, as the admin API and `hub card` show it (the staff card is
+    :class:`hub.kernel.types.ClientCard`)."""
+
     id: int
     name: str | None
     stage: str
@@ -123,7 +126,7 @@ async def search_clients(
     ]
 
 
-async def client_card(conn: AsyncConnection, client_id: int) -> ClientCard | None:
+async def client_card(conn: AsyncConnection, client_id: int) -> ClientRecord | None:
     """The client's card with its open (not resolved) conversations; ``None`` if unknown."""
     c, m = clients.c, managers.c
     row = (
@@ -161,7 +164,7 @@ async def client_card(conn: AsyncConnection, client_id: int) -> ClientCard | Non
         .order_by(r.due_at, r.id)
         .limit(20)
     )
-    return ClientCard(
+    return ClientRecord(
         id=row.id,
         name=row.name,
         stage=row.stage,
