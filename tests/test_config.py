@@ -349,8 +349,7 @@ def test_rule_and_policy_channels_named_as_in_the_toml() -> None:
     assert config.sla.policies[0].channels == ["telegram"]
     [problem] = problems(minimal(routing={"rules": [{"name": "r", "channels": ["sms"]}]}))
     assert problem == (
-        "routing.rules[0].channels[0]: Input should be 'telegram', 'email' or 'webform' "
-        "(got 'sms')"
+        "routing.rules[0].channels[0]: Input should be 'telegram', 'email' or 'webform' (got 'sms')"
     )
 
 

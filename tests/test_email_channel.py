@@ -17,11 +17,11 @@ from sqlalchemy import select
 
 from channels.email.channel import EmailChannel
 from channels.email.parse import parse
+from hub.clients.attachments import AttachmentStore
 from hub.config import DispatcherSection, EmailSection
 from hub.delivery.dispatcher import Dispatcher
 from hub.desk.desk import Desk
 from hub.desk.replies import reply
-from hub.clients.attachments import AttachmentStore
 from hub.ingest.ingestor import AutoReplies, Ingestor
 from hub.kernel.clock import FrozenClock
 from hub.kernel.errors import MessageRejected

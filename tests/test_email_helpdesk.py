@@ -24,8 +24,8 @@ from sqlalchemy import func, select
 
 from channels.email.channel import EmailChannel
 from channels.email.imap import MemoryCursorStore
-from hub.config import EmailSection
 from hub.clients.attachments import AttachmentStore
+from hub.config import EmailSection
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock
 from storage import Database

@@ -26,8 +26,8 @@ from channels.email.imap import (
     MemoryCursorStore,
     cursor_key,
 )
-from hub.config import EmailSection, ImapSection
 from hub.clients.attachments import AttachmentStore
+from hub.config import EmailSection, ImapSection
 from hub.ingest.cursors import DbCursorStore
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock
