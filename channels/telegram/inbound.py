@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiogram.types import Message, User
+from aiogram.types import Contact, Location, Message, Sticker, User, Venue
 
 from channels.telegram import commands
 from hub.kernel import loggers
@@ -117,6 +117,18 @@ def media_file(message: Message) -> FileRef | None:
     return _file(message, kind) if kind is not None else None
 
 
+@dataclass(slots=True)
+class _Content:
+    """What a message says, by its kind: the text the log shows, the file to fetch, the
+    extras it adds, and the sender's own phone number when they shared their contact."""
+
+    kind: str
+    text: str
+    file: FileRef | None = None
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+    phone: Identity | None = None
+
+
 def normalize(
     message: Message,
     *,
@@ -127,104 +139,23 @@ def normalize(
     edited: bool = False,
 ) -> Draft | None:
     """A client's private-chat message (or its edit) as a :class:`Draft`; ``None``
-    when the message has no human sender (a channel post, an anonymous admin)."""
+    when the message has no human sender (a channel post, an anonymous admin).
+    ``account`` is the bot's username: commands named for another bot are text."""
     sender = message.from_user
     if sender is None or sender.is_bot:
         return None
-    chat_id = message.chat.id
-    own_id = message_id(bot_id, chat_id, message.message_id)
-    extras: dict[str, Any] = {"message_id": message.message_id, "chat_id": chat_id}
-    if sender.username:
-        extras["username"] = sender.username
-    if message.media_group_id:
-        extras["media_group_id"] = message.media_group_id
-    identities: list[Identity] = [
-        identity(IdentityKind.TELEGRAM, sender.id, display_name(sender) or sender.username)
+    own_id = message_id(bot_id, message.chat.id, message.message_id)
+    extras = _sender_extras(message, sender)
+    hints = _reply_hints(message, bot_id, extras)
+    content = _content(message, sender, account=account, region=default_region, edited=edited)
+    extras.update(content.extras)
+    extras["kind"] = content.kind
+    file = _within_limit(content.file, max_attachment_bytes, extras)
+    identities = [
+        identity(IdentityKind.TELEGRAM, sender.id, display_name(sender) or sender.username),
+        *([content.phone] if content.phone is not None else []),
     ]
-    hints: list[str] = []
-    if message.reply_to_message is not None:
-        replied = message_id(bot_id, chat_id, message.reply_to_message.message_id)
-        extras["reply_to"] = replied
-        hints.append(replied)
-
-    text = message.text or message.caption or ""
-    file: FileRef | None = None
-    kind = next((k for k in _MEDIA if getattr(message, k)), None)
-    if message.text is not None:
-        kind = "text"
-        found = None if edited else commands.parse(message.text, account)
-        if found is not None:
-            name, argument = found
-            # Both are service messages for the hub: logged on the client, but no
-            # request is opened, routed or mirrored to the staff for them.
-            if name == "start":
-                extras["command"] = "start"
-                extras["service"] = True
-                if _PAYLOAD.match(argument):
-                    extras["source"] = argument
-            elif name == "stop":
-                extras["command"] = "stop"
-                extras["service"] = True
-                extras["opt_out"] = True
-    elif kind is not None:
-        file = _file(message, kind)
-    elif message.sticker is not None:
-        kind = "sticker"
-        emoji = message.sticker.emoji
-        text = f"[sticker {emoji}]" if emoji else "[sticker]"
-        if message.sticker.set_name:
-            extras["sticker_set"] = message.sticker.set_name
-    elif message.contact is not None:
-        kind = "contact"
-        contact = message.contact
-        own = contact.user_id is not None and contact.user_id == sender.id
-        shown = contact.phone_number
-        details: dict[str, Any] = {
-            "phone": contact.phone_number,
-            "name": " ".join(p for p in (contact.first_name, contact.last_name) if p),
-            "own": own,
-        }
-        if contact.user_id is not None:
-            details["user_id"] = contact.user_id
-        if own:
-            # Telegram gives a user's own number in international form, often without "+".
-            phone = _own_phone(contact.phone_number, default_region)
-            if phone is None:
-                loggers.event(log, "telegram.contact_unparsed", chat=chat_id)
-            else:
-                identities.append(phone)
-                shown = phone.value
-        else:
-            # Someone else's number proves nothing about this client: kept, never linked.
-            loggers.event(log, "telegram.contact_not_linked", chat=chat_id, user=sender.id)
-        extras["contact"] = details
-        text = f"[contact {shown}]"
-    elif message.venue is not None:
-        kind = "venue"
-        venue = message.venue
-        place = _coordinates(venue.location.latitude, venue.location.longitude)
-        text = f"[venue {venue.title}, {venue.address} — {place}]"
-        extras["latitude"] = venue.location.latitude
-        extras["longitude"] = venue.location.longitude
-    elif message.location is not None:
-        kind = "location"
-        location = message.location
-        text = f"[location {_coordinates(location.latitude, location.longitude)}]"
-        extras["latitude"] = location.latitude
-        extras["longitude"] = location.longitude
-    else:
-        kind = "other"
-        text = text or f"[{message.content_type}]"
-    extras["kind"] = kind
-
-    if file is not None and file.size is not None and file.size > max_attachment_bytes:
-        extras["attachments_skipped"] = [
-            f"{file.filename}: {file.size} bytes, over the limit of {max_attachment_bytes}"
-        ]
-        file = None
-
-    external_id = own_id
-    received_at = _utc(message.date)
+    external_id, received_at, text = own_id, _utc(message.date), content.text
     if edited:
         edit_date = message.edit_date or int(message.date.timestamp())
         external_id = f"{own_id}:edit:{edit_date}"
@@ -232,7 +163,6 @@ def normalize(
         extras["edit_of"] = own_id
         hints.insert(0, own_id)
         text = EDIT_PREFIX + text
-
     inbound = InboundMessage(
         channel=Channel.TELEGRAM,
         account=account,
@@ -245,6 +175,117 @@ def normalize(
         extras=extras,
     )
     return Draft(inbound, file)
+
+
+def _sender_extras(message: Message, sender: User) -> dict[str, Any]:
+    extras: dict[str, Any] = {"message_id": message.message_id, "chat_id": message.chat.id}
+    if sender.username:
+        extras["username"] = sender.username
+    if message.media_group_id:
+        extras["media_group_id"] = message.media_group_id
+    return extras
+
+
+def _reply_hints(message: Message, bot_id: int, extras: dict[str, Any]) -> list[str]:
+    """The message replied to, which threads this one into its conversation."""
+    if message.reply_to_message is None:
+        return []
+    replied = message_id(bot_id, message.chat.id, message.reply_to_message.message_id)
+    extras["reply_to"] = replied
+    return [replied]
+
+
+def _within_limit(file: FileRef | None, max_bytes: int, extras: dict[str, Any]) -> FileRef | None:
+    """The file to fetch, unless it is known to be over the limit (then noted as skipped)."""
+    if file is None or file.size is None or file.size <= max_bytes:
+        return file
+    extras["attachments_skipped"] = [
+        f"{file.filename}: {file.size} bytes, over the limit of {max_bytes}"
+    ]
+    return None
+
+
+def _content(
+    message: Message, sender: User, *, account: str, region: str | None, edited: bool
+) -> _Content:
+    if message.text is not None:
+        return _text(message.text, account, edited)
+    kind = next((k for k in _MEDIA if getattr(message, k)), None)
+    if kind is not None:
+        return _Content(kind, message.caption or "", _file(message, kind))
+    if message.sticker is not None:
+        return _sticker(message.sticker)
+    if message.contact is not None:
+        return _contact(message, message.contact, sender, region)
+    if message.venue is not None:
+        return _venue(message.venue)
+    if message.location is not None:
+        return _location(message.location)
+    return _Content("other", message.caption or f"[{message.content_type}]")
+
+
+def _text(text: str, account: str, edited: bool) -> _Content:
+    """Text; ``/start`` (with a deep-link payload) and ``/stop`` are service messages
+    for the hub: logged on the client, but no request is opened, routed or mirrored."""
+    found = None if edited else commands.parse(text, account)
+    if found is None:
+        return _Content("text", text)
+    name, argument = found
+    if name == "start":
+        extras: dict[str, Any] = {"command": "start", "service": True}
+        if _PAYLOAD.match(argument):
+            extras["source"] = argument
+        return _Content("text", text, extras=extras)
+    if name == "stop":
+        return _Content("text", text, extras={"command": "stop", "service": True, "opt_out": True})
+    return _Content("text", text)
+
+
+def _sticker(sticker: Sticker) -> _Content:
+    emoji = sticker.emoji
+    extras = {"sticker_set": sticker.set_name} if sticker.set_name else {}
+    return _Content("sticker", f"[sticker {emoji}]" if emoji else "[sticker]", extras=extras)
+
+
+def _contact(message: Message, contact: Contact, sender: User, region: str | None) -> _Content:
+    """A shared contact; only the sender's own number is linked to them."""
+    own = contact.user_id is not None and contact.user_id == sender.id
+    details: dict[str, Any] = {
+        "phone": contact.phone_number,
+        "name": " ".join(p for p in (contact.first_name, contact.last_name) if p),
+        "own": own,
+    }
+    if contact.user_id is not None:
+        details["user_id"] = contact.user_id
+    phone: Identity | None = None
+    if own:
+        # Telegram gives a user's own number in international form, often without "+".
+        phone = _own_phone(contact.phone_number, region)
+        if phone is None:
+            loggers.event(log, "telegram.contact_unparsed", chat=message.chat.id)
+    else:
+        # Someone else's number proves nothing about this client: kept, never linked.
+        loggers.event(log, "telegram.contact_not_linked", chat=message.chat.id, user=sender.id)
+    shown = phone.value if phone is not None else contact.phone_number
+    return _Content("contact", f"[contact {shown}]", extras={"contact": details}, phone=phone)
+
+
+def _venue(venue: Venue) -> _Content:
+    place = _coordinates(venue.location.latitude, venue.location.longitude)
+    return _Content(
+        "venue",
+        f"[venue {venue.title}, {venue.address} — {place}]",
+        extras=_place(venue.location),
+    )
+
+
+def _location(location: Location) -> _Content:
+    place = _coordinates(location.latitude, location.longitude)
+    return _Content("location", f"[location {place}]", extras=_place(location))
+
+
+def _place(location: Location) -> dict[str, Any]:
+    return {"latitude": location.latitude, "longitude": location.longitude}
 
 
 def _own_phone(phone: str, default_region: str | None) -> Identity | None:
