@@ -230,7 +230,7 @@ class BatchWriter:
         self.router.clients = list({e.client_id for e in fresh})
         hints = self._find_hints(fresh)
         threads = Threads()
-        joined: dict[int, Conv] = {}  # one Conv per conversation a hint leads to
+        hinted: dict[int, Conv] = {}  # one Conv per conversation a hint leads to
         queued: set[Conv] = set()  # routed to nobody already in this batch
         for e in fresh:
             extras = e.message.extras
@@ -238,7 +238,7 @@ class BatchWriter:
                 # A bare /start or /stop, an auto-reply, a bounce of mail the hub did
                 # not send: logged on the client, but no request to route.
                 continue
-            conv = self._conversation(e, hints, senders.open_convs, joined)
+            conv = self._conversation(e, hints, senders.open_convs, hinted)
             if conv.opener is e:
                 threads.new.append(conv)
             if conv.assignee_id is None:
@@ -269,8 +269,10 @@ class BatchWriter:
         e: Entry,
         hints: Hints,
         open_convs: dict[tuple[str, int], Conv],
-        joined: dict[int, Conv],
+        hinted: dict[int, Conv],
     ) -> Conv:
+        """The conversation a message goes to; a new one joins ``open_convs``, so
+        the client's next message of the batch finds it."""
         m, client_id = e.message, e.client_id
         channel = m.channel
         for hint in m.thread_hints:
@@ -280,7 +282,7 @@ class BatchWriter:
                 row = hints.conversations[thread.conversation_id]
                 conv = open_convs.get((channel, client_id))
                 if conv is None or conv.id != row.id:
-                    conv = joined.setdefault(
+                    conv = hinted.setdefault(
                         row.id, Conv(row.id, client_id, row.status, row.assignee_id)
                     )
                 return conv
