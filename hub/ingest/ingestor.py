@@ -185,36 +185,46 @@ class Ingestor:
         try:
             results = await self._write(batch)
         except Exception as exc:
-            transient = isinstance(exc, OperationalError | OSError) or (
-                isinstance(exc, DBAPIError) and exc.connection_invalidated
-            )
-            if not transient and len(batch) > 1:
-                # One message's data, or a concurrent writer of another instance,
-                # broke the batch: commit each message alone.
-                for pending in batch:
-                    await self._commit([pending])
-                return
-            error: Exception = exc
-            if _refused_data(exc):
-                # The database refuses this message's data as such: retrying
-                # cannot help, so the sender is told so (SMTP 554, form 422).
-                error = MessageRejected(f"the message cannot be stored: {type(exc).__name__}")
-                log.error("ingest.rejected %s", loggers.redact(str(exc).splitlines()[0]))
-            elif isinstance(exc, DBAPIError | OSError):
-                error = StorageUnavailable(f"storage failed: {type(exc).__name__}")
-                loggers.event(
-                    log,
-                    "ingest.failed",
-                    logging.WARNING,
-                    batch=len(batch),
-                    error=loggers.redact(str(exc).splitlines()[0] if str(exc) else ""),
-                )
-            else:
-                log.exception("ingest.error")
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(error)
+            await self._failed(batch, exc)
             return
+        self._committed(batch, results)
+
+    async def _failed(self, batch: list[Pending], exc: Exception) -> None:
+        """A batch that did not commit: written again message by message when one
+        of them may be the cause, else each sender told why (called while ``exc``
+        is being handled, so that its traceback is logged)."""
+        transient = isinstance(exc, OperationalError | OSError) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        )
+        if not transient and len(batch) > 1:
+            # One message's data, or a concurrent writer of another instance,
+            # broke the batch: commit each message alone.
+            for pending in batch:
+                await self._commit([pending])
+            return
+        error: Exception = exc
+        if _refused_data(exc):
+            # The database refuses this message's data as such: retrying
+            # cannot help, so the sender is told so (SMTP 554, form 422).
+            error = MessageRejected(f"the message cannot be stored: {type(exc).__name__}")
+            log.error("ingest.rejected %s", loggers.redact(str(exc).splitlines()[0]))
+        elif isinstance(exc, DBAPIError | OSError):
+            error = StorageUnavailable(f"storage failed: {type(exc).__name__}")
+            loggers.event(
+                log,
+                "ingest.failed",
+                logging.WARNING,
+                batch=len(batch),
+                error=loggers.redact(str(exc).splitlines()[0] if str(exc) else ""),
+            )
+        else:
+            log.exception("ingest.error")
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(error)
+
+    def _committed(self, batch: list[Pending], results: list[IngestResult]) -> None:
+        """Count the batch, tell the listener, answer (and log) each message."""
         self.batches += 1
         self.committed += len(batch)
         if self.on_commit is not None:
