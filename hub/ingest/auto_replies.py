@@ -13,12 +13,14 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from hub.delivery.outbox import Outgoing
 from hub.desk.replies import REPLY_ROUTE
 from hub.ingest.records import Entry
 from hub.ingest.rows import CHANNEL, OUT, clip
 from hub.kernel.types import Channel, Delivery, InboundMessage
 from routing import Decision
 from routing.hours import Hours
+from storage import ingest as q
 from storage.ingest import InteractionRow
 
 _PENDING = Delivery.PENDING.value
@@ -78,22 +80,19 @@ class AutoReply:
         """Its delivery, in ``storage.ingest.OUTBOX_COLUMNS`` order."""
         entry = self.entry
         conv = entry.conv
-        return (
-            f"auto_reply:{interaction_id}",
-            self.channel,
-            entry.message.account,
-            self.recipient,
-            "auto_reply",
-            self.subject,
-            self.text,
-            entry.client_id,
-            conv.id if conv is not None else None,
-            interaction_id,
-            "pending",
-            0,
-            now,
-            now,
-        )
+        return Outgoing(
+            idempotency_key=f"auto_reply:{interaction_id}",
+            channel=self.channel,
+            account=entry.message.account,
+            recipient=self.recipient,
+            kind="auto_reply",
+            subject=self.subject,
+            text=self.text,
+            client_id=entry.client_id,
+            conversation_id=conv.id if conv is not None else None,
+            interaction_id=interaction_id,
+            at=now,
+        ).values(q.OUTBOX_COLUMNS)
 
 
 def auto_replies(

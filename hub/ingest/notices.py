@@ -12,8 +12,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from hub.delivery.outbox import Outgoing
 from hub.ingest.records import Entry, Routed
 from hub.ingest.rows import clip
+from storage import ingest as q
 
 OutboxRow = tuple[Any, ...]  # in ``storage.ingest.OUTBOX_COLUMNS`` order
 
@@ -84,19 +86,16 @@ def _notice(
 ) -> OutboxRow:
     """A notice about ``entry``'s message; ``key`` makes it idempotent."""
     m = entry.message
-    return (
-        key,
-        staff,
-        "staff",
-        recipient,
-        kind,
-        clip(m.subject, 500),
-        m.text,
-        entry.client_id,
-        conversation_id,
-        entry.interaction_id,
-        "pending",
-        0,
-        now,
-        now,
-    )
+    return Outgoing(
+        idempotency_key=key,
+        channel=staff,
+        account="staff",
+        recipient=recipient,
+        kind=kind,
+        subject=clip(m.subject, 500),
+        text=m.text,
+        client_id=entry.client_id,
+        conversation_id=conversation_id,
+        interaction_id=entry.interaction_id,
+        at=now,
+    ).values(q.OUTBOX_COLUMNS)
