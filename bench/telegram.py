@@ -30,8 +30,8 @@ from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
 from channels.telegram import TelegramChannel
-from hub.config import TelegramSection
 from hub.clients.attachments import AttachmentStore
+from hub.config import TelegramSection
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock
 from storage.db import Database

@@ -41,9 +41,9 @@ from typing import Any
 
 from sqlalchemy import event
 
+from hub.clients.attachments import AttachmentStore
 from hub.clients.search import client_search
 from hub.desk.desk import Desk
-from hub.clients.attachments import AttachmentStore
 from hub.kernel.clock import FrozenClock
 from storage import Database
 from storage import read as q

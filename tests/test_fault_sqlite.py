@@ -26,8 +26,8 @@ import pytest
 from sqlalchemy import select
 
 from channels.email.channel import EmailChannel
-from hub.config import EmailSection
 from hub.clients.attachments import AttachmentStore
+from hub.config import EmailSection
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock
 from storage import Database

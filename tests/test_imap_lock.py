@@ -20,8 +20,8 @@ from sqlalchemy import select
 
 from channels.email.channel import EmailChannel
 from channels.email.imap import ImapWatcher
-from hub.config import EmailSection
 from hub.clients.attachments import AttachmentStore
+from hub.config import EmailSection
 from hub.ingest.cursors import DbCursorStore, DbMailboxLocks
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock

@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from hub.desk.desk import Desk
 from hub.clients.attachments import AttachmentStore
+from hub.desk.desk import Desk
 from hub.ingest.ingestor import Ingestor
 from hub.jobs.waiting import Assigner
 from hub.kernel.clock import FrozenClock

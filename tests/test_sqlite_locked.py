@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from channels.email.channel import EmailChannel
-from hub.config import EmailSection
 from hub.clients.attachments import AttachmentStore
+from hub.config import EmailSection
 from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock
 from storage import Database
