@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -20,9 +21,11 @@ import pytest
 
 from hub import config as hub_config
 from hub.app.run import Hub
+from hub.delivery.outbox import Outgoing
 from hub.kernel import loggers
 from hub.kernel.identities import identity
 from hub.kernel.types import Channel, InboundMessage
+from storage import outbox as outbox_q
 from tests.fakes import RecordingChannel
 
 TOKEN = "s3cret-admin-token-0123456789"
@@ -219,6 +222,43 @@ async def test_an_idle_hubs_scheduler_rounds_show_only_at_debug(
     # aiosmtpd's every SMTP command (and sender), alike.
     assert logging.getLogger("mail.log").isEnabledFor(logging.INFO) is (level == "DEBUG")
     assert logging.getLogger("mail.log").isEnabledFor(logging.WARNING)
+
+
+async def test_the_outbox_queue_line_shows_at_info_only_when_something_waits(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The minute's queue line is routine while the outbox is empty (DEBUG), and
+    worth knowing once something waits or failed (INFO)."""
+    config = hub_config.parse(
+        {
+            "storage": {"url": db_url, "attachments_dir": str(tmp_path / "files")},
+            "admin": {"listen": f"127.0.0.1:{_free_port()}", "token": TOKEN},
+        }
+    )
+    caplog.set_level(logging.DEBUG, logger="hub.core")
+    hub = Hub(config)
+    async with hub.lifespan():
+        assert hub.db is not None
+
+        async def queue_line() -> logging.LogRecord:
+            caplog.clear()
+            await hub.report_queue()
+            return next(r for r in caplog.records if "outbox.queue" in r.getMessage())
+
+        assert (await queue_line()).levelno == logging.DEBUG
+        waiting = Outgoing(
+            idempotency_key="queue-line",
+            channel="nowhere",
+            account="default",
+            recipient="someone",
+            kind="reply",
+            text="hi",
+            at=datetime.now(UTC) + timedelta(hours=1),
+        )
+        async with hub.db.write() as conn:
+            await outbox_q.enqueue(conn, [waiting.row()])
+        line = await queue_line()
+        assert line.levelno == logging.INFO and "pending=1" in line.getMessage()
 
 
 def test_json_log_line_holds_the_event_and_its_fields() -> None:

@@ -30,9 +30,9 @@ from aiogram.exceptions import (
 from aiogram.types import Update
 from aiohttp import web
 
-from hub.config import split_listen
 from hub.kernel import loggers
 from hub.kernel.errors import HubError, MessageRejected
+from hub.kernel.http import serve
 
 log = loggers.channels
 
@@ -257,14 +257,9 @@ class WebhookServer:
         """Listen, then ``setWebhook`` (with the secret and the update kinds)."""
         app = web.Application()
         app.router.add_post(self.path, self._receive)
-        runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=self.grace
-        )
-        await runner.setup()
+        runner = await serve(app, self.listen, shutdown_timeout=self.grace)
         self._closing = False
         try:
-            host, port = split_listen(self.listen)
-            await web.TCPSite(runner, host, port).start()
             await self.bot.set_webhook(
                 self.url,
                 secret_token=self._secret.decode(),

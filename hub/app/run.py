@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -342,8 +343,10 @@ class Hub:
             if stats.oldest_pending
             else "-"
         )
+        # An empty queue is a routine round: worth a line only when debugging.
+        level = logging.INFO if stats.pending or stats.failed else logging.DEBUG
         loggers.event(
-            log, "outbox.queue", pending=stats.pending, oldest=oldest, failed=stats.failed
+            log, "outbox.queue", level, pending=stats.pending, oldest=oldest, failed=stats.failed
         )
 
 

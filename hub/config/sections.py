@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from hub.config.checks import Hours, Listen, QuietHours, Section, TimeZone, once
-from hub.kernel.types import STAGES
+from hub.kernel.types import STAGES, Role
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 DEFAULT_REPLY_WINDOW_DAYS = 3.0  # a campaign's reply counts within this many days
@@ -87,7 +87,7 @@ class ManagerSection(Section):
     name: str = Field(min_length=1)
     telegram_id: int
     email: str | None = None
-    role: Literal["manager", "supervisor", "marketer", "admin"] = "manager"
+    role: Role = Role.MANAGER
     hours: Hours | None = None
     timezone: TimeZone | None = None
     capacity: int = Field(default=20, ge=0)

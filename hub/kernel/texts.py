@@ -95,7 +95,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Не доставлено ({channel}): {reason}",
         "en": "Not delivered ({channel}): {reason}",
     },
-    # The staff chat (channels/telegram/staff.py, render.py)
+    # The staff chat (channels/telegram/staff/, render.py)
     "card_stage": {"ru": "Стадия", "en": "Stage"},
     "card_owner": {"ru": "Владелец", "en": "Owner"},
     "card_assignee": {"ru": "Ответственный", "en": "Assignee"},
