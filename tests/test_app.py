@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -101,14 +101,20 @@ async def test_hub_runs_the_webform_channel_when_it_listens(db_url: str, tmp_pat
             assert 'name="email"' in await response.text()
 
 
-async def test_hub_run_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
+def _toml(tmp_path: Path, port: int, hub: str = "") -> Path:
     config = tmp_path / "config.toml"
     config.write_text(
+        f"[hub]\n{hub}\n"
         f'[storage]\nurl = "sqlite+aiosqlite:///{tmp_path}/hub.db"\n'
         f'attachments_dir = "{tmp_path}/files"\n'
         f'[admin]\nlisten = "127.0.0.1:{port}"\ntoken = "${{TEST_ADMIN_TOKEN}}"\n'
     )
+    return config
+
+
+async def _hub_run(config: Path, while_ready: Callable[[], Awaitable[None]]) -> tuple[int, str]:
+    """``hub run`` as a user starts it: wait until it is ready, do ``while_ready``,
+    stop it with SIGTERM; its exit code and everything it wrote."""
     env = {**os.environ, "TEST_ADMIN_TOKEN": TOKEN}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -129,21 +135,33 @@ async def test_hub_run_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             while "hub.ready" not in (line := (await proc.stdout.readline()).decode()):
                 assert line, "hub exited before it was ready:\n" + "".join(lines)
                 lines.append(line)
+            lines.append(line)
 
         await asyncio.wait_for(until_ready(), 30)
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{port}/healthz") as resp,
-        ):
-            assert resp.status == 200
+        await while_ready()
         proc.send_signal(signal.SIGTERM)
         rest, _ = await asyncio.wait_for(proc.communicate(), 30)
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    text = "".join(lines) + rest.decode()
-    assert proc.returncode == 0, text
+    assert proc.returncode is not None
+    return proc.returncode, "".join(lines) + rest.decode()
+
+
+async def test_hub_run_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = _free_port()
+    config = _toml(tmp_path, port)
+
+    async def healthy() -> None:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/healthz") as resp,
+        ):
+            assert resp.status == 200
+
+    code, text = await _hub_run(config, healthy)
+    assert code == 0, text
     assert "hub.stopped" in text
     assert TOKEN not in text
 
@@ -286,51 +304,15 @@ def test_json_log_line_holds_the_event_and_its_fields() -> None:
     assert out[2]["message"] == "plain text" and "RuntimeError: boom" in out[2]["exception"]
 
 
-def _toml(tmp_path: Path, port: int, hub: str = "") -> Path:
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f"[hub]\n{hub}\n"
-        f'[storage]\nurl = "sqlite+aiosqlite:///{tmp_path}/hub.db"\n'
-        f'attachments_dir = "{tmp_path}/files"\n'
-        f'[admin]\nlisten = "127.0.0.1:{port}"\ntoken = "${{TEST_ADMIN_TOKEN}}"\n'
-    )
-    return config
-
-
 async def test_hub_run_logs_json_lines_when_asked(tmp_path: Path) -> None:
     port = _free_port()
     config = _toml(tmp_path, port, 'log_format = "json"')
-    env = {**os.environ, "TEST_ADMIN_TOKEN": TOKEN}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hub",
-        "run",
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=env,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    try:
 
-        async def until_ready() -> None:
-            while '"hub.ready"' not in (line := (await proc.stdout.readline()).decode()):
-                assert line, "hub exited before it was ready:\n" + "".join(lines)
-                lines.append(line)
-            lines.append(line)
+    async def nothing() -> None:
+        pass
 
-        await asyncio.wait_for(until_ready(), 30)
-        proc.send_signal(signal.SIGTERM)
-        rest, _ = await asyncio.wait_for(proc.communicate(), 30)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    text = "".join(lines) + rest.decode()
-    assert proc.returncode == 0, text
+    code, text = await _hub_run(config, nothing)
+    assert code == 0, text
     assert TOKEN not in text
     records = [json.loads(line) for line in text.splitlines()]
     assert all({"time", "level", "logger"} <= set(r) for r in records), records

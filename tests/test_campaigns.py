@@ -11,14 +11,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, insert, select, update
 
-from hub.campaigns.campaigns import (
-    CampaignError,
-    Campaigns,
-    load_spec,
-    parse_spec,
-    quiet_until,
-)
+from hub.campaigns.campaigns import Campaigns
 from hub.campaigns.scripts import ScriptError, Variant, check, context, pick, render
+from hub.campaigns.spec import CampaignError, load_spec, parse_spec, quiet_until
 from hub.campaigns.unsubscribe import Unsubscribe
 from hub.config import CampaignsSection
 from hub.kernel.clock import FrozenClock

@@ -1,4 +1,4 @@
-"""The managers' desk (hub/desk.py) against the database, on SQLite and PostgreSQL:
+"""The managers' desk (hub/desk/) against the database, on SQLite and PostgreSQL:
 managers and refusals, topics, cards, answers and notes (deduplicated by key),
 take, resolve, reopen, transfer, tag, stage, remind, inbox and find."""
 

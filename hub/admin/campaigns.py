@@ -21,7 +21,8 @@ import tomllib
 
 from aiohttp import web
 
-from hub.campaigns.campaigns import CampaignError, Campaigns, parse_spec
+from hub.campaigns.campaigns import Campaigns
+from hub.campaigns.spec import CampaignError, parse_spec
 from hub.kernel.http import error_response, json_response
 from hub.kernel.texts import text
 

@@ -29,27 +29,24 @@ Results come from the log: :func:`storage.campaigns.stats`.
 from __future__ import annotations
 
 import logging
-import tomllib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
-from typing import Any, Literal
+from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.campaigns import scripts
+from hub.campaigns.spec import CampaignError, CampaignSpec, quiet_until
+from hub.campaigns.status import OUTCOMES, PreviewItem, Status, render_status
 from hub.campaigns.unsubscribe import Unsubscribe
-from hub.config import CampaignsSection, Config, QuietHours
+from hub.config import CampaignsSection, Config
 from hub.delivery.outbox import Outgoing
 from hub.kernel import loggers
-from hub.kernel.errors import HubError
-from hub.kernel.texts import progress_bar, text
+from hub.kernel.texts import text
 from hub.kernel.types import MARKETERS, OVERSEERS, Delivery, Direction, ManagerRef
-from routing.hours import parse_window
 from storage import Database
 from storage import campaigns as q
 from storage import desk as desk_q
@@ -58,12 +55,6 @@ from storage import read as read_q
 from storage.segments import Segment
 
 log = logging.getLogger("hub.campaigns")
-
-OUTCOMES = ("reached", "interested", "not_interested", "call_back", "wrong_number")
-
-
-class CampaignError(HubError):
-    """A campaign that cannot be created, found or moved as asked."""
 
 
 # What a chunk writes per target: (target id, the interaction to log, its outbox row).
@@ -76,202 +67,6 @@ class _CallStaff:
 
     telegram_ids: dict[int, int]
     names: dict[int, str]
-
-
-# -- the campaign file ------------------------------------------------------------------
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SegmentSpec(_Spec):
-    tags: list[str] = []
-    tags_all: list[str] = []
-    not_tags: list[str] = []
-    stages: list[str] = []
-    owners: list[str] = []  # manager names; "none" for clients nobody owns
-    reachable: list[Literal["telegram", "email", "phone"]] = []
-    last_contact_before: datetime | date | None = None
-    last_contact_after: datetime | date | None = None
-    sources: list[str] = []
-    languages: list[str] = []
-    custom: dict[str, str | int | float | bool | list[str | int | float | bool]] = {}
-    clients: list[int] = []
-
-
-class VariantSpec(_Spec):
-    name: str = Field(default="A", min_length=1, max_length=32)
-    text: str = Field(min_length=1)
-    subject: str | None = None
-    fallback: str | None = None
-    weight: int = Field(default=1, ge=0)
-
-
-class CampaignSpec(_Spec):
-    name: str = Field(min_length=1, max_length=200)
-    mode: Literal["message", "calls"] = "message"
-    segment: SegmentSpec = SegmentSpec()
-    # one script, or variants (A/B)
-    text: str | None = None
-    subject: str | None = None
-    fallback: str | None = None
-    variants: list[VariantSpec] = []
-    channels: list[Literal["telegram", "email"]] = ["telegram", "email"]
-    quiet_hours: QuietHours | None = None
-    reply_window_days: float | None = Field(default=None, gt=0)
-    managers: list[str] = []  # calls: who takes them (default: every manager)
-    call_back_hours: float | None = Field(default=None, gt=0)
-
-    @field_validator("channels")
-    @classmethod
-    def _some_channel(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("name at least one channel")
-        return list(dict.fromkeys(value))
-
-    @model_validator(mode="after")
-    def _script(self) -> CampaignSpec:
-        if self.text is not None and self.variants:
-            raise ValueError("give either text or variants, not both")
-        if self.text is None and not self.variants:
-            raise ValueError("text (or variants) is missing")
-        names = [v.name for v in self.variants]
-        if len(set(names)) != len(names):
-            raise ValueError("variant names must differ")
-        for variant in self.script():
-            scripts.check(variant)
-        return self
-
-    def script(self) -> list[scripts.Variant]:
-        if self.text is not None:
-            return [scripts.Variant("A", self.text, self.subject, self.fallback)]
-        return [
-            scripts.Variant(v.name, v.text, v.subject, v.fallback, v.weight) for v in self.variants
-        ]
-
-
-def parse_spec(data: dict[str, Any]) -> CampaignSpec:
-    """The campaign file's content, validated; errors name the key."""
-    try:
-        return CampaignSpec.model_validate(data)
-    except scripts.ScriptError as exc:
-        raise CampaignError(str(exc)) from None
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(p) for p in error["loc"]) or "campaign"
-            cause = error.get("ctx", {}).get("error")
-            message = str(cause) if isinstance(cause, Exception) else error["msg"]
-            problems.append(f"{where}: {message}")
-        raise CampaignError("; ".join(problems)) from None
-
-
-def load_spec(path: str | Path) -> CampaignSpec:
-    """A campaign file: TOML, or YAML when named ``.yaml``/``.yml`` (PyYAML needed)."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CampaignError(f"{path}: {exc.strerror}") from None
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml  # type: ignore[import-untyped]
-        except ImportError:
-            raise CampaignError("YAML campaign files need PyYAML; use TOML") from None
-        data = yaml.safe_load(raw)
-    else:
-        try:
-            data = tomllib.loads(raw.decode())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise CampaignError(f"{path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise CampaignError(f"{path}: not a table of keys")
-    return parse_spec(data)
-
-
-# -- quiet hours ------------------------------------------------------------------------
-
-
-def quiet_until(now: datetime, tz: ZoneInfo, window: str) -> datetime | None:
-    """When the quiet hours around ``now`` (in ``tz``) end; None when not quiet."""
-    parsed = parse_window(window)
-    if parsed is None:
-        return None
-    start, end = parsed
-    local = now.astimezone(tz)
-    moment = local.time()
-    if start < end:
-        inside = start <= moment < end
-        day = local.date()
-    else:  # across midnight
-        inside = moment >= start or moment < end
-        day = local.date() + timedelta(days=1) if moment >= start else local.date()
-    if not inside:
-        return None
-    return datetime.combine(day, end, tzinfo=tz).astimezone(UTC)
-
-
-# -- results ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    campaign: q.CampaignRow
-    variants: list[q.VariantStats]
-    outcomes: list[tuple[str, str, int]]
-
-    @property
-    def targeted(self) -> int:
-        return sum(v.targeted for v in self.variants)
-
-    @property
-    def done(self) -> int:
-        """Targets that need nothing more from the sender: out (or failed) or skipped."""
-        if self.campaign.mode == "calls":
-            return sum(v.queued + v.skipped for v in self.variants)
-        return sum(v.delivered + v.failed + v.skipped for v in self.variants)
-
-    def as_json(self) -> dict[str, Any]:
-        c = self.campaign
-        return {
-            "id": c.id,
-            "name": c.name,
-            "mode": c.mode,
-            "status": c.status,
-            "created_by": c.created_by,
-            "created_at": c.created_at.isoformat(),
-            "started_at": c.started_at.isoformat() if c.started_at else None,
-            "finished_at": c.finished_at.isoformat() if c.finished_at else None,
-            "targeted": self.targeted,
-            "done": self.done,
-            "variants": [
-                {
-                    "variant": v.variant,
-                    "targeted": v.targeted,
-                    "pending": v.pending,
-                    "skipped": v.skipped,
-                    "queued": v.queued,
-                    "sent": v.sent,
-                    "delivered": v.delivered,
-                    "failed": v.failed,
-                    "replied": v.replied,
-                    "opted_out": v.opted_out,
-                }
-                for v in self.variants
-            ],
-            "outcomes": [{"manager": m, "outcome": o, "count": n} for m, o, n in self.outcomes],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class PreviewItem:
-    client_id: int
-    variant: str
-    channel: str | None
-    skip: str | None
-    subject: str | None
-    text: str
 
 
 # -- the service ------------------------------------------------------------------------
@@ -1017,33 +812,6 @@ class Campaigns:
             "object_type": "campaign",
             "object_id": campaign_id,
         }
-
-
-def render_status(status: Status, language: str) -> str:
-    c = status.campaign
-    lines = [
-        f"#{c.id} {c.name} ({c.mode}) — {text(f'campaign_status_{c.status}', language)}",
-        progress_bar(status.done, status.targeted, 20),
-    ]
-    for v in status.variants:
-        lines.append(
-            text(
-                "campaign_variant_stats",
-                language,
-                variant=v.variant,
-                targeted=v.targeted,
-                sent=v.sent,
-                delivered=v.delivered,
-                failed=v.failed,
-                replied=v.replied,
-                opted_out=v.opted_out,
-                skipped=v.skipped,
-            )
-        )
-    for manager, outcome, count in status.outcomes:
-        label = text(f"call_outcome_{outcome}", language) if outcome in OUTCOMES else outcome
-        lines.append(f"{manager}: {label} — {count}")
-    return "\n".join(lines)
 
 
 def build(

@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from hub import config as config_module
-from hub.campaigns.campaigns import Campaigns, Status, build, load_spec, render_status
+from hub.campaigns.campaigns import Campaigns, build
+from hub.campaigns.spec import load_spec
+from hub.campaigns.status import Status, render_status
 from hub.kernel.clock import SystemClock
 from hub.kernel.texts import progress_bar
 

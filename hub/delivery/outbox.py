@@ -15,6 +15,8 @@ from functools import cache
 from operator import attrgetter
 from typing import Any, ClassVar
 
+from storage.ingest import OUTBOX_COLUMNS
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Outgoing:
@@ -56,23 +58,8 @@ class Outgoing:
         return _getter(tuple(columns))(self)
 
 
-ROW_COLUMNS = (
-    "idempotency_key",
-    "channel",
-    "account",
-    "recipient",
-    "kind",
-    "subject",
-    "text",
-    "extras",
-    "client_id",
-    "conversation_id",
-    "interaction_id",
-    "status",
-    "attempts",
-    "next_attempt_at",
-    "created_at",
-)
+# The batch writer's columns (which leave ``extras`` to the table's default), and ``extras``.
+ROW_COLUMNS = (*OUTBOX_COLUMNS, "extras")
 
 
 @cache

@@ -173,7 +173,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "С возвращением! Ожидающие обращения скоро придут",
         "en": "Welcome back! Waiting requests are on their way",
     },
-    # Reports (hub/reports.py, hub/charts.py, /report in the private chat)
+    # Reports (hub/reports/, /report in the private chat)
     "report_title": {"ru": "📊 Отчёт за {first}–{last}", "en": "📊 Report for {first}–{last}"},
     "report_first_response": {
         "ru": "Обращений: {requests}, с ответом: {answered}; первый ответ: медиана {median}, "
@@ -230,7 +230,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "chart_minutes": {"ru": "минуты", "en": "minutes"},
     "chart_hours": {"ru": "часы", "en": "hours"},
     "chart_no_data": {"ru": "Нет данных", "en": "No data"},
-    # Campaigns and call lists (hub/campaigns.py)
+    # Campaigns and call lists (hub/campaigns/)
     "campaign_stop_hint": {"ru": "Отписаться от рассылки: /stop", "en": "Unsubscribe: /stop"},
     "campaign_unsubscribe": {
         "ru": "Отписаться от рассылки: {url}",

@@ -237,7 +237,7 @@ class InboxItem:
     topic: Topic | None
 
 
-# The relationship stages (hub.stages moves clients along them).
+# The relationship stages (hub.clients.stages moves clients along them).
 LADDER = (
     "prospect",
     "first_time_buyer",
