@@ -282,7 +282,7 @@ async def test_an_outgoing_message_is_a_pending_row_due_when_written(db: Databas
         now,
         now,
     )
-    assert message.values(ingest_q.OUTBOX_COLUMNS) == tuple(row[c] for c in ingest_q.OUTBOX_COLUMNS)
+    assert message.batch_row() == tuple(row[c] for c in ingest_q.OUTBOX_COLUMNS)
     async with db.write() as conn:
         await outbox_q.enqueue(conn, [row])
         [claimed] = await outbox_q.claim(

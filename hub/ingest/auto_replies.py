@@ -20,7 +20,6 @@ from hub.ingest.rows import CHANNEL, OUT, clip
 from hub.kernel.types import Channel, Delivery, InboundMessage
 from routing import Decision
 from routing.hours import Hours
-from storage import ingest as q
 from storage.ingest import InteractionRow
 
 _PENDING = Delivery.PENDING.value
@@ -92,7 +91,7 @@ class AutoReply:
             conversation_id=conv.id if conv is not None else None,
             interaction_id=interaction_id,
             at=now,
-        ).values(q.OUTBOX_COLUMNS)
+        ).batch_row()
 
 
 def auto_replies(

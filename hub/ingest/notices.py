@@ -15,7 +15,6 @@ from typing import Any
 from hub.delivery.outbox import Outgoing
 from hub.ingest.records import Entry, Routed
 from hub.ingest.rows import clip
-from storage import ingest as q
 
 OutboxRow = tuple[Any, ...]  # in ``storage.ingest.OUTBOX_COLUMNS`` order
 
@@ -98,4 +97,4 @@ def _notice(
         conversation_id=conversation_id,
         interaction_id=entry.interaction_id,
         at=now,
-    ).values(q.OUTBOX_COLUMNS)
+    ).batch_row()
