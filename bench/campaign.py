@@ -44,7 +44,7 @@ from channels.email.channel import EmailChannel
 from channels.telegram import TelegramChannel
 from hub import config as hub_config
 from hub.app.run import Hub
-from hub.campaigns.campaigns import parse_spec
+from hub.campaigns.spec import parse_spec
 from hub.kernel.ports import ChannelLimits, RateLimit
 from hub.kernel.types import STAFF_KINDS
 from storage import Database

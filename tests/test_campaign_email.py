@@ -25,7 +25,7 @@ from sqlalchemy import insert, select
 
 from hub import config as hub_config
 from hub.app.run import Hub
-from hub.campaigns.campaigns import parse_spec
+from hub.campaigns.spec import parse_spec
 from storage import Database
 from storage.models import Client, Identity, Interaction
 
