@@ -1,4 +1,6 @@
-"""The queries behind the managers' desk: managers, topics, cards, answers, actions."""
+"""The queries behind the managers' desk: managers, topics, cards, answers, actions,
+and what the managers' private chats refer to (their messages about clients, the
+current client)."""
 
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ from storage.tables import (
     attachments,
     clients,
     conversations,
+    current_clients,
     identities,
     interactions,
     managers,
     outbox,
+    private_messages,
     reminders,
     topics,
 )
@@ -92,6 +96,12 @@ async def manager_by_name(conn: AsyncConnection, name: str) -> ManagerRow | None
             return row
     prefixed = [r for r in rows if r.name.casefold().startswith(wanted)]
     return prefixed[0] if len(prefixed) == 1 else None
+
+
+async def active_managers(conn: AsyncConnection) -> list[ManagerRow]:
+    m = managers.c
+    rows = await conn.execute(select(*_MANAGER_COLUMNS).where(m.active.is_(True)).order_by(m.id))
+    return [ManagerRow(*r) for r in rows]
 
 
 async def manager_name(conn: AsyncConnection, manager_id: int | None) -> str | None:
@@ -382,3 +392,64 @@ async def refused(
             "details": details,
         },
     )
+
+
+# --- the managers' private chats -------------------------------------------------------
+
+
+async def remember_private(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Which client each of the bot's private messages (or entries of one) is about:
+    rows of chat_id, message_id, entry, client_id, conversation_id, at."""
+    if rows:
+        await conn.execute(insert(private_messages), rows)
+
+
+async def private_client(
+    conn: AsyncConnection, chat_id: int, message_id: int, entry: int = 0
+) -> int | None:
+    """The client a private message was about, as they are now: the client its
+    conversation belongs to, or the one a merge kept."""
+    p, c = private_messages.c, conversations.c
+    row = (
+        await conn.execute(
+            select(p.client_id, c.client_id)
+            .join_from(private_messages, conversations, p.conversation_id == c.id, isouter=True)
+            .where(p.chat_id == chat_id, p.message_id == message_id, p.entry == entry)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return await live_client(conn, int(row[1] if row[1] is not None else row[0]))
+
+
+async def live_client(conn: AsyncConnection, client_id: int) -> int:
+    """``client_id``, or the client it was merged into (and so on)."""
+    seen = {client_id}
+    while True:
+        kept = (
+            await conn.execute(select(clients.c.merged_into).where(clients.c.id == client_id))
+        ).scalar_one_or_none()
+        if kept is None or kept in seen:
+            return client_id
+        client_id = int(kept)
+        seen.add(client_id)
+
+
+async def current_client(conn: AsyncConnection, manager_id: int) -> int | None:
+    found = (
+        await conn.execute(
+            select(current_clients.c.client_id).where(current_clients.c.manager_id == manager_id)
+        )
+    ).scalar_one_or_none()
+    return None if found is None else await live_client(conn, int(found))
+
+
+async def set_current_client(
+    conn: AsyncConnection, manager_id: int, client_id: int | None, now: datetime
+) -> None:
+    """The manager's current client; None: none."""
+    await conn.execute(delete(current_clients).where(current_clients.c.manager_id == manager_id))
+    if client_id is not None:
+        await conn.execute(
+            insert(current_clients).values(manager_id=manager_id, client_id=client_id, at=now)
+        )

@@ -351,3 +351,29 @@ class SearchPosition(Base):
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     last_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class StaffPrivateMessage(Base):
+    """A message the bot posted in a manager's private chat about a client: a reply
+    to it answers that client, after a restart too. ``entry`` is the number of an
+    entry in a message that gathers several clients (0: the whole message)."""
+
+    __tablename__ = "staff_private_messages"
+    __table_args__ = (Index("ix_staff_private_messages_at", "at"),)
+
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    message_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    entry: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"))
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
+    at: Mapped[datetime]
+
+
+class StaffCurrentClient(Base):
+    """The client a manager's plain text in the private chat goes to (``/c ID``)."""
+
+    __tablename__ = "staff_current_clients"
+
+    manager_id: Mapped[int] = mapped_column(ForeignKey("managers.id"), primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"))
+    at: Mapped[datetime]

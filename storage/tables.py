@@ -22,6 +22,8 @@ from storage.models import (
     Outbox,
     Reminder,
     SearchPosition,
+    StaffCurrentClient,
+    StaffPrivateMessage,
     StaffTopic,
 )
 
@@ -38,6 +40,8 @@ managers = cast(Table, Manager.__table__)
 outbox = cast(Table, Outbox.__table__)
 reminders = cast(Table, Reminder.__table__)
 topics = cast(Table, StaffTopic.__table__)
+private_messages = cast(Table, StaffPrivateMessage.__table__)
+current_clients = cast(Table, StaffCurrentClient.__table__)
 audit = cast(Table, Audit.__table__)
 mailbox_cursors = cast(Table, MailboxCursor.__table__)
 deadlines = cast(Table, Deadline.__table__)

@@ -4,8 +4,8 @@
 the environment. Every problem is reported with its key path
 (``telegram.token: missing``); ``config.example.toml`` documents every key.
 The sections live by concern (``sections``: hub-wide, ``channel_sections``,
-``rules``: routing and SLA; ``model``: the whole; ``load``: reading it); their
-public names are all here.
+``rules``: routing and SLA; ``desk``: canned answers; ``model``: the whole;
+``load``: reading it); their public names are all here.
 """
 
 from hub.config.channel_sections import DEFAULT_ACCEPT as DEFAULT_ACCEPT
@@ -25,6 +25,9 @@ from hub.config.checks import Listen as Listen
 from hub.config.checks import QuietHours as QuietHours
 from hub.config.checks import Section as Section
 from hub.config.checks import TimeZone as TimeZone
+from hub.config.desk import TEMPLATE_FIELDS as TEMPLATE_FIELDS
+from hub.config.desk import DeskSection as DeskSection
+from hub.config.desk import TemplateSection as TemplateSection
 from hub.config.load import load as load
 from hub.config.load import parse as parse
 from hub.config.load import resolve_path as resolve_path

@@ -11,6 +11,7 @@ from pydantic import field_validator, model_validator
 
 from hub.config.channel_sections import EmailSection, TelegramSection, WebformSection
 from hub.config.checks import Section
+from hub.config.desk import DeskSection
 from hub.config.rules import RoutingSection, SlaSection
 from hub.config.sections import (
     AdminSection,
@@ -40,6 +41,7 @@ class Config(Section):
     sla: SlaSection = SlaSection()
     stages: StagesSection = StagesSection()
     campaigns: CampaignsSection = CampaignsSection()
+    desk: DeskSection = DeskSection()
 
     @field_validator("managers")
     @classmethod
