@@ -26,7 +26,13 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 from aiogram.methods import SendMessage
-from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.types import (
+    BufferedInputFile,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputMediaPhoto,
+    Message,
+)
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
@@ -396,6 +402,91 @@ async def test_flood_control_answers_429_with_retry_after() -> None:
             assert caught.value.retry_after == 7
             assert server.throttled[-1].scope == "injected"
             await bot.send_message(anna.id, "after the storm")
+        finally:
+            await bot.session.close()
+
+
+async def test_every_post_to_a_chat_spends_its_budget() -> None:
+    """Issue 15: edits, deletions, pins and a topic's creation, edit, close and
+    reopen count in the chat's budget as sends do (Telegram counts them all); a
+    21st post in a group within a minute, whatever its kind, is answered 429."""
+    clock = FakeMonotonic()
+    async with BotApiServer(clock=clock) as server:
+        bot = client(server)
+        try:
+            forum = server.forum.id
+            first = await bot.send_message(forum, "first")
+            buttons = InlineKeyboardMarkup(
+                inline_keyboard=[[InlineKeyboardButton(text="ok", callback_data="ok")]]
+            )
+            # An edit one second after a send: the chat's 1 a second counts it.
+            with pytest.raises(TelegramRetryAfter):
+                await bot.edit_message_text(
+                    "first, edited", chat_id=forum, message_id=first.message_id
+                )
+            assert [(t.method, t.scope) for t in server.throttled] == [("editmessagetext", "chat")]
+            clock.advance(1.0)
+            topic = await bot.create_forum_topic(forum, "Anna")
+            thread = topic.message_thread_id
+            photo = BufferedInputFile(png(), filename="p.png")
+            kinds = [
+                lambda: bot.edit_message_text(
+                    "first, edited", chat_id=forum, message_id=first.message_id
+                ),
+                lambda: bot.edit_message_reply_markup(
+                    chat_id=forum, message_id=first.message_id, reply_markup=buttons
+                ),
+                lambda: bot.edit_forum_topic(forum, thread, name="Anna P."),
+                lambda: bot.close_forum_topic(forum, thread),
+                lambda: bot.reopen_forum_topic(forum, thread),
+                lambda: bot.pin_chat_message(forum, first.message_id, disable_notification=True),
+                lambda: bot.unpin_chat_message(forum, message_id=first.message_id),
+                lambda: bot.send_photo(forum, photo, caption="a", message_thread_id=thread),
+                lambda: bot.send_media_group(
+                    forum,
+                    [
+                        InputMediaPhoto(media=BufferedInputFile(png(2, 2), filename="a.png")),
+                        InputMediaPhoto(media=BufferedInputFile(png(4, 4), filename="b.png")),
+                    ],
+                    message_thread_id=thread,
+                ),
+            ]
+            for post in kinds:
+                clock.advance(1.0)
+                await post()
+            spent = 2 + len(kinds) + 1  # the first, the topic, the kinds (the album is two)
+            while spent < 20:
+                clock.advance(1.0)
+                extra = await bot.send_message(forum, f"n{spent}", message_thread_id=thread)
+                spent += 1
+            clock.advance(1.0)
+            for late in (
+                lambda: bot.edit_message_text("late", chat_id=forum, message_id=extra.message_id),
+                lambda: bot.create_forum_topic(forum, "Boris"),
+                lambda: bot.delete_message(forum, extra.message_id),
+                lambda: bot.delete_messages(forum, [extra.message_id]),
+            ):
+                with pytest.raises(TelegramRetryAfter):
+                    await late()
+            assert [(t.method, t.scope) for t in server.throttled[1:]] == [
+                ("editmessagetext", "group"),
+                ("createforumtopic", "group"),
+                ("deletemessage", "group"),
+                ("deletemessages", "group"),
+            ]
+            clock.advance(60.0)  # a minute later the group takes posts again
+            await bot.delete_messages(forum, [extra.message_id])
+            # An album of ten spends ten of the twenty at once.
+            album = [
+                InputMediaPhoto(media=BufferedInputFile(png(n, 1), filename=f"{n}.png"))
+                for n in range(1, 11)
+            ]
+            clock.advance(1.0)
+            await bot.send_media_group(forum, album)  # 11 of the 20
+            clock.advance(1.0)
+            with pytest.raises(TelegramRetryAfter):
+                await bot.send_media_group(forum, album)  # 21
+            assert server.throttled[-1].method == "sendmediagroup"
         finally:
             await bot.session.close()
 

@@ -5,6 +5,12 @@ about one message a second in a chat, twenty a minute in a group, thirty a secon
 per bot overall. The stand-in reads each as "at most ``count`` accepted requests in
 any ``period`` seconds" — stricter than the real servers, which tolerate short
 bursts — so a sender that never sees a 429 here will not see one in production.
+
+Every request that posts to a chat spends its budget, as Telegram counts them
+(its staff on tdlib/td issue 2592: a bot's edits share the sending limit, and a
+forum topic's creation is a message too; Telegram publishes no exact list, so
+all are counted): sends of every kind (each item of a media group), edits,
+deletions, pins and unpins, and a forum topic's creation, edit, close, reopen and deletion.
 """
 
 from __future__ import annotations
@@ -27,10 +33,30 @@ SEND_METHODS = frozenset(
         "sendsticker",
         "sendcontact",
         "sendlocation",
+        "sendmediagroup",
         "copymessage",
         "forwardmessage",
     }
 )
+EDIT_METHODS = frozenset(
+    {"editmessagetext", "editmessagecaption", "editmessagemedia", "editmessagereplymarkup"}
+)
+OTHER_POSTS = frozenset(
+    {
+        "deletemessage",
+        "deletemessages",
+        "pinchatmessage",
+        "unpinchatmessage",
+        "unpinallchatmessages",
+        "createforumtopic",
+        "editforumtopic",
+        "closeforumtopic",
+        "reopenforumtopic",
+        "deleteforumtopic",
+    }
+)
+# Every request that posts to a chat: what the budgets count.
+POST_METHODS = SEND_METHODS | EDIT_METHODS | OTHER_POSTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +73,8 @@ class Limits:
 
     ``tolerance`` forgives clock jitter between a paced sender and the server: a
     request is counted in a window for ``period - tolerance`` seconds.
-    ``methods`` are the (lower-cased) methods that spend the budget; edits are
-    not among them by default, topic creation is (it posts a service message).
+    ``methods`` are the (lower-cased) methods that spend the budget: by default
+    every one that posts to a chat (``POST_METHODS``), edits and topic creation too.
     """
 
     enabled: bool = True
@@ -56,7 +82,7 @@ class Limits:
     per_group: Rate | None = Rate(20, 60.0)
     per_bot: Rate | None = Rate(30, 1.0)
     tolerance: float = 0.05
-    methods: frozenset[str] = field(default=SEND_METHODS | {"createforumtopic"})
+    methods: frozenset[str] = field(default=POST_METHODS)
 
     @classmethod
     def off(cls) -> Limits:
@@ -93,8 +119,11 @@ class FloodControl:
             scopes.append(("bot", 0, self.limits.per_bot))
         return scopes
 
-    def check(self, token: str, chat_id: int, is_group: bool) -> tuple[str, int] | None:
-        """None when the request may pass (and is counted), else (scope, retry_after)."""
+    def check(
+        self, token: str, chat_id: int, is_group: bool, cost: int = 1
+    ) -> tuple[str, int] | None:
+        """None when the request may pass (and is counted ``cost`` times: a media group's
+        items), else (scope, retry_after)."""
         now = self.clock()
         worst: tuple[str, float] | None = None
         scopes = self._scopes(token, chat_id, is_group)
@@ -103,12 +132,15 @@ class FloodControl:
             horizon = now - (rate.period - self.limits.tolerance)
             while window and window[0] <= horizon:
                 window.popleft()
-            if len(window) >= rate.count:
-                wait = window[0] - horizon
+            # A request costing more than the whole budget (an album in a private
+            # chat) passes when the window is empty, and fills it.
+            over = len(window) + min(cost, rate.count) - rate.count
+            if over > 0:
+                wait = window[over - 1] - horizon
                 if worst is None or wait > worst[1]:
                     worst = (scope, wait)
         if worst is not None:
             return worst[0], max(1, math.ceil(worst[1]))
         for scope, key, _ in scopes:
-            self._windows[(token, scope, key)].append(now)
+            self._windows[(token, scope, key)].extend([now] * cost)
         return None

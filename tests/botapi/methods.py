@@ -24,6 +24,7 @@ from tests.botapi.world import (
     Topic,
     World,
     is_service,
+    quoted,
 )
 
 MAX_TEXT = 4096
@@ -74,6 +75,11 @@ class Methods:
             "editmessagecaption": self.edit_message_caption,
             "editmessagereplymarkup": self.edit_message_reply_markup,
             "deletemessage": self.delete_message,
+            "deletemessages": self.delete_messages,
+            "pinchatmessage": self.pin_chat_message,
+            "unpinchatmessage": self.unpin_chat_message,
+            "unpinallchatmessages": self.unpin_all_chat_messages,
+            "sendmediagroup": self.send_media_group,
             "sendphoto": self._media_sender("photo"),
             "senddocument": self._media_sender("document"),
             "sendvoice": self._media_sender("voice"),
@@ -107,12 +113,12 @@ class Methods:
         topic = self.world.topic(chat_id, params.integer("message_thread_id"))
         return chat_id, topic
 
-    def _spend(self, bot: BotAccount, method: str, chat_id: int) -> None:
+    def _spend(self, bot: BotAccount, method: str, chat_id: int, cost: int = 1) -> None:
         """Flood control: raises 429 (and records it) when the request exceeds a limit."""
         limits = self.flood.limits
         if not limits.enabled or method not in limits.methods:
             return
-        verdict = self.flood.check(bot.token, chat_id, chat_id < 0)
+        verdict = self.flood.check(bot.token, chat_id, chat_id < 0, cost)
         if verdict is None:
             return
         scope, retry_after = verdict
@@ -336,9 +342,82 @@ class Methods:
     def delete_message(self, bot: BotAccount, params: Params) -> bool:
         chat_id = self.world.reach(bot, params.chat_id(), sending=False)
         message_id = params.integer("message_id", required=True) or 0
-        if self.world.remove(bot, chat_id, message_id) is None:
+        if self.world.find(bot, chat_id, message_id) is None:
             raise bad_request("message to delete not found")
+        self._spend(bot, "deletemessage", chat_id)
+        self.world.remove(bot, chat_id, message_id)
         return True
+
+    def delete_messages(self, bot: BotAccount, params: Params) -> bool:
+        chat_id = self.world.reach(bot, params.chat_id(), sending=False)
+        ids = params.decoded("message_ids")
+        if not isinstance(ids, list) or not 1 <= len(ids) <= 100:
+            raise bad_request("message_ids must be an array of 1-100 message identifiers")
+        found = [int(i) for i in ids if self.world.find(bot, chat_id, int(i)) is not None]
+        if not found:
+            raise bad_request("message to delete not found")
+        self._spend(bot, "deletemessages", chat_id)
+        for message_id in found:
+            self.world.remove(bot, chat_id, message_id)
+        return True
+
+    def pin_chat_message(self, bot: BotAccount, params: Params) -> bool:
+        chat_id = self.world.reach(bot, params.chat_id(), sending=True)
+        message = self.world.find(bot, chat_id, params.integer("message_id", required=True) or 0)
+        if message is None:
+            raise bad_request("message to pin not found")
+        self._spend(bot, "pinchatmessage", chat_id)
+        pinned = self.world.pinned.setdefault((self.world.scope(bot, chat_id), chat_id), [])
+        pinned.append(message["message_id"])
+        if chat_id < 0 and not params.flag("disable_notification"):
+            # A group shows the pin as a service message.
+            self.world.post(bot, chat_id, bot.user, {"pinned_message": quoted(message)})
+        return True
+
+    def unpin_chat_message(self, bot: BotAccount, params: Params) -> bool:
+        chat_id = self.world.reach(bot, params.chat_id(), sending=True)
+        pinned = self.world.pinned.get((self.world.scope(bot, chat_id), chat_id), [])
+        message_id = params.integer("message_id") or (pinned[-1] if pinned else None)
+        if message_id is None or message_id not in pinned:
+            raise bad_request("message to unpin not found")
+        self._spend(bot, "unpinchatmessage", chat_id)
+        pinned.remove(message_id)
+        return True
+
+    def unpin_all_chat_messages(self, bot: BotAccount, params: Params) -> bool:
+        chat_id = self.world.reach(bot, params.chat_id(), sending=True)
+        self._spend(bot, "unpinallchatmessages", chat_id)
+        self.world.pinned.pop((self.world.scope(bot, chat_id), chat_id), None)
+        return True
+
+    def send_media_group(self, bot: BotAccount, params: Params) -> list[Json]:
+        """An album: 2 to 10 items, each a message of its own, each counted in the budgets."""
+        chat_id, topic = self._target(bot, params)
+        items = params.decoded("media")
+        if not isinstance(items, list) or not 2 <= len(items) <= 10:
+            raise bad_request("wrong number of media in the album: 2-10 are allowed")
+        contents = [self._album_item(bot, params, item) for item in items]
+        reply_to = self._reply_to(bot, chat_id, params)
+        self._spend(bot, "sendmediagroup", chat_id, cost=len(contents))
+        group_id = str(next(self.world.album_ids))
+        sent = []
+        for content in contents:
+            content["media_group_id"] = group_id
+            message = self.world.post(
+                bot, chat_id, bot.user, content, topic=topic, reply_to=reply_to
+            )
+            self.world.sent.append((bot.token, message))
+            sent.append(message)
+        return sent
+
+    def _album_item(self, bot: BotAccount, params: Params, item: Any) -> Json:
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind not in ("photo", "video", "document", "audio"):
+            raise bad_request("unsupported media type in the album")
+        own = Params({kind: item.get("media"), **_caption_fields(item)}, params.files)
+        content = media_fields(self.world.files, self._input_file(bot, own, kind, kind))
+        content.update(self._caption(own))
+        return content
 
     def _media_sender(self, kind: str) -> Method:
         method = f"send{kind}"
@@ -463,6 +542,7 @@ class Methods:
         emoji = params.string("icon_custom_emoji_id")
         if (name is None or name == topic.name) and emoji in (None, topic.icon_custom_emoji_id):
             raise bad_request("TOPIC_NOT_MODIFIED")
+        self._spend(bot, "editforumtopic", topic.chat_id)
         topic.name = name or topic.name
         topic.icon_custom_emoji_id = emoji or topic.icon_custom_emoji_id
         return True
@@ -472,6 +552,7 @@ class Methods:
             topic = self._existing_topic(self._forum(bot, params), params)
             if topic.closed == closed:
                 raise bad_request("TOPIC_NOT_MODIFIED")
+            self._spend(bot, "closeforumtopic" if closed else "reopenforumtopic", topic.chat_id)
             topic.closed = closed
             return True
 
@@ -479,7 +560,9 @@ class Methods:
 
     def delete_forum_topic(self, bot: BotAccount, params: Params) -> bool:
         chat_id = self._forum(bot, params)
-        delete_topic(self.world, self._existing_topic(chat_id, params))
+        topic = self._existing_topic(chat_id, params)
+        self._spend(bot, "deleteforumtopic", chat_id)
+        delete_topic(self.world, topic)
         return True
 
     def answer_callback_query(self, bot: BotAccount, params: Params) -> bool:
@@ -540,6 +623,12 @@ class Methods:
     def delete_my_commands(self, bot: BotAccount, params: Params) -> bool:
         bot.commands = []
         return True
+
+
+def _caption_fields(item: Json) -> Json:
+    """An album item's caption, as the fields a single media message takes."""
+    keys = ("caption", "parse_mode", "caption_entities")
+    return {key: item[key] for key in keys if item.get(key) is not None}
 
 
 def delete_topic(world: World, topic: Topic) -> None:

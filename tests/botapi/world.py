@@ -244,6 +244,8 @@ class World:
         self.sent: list[tuple[str, Json]] = []
         self.callbacks: dict[str, str] = {}
         self.callback_answers: dict[str, Json] = {}
+        self.pinned: dict[tuple[str, int], list[int]] = {}  # (scope, chat): pinned ids
+        self.album_ids = itertools.count(13_000_000_000_001)
         self._user_ids = itertools.count(10_000_001)
         self._group_ids = itertools.count(1)
         self._bot_ids = itertools.count(700_000_001)
