@@ -65,3 +65,10 @@ async def queue_stats(conn: AsyncConnection) -> QueueStats:
     ).one()
     failed = (await conn.execute(select(func.count()).where(o.status == "failed"))).scalar_one()
     return QueueStats(int(pending), oldest, int(failed))
+
+
+async def clock_of(conn: AsyncConnection, manager_id: int) -> tuple[str | None, str | None]:
+    """A manager's own time zone and working hours, as configured (None: the hub's)."""
+    m = managers.c
+    row = (await conn.execute(select(m.timezone, m.hours).where(m.id == manager_id))).one_or_none()
+    return (row.timezone, row.hours) if row else (None, None)

@@ -491,7 +491,7 @@ async def test_commands_change_the_request_and_the_client_and_are_logged(
         "Taken by Maria",
         "Tags: vip, wholesale",
         "Stage: repeat_buyer (Maria)",
-        "Reminder set for 2026-01-05T12:00+00:00: call back",
+        "Reminder set for Mon 5 Jan 12:00: call back",
         "Transferred to Boris by Maria",
         "Resolved by Boris",
         "Reopened by Boris",
@@ -654,7 +654,7 @@ async def test_a_reminder_comes_with_done_and_snooze_buttons_for_its_manager_onl
         .order_by(Interaction.id),
     )
     assert [e.text for e in events if e.text.startswith("Reminder ")] == [
-        "Reminder set for 2026-01-05T12:00+00:00: call back",
+        "Reminder set for Mon 5 Jan 12:00: call back",
         "Reminder snoozed until 05.01 13:00: call back (Maria)",
         "Reminder done: call back (Maria)",
     ]

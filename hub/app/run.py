@@ -127,6 +127,7 @@ class Hub:
             files,
             language=config.hub.language,
             timezone=config.hub.timezone,
+            hours=config.hub.hours,
             region=config.hub.default_region,
             staff_channel=staff_channel,
         )

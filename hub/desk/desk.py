@@ -38,11 +38,13 @@ from hub.kernel.types import (
     StoredAttachment,
     Topic,
 )
-from hub.kernel.when import parse_when
+from hub.kernel.when import parse_when, spoken
+from routing.hours import parse_hours
 from storage import Database, read
 from storage import assign as assign_q
 from storage import clients as clients_q
 from storage import desk as q
+from storage import managers as managers_q
 from storage import replies as replies_q
 from storage import sla as sla_q
 
@@ -147,6 +149,7 @@ class Desk:
         *,
         language: str = "ru",
         timezone: str = "UTC",
+        hours: str | None = None,
         region: str | None = None,
         staff_channel: str | None = "telegram",
     ) -> None:
@@ -156,6 +159,7 @@ class Desk:
         self.files = files
         self.language = language
         self.timezone = timezone
+        self.hours = hours  # hub.hours: a manager's working day when theirs is not set
         self.staff_channel = staff_channel
         # The channels the hub can send on (set once they are built): an answer
         # routed to another one would wait in the outbox for ever, unseen.
@@ -475,10 +479,18 @@ class Desk:
         return _Said(text("stage", c.language, stage=new, manager=c.manager.name), logged=True)
 
     async def _remind(self, c: _Command) -> _Said:
-        parsed = parse_when(c.argument, c.now, self.timezone)
-        if parsed is None:
-            return _only(text("bad_when", c.language, text=c.argument))
-        due, what = parsed
+        zone, hours = await managers_q.clock_of(c.conn, c.manager.id)
+        hours = hours or self.hours
+        spans = parse_hours(hours).spans if hours else ()
+        when = parse_when(c.argument, c.now, zone or self.timezone, hours=spans)
+        if when is None:
+            return _only(text("when_unknown", c.language, text=c.argument))
+        said = spoken(when.local, c.now, c.language)  # the manager's own time, never UTC
+        if when.day_start:
+            said = text("when_day_start", c.language, when=said)
+        if when.past:
+            return _only(text("when_past", c.language, when=said))
+        due, what = when.due, when.rest
         await q.add_reminder(
             c.conn,
             {
@@ -492,8 +504,7 @@ class Desk:
                 "created_at": c.now,
             },
         )
-        when = due.isoformat(timespec="minutes")
-        return _Said(text("remind_set", c.language, when=when, text=what or "—"))
+        return _Said(text("remind_set", c.language, when=said, text=what or "—"))
 
     async def settle_reminder(
         self, reminder_id: int, fired: int, manager: ManagerRef, action: str, *, key: str

@@ -81,9 +81,26 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Менеджер «{name}» не найден",
         "en": "No manager named “{name}”",
     },
-    "bad_when": {
-        "ru": "Не понял время: «{text}». Примеры: 2h, 30m, завтра 10:00, 25.12 14:30",
-        "en": "Cannot read the time “{text}”. E.g. 2h, 30m, tomorrow 10:00, 25.12 14:30",
+    # /remind: when a manager means (hub/kernel/when.py)
+    "when_unknown": {
+        "ru": (
+            "Не понял время: «{text}». Сначала время, потом текст напоминания, например: "
+            "через 2 часа, через 30 минут, завтра в 10, завтра в 10:30, в понедельник утром, "
+            "послезавтра, 25 декабря, 25.12 в 15:00, 2h"
+        ),
+        "en": (
+            "Cannot read the time “{text}”. The time comes first, then the reminder's text, "
+            "e.g.: in 2 hours, in 30 minutes, tomorrow at 10am, Monday 9:00, next Monday, "
+            "in 3 days, 25.12 15:00, 2h"
+        ),
+    },
+    "when_past": {
+        "ru": "Это время уже прошло: {when}. Например: завтра в 10, через 2 часа",
+        "en": "That time has already passed: {when}. E.g.: tomorrow at 10am, in 2 hours",
+    },
+    "when_day_start": {
+        "ru": "{when} (начало рабочего дня)",
+        "en": "{when} (start of the working day)",
     },
     "unknown_action": {"ru": "Неизвестная команда: {action}", "en": "Unknown command: {action}"},
     "need_argument": {"ru": "Укажите, что именно: {usage}", "en": "Say what exactly: {usage}"},
