@@ -130,6 +130,7 @@ class Hub:
             hours=config.hub.hours,
             region=config.hub.default_region,
             staff_channel=staff_channel,
+            templates=config.desk.templates,
         )
         campaigns = self.campaigns = build_campaigns(
             config, db, self.clock, staff_channel=staff_channel, on_queued=self._wake

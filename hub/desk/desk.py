@@ -18,8 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub.clients import stages
 from hub.clients.attachments import AttachmentStore, StoredFile
 from hub.clients.search import client_search
+from hub.config import TemplateSection
 from hub.delivery.outbox import Outgoing
 from hub.desk import replies
+from hub.desk.canned import CannedAnswers
+from hub.desk.canned import fields as canned_fields
 from hub.jobs import reminders
 from hub.kernel import loggers
 from hub.kernel.clock import Clock
@@ -68,6 +71,10 @@ class NotSent(HubError):
 
 class NotAllowed(HubError):
     """A manager acting on a client of another team (the text says so to them)."""
+
+
+class UnknownTemplate(HubError):
+    """``/t NAME`` with a name not configured (the text says so, with the names)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +142,29 @@ def _attachment_rows(
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A manager's answer (or note) in hand, with its files already stored."""
+
+    client_id: int
+    text: str
+    manager: ManagerRef
+    key: str
+    note: bool
+    mirror: bool
+    files: list[tuple[Attachment, StoredFile]]
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """What an answer wrote; ``unsent``: why no channel will send it (None: one will)."""
+
+    conversation_id: int
+    interaction_id: int
+    unsent: str | None
+
+
 def _only(said: str) -> _Said:
     """An answer with nothing done (no open request, a bad argument)."""
     return _Said(said, acted=False)
@@ -152,8 +182,10 @@ class Desk:
         hours: str | None = None,
         region: str | None = None,
         staff_channel: str | None = "telegram",
+        templates: Sequence[TemplateSection] = (),
     ) -> None:
         self.region = region
+        self.canned = CannedAnswers(templates)
         self.db = db
         self.clock = clock
         self.files = files
@@ -246,49 +278,70 @@ class Desk:
         key: str,
         note: bool = False,
         attachments: Sequence[Attachment] = (),
+        mirror: bool = False,
     ) -> int:
         """Log a manager's answer (or note) in the client's latest conversation and
-        queue it; ``key`` (the staff message's id) makes a redelivery a no-op."""
+        queue it; ``key`` (the staff message's id) makes a redelivery a no-op;
+        ``mirror``: given outside the client's topic, so copied into it."""
         stored = [(a, await self.files.put(a.data)) for a in attachments]
-        now = self.clock.now()
+        said = _Answer(client_id, text_, manager, key, note, mirror, stored, self.clock.now())
+        answered: _Answered | None = None
         async with self.db.write() as conn:
             done = await q.answered(conn, key, self.staff_channel or "staff")
             if done is not None:
                 return done  # a redelivered manager message
-            conv = await self._to_answer(conn, manager, client_id)
-            unsent = None if note else self._unsendable(conv, manager)
-            queued = await self._queue(conn, conv, text_, manager, key=key, note=note, now=now)
-            if unsent is not None and queued.outbox_id is not None:
-                # Logged like any answer, and failed at once: nothing would ever send it.
-                await q.fail_unsendable(conn, queued.outbox_id, queued.interaction_id, unsent)
-            if not note:
-                await q.set_conversations(conn, [conv.id], now, status="pending")
-                if conv.assignee_id is None:
-                    await q.set_conversations(conn, [conv.id], now, assignee_id=manager.id)
-            await q.add_attachments(conn, _attachment_rows(queued.interaction_id, stored))
+            if await self._allowed(conn, manager, client_id):
+                answered = await self._write_answer(conn, said)
+            else:
+                # Committed, then raised: the refused attempt stays on record.
+                await self._refuse(conn, manager, client_id, "answer")
+        if answered is None:
+            raise NotAllowed(text("not_yours", manager.language or self.language))
         loggers.event(
             log,
             "staff.note" if note else "staff.answer",
             client=client_id,
-            conversation=conv.id,
-            interaction=queued.interaction_id,
+            conversation=answered.conversation_id,
+            interaction=answered.interaction_id,
             manager=manager.id,
         )
-        if unsent is not None:
-            raise NotSent(unsent)
-        return queued.interaction_id
+        if answered.unsent is not None:
+            raise NotSent(answered.unsent)
+        return answered.interaction_id
 
-    async def _to_answer(
-        self, conn: AsyncConnection, manager: ManagerRef, client_id: int
-    ) -> q.ConversationRow:
-        """The conversation an answer goes to, if the client is the manager's to answer."""
-        if not await self._allowed(conn, manager, client_id):
-            await self._refuse(conn, manager, client_id, "answer")
-            raise NotAllowed(text("not_yours", manager.language or self.language))
-        conv = await q.latest_conversation(conn, client_id)
+    async def _write_answer(self, conn: AsyncConnection, said: _Answer) -> _Answered:
+        """The answer (or note) in the client's latest conversation, its files, and
+        its copy for the client's topic when it was given elsewhere."""
+        conv = await q.latest_conversation(conn, said.client_id)
         if conv is None:
-            raise NoConversation(f"client {client_id} has no conversation")
-        return conv
+            raise NoConversation(f"client {said.client_id} has no conversation")
+        manager, now = said.manager, said.now
+        unsent = None if said.note else self._unsendable(conv, manager)
+        queued = await self._queue(
+            conn, conv, said.text, manager, key=said.key, note=said.note, now=now
+        )
+        if unsent is not None and queued.outbox_id is not None:
+            # Logged like any answer, and failed at once: nothing would ever send it.
+            await q.fail_unsendable(conn, queued.outbox_id, queued.interaction_id, unsent)
+        if not said.note:
+            await q.set_conversations(conn, [conv.id], now, status="pending")
+            if conv.assignee_id is None:
+                await q.set_conversations(conn, [conv.id], now, assignee_id=manager.id)
+        await q.add_attachments(conn, _attachment_rows(queued.interaction_id, said.files))
+        if said.mirror and self.staff_channel is not None:
+            copy = replies.topic_copy(
+                client_id=conv.client_id,
+                conversation_id=conv.id,
+                interaction_id=queued.interaction_id,
+                text=said.text,
+                author=manager.name,
+                note=said.note,
+                files=[a.filename for a, _ in said.files],
+                staff_channel=self.staff_channel,
+                now=now,
+            )
+            await q.enqueue(conn, copy.row())
+        return _Answered(conv.id, queued.interaction_id, unsent)
 
     def _unsendable(self, conv: q.ConversationRow, manager: ManagerRef) -> str | None:
         """Why an answer in ``conv`` cannot go out (no channel of the hub sends on its
@@ -550,6 +603,83 @@ class Desk:
             )
             for cid, name, conv, channel, created, chat, thread in rows
         ]
+
+    # -- the private chat: which client a message is about, the current client -------
+
+    async def remember_private(
+        self, chat_id: int, message_id: int, client_id: int, conversation_id: int | None
+    ) -> None:
+        row = {
+            "chat_id": chat_id,
+            "message_id": message_id,
+            "entry": 0,
+            "client_id": client_id,
+            "conversation_id": conversation_id,
+            "at": self.clock.now(),
+        }
+        async with self.db.write() as conn:
+            await q.remember_private(conn, [row])
+
+    async def client_of_private(self, chat_id: int, message_id: int) -> int | None:
+        async with self.db.read() as conn:
+            return await q.private_client(conn, chat_id, message_id)
+
+    async def current_client(self, manager: ManagerRef) -> int | None:
+        async with self.db.read() as conn:
+            return await q.current_client(conn, manager.id)
+
+    async def choose_client(self, manager: ManagerRef, client_id: int | None) -> str:
+        """``/c ID``: the manager's current client, if theirs to act on (a refusal is
+        audited); None: no current client. The confirmation, or why not."""
+        language = manager.language or self.language
+        now = self.clock.now()
+        async with self.db.write() as conn:
+            if client_id is None:
+                await q.set_current_client(conn, manager.id, None, now)
+                return text("current_cleared", language)
+            client_id = await q.live_client(conn, client_id)
+            client = await q.client(conn, client_id)
+            if client is None:
+                return text("no_client", language, id=client_id)
+            if not await self._allowed(conn, manager, client_id):
+                await self._refuse(conn, manager, client_id, "current client")
+                return text("not_yours", language)
+            await q.set_current_client(conn, manager.id, client_id, now)
+        loggers.event(log, "staff.current_client", client=client_id, manager=manager.id)
+        return text("current_set", language, client=client.name or f"#{client_id}", id=client_id)
+
+    async def colleagues(self, manager: ManagerRef) -> list[ManagerRef]:
+        """Who a request can be transferred to: the active managers but ``manager``
+        and marketers (never given requests)."""
+        async with self.db.read() as conn:
+            rows = await q.active_managers(conn)
+        return [_ref(r) for r in rows if r.id != manager.id and r.role != Role.MARKETER.value]
+
+    # -- canned answers -------------------------------------------------------------
+
+    async def templates(self) -> list[str]:
+        return list(self.canned.names)
+
+    async def answer_template(
+        self, client_id: int, name: str, *, manager: ManagerRef, key: str, mirror: bool
+    ) -> int:
+        """The template rendered for the client, in their language, sent as the
+        manager's answer (:meth:`answer`: the same rights, the same record)."""
+        language = manager.language or self.language
+        template = self.canned.find(name)
+        if template is None:
+            names = ", ".join(self.canned.names) or "—"
+            raise UnknownTemplate(text("template_unknown", language, name=name, names=names))
+        card = await self.card(client_id)
+        if card is None:
+            raise NoConversation(f"no client {client_id}")
+        spoken_in = (card.language or "")[:2].lower()
+        said = self.canned.render(
+            template,
+            spoken_in if spoken_in in ("ru", "en") else self.language,
+            canned_fields(card, manager),
+        )
+        return await self.answer(client_id, said, manager=manager, key=key, mirror=mirror)
 
     async def find(self, manager: ManagerRef, text_: str) -> list[ClientCard]:
         """Clients matching ``text_`` that ``manager`` may see (their own, their

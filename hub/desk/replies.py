@@ -1,12 +1,16 @@
 """A manager's answer to a client: one ``out`` interaction and its outbox row,
 written in one transaction; the dispatcher delivers it over the client's channel.
 
-Notes (``direction=note``) are logged the same way and never sent.
+Notes (``direction=note``) are logged the same way and never sent. An answer or
+a note given outside the client's topic (from a manager's private chat, or a
+canned answer) is copied into the topic by an ``answered`` row for the staff
+channel, posted as the group's budget allows like any other.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -136,6 +140,34 @@ async def _answer(conn: AsyncConnection, said: _Said, *, key: str | None) -> Que
         ).row(),
     )
     return Queued(interaction_id, outbox_id)
+
+
+def topic_copy(
+    *,
+    client_id: int,
+    conversation_id: int,
+    interaction_id: int,
+    text: str,
+    author: str,
+    note: bool,
+    files: Sequence[str],
+    staff_channel: str,
+    now: datetime,
+) -> Outgoing:
+    """The copy of an answer (or note) for the client's topic in the staff group."""
+    return Outgoing(
+        idempotency_key=f"answered:{interaction_id}",
+        channel=staff_channel,
+        account="staff",
+        recipient="staff",
+        kind="answered",
+        text=text,
+        at=now,
+        extras={"author": author, "note": note, "files": list(files)},
+        client_id=client_id,
+        conversation_id=conversation_id,
+        interaction_id=interaction_id,
+    )
 
 
 async def reply(

@@ -116,10 +116,21 @@ class StaffDesk(Protocol):
         key: str,
         note: bool = False,
         attachments: Sequence[Attachment] = (),
+        mirror: bool = False,
     ) -> int:
         """Log the manager's answer (or internal note) and queue it to the client
         over the conversation's channel; return the interaction id. ``key`` (the
-        id of the manager's message) makes a repeated call a no-op."""
+        id of the manager's message) makes a repeated call a no-op. ``mirror``: the
+        answer was given outside the client's topic, so a copy is queued for it."""
+
+    async def answer_template(
+        self, client_id: int, name: str, *, manager: ManagerRef, key: str, mirror: bool
+    ) -> int:
+        """A canned answer (``[[desk.templates]]``) rendered for the client and sent as
+        :meth:`answer`; a HubError saying so for a name not configured."""
+
+    async def templates(self) -> list[str]:
+        """The canned answers' names, as configured."""
 
     async def act(
         self,
@@ -150,6 +161,25 @@ class StaffDesk(Protocol):
 
     async def find(self, manager: ManagerRef, text: str) -> list[ClientCard]:
         """Clients matching a name, email, phone, Telegram id, or text of the log."""
+
+    async def colleagues(self, manager: ManagerRef) -> list[ManagerRef]:
+        """The active managers a request can be transferred to (not ``manager``)."""
+
+    async def remember_private(
+        self, chat_id: int, message_id: int, client_id: int, conversation_id: int | None
+    ) -> None:
+        """The bot's message in a manager's private chat is about this client: a reply
+        to it answers them, after a restart too."""
+
+    async def client_of_private(self, chat_id: int, message_id: int) -> int | None:
+        """The client a private message of the bot is about (as merges left them)."""
+
+    async def current_client(self, manager: ManagerRef) -> int | None:
+        """The client the manager's plain text in the private chat goes to."""
+
+    async def choose_client(self, manager: ManagerRef, client_id: int | None) -> str:
+        """``/c ID``: make the client current if the manager may act on them (a
+        refusal is audited); None: no current client. The confirmation to show."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,21 +166,100 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": (
             "Сообщение в теме уходит клиенту; «!» или /note — заметка для своих.\n"
             "/take, /resolve, /reopen, /transfer ИМЯ, /tag СЛОВА, /stage СТАДИЯ, "
-            "/remind 2h ТЕКСТ, /card"
+            "/remind 2h ТЕКСТ, /card, /t ШАБЛОН (/t — список шаблонов)"
         ),
         "en": (
             "A message in the topic goes to the client; “!” or /note makes an internal note.\n"
             "/take, /resolve, /reopen, /transfer NAME, /tag WORDS, /stage NAME, "
-            "/remind 2h TEXT, /card"
+            "/remind 2h TEXT, /card, /t TEMPLATE (/t lists the templates)"
         ),
     },
     "private_help": {
-        "ru": "/inbox — ваши открытые обращения\n/find ТЕКСТ — найти клиента\n"
+        "ru": "/inbox — ваши открытые обращения (кнопкой — сделать клиента текущим)\n"
+        "/find ТЕКСТ — найти клиента\n"
         "/away — не давать мне новых обращений\n/back — я снова на месте\n"
-        "/report week — отчёт за неделю (month — за месяц)",
-        "en": "/inbox — your open requests\n/find TEXT — find a client\n"
+        "/report week — отчёт за неделю (month — за месяц)\n\n"
+        "Ответить клиенту: ответьте (reply) на сообщение с его словами; «!» в начале — "
+        "заметка для своих. Или выберите текущего клиента: /c ID (номер с карточки) или "
+        "кнопкой в /inbox — тогда просто пишите, всё уйдёт ему; /c 0 — без текущего.\n"
+        "Для клиента из ответа или текущего: /t ШАБЛОН (/t — список), /take, /resolve, "
+        "/transfer ИМЯ, /remind 2h ТЕКСТ, /card, /note ТЕКСТ",
+        "en": "/inbox — your open requests (a button makes the client current)\n"
+        "/find TEXT — find a client\n"
         "/away — give me no new requests\n/back — I am back\n"
-        "/report week — the week's report (month: the last 30 days)",
+        "/report week — the week's report (month: the last 30 days)\n\n"
+        "To answer a client, reply to the message with their words; “!” first makes an "
+        "internal note. Or choose a current client: /c ID (the number on the card) or a "
+        "button in /inbox, then just write and it goes to them; /c 0: no current client.\n"
+        "For the client replied to, or the current one: /t TEMPLATE (/t lists them), "
+        "/take, /resolve, /transfer NAME, /remind 2h TEXT, /card, /note TEXT",
+    },
+    # Answering from the private chat (channels/telegram/staff/private.py)
+    "private_facts": {
+        "ru": "{channel} · стадия: {stage} · #{id}",
+        "en": "{channel} · stage: {stage} · #{id}",
+    },
+    "sent_to": {"ru": "✓ Отправлено: {client}", "en": "✓ Sent to {client}"},
+    "sent_to_current": {
+        "ru": "✓ Отправлено текущему клиенту: {client}",
+        "en": "✓ Sent to {client}, your current client",
+    },
+    "noted_on": {
+        "ru": "📝 Заметка о клиенте {client} сохранена",
+        "en": "📝 Note on {client} saved",
+    },
+    "noted_on_current": {
+        "ru": "📝 Заметка о текущем клиенте {client} сохранена",
+        "en": "📝 Note on {client}, your current client, saved",
+    },
+    "not_about_client": {
+        "ru": "Это сообщение не о клиенте. Ответьте на сообщение с его словами или выберите "
+        "текущего клиента: /c ID",
+        "en": "This message is about no client. Reply to a message with the client's words, "
+        "or choose a current client: /c ID",
+    },
+    "no_current": {
+        "ru": "Нет текущего клиента. Ответьте (reply) на сообщение клиента или выберите его: "
+        "/c ID (номер с карточки) или кнопкой в /inbox",
+        "en": "No current client. Reply to a client's message, or choose one: /c ID (the "
+        "number on the card) or a button in /inbox",
+    },
+    "current_set": {
+        "ru": "Текущий клиент: {client} (#{id}). Что вы напишете здесь, уйдёт ему; /c 0 — "
+        "без текущего",
+        "en": "Current client: {client} (#{id}). What you write here goes to them; /c 0: none",
+    },
+    "current_is": {
+        "ru": "Текущий клиент: #{id}. /c ID — другой, /c 0 — без текущего",
+        "en": "Current client: #{id}. /c ID for another, /c 0 for none",
+    },
+    "current_cleared": {
+        "ru": "Текущего клиента нет: отвечайте на сообщения клиентов",
+        "en": "No current client now: reply to clients' messages",
+    },
+    "no_client": {"ru": "Нет клиента #{id}", "en": "No client #{id}"},
+    "button_transfer": {"ru": "Передать", "en": "Transfer"},
+    "button_remind": {"ru": "Напомнить", "en": "Remind"},
+    "transfer_to": {"ru": "Кому передать клиента {client}?", "en": "Transfer {client} to:"},
+    "nobody_to_transfer": {"ru": "Передать некому", "en": "There is nobody to transfer to"},
+    "remind_about": {"ru": "Когда напомнить о клиенте {client}?", "en": "Remind me of {client}:"},
+    "button_remind_1h": {"ru": "Через час", "en": "In an hour"},
+    "button_remind_3h": {"ru": "Через 3 часа", "en": "In 3 hours"},
+    "button_remind_tomorrow": {"ru": "Завтра", "en": "Tomorrow"},
+    "answered_by": {"ru": "↩️ Ответ {manager}:", "en": "↩️ {manager} answered:"},
+    "noted_by": {"ru": "📝 Заметка {manager}:", "en": "📝 Note by {manager}:"},
+    # Canned answers ([[desk.templates]], /t)
+    "template_unknown": {
+        "ru": "Нет шаблона «{name}». Шаблоны: {names}",
+        "en": "No template “{name}”. Templates: {names}",
+    },
+    "templates_none": {
+        "ru": "Шаблонов нет: их задают в конфигурации, [[desk.templates]]",
+        "en": "No templates: they are set in the config, [[desk.templates]]",
+    },
+    "templates_title": {
+        "ru": "Шаблоны ответа для клиента {client}: нажмите, чтобы отправить",
+        "en": "Canned answers for {client}: press one to send it",
     },
     "away_on": {
         "ru": "Вы отошли: новых обращений не будет до /back",

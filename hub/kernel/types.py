@@ -117,6 +117,7 @@ STAFF_KINDS = frozenset(
         "reminder",
         "alert",
         "call_task",
+        "answered",  # a manager's answer given outside the topic, copied into it
     }
 )
 
