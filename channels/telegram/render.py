@@ -1,4 +1,5 @@
-"""What the staff chat shows: client cards, mirrors, notices, inbox and search lists.
+"""What the staff chat shows: client cards, mirrors, notices, inbox and search lists,
+and the buttons under them (callback data ``hub:…``, parsed back here).
 
 Everything is HTML for ``parse_mode="HTML"`` (https://core.telegram.org/bots/api#html-style);
 text that came from people goes through aiogram's ``html_decoration.quote``.
@@ -138,9 +139,120 @@ def parse_callback(data: str | None) -> tuple[str, int] | None:
     if not data or not data.startswith(CALLBACK_PREFIX):
         return None
     action, _, client = data.removeprefix(CALLBACK_PREFIX).partition(":")
-    if action not in (*BUTTONS, *STAGE_BUTTONS, "accept") or not client.isdigit():
+    if action not in (*BUTTONS, *STAGE_BUTTONS, *PICKERS, "accept") or not client.isdigit():
         return None
     return action, int(client)
+
+
+def _button(label: str, data: str) -> InlineKeyboardButton:
+    return InlineKeyboardButton(text=label, callback_data=data)
+
+
+# Under a client's message in a manager's private chat: act on the request, show the
+# card, or pick whom to transfer it to and when to be reminded (PICKERS).
+PRIVATE_BUTTONS = (("take", "resolve", "card"), ("transfer", "remind"))
+PICKERS = ("transfer", "remind")
+
+
+def private_keyboard(client_id: int, language: str, *, offer: bool) -> InlineKeyboardMarkup:
+    """Under a client's message in a private chat; an offered request is accepted
+    (the first to accept gets it) rather than taken."""
+    rows = []
+    for row in PRIVATE_BUTTONS:
+        buttons = []
+        for action in row:
+            if offer and action == "take":
+                action = "accept"
+            label = text(f"button_{action}", language)
+            buttons.append(_button(label, callback_data(action, client_id)))
+        rows.append(buttons)
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+# A choice about a client: ``hub:<kind>:<client>:<value>``: a manager to transfer to
+# (``to``, their id), a time to be reminded at (``in``, one of REMIND_PRESETS), a
+# canned answer to send (``tpl``, its name); ``hub:cur:<client>`` makes the client
+# the manager's current one.
+PICKS = ("to", "in", "tpl")
+REMIND_PRESETS = ("1h", "3h", "tomorrow")
+_CURRENT_PREFIX = f"{CALLBACK_PREFIX}cur:"
+
+
+def pick_callback(kind: str, client_id: int, value: str) -> str:
+    data = f"{CALLBACK_PREFIX}{kind}:{client_id}:{value}"
+    assert kind in PICKS and len(data.encode()) <= CALLBACK_LIMIT
+    return data
+
+
+def parse_pick_callback(data: str | None) -> tuple[str, int, str] | None:
+    """``("to", 42, "7")`` from ``"hub:to:42:7"``; None for anything else."""
+    if not data or not data.startswith(CALLBACK_PREFIX):
+        return None
+    kind, _, rest = data.removeprefix(CALLBACK_PREFIX).partition(":")
+    client, _, value = rest.partition(":")
+    if kind not in PICKS or not client.isdigit() or not value:
+        return None
+    return kind, int(client), value
+
+
+def current_callback(client_id: int) -> str:
+    return f"{_CURRENT_PREFIX}{client_id}"
+
+
+def parse_current_callback(data: str | None) -> int | None:
+    """``42`` from ``"hub:cur:42"``; None for anything else."""
+    if not data or not data.startswith(_CURRENT_PREFIX):
+        return None
+    client = data.removeprefix(_CURRENT_PREFIX)
+    return int(client) if client.isdigit() else None
+
+
+def _rows(buttons: list[InlineKeyboardButton], per_row: int) -> InlineKeyboardMarkup:
+    rows = [buttons[i : i + per_row] for i in range(0, len(buttons), per_row)]
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def transfer_keyboard(
+    client_id: int, colleagues: Sequence[tuple[int, str]]
+) -> InlineKeyboardMarkup:
+    """One button per manager (id, name) the client's request can go to."""
+    return _rows(
+        [
+            _button(clip(name, 40), pick_callback("to", client_id, str(mid)))
+            for mid, name in colleagues
+        ],
+        2,
+    )
+
+
+def remind_keyboard(client_id: int, language: str) -> InlineKeyboardMarkup:
+    return _rows(
+        [
+            _button(
+                text(f"button_remind_{preset}", language), pick_callback("in", client_id, preset)
+            )
+            for preset in REMIND_PRESETS
+        ],
+        3,
+    )
+
+
+def templates_keyboard(client_id: int, names: Sequence[str]) -> InlineKeyboardMarkup:
+    return _rows([_button(name, pick_callback("tpl", client_id, name)) for name in names], 2)
+
+
+def inbox_keyboard(items: Sequence[InboxItem], limit: int = 40) -> InlineKeyboardMarkup | None:
+    """``/inbox``'s clients as buttons, numbered as in the list: a press makes the
+    client the manager's current one."""
+    buttons = []
+    seen: set[int] = set()
+    for number, item in enumerate(items[:limit], 1):
+        if item.client_id in seen:
+            continue
+        seen.add(item.client_id)
+        label = clip(f"{number}. {item.client_name or f'#{item.client_id}'}", 40)
+        buttons.append(_button(label, current_callback(item.client_id)))
+    return _rows(buttons, 2) if buttons else None
 
 
 def offer_keyboard(client_id: int, language: str) -> InlineKeyboardMarkup:
@@ -306,15 +418,31 @@ def mirror_header(channel: str | None, subject: str | None, due: str | None = No
     return " · ".join(parts)
 
 
+def private_facts(card: ClientCard, channel: str | None, language: str) -> str:
+    """Under a client's words in a private notice: the channel they came by, the
+    client's stage and id (what ``/c ID`` takes)."""
+    came_by = f"{_CHANNEL_ICONS.get(channel, '•')} {channel}" if channel else "•"
+    return text("private_facts", language, channel=came_by, stage=card.stage, id=card.id)
+
+
 def notice_html(
-    headline: str, body: str, topic: Topic | None, language: str, limit: int = MESSAGE_LIMIT
+    headline: str,
+    body: str,
+    topic: Topic | None,
+    language: str,
+    limit: int = MESSAGE_LIMIT,
+    *,
+    facts: str | None = None,
 ) -> list[str]:
-    """A private notice to a manager: a bold headline, the text, a link to the topic."""
+    """A private notice to a manager: a bold headline, the text, the client's
+    ``facts`` in italics, a link to the topic."""
     link = (
         f'\n\n<a href="{escape(topic_link(topic))}">{text("open_topic", language)}</a>'
         if topic is not None
         else ""
     )
+    if facts:
+        link = f"\n<i>{escape(facts)}</i>{link}"
     head = f"<b>{escape(clip(headline, 300))}</b>"
     parts = with_header(head, body, limit - visible_len(link))
     parts[-1] += link

@@ -2,7 +2,8 @@
 
 What a manager writes in a client's topic is an answer to the client (files
 fetched with getFile), an internal note when it starts with ``!`` or is
-``/note``, or a command of :attr:`StaffGroup.commands`, answered in the topic. The
+``/note``, a canned answer (``/t NAME``; ``/t`` lists them as buttons), or a
+command of :attr:`StaffGroup.commands`, answered in the topic. The
 general topic and topics opened by hand belong to no client: nothing there is
 acted on.
 """
@@ -15,17 +16,17 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import Message
 
-from channels.telegram import commands, inbound, render
+from channels.telegram import commands, render
 from channels.telegram.commands import Command
+from channels.telegram.staff.answering import Answer, give
 from channels.telegram.staff.calls import Calls, LastPosts
 from hub.kernel import loggers
 from hub.kernel.errors import HubError, StorageUnavailable
 from hub.kernel.ports import StaffDesk
 from hub.kernel.texts import text
-from hub.kernel.types import Attachment, ManagerRef, Topic
+from hub.kernel.types import ManagerRef, Topic
 
 __all__ = ["ACTIONS", "StaffGroup", "TopicMessage"]
 
@@ -74,6 +75,7 @@ class StaffGroup:
             "card": self._card,
             "help": self._help,
             "start": self._help,
+            "t": self._template,
             **dict.fromkeys(sorted(ACTIONS), self._act),
         }
 
@@ -162,35 +164,37 @@ class StaffGroup:
 
     async def _answer(self, said: TopicMessage, body: str, *, note: bool) -> None:
         """To the client (or a note on them) through the desk, with the message's file."""
-        try:
-            files = await self._download(said.bot, said.message)
-        except TelegramBadRequest as exc:  # too big for getFile, or gone
-            await self._reply(
-                said, render.escape(text("file_failed", said.language, reason=exc.message))
+        answer = Answer(
+            said.bot, said.message, said.client_id, said.manager, body, note, mirror=False
+        )
+        failed = await give(self.desk, answer, said.language)
+        if failed is not None:
+            await self._reply(said, render.escape(failed))
+
+    async def _template(self, said: TopicMessage, command: Command) -> None:
+        """``/t NAME`` sends the canned answer (copied into the topic by the desk, as
+        the text is not there); ``/t`` alone lists them as buttons."""
+        name = command.argument.strip()
+        if not name:
+            names = await self.desk.templates()
+            if not names:
+                await self._reply(said, render.escape(text("templates_none", said.language)))
+                return
+            label = render.client_label(await self.desk.card(said.client_id), said.client_id)
+            await self.calls.say(
+                said.bot,
+                said.topic.chat_id,
+                said.topic.thread_id,
+                [render.escape(text("templates_title", said.language, client=label))],
+                keyboard=render.templates_keyboard(said.client_id, names),
+                strict=False,
             )
             return
-        if not body and not files:
-            return
         try:
-            await self.desk.answer(
-                said.client_id,
-                body,
-                manager=said.manager,
-                key=said.key,
-                note=note,
-                attachments=files,
+            await self.desk.answer_template(
+                said.client_id, name, manager=said.manager, key=said.key, mirror=True
             )
         except StorageUnavailable:
             raise
-        except HubError as exc:  # no conversation, no address to answer on
-            await self._reply(
-                said, render.escape(text("cannot_answer", said.language, reason=str(exc)))
-            )
-
-    async def _download(self, bot: Bot, message: Message) -> list[Attachment]:
-        found = inbound.media_file(message)
-        if found is None:
-            return []
-        data = await bot.download(found.file_id)
-        assert data is not None  # no destination given: aiogram answers a buffer
-        return [Attachment(found.filename, found.content_type, data.read())]
+        except HubError as exc:  # no such template, not theirs, no address
+            await self._reply(said, render.escape(str(exc)))

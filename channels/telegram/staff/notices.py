@@ -1,9 +1,12 @@
 """Notices for managers: privately with a link to the client's topic, else in the topic.
 
-Assignments, offers, reminders, call tasks and failed deliveries addressed to a
-manager go to their private chat with the bot, with the buttons that act on
-them; one the bot cannot write to (never started, blocked) is told in the
-client's topic instead. Notices for the staff go to the client's topic, or to a
+Assignments, offers, clients' messages (``notify``), reminders, call tasks and
+failed deliveries addressed to a manager go to their private chat with the bot,
+with the buttons that act on them; a client's message comes with the client's
+channel, stage and id, and which client each notice is about is remembered, so
+that a reply to it answers them. One the bot cannot write to (never started,
+blocked) is told in the client's topic instead. Notices for the staff go to the
+client's topic (an answer given outside it, ``answered``, among them), or to a
 staff chat's general topic when they concern no client.
 """
 
@@ -15,19 +18,22 @@ from aiogram import Bot
 from aiogram.types import InlineKeyboardMarkup
 
 from channels.telegram import render
+from channels.telegram.staff.answering import message_id
 from channels.telegram.staff.calls import Calls
 from channels.telegram.staff.topics import Step, Topics
 from hub.kernel import loggers
 from hub.kernel.errors import DeliveryError, PermanentDeliveryError
 from hub.kernel.ports import StaffDesk
 from hub.kernel.texts import text
-from hub.kernel.types import OutboundMessage, SendResult
+from hub.kernel.types import ClientCard, OutboundMessage, SendResult
 
 __all__ = ["Notices"]
 
 log = loggers.channels
 
 _ICONS = {"assigned": "🆕", "delivery_failed": "⚠️", "reminder": "", "alert": "🔔"}
+# Notices that carry a client's message: answered by a reply, acted on by buttons.
+_ABOUT_MESSAGES = frozenset({"assigned", "notify", "offer"})
 
 
 class Notices:
@@ -69,7 +75,7 @@ class Notices:
         parts = await self._private_html(message, language)
         keyboard = _keyboard(message, language)
         try:
-            return await self.calls.say(bot, chat, None, parts, keyboard=keyboard, strict=True)
+            result = await self.calls.say(bot, chat, None, parts, keyboard=keyboard, strict=True)
         except DeliveryError as exc:
             if best_effort:
                 loggers.event(log, "staff.private_failed", chat=chat, error=exc.reason)
@@ -81,6 +87,24 @@ class Notices:
                 log, "staff.private_refused", logging.WARNING, chat=chat, error=exc.reason
             )
             return await self._in_topic(bot, message, manager.name if manager else str(chat))
+        await self._remember(chat, result, message)
+        return result
+
+    async def _remember(self, chat: int, result: SendResult, message: OutboundMessage) -> None:
+        """A notice about a client is answered by replying to it: remember whom it is
+        about. It was sent: a failure here is logged, not retried (that would send it
+        again), and a reply to it is told it is about no client."""
+        posted = message_id(result)
+        if message.client_id is None or posted is None:
+            return
+        try:
+            await self.desk.remember_private(
+                chat, posted, message.client_id, message.conversation_id
+            )
+        except Exception as exc:  # the database's own errors: the desk does not wrap them
+            loggers.event(
+                log, "staff.private_unmapped", logging.WARNING, chat=chat, error=repr(exc)[:200]
+            )
 
     async def _private_html(self, message: OutboundMessage, language: str) -> list[str]:
         """A bold headline naming the client, the text, a link to the client's topic."""
@@ -100,7 +124,8 @@ class Notices:
         body = render.clip(message.text, 1500)
         if message.subject and message.kind in ("assigned", "offer"):
             body = f"{message.subject}\n{body}"
-        return render.notice_html(headline, body, topic, language)
+        facts = render.private_facts(card, _came_by(card), language) if card else None
+        return render.notice_html(headline, body, topic, language, facts=facts)
 
     async def _in_topic(
         self, bot: Bot, message: OutboundMessage, addressee: str | None
@@ -114,6 +139,8 @@ class Notices:
 
     def _step(self, message: OutboundMessage, addressee: str | None) -> Step:
         """A notice as one message: its icon, whom it is for, its text."""
+        if message.kind == "answered":
+            return Step(self._answered_html(message))
         if message.kind == "assigned" and addressee:
             body = text("assigned_to", self.language, manager=addressee)
         else:
@@ -126,12 +153,29 @@ class Notices:
         icon = _ICONS.get(message.kind, "🔔")
         return Step(f"{icon} {render.escape(render.clip(body, 4000))}".strip())
 
+    def _answered_html(self, message: OutboundMessage) -> str:
+        """A manager's answer (or note) given outside the topic: who, then what, and
+        the names of its files."""
+        extras = message.extras
+        author = str(extras.get("author") or "")
+        key = "noted_by" if extras.get("note") else "answered_by"
+        files = [f"📎 {name}" for name in extras.get("files") or ()]
+        body = "\n".join([render.clip(message.text, 3500), *files]).strip()
+        head = f"<b>{render.escape(text(key, self.language, manager=author))}</b>"
+        return f"{head}\n{render.escape(body)}" if body else head
+
+
+def _came_by(card: ClientCard) -> str | None:
+    """The channel of the client's latest message the card shows."""
+    return next((c.channel for c in reversed(card.last_contacts) if c.direction == "in"), None)
+
 
 def _keyboard(message: OutboundMessage, language: str) -> InlineKeyboardMarkup | None:
-    """The buttons that act on the notice: an offer's accept, a call task's outcomes,
-    a delivered reminder's done and snooze (its id and firing in extras)."""
-    if message.kind == "offer" and message.client_id is not None:
-        return render.offer_keyboard(message.client_id, language)
+    """The buttons that act on the notice: on a client's message take (an offer's
+    accept), resolve, the card, transfer and remind; a call task's outcomes; a
+    delivered reminder's done and snooze (its id and firing in extras)."""
+    if message.kind in _ABOUT_MESSAGES and message.client_id is not None:
+        return render.private_keyboard(message.client_id, language, offer=message.kind == "offer")
     task = message.extras.get("call_task")
     if message.kind == "call_task" and isinstance(task, int):
         return render.call_keyboard(task, language)

@@ -1,8 +1,20 @@
-"""A manager's private chat with the bot: /inbox, /find, /report, /away, campaign commands.
+"""A manager's private chat with the bot: answers to clients, and /inbox, /find,
+/report, /away, /c, campaign commands.
+
+A reply (Telegram's reply) to the bot's message about a client — a client's words
+in a notice, a card, a confirmation — answers that client over their
+conversation's channel, as an answer in the client's topic does; ``!`` first
+makes an internal note. Both are copied into the client's topic by the desk. A
+manager may choose a current client (``/c ID`` with the id the card shows, or a
+button of ``/inbox``) and then just write: plain text goes to them. The commands
+of :attr:`PrivateChat.about` (``/take``, ``/resolve``, ``/transfer NAME``,
+``/remind WHEN TEXT``, ``/card``, ``/note TEXT``, ``/t NAME``) act on the client
+replied to, else the current one. The desk checks that the client is the
+manager's to act on and audits every refusal.
 
 ``/report week`` (or ``month``) answers with a short summary and the charts as
-photos (sendPhoto); commands not in :attr:`PrivateChat.commands` are offered to
-the campaign desk, and anything else is answered with the help.
+photos (sendPhoto); commands in neither table are offered to the campaign desk,
+and anything else is answered with the help.
 """
 
 from __future__ import annotations
@@ -10,17 +22,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from aiogram import Bot
 from aiogram.methods import SendPhoto
-from aiogram.types import BufferedInputFile, Message
+from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, Message
 
 from channels.telegram import commands, render
 from channels.telegram.commands import Command
+from channels.telegram.staff.answering import Answer, give, plain, say_about
 from channels.telegram.staff.calls import HTML, Calls
+from channels.telegram.staff.group import ACTIONS, NOTE_MARK
 from hub.kernel import loggers
 from hub.kernel.clock import Clock
-from hub.kernel.errors import DeliveryError
+from hub.kernel.errors import DeliveryError, HubError, StorageUnavailable
 from hub.kernel.ports import CampaignDesk, ReportDigest, StaffDesk, StaffReports
 from hub.kernel.texts import text
 from hub.kernel.types import ManagerRef
@@ -29,20 +44,60 @@ __all__ = ["PrivateChat", "Reply"]
 
 log = loggers.channels
 
+NO_CLIENT = ("0", "-", "none")  # ``/c 0``: no current client
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """What the bot answers: HTML messages, then a report's charts."""
+    """What the bot answers: HTML messages (the keyboard under the last), then a
+    report's charts. ``about``: the client it concerns; a reply to it answers them."""
 
     parts: list[str]
     digest: ReportDigest | None = None
+    keyboard: InlineKeyboardMarkup | None = None
+    about: int | None = None
 
 
-def _said(plain: str) -> Reply:
-    return Reply([render.escape(plain)])
+def _said(plain_text: str, about: int | None = None) -> Reply:
+    return Reply(plain(plain_text), about=about)
 
 
-PrivateCommand = Callable[[ManagerRef, str, Command], Awaitable[Reply]]
+@dataclass(frozen=True, slots=True)
+class Said:
+    """A registered manager's message in their private chat with the bot."""
+
+    bot: Bot
+    message: Message
+    manager: ManagerRef
+    language: str
+    command: Command | None
+
+    @property
+    def key(self) -> str:
+        """The idempotency key of what the message does (Telegram redelivers updates)."""
+        return f"tg:{self.message.chat.id}:{self.message.message_id}"
+
+    @property
+    def argument(self) -> str:
+        return self.command.argument if self.command is not None else ""
+
+    def replied_to_bot(self) -> Message | None:
+        """The bot's message this one replies to, if it replies to one."""
+        replied = self.message.reply_to_message
+        author = replied.from_user if replied is not None else None
+        return replied if author is not None and author.id == self.bot.id else None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The client a message is about: the one replied to, else the current one."""
+
+    client_id: int
+    current: bool  # chosen with /c, not by a reply
+
+
+PrivateCommand = Callable[[Said], Awaitable[Reply]]
+ClientCommand = Callable[[Said, Target], Awaitable[Reply]]
 
 
 class PrivateChat:
@@ -54,6 +109,7 @@ class PrivateChat:
         calls: Calls,
         *,
         language: str,
+        tz: ZoneInfo,
         clock: Clock,
         reports: StaffReports | None,
         campaigns: CampaignDesk | None,
@@ -61,68 +117,219 @@ class PrivateChat:
         self.desk = desk
         self.calls = calls
         self.language = language
+        self.tz = tz
         self.clock = clock
         self.reports = reports
         self.campaigns = campaigns
-        # Each takes the manager, their language and the command.
+        # Commands about the manager's own work.
         self.commands: dict[str, PrivateCommand] = {
             "inbox": self._inbox,
             "away": self._away,
             "back": self._away,
             "find": self._find,
             "report": self._report,
+            "c": self._current,
+            "help": self._help,
+        }
+        # Commands about a client: the one replied to, else the current one.
+        self.about: dict[str, ClientCommand] = {
+            "card": self._card,
+            "note": self._note,
+            "t": self._template,
+            **dict.fromkeys(sorted(ACTIONS), self._act),
         }
 
     async def handle(self, bot: Bot, message: Message, manager: ManagerRef) -> None:
         """A registered manager's message in their private chat with the bot."""
         assert message.from_user is not None
-        user = message.from_user.id
+        body = message.text or message.caption or ""
+        command = commands.parse(body, (await bot.me()).username or "")
         language = manager.language or self.language
-        command = commands.parse(message.text or "", (await bot.me()).username or "")
-        reply = await self._reply(manager, language, command)
+        said = Said(bot, message, manager, language, command)
+        reply = await self._reply(said, body)
         name = command.name if command is not None else ""
         loggers.event(log, "staff.private", command=name or "-", manager=manager.id)
-        await self.calls.say(bot, user, None, reply.parts, strict=False)
-        if reply.digest is not None:
-            await self._photos(bot, user, reply.digest)
+        await self._say(said, reply)
 
-    async def _reply(self, manager: ManagerRef, language: str, command: Command | None) -> Reply:
+    async def _reply(self, said: Said, body: str) -> Reply:
+        command = said.command
         if command is None:
-            return _said(text("private_help", language))
+            if body.startswith(commands.PREFIX):
+                return await self._help(said)  # a command named for another bot
+            return await self._write(said, body)
         handler = self.commands.get(command.name)
         if handler is not None:
-            return await handler(manager, language, command)
+            return await handler(said)
+        about = self.about.get(command.name)
+        if about is not None:
+            target = await self._target(said)
+            return await about(said, target) if target else self._no_target(said)
         if self.campaigns is not None:
-            said = await self.campaigns.campaign_command(manager, command.name, command.argument)
-            if said:
-                return _said(said)
-        return _said(text("private_help", language))
+            answer = await self.campaigns.campaign_command(
+                said.manager, command.name, command.argument
+            )
+            if answer:
+                return _said(answer)
+        return await self._help(said)
 
-    # -- the commands ----------------------------------------------------------------
+    async def _say(self, said: Said, reply: Reply) -> None:
+        chat = said.message.chat.id
+        if reply.about is not None:
+            await say_about(
+                self.desk,
+                self.calls,
+                said.bot,
+                chat,
+                reply.about,
+                reply.parts,
+                keyboard=reply.keyboard,
+            )
+        else:
+            await self.calls.say(
+                said.bot, chat, None, reply.parts, keyboard=reply.keyboard, strict=False
+            )
+        if reply.digest is not None:
+            await self._photos(said.bot, chat, reply.digest)
 
-    async def _inbox(self, manager: ManagerRef, language: str, command: Command) -> Reply:
-        items = await self.desk.inbox(manager)
-        return Reply(render.inbox_html(items, language, self.clock.now()))
+    # -- which client ------------------------------------------------------------------
 
-    async def _away(self, manager: ManagerRef, language: str, command: Command) -> Reply:
-        return _said(await self.desk.set_away(manager, command.name == "away"))
+    async def _target(self, said: Said) -> Target | None:
+        """The client replied to (None when the message replied to is about none),
+        else the manager's current client."""
+        replied = said.replied_to_bot()
+        if replied is not None:
+            client = await self.desk.client_of_private(said.message.chat.id, replied.message_id)
+            return Target(client, current=False) if client is not None else None
+        current = await self.desk.current_client(said.manager)
+        return Target(current, current=True) if current is not None else None
 
-    async def _find(self, manager: ManagerRef, language: str, command: Command) -> Reply:
-        query = command.argument
+    def _no_target(self, said: Said) -> Reply:
+        if said.replied_to_bot() is not None:
+            return _said(text("not_about_client", said.language))
+        return _said(text("no_current", said.language))
+
+    async def _done(self, said: Said, target: Target, *, note: bool) -> Reply:
+        """The confirmation of an answer (or note): to whom, and whether by /c."""
+        card = await self.desk.card(target.client_id)
+        label = render.client_label(card, target.client_id)
+        key = "noted_on" if note else "sent_to"
+        key += "_current" if target.current else ""
+        return _said(text(key, said.language, client=label), about=target.client_id)
+
+    # -- answers ----------------------------------------------------------------------
+
+    async def _write(self, said: Said, body: str) -> Reply:
+        """Plain text (or a file): to the client replied to, or the current one."""
+        target = await self._target(said)
+        if target is None:
+            if said.replied_to_bot() is not None:
+                return _said(text("not_about_client", said.language))
+            return await self._help(said)  # the help says how to choose a client
+        note = body.startswith(NOTE_MARK)
+        body = body.removeprefix(NOTE_MARK).strip() if note else body
+        return await self._answer(said, target, body, note=note)
+
+    async def _answer(self, said: Said, target: Target, body: str, *, note: bool) -> Reply:
+        answer = Answer(
+            said.bot, said.message, target.client_id, said.manager, body, note, mirror=True
+        )
+        failed = await give(self.desk, answer, said.language)
+        if failed is not None:
+            return _said(failed, about=target.client_id)
+        return await self._done(said, target, note=note)
+
+    async def _note(self, said: Said, target: Target) -> Reply:
+        if not said.argument:
+            return _said(text("need_argument", said.language, usage="/note TEXT"))
+        return await self._answer(said, target, said.argument, note=True)
+
+    async def _template(self, said: Said, target: Target) -> Reply:
+        """``/t NAME``: the canned answer to the client; ``/t``: the list as buttons."""
+        client = target.client_id
+        name = said.argument.strip()
+        if not name:
+            names = await self.desk.templates()
+            if not names:
+                return _said(text("templates_none", said.language))
+            label = render.client_label(await self.desk.card(client), client)
+            title = text("templates_title", said.language, client=label)
+            return Reply(plain(title), keyboard=render.templates_keyboard(client, names))
+        try:
+            await self.desk.answer_template(
+                client, name, manager=said.manager, key=said.key, mirror=True
+            )
+        except StorageUnavailable:
+            raise
+        except HubError as exc:  # no such template, not theirs, no address
+            return _said(str(exc), about=client)
+        return await self._done(said, target, note=False)
+
+    # -- actions on the client --------------------------------------------------------
+
+    async def _act(self, said: Said, target: Target) -> Reply:
+        assert said.command is not None
+        reply = await self.desk.act(
+            target.client_id, said.manager, said.command.name, said.argument, key=said.key
+        )
+        return _said(reply, about=target.client_id)
+
+    async def _card(self, said: Said, target: Target) -> Reply:
+        client = target.client_id
+        card = await self.desk.card_for(said.manager, client)
+        if card is None:
+            return _said(text("not_yours", said.language))
+        return Reply(
+            [render.card_html(card, said.language, self.tz)],
+            keyboard=render.private_keyboard(client, said.language, offer=False),
+            about=client,
+        )
+
+    # -- the manager's own commands -----------------------------------------------------
+
+    async def _help(self, said: Said) -> Reply:
+        return _said(text("private_help", said.language))
+
+    async def _current(self, said: Said) -> Reply:
+        """``/c ID``: choose the current client; ``/c 0``: none; ``/c``: which it is."""
+        wanted = said.argument.strip().lstrip("#")
+        if not wanted:
+            current = await self.desk.current_client(said.manager)
+            if current is None:
+                return _said(text("no_current", said.language))
+            return _said(text("current_is", said.language, id=current), about=current)
+        if wanted.lower() in NO_CLIENT:
+            return _said(await self.desk.choose_client(said.manager, None))
+        if not wanted.isdigit():
+            return _said(text("need_argument", said.language, usage="/c ID"))
+        return _said(await self.desk.choose_client(said.manager, int(wanted)))
+
+    async def _inbox(self, said: Said) -> Reply:
+        items = await self.desk.inbox(said.manager)
+        return Reply(
+            render.inbox_html(items, said.language, self.clock.now()),
+            keyboard=render.inbox_keyboard(items),
+        )
+
+    async def _away(self, said: Said) -> Reply:
+        assert said.command is not None
+        return _said(await self.desk.set_away(said.manager, said.command.name == "away"))
+
+    async def _find(self, said: Said) -> Reply:
+        query = said.argument
         if not query:
-            return _said(text("need_argument", language, usage="/find TEXT"))
-        cards = await self.desk.find(manager, query)
+            return _said(text("need_argument", said.language, usage="/find TEXT"))
+        cards = await self.desk.find(said.manager, query)
         found = [(card, await self.desk.topic_of(card.id)) for card in cards]
-        return Reply(render.find_html(found, query, language))
+        return Reply(render.find_html(found, query, said.language))
 
-    async def _report(self, manager: ManagerRef, language: str, command: Command) -> Reply:
+    async def _report(self, said: Said) -> Reply:
         """The report of ``week`` (the default) or ``month``; the usage for anything else."""
         if self.reports is None:
-            return _said(text("report_unavailable", language))
-        name = command.argument.strip().lower() or "week"
+            return _said(text("report_unavailable", said.language))
+        name = said.argument.strip().lower() or "week"
         if name not in ("week", "month"):
-            return _said(text("report_usage", language))
-        digest = await self.reports.digest(name, language)
+            return _said(text("report_usage", said.language))
+        digest = await self.reports.digest(name, said.language)
         return Reply([render.escape(digest.summary)], digest)
 
     async def _photos(self, bot: Bot, chat: int, digest: ReportDigest) -> None:

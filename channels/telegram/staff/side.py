@@ -86,6 +86,7 @@ class StaffSide:
             desk,
             calls,
             language=language,
+            tz=self.tz,
             clock=clock or SystemClock(),
             reports=reports,
             campaigns=campaigns,
