@@ -1,0 +1,183 @@
+"""Issue 15: a manager answers from the private chat with the bot, in the assembled
+hub (``hub run``'s Hub) against the local Bot API server with Telegram's limits
+enforced, a capturing SMTP server on loopback and the web form server.
+
+A Telegram client is answered by a reply to the notice with their words; an email
+client through the current client (``/c ID``); a web form client with a canned
+answer (``/t NAME``), which goes by email. Each answer is copied into the client's
+topic, and no request of the hub is answered 429.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from email.message import EmailMessage
+from pathlib import Path
+
+import aiohttp
+import aiosmtplib
+
+from hub import config as hub_config
+from hub.app.run import Hub
+from tests.botapi import BotApiServer
+from tests.botapi.world import Json, User
+from tests.test_campaign_email import Sink, smtp_sink
+
+TIMEOUT = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _config(
+    db_url: str, tmp_path: Path, server: BotApiServer, maria: User, ports: dict[str, int]
+) -> hub_config.Config:
+    return hub_config.parse(
+        {
+            "hub": {"language": "en"},
+            "storage": {"url": db_url, "attachments_dir": str(tmp_path / "files")},
+            "admin": {"listen": f"127.0.0.1:{ports['admin']}", "token": "p" * 24},
+            "dispatcher": {"idle_poll_s": 0.1},
+            "telegram": {
+                "enabled": True,
+                "token": server.token,
+                "api_base": server.base_url,
+                "mode": "polling",
+                "staff_chat_id": server.forum.id,
+            },
+            "managers": [{"name": "Maria", "telegram_id": maria.id, "language": "en"}],
+            "email": {
+                "worker": False,
+                "smtp": {"listen": f"127.0.0.1:{ports['smtp']}", "domains": ["desk.example.com"]},
+                "outbound": {
+                    "host": "127.0.0.1",
+                    "port": ports["sink"],
+                    "from": "Desk <desk@desk.example.com>",
+                    "starttls": False,
+                },
+            },
+            "webform": {
+                "listen": f"127.0.0.1:{ports['form']}",
+                "forms": [{"id": "contact", "language": "en", "min_fill_seconds": 0}],
+            },
+            "desk": {"templates": [{"name": "thanks", "en": "Thank you, {{ first_name }}!"}]},
+        }
+    )
+
+
+@asynccontextmanager
+async def assembled(
+    db_url: str, tmp_path: Path, server: BotApiServer, maria: User
+) -> AsyncIterator[tuple[Sink, dict[str, int]]]:
+    async with smtp_sink() as (sink, sink_port):
+        ports = {"admin": _free_port(), "smtp": _free_port(), "form": _free_port()}
+        ports["sink"] = sink_port
+        hub = Hub(_config(db_url, tmp_path, server, maria, ports))
+        async with hub.lifespan():
+            yield sink, ports
+
+
+def _text(message: Json) -> str:
+    return str(message.get("text") or message.get("caption") or "")
+
+
+def _body(message: EmailMessage) -> str:
+    part = message.get_body(("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+async def _mail(port: int) -> None:
+    message = EmailMessage()
+    message["From"] = "Bob Stone <bob@example.org>"
+    message["To"] = "desk@desk.example.com"
+    message["Subject"] = "Invoice 7"
+    message["Message-ID"] = "<invoice-7@example.org>"
+    message.set_content("Please send the invoice again.")
+    await aiosmtplib.send(message, hostname="127.0.0.1", port=port, start_tls=False, timeout=20)
+
+
+async def _form(port: int) -> None:
+    values = {"name": "Carol", "email": "carol@example.org", "message": "Call me back"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"http://127.0.0.1:{port}/f/contact",
+            json=values,
+            headers={"Accept": "application/json"},
+        ) as response,
+    ):
+        assert response.status == 201, await response.text()
+
+
+async def test_a_manager_answers_three_channels_from_the_private_chat(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with BotApiServer() as server:  # Telegram's flood limits, enforced
+        maria = server.add_manager("Maria")
+        peter = server.add_user("Peter")
+        async with assembled(db_url, tmp_path, server, maria) as (sink, ports):
+            await server.user_sends(maria, "/start")
+
+            async def notice(words: str) -> Json:
+                def found() -> Json | None:
+                    return next((m for m in server.sent_to(maria) if words in _text(m)), None)
+
+                return await server.wait_for(found, timeout=TIMEOUT)
+
+            async def mail_to(address: str) -> EmailMessage:
+                def found() -> EmailMessage | None:
+                    return next((m for m in sink.messages if address in str(m["To"])), None)
+
+                return await server.wait_for(found, timeout=TIMEOUT)
+
+            # Telegram: a reply to the notice.
+            await server.user_sends(peter, "Where is my order?")
+            shown = await notice("Where is my order?")
+            await server.user_sends(maria, "It ships today", reply_to=shown)
+            got = await server.wait_for(lambda: server.sent_to(peter), timeout=TIMEOUT)
+            assert [_text(m) for m in got] == ["It ships today"]
+
+            # Email: the current client.
+            await _mail(ports["smtp"])
+            shown = await notice("Please send the invoice again.")
+            match = re.search(r"#(\d+)", _text(shown))
+            assert match is not None
+            await server.user_sends(maria, f"/c {match.group(1)}")
+            await notice("Current client: Bob Stone")
+            await server.user_sends(maria, "Attached again.")
+            answer = await mail_to("bob@example.org")
+            assert _body(answer).strip() == "Attached again."
+            assert "Invoice 7" in str(answer["Subject"])
+
+            # A web form: a canned answer to the client replied to, by email.
+            await _form(ports["form"])
+            shown = await notice("Call me back")
+            await server.user_sends(maria, "/t thanks", reply_to=shown)
+            answer = await mail_to("carol@example.org")
+            assert _body(answer).strip() == "Thank you, Carol!"
+
+            # Each answer shows in its client's topic, posted within the group's budget.
+            def copies() -> list[str] | None:
+                said = [_text(m) for m in server.sent_to(server.forum)]
+                done = [t for t in said if t.startswith("↩️ Maria answered:")]
+                return done if len(done) == 3 else None
+
+            assert sorted(await server.wait_for(copies, timeout=TIMEOUT)) == [
+                "↩️ Maria answered:\nAttached again.",
+                "↩️ Maria answered:\nIt ships today",
+                "↩️ Maria answered:\nThank you, Carol!",
+            ]
+            confirmations = [_text(m) for m in server.sent_to(maria) if _text(m).startswith("✓")]
+            assert confirmations == [
+                "✓ Sent to Peter",
+                "✓ Sent to Bob Stone, your current client",
+                "✓ Sent to Carol",
+            ]
+        assert server.throttled == []
