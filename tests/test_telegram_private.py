@@ -397,3 +397,12 @@ async def test_a_reply_to_a_message_about_no_client_is_refused(hub: StaffDesk) -
     await hub.feed()
     assert visible(last(hub, maria)).startswith("This message is about no client")
     assert await replies(hub) == []
+
+
+async def test_a_sticker_sends_nothing_and_says_so(hub: StaffDesk) -> None:
+    maria = await manager(hub, "Maria")
+    notice = await writes_and_is_shown(hub, maria)
+    await hub.server.user_sends(maria, sticker="👍", reply_to=notice)
+    await hub.feed()
+    assert visible(last(hub, maria)).startswith("Nothing to send to the client")
+    assert await replies(hub) == []

@@ -238,6 +238,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "No current client now: reply to clients' messages",
     },
     "no_client": {"ru": "Нет клиента #{id}", "en": "No client #{id}"},
+    "nothing_to_send": {
+        "ru": "Нечего отправить клиенту: напишите текст или приложите файл",
+        "en": "Nothing to send to the client: write text or attach a file",
+    },
     "button_transfer": {"ru": "Передать", "en": "Transfer"},
     "button_remind": {"ru": "Напомнить", "en": "Remind"},
     "transfer_to": {"ru": "Кому передать клиента {client}?", "en": "Transfer {client} to:"},

@@ -21,7 +21,7 @@ from hub.kernel.ports import StaffDesk
 from hub.kernel.texts import text
 from hub.kernel.types import Attachment, ManagerRef, SendResult
 
-__all__ = ["Answer", "give", "message_id", "plain", "say_about"]
+__all__ = ["Answer", "give", "message_id", "plain", "say_about", "says_something"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +66,11 @@ async def give(desk: StaffDesk, answer: Answer, language: str) -> str | None:
     except HubError as exc:  # not theirs, no conversation, no address to answer on
         return text("cannot_answer", language, reason=str(exc))
     return None
+
+
+def says_something(message: Message, body: str) -> bool:
+    """Whether the message has something to send a client: text, or a file."""
+    return bool(body) or inbound.media_file(message) is not None
 
 
 async def _download(bot: Bot, message: Message) -> list[Attachment]:

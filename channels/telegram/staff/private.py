@@ -30,7 +30,7 @@ from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, Message
 
 from channels.telegram import commands, render
 from channels.telegram.commands import Command
-from channels.telegram.staff.answering import Answer, give, plain, say_about
+from channels.telegram.staff.answering import Answer, give, plain, say_about, says_something
 from channels.telegram.staff.calls import HTML, Calls
 from channels.telegram.staff.group import ACTIONS, NOTE_MARK
 from hub.kernel import loggers
@@ -230,6 +230,8 @@ class PrivateChat:
         return await self._answer(said, target, body, note=note)
 
     async def _answer(self, said: Said, target: Target, body: str, *, note: bool) -> Reply:
+        if not says_something(said.message, body):  # a sticker, a location: nothing to send
+            return _said(text("nothing_to_send", said.language), about=target.client_id)
         answer = Answer(
             said.bot, said.message, target.client_id, said.manager, body, note, mirror=True
         )
