@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from hub.kernel.types import (
     Attachment,
@@ -62,6 +62,47 @@ class ChannelPort(Protocol):
 
     async def send(self, message: OutboundMessage) -> SendResult:
         """Deliver, or raise TemporaryDeliveryError / PermanentDeliveryError."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecentSend:
+    """A message of the outbox sent ``age`` seconds ago, or claimed and not recorded
+    yet (``age`` 0: it may have gone out a moment ago), with what tells where it went
+    and how many messages it took: the peer's ``external_id`` once sent, the chat of
+    the client's staff topic (``topic_chat``), the text's ``length``, its ``files``."""
+
+    kind: str
+    recipient: str
+    external_id: str | None
+    topic_chat: int | None
+    length: int
+    files: int
+    age: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecentTopic:
+    """A client's staff topic opened ``age`` seconds ago in ``chat_id``."""
+
+    chat_id: int
+    age: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecentSends:
+    """What went out on a channel in the last minute, as the database knows it."""
+
+    sends: tuple[RecentSend, ...]
+    topics: tuple[RecentTopic, ...] = ()
+
+
+@runtime_checkable
+class Budgeted(Protocol):
+    """An optional ability of a channel (or its staff surface) that keeps send budgets
+    of its own: told at start what went out in the last minute, so that a restart, or
+    a second instance, is no burst."""
+
+    def spent(self, recent: RecentSends) -> None: ...
 
 
 class AttachmentSource(Protocol):

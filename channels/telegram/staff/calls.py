@@ -1,4 +1,5 @@
-"""The staff side's Bot API calls: paced per chat, failures as the hub's delivery errors."""
+"""The staff side's Bot API calls: every post paced in its chat's budget, failures as
+the hub's delivery errors."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiogram import Bot
+from aiogram import methods as m
 from aiogram.exceptions import TelegramAPIError, TelegramRetryAfter
-from aiogram.methods import SendMessage
 from aiogram.methods.base import TelegramMethod
 from aiogram.types import InlineKeyboardMarkup, LinkPreviewOptions
 
@@ -20,13 +21,77 @@ from hub.kernel import loggers
 from hub.kernel.errors import DeliveryError, TemporaryDeliveryError
 from hub.kernel.types import SendResult, Topic
 
-__all__ = ["HTML", "NO_PREVIEW", "Calls", "LastPosts", "Posted"]
+__all__ = ["HTML", "NO_PREVIEW", "POSTS", "Calls", "LastPosts", "Posted", "posts"]
 
 log = loggers.channels
 T = TypeVar("T")
 
 HTML = "HTML"
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+
+# The calls that post to a chat, and so spend its budget. Telegram publishes no
+# exact list (its staff count edits and a topic's creation as messages), so every
+# call that changes what a chat shows is counted.
+POSTS: frozenset[type[TelegramMethod[Any]]] = frozenset(
+    {
+        m.SendMessage,
+        m.SendPhoto,
+        m.SendDocument,
+        m.SendVoice,
+        m.SendVideo,
+        m.SendVideoNote,
+        m.SendAudio,
+        m.SendAnimation,
+        m.SendSticker,
+        m.SendContact,
+        m.SendLocation,
+        m.SendVenue,
+        m.SendPoll,
+        m.SendDice,
+        m.SendMediaGroup,
+        m.CopyMessage,
+        m.CopyMessages,
+        m.ForwardMessage,
+        m.ForwardMessages,
+        m.EditMessageText,
+        m.EditMessageCaption,
+        m.EditMessageMedia,
+        m.EditMessageReplyMarkup,
+        m.EditMessageLiveLocation,
+        m.StopMessageLiveLocation,
+        m.StopPoll,
+        m.DeleteMessage,
+        m.DeleteMessages,
+        m.PinChatMessage,
+        m.UnpinChatMessage,
+        m.UnpinAllChatMessages,
+        m.UnpinAllForumTopicMessages,
+        m.CreateForumTopic,
+        m.EditForumTopic,
+        m.CloseForumTopic,
+        m.ReopenForumTopic,
+        m.DeleteForumTopic,
+        m.EditGeneralForumTopic,
+        m.CloseGeneralForumTopic,
+        m.ReopenGeneralForumTopic,
+    }
+)
+
+
+def posts(method: TelegramMethod[T]) -> tuple[int, int] | None:
+    """(chat, posts) when ``method`` posts to a chat: one, or an album's items, or the
+    messages copied or forwarded at once; None for any other call (and for an inline
+    message, which belongs to no chat)."""
+    if type(method) not in POSTS:
+        return None
+    chat = getattr(method, "chat_id", None)
+    if not isinstance(chat, int):
+        return None
+    if isinstance(method, m.SendMediaGroup):
+        return chat, len(method.media)
+    if isinstance(method, m.CopyMessages | m.ForwardMessages):
+        return chat, len(method.message_ids)
+    return chat, 1
 
 
 @dataclass(slots=True)
@@ -62,8 +127,9 @@ class LastPosts:
 
 
 class Calls:
-    """Bot API calls into staff chats. A send waits in line for its chat at most
-    ``max_wait`` seconds; a longer wait is deferred to the dispatcher with ``retry_after``."""
+    """Bot API calls into staff chats. Each post waits in line for its chat (in the
+    caller's turn, else in a turn of its own) at most ``max_wait`` seconds; a longer
+    wait is deferred to the dispatcher with ``retry_after``. A 429 pauses the chat."""
 
     def __init__(self, pacer: Pacer, last: LastPosts, *, max_wait: float) -> None:
         self.pacer = pacer
@@ -71,7 +137,18 @@ class Calls:
         self.max_wait = max_wait
 
     async def request(self, bot: Bot, method: TelegramMethod[T], *, turn: Turn | None = None) -> T:
-        """One Bot API call; inside a turn it waits for its slot and spends it."""
+        """One Bot API call; a post waits for its slot in ``turn`` (or a turn of its own)
+        and spends it, whatever the answer."""
+        target = posts(method)
+        if target is None:
+            return await self._call(bot, method, None, 0)
+        chat, count = target
+        if turn is not None:
+            return await self._call(bot, method, turn, count)
+        async with self.pacer.turn(chat, count, self.max_wait + self.pacer.gap) as own:
+            return await self._call(bot, method, own, count)
+
+    async def _call(self, bot: Bot, method: TelegramMethod[T], turn: Turn | None, count: int) -> T:
         if turn is not None:
             await turn.ready()
         try:
@@ -83,7 +160,7 @@ class Calls:
             raise error from exc
         finally:
             if turn is not None:
-                turn.spent()
+                turn.spent(count)
 
     async def say(
         self,
@@ -94,14 +171,16 @@ class Calls:
         *,
         keyboard: InlineKeyboardMarkup | None = None,
         strict: bool,
+        work: int | None = None,
     ) -> SendResult:
         """Post HTML messages in a chat (a topic when ``thread``), the keyboard under the
         last. ``strict``: raise the delivery error (the dispatcher retries); else log it
-        and carry on."""
+        and carry on. ``work`` (an outbox id) waits behind older deferred work; without
+        it a person is waiting, and it goes first."""
         if not parts:
             return SendResult(None)
         try:
-            first = await self._post_all(bot, chat, thread, parts, keyboard)
+            first = await self._post_all(bot, chat, thread, parts, keyboard, work)
         except DeliveryError as exc:
             if strict:
                 raise
@@ -123,17 +202,21 @@ class Calls:
         thread: int | None,
         parts: Sequence[str],
         keyboard: InlineKeyboardMarkup | None,
+        work: int | None,
     ) -> int:
         """The parts in one turn of the chat; the first one's message id."""
-        estimate = self.pacer.estimate(chat, len(parts))
+        estimate = self.pacer.estimate(chat, len(parts), work)
         if estimate > self.max_wait:
+            if work is not None:
+                self.pacer.hold(chat, work, len(parts), estimate)
             raise TemporaryDeliveryError(f"chat {chat} is busy", retry_after=estimate)
         first: int | None = None
-        async with self.pacer.turn(chat, len(parts), self.max_wait + self.pacer.gap) as turn:
+        patience = self.max_wait + self.pacer.gap
+        async with self.pacer.turn(chat, len(parts), patience, work) as turn:
             for index, part in enumerate(parts):
                 sent = await self.request(
                     bot,
-                    SendMessage(
+                    m.SendMessage(
                         chat_id=chat,
                         message_thread_id=thread,
                         text=part,

@@ -19,7 +19,7 @@ from channels.telegram.staff.private import PrivateChat
 from channels.telegram.staff.topics import Topics
 from hub.config import TelegramSection
 from hub.kernel.clock import Clock, SystemClock
-from hub.kernel.ports import CampaignDesk, StaffDesk, StaffReports
+from hub.kernel.ports import CampaignDesk, RecentSends, StaffDesk, StaffReports
 from hub.kernel.types import ManagerRef, OutboundMessage, SendResult
 
 __all__ = ["StaffSide"]
@@ -49,8 +49,9 @@ class StaffSide:
     New topics are spread over ``staff_chat_id`` and ``extra_staff_chat_ids``: the
     chat that can take them soonest, then the one this process opened fewest in.
     ``max_wait`` is how long a send may wait in line for its chat before it is
-    deferred to the dispatcher with ``retry_after``; a text mirror is appended to
-    the client's last mirror only while that is at most ``coalesce_for`` seconds old.
+    deferred to the dispatcher with ``retry_after`` (``coalesce_for`` is no longer
+    used: a client's waiting mirrors are gathered into one post, never appended by
+    an edit, which costs the chat's budget as a post does).
     """
 
     def __init__(
@@ -130,6 +131,11 @@ class StaffSide:
             manager = await self._manager(message, "private message")
             if manager is not None:
                 await self.private.handle(bot, message, manager)
+
+    def spent(self, recent: RecentSends) -> None:
+        """What the bot posted in the last minute (after a restart) spends the chats'
+        budgets: see :meth:`Topics.spent`."""
+        self.mirrors.topics.spent(recent)
 
     async def send(self, bot: Bot, message: OutboundMessage) -> SendResult:
         if message.kind == "mirror":

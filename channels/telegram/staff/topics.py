@@ -3,26 +3,24 @@
 A topic is opened (createForumTopic) on the first post for a client, in the
 staff chat that can take it soonest, and the client card with its buttons is
 posted first. A topic someone deleted is opened anew, one a manager closed is
-reopened (reopenForumTopic). When a group's budget is spent, a text mirror is
-appended to the client's last mirror (editMessageText, which costs nothing).
+reopened (reopenForumTopic). Every one of these calls spends the chat's budget
+(pacing.py). A post the chat cannot take within ``max_wait`` is deferred to the
+dispatcher with ``retry_after`` and holds its place in the chat's line, so that
+the oldest work goes first.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from aiogram import Bot
-from aiogram.methods import (
-    CreateForumTopic,
-    EditMessageText,
-    ReopenForumTopic,
-    SendDocument,
-    SendMessage,
-)
+from aiogram.methods import CreateForumTopic, ReopenForumTopic, SendDocument, SendMessage
 from aiogram.methods.base import TelegramMethod
 from aiogram.types import BufferedInputFile, Message
 
@@ -33,14 +31,23 @@ from channels.telegram.staff.calls import HTML, NO_PREVIEW, Calls, LastPosts, Po
 from channels.telegram.staff.pacing import Pacer, Turn
 from hub.kernel import loggers
 from hub.kernel.errors import PermanentDeliveryError, TemporaryDeliveryError
-from hub.kernel.ports import StaffDesk
-from hub.kernel.types import ClientCard, OutboundMessage, SendResult, StoredAttachment, Topic
+from hub.kernel.ports import RecentSend, RecentSends, StaffDesk
+from hub.kernel.types import (
+    STAFF_KINDS,
+    ClientCard,
+    OutboundMessage,
+    SendResult,
+    StoredAttachment,
+    Topic,
+)
 
 __all__ = ["Step", "Topics"]
 
 log = loggers.channels
 
 MethodOf = Callable[[], TelegramMethod[Message]]
+_POSTED = re.compile(r"(-?\d+):\d+")  # what a staff post answers: chat:message
+_PART = 4000  # characters of a message part, a little less than Telegram's 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +74,9 @@ class _Plan:
 class Topics:
     """Posts into clients' topics, spread over ``chats`` (the staff chats): a new topic
     goes to the chat that can take it soonest, then the one this process opened fewest
-    in. A text mirror is appended to the client's last one only while that is at most
-    ``coalesce_for`` seconds old."""
+    in. ``coalesce_for`` is kept for the callers' sake: no post is appended to an
+    earlier one by an edit any more, which would cost as much as a post of its own
+    (mirror.py gathers a client's waiting mirrors into one post instead)."""
 
     def __init__(
         self,
@@ -104,8 +112,7 @@ class Topics:
         coalesce: bool,
     ) -> SendResult:
         """Post into the client's topic, opening it (with the card) when there is none,
-        and again when someone deleted it. ``coalesce``: a mirror, which may be appended
-        to the last one."""
+        and again when someone deleted it. ``coalesce``: a mirror (a client's message)."""
         client_id = message.client_id
         assert client_id is not None
         for _ in range(2):
@@ -135,23 +142,62 @@ class Topics:
             self.last.drop(topic)
         self._progress.pop(message.outbox_id, None)
 
+    def spent(self, recent: RecentSends) -> None:
+        """What the bot posted in the last minute spends the chats' budgets: each staff
+        message (counted once, however many it carried) in the chat it went to, or
+        could have gone to, as many messages as its text's parts and files could take;
+        each topic opened, two (its creation and the card)."""
+        ages: dict[int, list[float]] = {}
+        seen: set[str] = set()
+        for send in recent.sends:
+            if send.kind not in STAFF_KINDS or send.external_id in seen:
+                continue
+            if send.external_id is not None:
+                seen.add(send.external_id)
+            posts = math.ceil((send.length + 300) / _PART) + send.files
+            for chat in self._went_to(send):
+                ages.setdefault(chat, []).extend([send.age] * posts)
+        # The card follows the topic's creation within the turn's patience.
+        lag = self._patience + self.pacer.gap
+        for topic in recent.topics:
+            ages.setdefault(topic.chat_id, []).extend([max(topic.age - lag, 0.0)] * 2)
+        for chat, chat_ages in ages.items():
+            self.pacer.seed(chat, chat_ages)
+        loggers.event(
+            log, "staff.budgets_seeded", chats=len(ages), posts=sum(map(len, ages.values()))
+        )
+
+    def _went_to(self, send: RecentSend) -> list[int]:
+        """The chat a sent staff message is in (its external id says), else those one
+        not recorded could be in: the manager's private chat, the client's topic, or
+        (not knowing) every staff chat."""
+        posted = _POSTED.fullmatch(send.external_id or "")
+        if posted is not None:
+            return [int(posted.group(1))]
+        chats = [send.topic_chat] if send.topic_chat is not None else []
+        recipient = send.recipient.strip()
+        if recipient.lstrip("-").isdigit():
+            chats.append(int(recipient))
+        return chats or list(self.chats)
+
     def _plan(self, message: OutboundMessage, topic: Topic | None, steps: Sequence[Step]) -> _Plan:
         assert message.client_id is not None
         posted = self._progress.get(message.outbox_id, [])
         remaining = steps[len(posted) :]
         card_due = topic is None or message.client_id in self._needs_card
         needed = (topic is None) + card_due + len(remaining)
+        work = message.outbox_id
         if topic is None:
-            chat, wait = self._pick_chat(needed)
+            chat, wait = self._pick_chat(needed, work)
         else:
-            chat, wait = topic.chat_id, self.pacer.estimate(topic.chat_id, needed)
+            chat, wait = topic.chat_id, self.pacer.estimate(topic.chat_id, needed, work)
         return _Plan(chat, wait, needed, posted, remaining, card_due)
 
-    def _pick_chat(self, steps: int) -> tuple[int, float]:
+    def _pick_chat(self, steps: int, work: int) -> tuple[int, float]:
         if not self.chats:
             raise PermanentDeliveryError("no staff chat is configured")
         return min(
-            ((chat, self.pacer.estimate(chat, steps)) for chat in self.chats),
+            ((chat, self.pacer.estimate(chat, steps, work)) for chat in self.chats),
             key=lambda pair: (pair[1] > 0, pair[1], self._opened.get(pair[0], 0)),
         )
 
@@ -165,24 +211,19 @@ class Topics:
         coalesce: bool,
     ) -> SendResult:
         plan = self._plan(message, topic, steps)
-        if (
-            plan.wait > 0
-            and coalesce
-            and topic is not None
-            and not plan.card_due
-            and not plan.posted
-            and len(steps) == 1
-            and steps[0].file is None
-        ):
-            merged = await self._coalesce(bot, topic, steps[0], message)
-            if merged is not None:
-                return merged
+        work = message.outbox_id
         if plan.wait > self.calls.max_wait:
+            self._hold(plan.chat, work, plan.needed, plan.wait)
             raise TemporaryDeliveryError(
                 f"staff chat {plan.chat} is over its budget", retry_after=plan.wait
             )
-        async with self.pacer.turn(plan.chat, plan.needed, self._patience) as turn:
-            topic = await self._post_in_turn(bot, turn, message, topic, plan, channel, coalesce)
+        try:
+            async with self.pacer.turn(plan.chat, plan.needed, self._patience, work) as turn:
+                topic = await self._post_in_turn(bot, turn, message, topic, plan, channel, coalesce)
+        except TemporaryDeliveryError as exc:
+            if exc.retry_after is not None:
+                self._hold(plan.chat, work, plan.needed, exc.retry_after)
+            raise
         self._progress.pop(message.outbox_id, None)
         loggers.event(
             log,
@@ -195,6 +236,19 @@ class Topics:
             messages=len(plan.posted),
         )
         return SendResult(f"{topic.chat_id}:{plan.posted[0]}" if plan.posted else None)
+
+    def _hold(self, chat: int, work: int, steps: int, after: float) -> None:
+        """Deferred work keeps its place in the chat's line (oldest first)."""
+        self.pacer.hold(chat, work, steps, after)
+        loggers.event(
+            log,
+            "staff.held",
+            logging.DEBUG,
+            outbox=work,
+            chat=chat,
+            posts=steps,
+            after=f"{after:.1f}",
+        )
 
     async def _post_in_turn(
         self,
@@ -321,48 +375,9 @@ class Topics:
             return await self.calls.request(bot, method(), turn=turn)
         except TopicClosed:
             await self.calls.request(
-                bot, ReopenForumTopic(chat_id=topic.chat_id, message_thread_id=topic.thread_id)
+                bot,
+                ReopenForumTopic(chat_id=topic.chat_id, message_thread_id=topic.thread_id),
+                turn=turn,
             )
             loggers.event(log, "staff.topic_reopened", chat=topic.chat_id, thread=topic.thread_id)
             return await self.calls.request(bot, method(), turn=turn)
-
-    async def _coalesce(
-        self, bot: Bot, topic: Topic, step: Step, message: OutboundMessage
-    ) -> SendResult | None:
-        """Append the text to the client's last mirror when it is the topic's latest
-        message and has room: an edit costs none of the group's budget."""
-        last = self.last.get(topic)
-        if last is None or not last.mirror or self.pacer.monotonic() - last.at > self.coalesce_for:
-            return None  # an edit of an older message would go unnoticed
-        addition = step.html
-        if step.header and step.header == last.header and step.html.startswith(step.header + "\n"):
-            addition = step.html[len(step.header) + 1 :]
-        merged = f"{last.html}\n\n{addition}"
-        if render.visible_len(merged) > render.MESSAGE_LIMIT:
-            return None
-        try:
-            await self.calls.request(
-                bot,
-                EditMessageText(
-                    chat_id=topic.chat_id,
-                    message_id=last.message_id,
-                    text=merged,
-                    parse_mode=HTML,
-                    link_preview_options=NO_PREVIEW,
-                ),
-            )
-        except PermanentDeliveryError as exc:
-            # Deleted, or not editable any more: post it as a message of its own.
-            self.last.drop(topic)
-            loggers.event(log, "staff.coalesce_failed", outbox=message.outbox_id, error=exc.reason)
-            return None
-        last.html = merged
-        loggers.event(
-            log,
-            "staff.coalesced",
-            outbox=message.outbox_id,
-            client=message.client_id,
-            chat=topic.chat_id,
-            message=last.message_id,
-        )
-        return SendResult(f"{topic.chat_id}:{last.message_id}")
