@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.tables import conversations, interactions, managers, outbox
+from storage.tables import attachments, conversations, interactions, managers, outbox, topics
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,3 +257,54 @@ async def fail_sent(
             .where(i.id == interaction_id)
             .values(delivery="failed", delivery_error=error)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RecentRow:
+    """A row sent since a time (``sent_at``), or claimed and not recorded (None)."""
+
+    channel: str
+    kind: str
+    recipient: str
+    external_id: str | None
+    topic_chat: int | None  # the chat of the client's staff topic, if any
+    length: int
+    files: int
+    sent_at: datetime | None
+
+
+async def recent_sends(
+    conn: AsyncConnection, *, channels: Sequence[str], since: datetime
+) -> list[RecentRow]:
+    """The rows of these channels sent since ``since``, and those claimed whose lease
+    ran out no earlier (a send may have gone out before its instance died)."""
+    o, t, a = outbox.c, topics.c, attachments.c
+    files = select(func.count()).where(a.interaction_id == o.interaction_id).scalar_subquery()
+    result = await conn.execute(
+        select(
+            o.channel,
+            o.kind,
+            o.recipient,
+            o.external_id,
+            t.chat_id,
+            func.length(o.text),
+            files,
+            case((o.status == "sent", o.sent_at), else_=None),
+        )
+        .select_from(outbox.outerjoin(topics, t.client_id == o.client_id))
+        .where(
+            o.channel.in_(channels),
+            or_(
+                and_(o.status == "sent", o.sent_at >= since),
+                and_(o.status == "sending", o.claimed_until >= since),
+            ),
+        )
+    )
+    return [RecentRow(*row) for row in result]
+
+
+async def recent_topics(conn: AsyncConnection, *, since: datetime) -> list[tuple[int, datetime]]:
+    """(chat, when) of the staff topics opened since ``since``."""
+    t = topics.c
+    result = await conn.execute(select(t.chat_id, t.created_at).where(t.created_at >= since))
+    return [(int(chat), at) for chat, at in result]

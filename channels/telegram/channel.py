@@ -33,7 +33,14 @@ from hub.kernel.errors import (
     PermanentDeliveryError,
     TemporaryDeliveryError,
 )
-from hub.kernel.ports import AttachmentSource, ChannelLimits, InboundSink, RateLimit
+from hub.kernel.ports import (
+    AttachmentSource,
+    Budgeted,
+    ChannelLimits,
+    InboundSink,
+    RateLimit,
+    RecentSends,
+)
 from hub.kernel.types import OutboundMessage, SendResult
 
 log = loggers.channels
@@ -260,6 +267,13 @@ class TelegramChannel:
         if self._sender is None:
             raise TemporaryDeliveryError("the Telegram channel is not running")
         return await self._sender.send(message)
+
+    def spent(self, recent: RecentSends) -> None:
+        """What went out in the last minute (the outbox knows it) spends the staff
+        side's budgets, so that a restart is no burst. (A client's chat takes one
+        message a second, which a restart outlasts.)"""
+        if isinstance(self.staff, Budgeted):
+            self.staff.spent(recent)
 
     # -- helpers -----------------------------------------------------------------
 

@@ -6,6 +6,9 @@ sent; a temporary failure retried with exponential backoff (the peer's
 ``retry_after`` honored); a permanent failure, or too many attempts, marks the
 row and the interaction it delivers as failed, logs an event on the client and
 tells the staff. Per-channel limits: over the whole account and per recipient.
+A channel that keeps budgets of its own (``Budgeted``) is told at start what went
+out in the last minute, a send claimed and not recorded counting as sent: a
+restart, or a second instance, is no burst.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from hub.delivery.outbox import Outgoing
 from hub.kernel import loggers
 from hub.kernel.clock import Clock
 from hub.kernel.errors import PermanentDeliveryError, TemporaryDeliveryError
-from hub.kernel.ports import ChannelPort
+from hub.kernel.ports import Budgeted, ChannelPort, RecentSend, RecentSends, RecentTopic
 from hub.kernel.ratelimit import RateLimiter
 from hub.kernel.types import STAFF_KINDS, Direction, OutboundMessage
 from storage import Database
@@ -36,6 +39,7 @@ log = loggers.dispatcher
 # Kinds whose outbox row delivers its interaction (the reply itself); the rest
 # (mirror, assigned, alerts) only point at the interaction they are about.
 DELIVERS_INTERACTION = frozenset({"reply", "auto_reply", "campaign", "confirmation"})
+BUDGET_WINDOW_S = 61.0  # how far back sends count in a budget (Telegram's: a minute)
 
 
 async def report_failure(
@@ -109,6 +113,19 @@ def outbound_of(row: Any) -> OutboundMessage:
     )
 
 
+def _recent(row: q.RecentRow, now: datetime) -> RecentSend:
+    age = (now - row.sent_at).total_seconds() if row.sent_at is not None else 0.0
+    return RecentSend(
+        kind=row.kind,
+        recipient=row.recipient,
+        external_id=row.external_id,
+        topic_chat=row.topic_chat,
+        length=row.length,
+        files=row.files,
+        age=max(age, 0.0),
+    )
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -154,7 +171,29 @@ class Dispatcher:
 
     async def start(self) -> None:
         self._stopping = False
+        await self._tell_budgets()
         self._task = asyncio.create_task(self._run(), name="dispatcher")
+
+    async def _tell_budgets(self) -> None:
+        """Channels that keep their own send budgets learn what went out in the last
+        minute (the staff channel also which topics were opened)."""
+        budgeted = {name: ch for name, ch in self.channels.items() if isinstance(ch, Budgeted)}
+        if not budgeted:
+            return
+        now = self.clock.now()
+        since = now - timedelta(seconds=BUDGET_WINDOW_S)
+        try:
+            async with self.db.read() as conn:
+                rows = await q.recent_sends(conn, channels=list(budgeted), since=since)
+                opened = await q.recent_topics(conn, since=since)
+        except Exception as exc:  # the database may be down: start anyway, paced from now
+            loggers.event(log, "dispatcher.budgets_unknown", logging.WARNING, error=repr(exc))
+            return
+        topics = tuple(RecentTopic(chat, (now - at).total_seconds()) for chat, at in opened)
+        for name, channel in budgeted.items():
+            sends = tuple(_recent(row, now) for row in rows if row.channel == name)
+            channel.spent(RecentSends(sends, topics if name == self.staff_channel else ()))
+            loggers.event(log, "dispatcher.budgets_told", channel=name, sends=len(sends))
 
     async def stop(self) -> None:
         """Stop claiming; let sends under way finish (their rows are recorded)."""
