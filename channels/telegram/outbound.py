@@ -7,11 +7,20 @@ split into parts of at most 4096 UTF-16 code units (Telegram's limit, counted
 after the markup is parsed) on paragraph, line or word boundaries; then the
 files logged with the interaction (a manager's photo or document), each by
 ``sendPhoto``, ``sendVoice`` or ``sendDocument``.
+
+Each part is a post of its own in Telegram's limits: the dispatcher spaces the
+messages (one a second per chat, 30 a second for the bot), and the sender keeps
+the same pace between the parts of one message, and from one message's last
+part to the next message's first.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from aiogram import Bot
 from aiogram.enums import ParseMode
@@ -24,12 +33,15 @@ from channels.telegram.inbound import message_id
 from channels.telegram.text import fit, utf16_len
 from hub.kernel import loggers
 from hub.kernel.errors import PermanentDeliveryError, TemporaryDeliveryError
-from hub.kernel.ports import AttachmentSource
+from hub.kernel.ports import AttachmentSource, RateLimit
+from hub.kernel.ratelimit import RateLimiter
 from hub.kernel.types import FILE_KINDS, OutboundMessage, SendResult, StoredAttachment
 
 log = loggers.channels
 
 MAX_TEXT = 4096  # UTF-16 code units per message
+GAP = 1.05  # seconds from one post into a chat to the next (Telegram: about one a second)
+PER_BOT = RateLimit(30, burst=1)  # posts a second over all chats
 _SEPARATORS = ("\n\n", "\n", " ")
 
 
@@ -87,12 +99,20 @@ class ClientSender:
     """
 
     def __init__(
-        self, bot: Bot, *, files: AttachmentSource | None = None, remember: int = 1000
+        self,
+        bot: Bot,
+        *,
+        files: AttachmentSource | None = None,
+        remember: int = 1000,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bot = bot
         self.files = files
         self._remember = remember
         self._progress: OrderedDict[str, int] = OrderedDict()
+        self._monotonic = monotonic
+        self._posted: OrderedDict[int, float] = OrderedDict()  # chat: its last post ended
+        self._per_bot = RateLimiter(PER_BOT, monotonic)
 
     async def send(self, message: OutboundMessage) -> SendResult:
         try:
@@ -114,6 +134,7 @@ class ClientSender:
         done = self._progress.pop(key, 0)
         last: int | None = None
         for index in range(done, len(parts)):
+            await self._turn(chat_id)
             try:
                 step = parts[index]
                 if isinstance(step, str):
@@ -136,9 +157,25 @@ class ClientSender:
                     error=error.reason,
                 )
                 raise error from None
+            finally:
+                self._posted[chat_id] = self._monotonic()
             last = sent.message_id
         assert last is not None
         return SendResult(external_id=message_id(self.bot.id, chat_id, last))
+
+    async def _turn(self, chat_id: int) -> None:
+        """Wait until the chat and the bot can take one more post, and take it."""
+        while True:
+            since = self._monotonic() - self._posted.get(chat_id, -math.inf)
+            wait = max(GAP - since, self._per_bot.delay("bot"))
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        self._per_bot.take("bot")
+        self._posted.pop(chat_id, None)  # the oldest chats are forgotten first
+        self._posted[chat_id] = self._monotonic()
+        while len(self._posted) > self._remember:
+            self._posted.popitem(last=False)
 
     async def _send_file(self, chat_id: int, attachment: StoredAttachment) -> Message:
         assert self.files is not None
