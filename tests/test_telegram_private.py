@@ -26,6 +26,7 @@ from sqlalchemy import insert, select, update
 
 from channels.telegram.staff import StaffSide
 from hub.clients.attachments import AttachmentStore
+from hub.clients.book import ClientBook
 from hub.config import TelegramSection, TemplateSection
 from hub.desk.desk import Desk, NotAllowed
 from hub.ingest.ingestor import Ingestor
@@ -406,3 +407,21 @@ async def test_a_sticker_sends_nothing_and_says_so(hub: StaffDesk) -> None:
     await hub.feed()
     assert visible(last(hub, maria)).startswith("Nothing to send to the client")
     assert await replies(hub) == []
+
+
+async def test_which_client_a_private_message_is_about_follows_merges(hub: StaffDesk) -> None:
+    maria = await manager(hub, "Maria")
+    notice = await writes_and_is_shown(hub, maria)
+    anna = await hub.desk.client_of_private(maria.id, notice["message_id"])
+    other = (await hub.writes(BOB, "me too", channel=Channel.EMAIL)).client_id
+    assert anna is not None
+    # An entry of a message that gathers several clients is remembered on its own.
+    await hub.desk.remember_private(maria.id, 999, other, None, entry=2)
+    assert await hub.desk.client_of_private(maria.id, 999, entry=2) == other
+    assert await hub.desk.client_of_private(maria.id, 999) is None
+    await hub.server.user_sends(maria, f"/c {other}")
+    await hub.feed()
+
+    await ClientBook(hub.db, hub.clock).merge(anna, other, actor="test")
+    assert await hub.desk.client_of_private(maria.id, 999, entry=2) == anna
+    assert await hub.desk.current_client(present(await hub.desk.manager(maria.id))) == anna

@@ -607,12 +607,18 @@ class Desk:
     # -- the private chat: which client a message is about, the current client -------
 
     async def remember_private(
-        self, chat_id: int, message_id: int, client_id: int, conversation_id: int | None
+        self,
+        chat_id: int,
+        message_id: int,
+        client_id: int,
+        conversation_id: int | None,
+        *,
+        entry: int = 0,
     ) -> None:
         row = {
             "chat_id": chat_id,
             "message_id": message_id,
-            "entry": 0,
+            "entry": entry,
             "client_id": client_id,
             "conversation_id": conversation_id,
             "at": self.clock.now(),
@@ -620,9 +626,11 @@ class Desk:
         async with self.db.write() as conn:
             await q.remember_private(conn, [row])
 
-    async def client_of_private(self, chat_id: int, message_id: int) -> int | None:
+    async def client_of_private(
+        self, chat_id: int, message_id: int, *, entry: int = 0
+    ) -> int | None:
         async with self.db.read() as conn:
-            return await q.private_client(conn, chat_id, message_id)
+            return await q.private_client(conn, chat_id, message_id, entry)
 
     async def current_client(self, manager: ManagerRef) -> int | None:
         async with self.db.read() as conn:

@@ -207,13 +207,23 @@ class StaffDesk(Protocol):
         """The active managers a request can be transferred to (not ``manager``)."""
 
     async def remember_private(
-        self, chat_id: int, message_id: int, client_id: int, conversation_id: int | None
+        self,
+        chat_id: int,
+        message_id: int,
+        client_id: int,
+        conversation_id: int | None,
+        *,
+        entry: int = 0,
     ) -> None:
-        """The bot's message in a manager's private chat is about this client: a reply
-        to it answers them, after a restart too."""
+        """The bot's message in a manager's private chat (``entry``: a numbered entry
+        of a message that gathers several clients; 0: the whole message) is about
+        this client: a reply to it answers them, after a restart too."""
 
-    async def client_of_private(self, chat_id: int, message_id: int) -> int | None:
-        """The client a private message of the bot is about (as merges left them)."""
+    async def client_of_private(
+        self, chat_id: int, message_id: int, *, entry: int = 0
+    ) -> int | None:
+        """The client a private message of the bot (or an entry of it) is about, as
+        merges left them."""
 
     async def current_client(self, manager: ManagerRef) -> int | None:
         """The client the manager's plain text in the private chat goes to."""
