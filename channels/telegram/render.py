@@ -255,20 +255,6 @@ def inbox_keyboard(items: Sequence[InboxItem], limit: int = 40) -> InlineKeyboar
     return _rows(buttons, 2) if buttons else None
 
 
-def offer_keyboard(client_id: int, language: str) -> InlineKeyboardMarkup:
-    """Under an offered request: accept it (the first to accept gets it)."""
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [
-                InlineKeyboardButton(
-                    text=text("button_accept", language),
-                    callback_data=callback_data("accept", client_id),
-                )
-            ]
-        ]
-    )
-
-
 REMINDER_BUTTONS = ("done", "snooze_hour", "snooze_day")
 _REMINDER_PREFIX = f"{CALLBACK_PREFIX}rem:"
 
