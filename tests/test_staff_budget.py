@@ -1,0 +1,246 @@
+"""Issue 15, "Never exceed a limit": the staff side plans within one budget per chat
+that counts every post, so that a burst of clients' messages is mirrored without a
+single 429, and a restart mid-burst is no burst: the second instance's budgets
+start from what the database says went out in the last minute.
+
+The Bot API server enforces Telegram's limits ten times faster (one post in 0.1 s
+per chat, 20 in 6 s per group) and the staff side paces to match, so that what
+takes Telegram minutes takes the tests seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiogram.methods import EditMessageText
+from sqlalchemy import func, select
+
+from channels.telegram import TelegramChannel
+from channels.telegram.staff import Pacer, StaffSide
+from hub.config import DispatcherSection, TelegramSection
+from hub.delivery.dispatcher import Dispatcher
+from hub.kernel.clock import SystemClock
+from hub.kernel.identities import identity
+from hub.kernel.ports import RecentSend, RecentSends, RecentTopic
+from hub.kernel.types import Identity
+from storage import Database
+from storage.models import Outbox
+from tests.botapi import BotApiServer, Limits, Rate
+from tests.test_telegram_staff import (
+    StaffChannel,
+    StaffDesk,
+    eventually,
+    rows,
+    staff_desk,
+    visible,
+)
+
+FAST = Limits(
+    per_chat=Rate(1, 0.1), per_group=Rate(20, 6.0), per_bot=Rate(30, 0.1), tolerance=0.005
+)
+MAX_WAIT = 0.25
+# A claimed row of a dead instance is taken over after a short lease.
+RETRYING = DispatcherSection(
+    max_attempts=50, backoff_base_s=0.05, backoff_max_s=0.5, idle_poll_s=0.05, lease_s=3
+)
+
+
+def fast_pacer() -> Pacer:
+    return Pacer(gap=0.105, group=(20, 6.05), bot=(30, 0.105), hold_grace=1.0)
+
+
+class BudgetedStaffChannel(StaffChannel):
+    """The channel as the dispatcher sees it, told at start what went out lately."""
+
+    def spent(self, recent: RecentSends) -> None:
+        self.staff.spent(recent)
+
+
+@contextlib.asynccontextmanager
+async def dispatching(hub: StaffDesk, *, seeded: bool = True) -> AsyncIterator[Dispatcher]:
+    kind = BudgetedStaffChannel if seeded else StaffChannel
+    channel = kind(hub.staff, hub.bot)
+    dispatcher = Dispatcher(
+        hub.db, hub.clock, {"telegram": channel}, RETRYING, staff_channel="telegram"
+    )
+    await dispatcher.start()
+    try:
+        yield dispatcher
+    finally:
+        await dispatcher.stop()
+
+
+async def crash(dispatcher: Dispatcher) -> None:
+    """The instance dies: nothing more is claimed, sends under way are cut short and
+    not recorded (their rows stay claimed until the lease runs out)."""
+    tasks = [t for t in (dispatcher._task, *dispatcher._inflight) if t is not None]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    dispatcher._task = None
+    dispatcher._inflight.clear()
+
+
+def clients(count: int) -> list[Identity]:
+    return [identity("telegram", 5000 + n, f"Client{n:02d}") for n in range(count)]
+
+
+async def all_mirrored(db: Database, count: int) -> bool:
+    [found] = await rows(
+        db,
+        select(func.count())
+        .select_from(Outbox)
+        .where(Outbox.kind == "mirror", Outbox.status == "sent"),
+    )
+    return int(found[0]) == count
+
+
+def mirrored_in_order(hub: StaffDesk, said: dict[str, list[str]]) -> None:
+    """Each client's topic shows the card, then every message of theirs, in order."""
+    topics = {t.name.split(" ")[0]: t for t in hub.server.topics()}
+    assert sorted(topics) == sorted(said)
+    for name, texts in said.items():
+        card, *mirrors = hub.in_topic(topics[name].message_thread_id)
+        assert visible(card).startswith(f"👤 {name}")
+        shown = "\n".join(visible(m) for m in mirrors)
+        where = [shown.index(text) for text in texts]
+        assert where == sorted(where), name
+
+
+async def burst(hub: StaffDesk, who: list[Identity], messages: int) -> dict[str, list[str]]:
+    said: dict[str, list[str]] = {}
+    for n in range(messages):
+        client = who[n % len(who)]
+        text = f"q{n:03d}q"
+        await hub.writes(client, text)
+        said.setdefault(client.display_name or "", []).append(text)
+    return said
+
+
+async def test_a_burst_of_30_clients_and_120_messages_gets_no_429(
+    db: Database, tmp_path: Path
+) -> None:
+    async with (
+        BotApiServer(limits=FAST) as server,
+        staff_desk(
+            db, tmp_path, server, clock=SystemClock(), pacer=fast_pacer(), max_wait=MAX_WAIT
+        ) as hub,
+    ):
+        managers = [await hub.manager(name, away=False) for name in ("Maria", "Olga")]
+        for manager in managers:
+            await server.start_bot(manager)
+        said = await burst(hub, clients(30), 120)
+        async with dispatching(hub):
+            await eventually(lambda: all_mirrored(db, 120), timeout=120)
+        assert server.throttled == []
+        mirrored_in_order(hub, said)
+        # Each manager was told in private of the requests routed to them.
+        assert all(server.sent_to(m.id) for m in managers)
+
+
+@pytest.mark.parametrize("seeded", [True, False], ids=["seeded", "unseeded"])
+async def test_a_restart_mid_burst_is_no_burst(db: Database, tmp_path: Path, seeded: bool) -> None:
+    """The second instance's budgets come from the database; without them (the
+    control) it bursts into a group whose minute is spent, and is answered 429."""
+    async with BotApiServer(limits=FAST) as server:
+
+        def group_posts() -> int:  # the topics' creation and the messages in them
+            return len(server.topics()) + len(server.sent_to(server.forum))
+
+        async with staff_desk(
+            db, tmp_path, server, clock=SystemClock(), pacer=fast_pacer(), max_wait=MAX_WAIT
+        ) as first:
+            said = await burst(first, clients(12), 48)
+            async with dispatching(first) as dispatcher:
+                # The group's budget is spent, then the instance dies mid-send.
+                await server.wait_for(lambda: group_posts() >= 18, timeout=30)
+                await crash(dispatcher)
+        assert server.throttled == []
+        async with (
+            staff_desk(
+                db, tmp_path, server, clock=SystemClock(), pacer=fast_pacer(), max_wait=MAX_WAIT
+            ) as second,
+            dispatching(second, seeded=seeded),
+        ):
+            await eventually(lambda: all_mirrored(db, 48), timeout=120)
+        if not seeded:
+            assert server.throttled != []
+            return
+        assert server.throttled == []
+        assert {t.name.split(" ")[0] for t in server.topics()} == set(said)
+
+
+def test_the_staff_side_counts_what_the_database_says_went_out() -> None:
+    now = [100.0]
+    pacer = Pacer(gap=1.0, group=(20, 60.0), monotonic=lambda: now[0])
+    group, other, maria = -1001, -1002, 42
+    staff = StaffSide(
+        desk=None,  # type: ignore[arg-type]  # only the budgets are asked for
+        config=TelegramSection(staff_chat_id=group, extra_staff_chat_ids=[other]),
+        pacer=pacer,
+    )
+
+    def send(
+        kind: str, recipient: str, external_id: str | None, age: float, **more: int
+    ) -> RecentSend:
+        return RecentSend(
+            kind=kind,
+            recipient=recipient,
+            external_id=external_id,
+            topic_chat=more.get("topic_chat"),
+            length=more.get("length", 20),
+            files=more.get("files", 0),
+            age=age,
+        )
+
+    channel = TelegramChannel(TelegramSection(), staff=staff, max_attachment_bytes=1000)
+    channel.spent(
+        RecentSends(
+            (
+                send("mirror", "staff", f"{group}:10", 30.0),
+                send("mirror", "staff", f"{group}:10", 29.0),  # carried by the same post
+                send("mirror", "staff", f"{group}:12", 20.0, length=5000, files=2),  # 4
+                send("assigned", str(maria), f"{maria}:3", 0.5),
+                send("mirror", "staff", None, 0.0, topic_chat=group),  # claimed, not recorded
+                send("mirror", "staff", None, 0.0),  # no topic yet: in either staff chat
+                send("reply", "4242", "7:4242:5", 1.0),  # a client's chat: not the staff's
+            ),
+            (RecentTopic(group, 40.0),),  # its creation and the card
+        )
+    )
+    # 1 + 4 + 1 + 1 + 2 = 9 posts in the group's minute: 11 more fit (a second after
+    # the one claimed), not 12.
+    assert pacer.estimate(group, 11) == 1.0
+    assert pacer.estimate(group, 12) > 1.0
+    assert pacer.estimate(other, 19) == 1.0  # the one it may have gone to
+    assert pacer.estimate(other, 20) > 1.0
+    assert pacer.estimate(maria) == 0.5  # a second after her notice
+    now[0] += 30.0  # the oldest posts leave the window
+    assert pacer.estimate(group, 12) == 0.0
+
+
+async def test_an_edit_spends_the_chat_budget_like_a_post(db: Database, tmp_path: Path) -> None:
+    async with (
+        BotApiServer(limits=FAST) as server,
+        staff_desk(
+            db, tmp_path, server, clock=SystemClock(), pacer=fast_pacer(), max_wait=MAX_WAIT
+        ) as hub,
+    ):
+        await hub.writes(identity("telegram", 4242, "Anna"), "hello")
+        [mirror] = await hub.pending()
+        await hub.staff.send(hub.bot, mirror)
+        card = hub.in_topic(hub.thread("Anna"))[0]
+        # A card refreshed by a button (an edit, outside any turn) waits its turn too.
+        pacer = hub.staff.pacer
+        before = pacer.estimate(hub.forum.id)
+        calls = hub.staff.mirrors.topics.calls
+        await calls.request(
+            hub.bot,
+            EditMessageText(chat_id=hub.forum.id, message_id=card["message_id"], text="card"),
+        )
+        assert pacer.estimate(hub.forum.id) > before
+        assert server.throttled == []
