@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from aiogram import Bot
@@ -44,6 +44,11 @@ class _Waiting:
     due: float
     queued: bool = False  # in line for the client now (not deferred to the dispatcher)
     carried: SendResult | None = None
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # no longer in line
+
+    def settle(self) -> None:
+        self.queued = False
+        self.settled.set()
 
 
 class Mirrors:
@@ -78,6 +83,7 @@ class Mirrors:
             channel = await self._channel_of(message)
             if mine.steps is None:
                 mine.steps = await self._steps(message, channel)
+            await self._after_earlier(client_id, message.outbox_id)
             async with self._client_lock(client_id):
                 if mine.carried is not None:
                     self._forget(client_id, message.outbox_id)
@@ -102,6 +108,16 @@ class Mirrors:
         result = await self.topics.post(bot, message, posted, channel=channel, coalesce=True)
         self._delivered(message, along, result)
         return result
+
+    async def _after_earlier(self, client_id: int, outbox_id: int) -> None:
+        """Wait while an earlier mirror of the client is in line here: it may take this
+        one along, and else goes first."""
+        while True:
+            waiting = self._waiting.get(client_id, {})
+            ahead = [held for key, held in waiting.items() if key < outbox_id and held.queued]
+            if not ahead:
+                return
+            await ahead[0].settled.wait()
 
     def _client_lock(self, client_id: int) -> asyncio.Lock:
         lock = self._client_locks.get(client_id)
@@ -172,6 +188,7 @@ class Mirrors:
         for outbox_id in along:
             waiting[outbox_id].carried = result
             waiting[outbox_id].due = self.pacer.monotonic()
+            waiting[outbox_id].settle()
         if along:
             loggers.event(
                 log,
@@ -185,7 +202,9 @@ class Mirrors:
     def _forget(self, client_id: int, outbox_id: int) -> None:
         waiting = self._waiting.get(client_id)
         if waiting is not None:
-            waiting.pop(outbox_id, None)
+            held = waiting.pop(outbox_id, None)
+            if held is not None:
+                held.settle()
             if not waiting:
                 del self._waiting[client_id]
 
@@ -200,6 +219,7 @@ class Mirrors:
             client=message.client_id,
             retry_after="-" if retry_after is None else f"{retry_after:.2f}",
         )
+        mine.settle()
         if retry_after is None:
             self._forget(message.client_id, message.outbox_id)
             return
@@ -210,7 +230,7 @@ class Mirrors:
                 for client, waiting in self._waiting.items()
                 if any(held.queued or held.due + _LATE >= now for held in waiting.values())
             }
-        mine.queued, mine.due = False, now + retry_after
+        mine.due = now + retry_after
         self._waiting.setdefault(message.client_id, {})[message.outbox_id] = mine
 
     async def _channel_of(self, message: OutboundMessage) -> str | None:
