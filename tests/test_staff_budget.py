@@ -1,7 +1,8 @@
 """Issue 15, "Never exceed a limit": the staff side plans within one budget per chat
-that counts every post, so that a burst of clients' messages is mirrored without a
-single 429, and a restart mid-burst is no burst: the second instance's budgets
-start from what the database says went out in the last minute.
+that counts every post, oldest work first, so that a burst of clients' messages is
+mirrored without a single 429, and a restart mid-burst is no burst: the second
+instance's budgets start from what the database says went out in the last minute.
+The clients' side keeps a chat's pace between the parts of a long message.
 
 The Bot API server enforces Telegram's limits ten times faster (one post in 0.1 s
 per chat, 20 in 6 s per group) and the staff side paces to match, so that what
@@ -20,13 +21,14 @@ from aiogram.methods import EditMessageText
 from sqlalchemy import func, select
 
 from channels.telegram import TelegramChannel
+from channels.telegram.outbound import ClientSender
 from channels.telegram.staff import Pacer, StaffSide
 from hub.config import DispatcherSection, TelegramSection
 from hub.delivery.dispatcher import Dispatcher
 from hub.kernel.clock import SystemClock
 from hub.kernel.identities import identity
 from hub.kernel.ports import RecentSend, RecentSends, RecentTopic
-from hub.kernel.types import Identity
+from hub.kernel.types import Identity, OutboundMessage
 from storage import Database
 from storage.models import Outbox
 from tests.botapi import BotApiServer, Limits, Rate
@@ -34,6 +36,7 @@ from tests.test_telegram_staff import (
     StaffChannel,
     StaffDesk,
     eventually,
+    make_bot,
     rows,
     staff_desk,
     visible,
@@ -243,4 +246,40 @@ async def test_an_edit_spends_the_chat_budget_like_a_post(db: Database, tmp_path
             EditMessageText(chat_id=hub.forum.id, message_id=card["message_id"], text="card"),
         )
         assert pacer.estimate(hub.forum.id) > before
+        assert server.throttled == []
+
+
+def test_deferred_work_keeps_its_place_in_the_line() -> None:
+    now = [100.0]
+    pacer = Pacer(gap=1.0, group=(3, 10.0), monotonic=lambda: now[0])
+    for _ in range(3):
+        pacer.sent(-5)
+    # The window is full until 110; work 7 was deferred till then, for two posts.
+    assert pacer.estimate(-5, 2, work=7) == pytest.approx(10.0)
+    pacer.hold(-5, 7, 2, 10.0)
+    assert pacer.estimate(-5, 1, work=9) == pytest.approx(12.0)  # newer: after work 7
+    assert pacer.estimate(-5, 1, work=3) == pytest.approx(10.0)  # older: before it
+    assert pacer.estimate(-5, 1) == pytest.approx(10.0)  # a person waiting goes first
+    assert pacer.estimate(-5, 2, work=7) == pytest.approx(10.0)  # its own place
+    pacer.release(-5, 7)
+    assert pacer.estimate(-5, 1, work=9) == pytest.approx(10.0)
+    pacer.hold(-5, 7, 2, 10.0)
+    now[0] += 10.0 + 1.0 + pacer.hold_grace  # it never came back: the line moves on
+    assert pacer.estimate(-5, 1, work=9) == 0.0
+
+
+async def test_the_parts_of_a_long_reply_keep_the_chats_pace() -> None:
+    async with BotApiServer() as server:  # Telegram's limits
+        anna = server.add_user("Anna")
+        await server.start_bot(anna)
+        bot = make_bot(server)
+        try:
+            sender = ClientSender(bot)
+            for n, text in enumerate(["a" * 4000 + "\n" + "b" * 4000, "c", "d" * 5000]):
+                await sender.send(
+                    OutboundMessage(n, "telegram", "bot", str(anna.id), "reply", text, f"r{n}")
+                )
+        finally:
+            await bot.session.close()
+        assert [len(m["text"]) for m in server.sent_to(anna)] == [4000, 4000, 1, 4096, 904]
         assert server.throttled == []
