@@ -22,6 +22,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    case,
     func,
     insert,
     literal_column,
@@ -51,10 +52,13 @@ class Received:
     conversation_id: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class KnownIdentity:
+class KnownIdentity(NamedTuple):
+    """A client found by one of a batch's identities (a tuple: the batch makes many)."""
+
     client_id: int
     owner_id: int | None
+    blocked: bool = False
+    flood: int = 0  # the client's requests in their current minute (0: none, or it is over)
 
 
 @dataclass(slots=True)
@@ -95,7 +99,42 @@ def _listed(conn: Connection, values: Sequence[Any]) -> Any:
     return json.dumps(list(values)) if conn.dialect.name == "sqlite" else list(values)
 
 
-_prepared: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A hot-path statement compiled once for SQLite: its SQL, its parameters in
+    order, their defaults, and the bind processors of those that have one (a
+    datetime's)."""
+
+    sql: str
+    names: tuple[str, ...]
+    defaults: dict[str, Any]
+    processors: dict[str, Callable[[Any], Any]]
+
+    def bind(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        values = []
+        for name in self.names:
+            value = params[name] if name in params else self.defaults[name]
+            proc = self.processors.get(name)
+            values.append(proc(value) if proc is not None and value is not None else value)
+        return tuple(values)
+
+
+_prepared: dict[str, _Prepared] = {}
+
+
+def _prepare(conn: Connection, name: str, build: Callable[[str], Any]) -> _Prepared:
+    prepared = _prepared.get(name)
+    if prepared is None:
+        compiled = build(conn.dialect.name).compile(dialect=conn.dialect)
+        processors = {
+            key: proc
+            for key, bind in compiled.binds.items()
+            if (proc := bind.type._cached_bind_processor(conn.dialect)) is not None
+        }
+        prepared = _prepared[name] = _Prepared(
+            compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params), processors
+        )
+    return prepared
 
 
 def _fetch(
@@ -106,18 +145,8 @@ def _fetch(
     dialect = conn.dialect.name
     if dialect != "sqlite":
         return conn.execute(build(dialect), params).all()
-    prepared = _prepared.get(name)
-    if prepared is None:
-        compiled = build(dialect).compile(dialect=conn.dialect)
-        prepared = _prepared[name] = (
-            compiled.string,
-            tuple(compiled.positiontup or ()),
-            dict(compiled.params),
-        )
-    sql, names, defaults = prepared
-    return conn.exec_driver_sql(
-        sql, tuple(params[n] if n in params else defaults[n] for n in names)
-    ).all()
+    prepared = _prepare(conn, name, build)
+    return conn.exec_driver_sql(prepared.sql, prepared.bind(params)).all()
 
 
 def _received_query(dialect: str) -> Select[Any]:
@@ -138,8 +167,18 @@ def find_received(
 
 def _clients_query(dialect: str) -> Select[Any]:
     i, c, v = identities.c, clients.c, conversations.c
+    flood = case((c.flood_at > bindparam("since", type_=c.flood_at.type), c.flood_count), else_=0)
     return (
-        select(i.value, i.client_id, c.owner_id, v.id, v.status, v.assignee_id)
+        select(
+            i.value,
+            i.client_id,
+            c.owner_id,
+            v.id,
+            v.status,
+            v.assignee_id,
+            c.blocked_at.is_not(None),
+            flood,
+        )
         .join_from(identities, clients, i.client_id == c.id)
         .outerjoin(
             conversations,
@@ -150,9 +189,10 @@ def _clients_query(dialect: str) -> Select[Any]:
 
 
 def find_clients(
-    conn: Connection, channel: str, pairs: Sequence[tuple[str, str]]
+    conn: Connection, channel: str, pairs: Sequence[tuple[str, str]], since: datetime
 ) -> tuple[dict[tuple[str, str], KnownIdentity], dict[int, OpenConversation]]:
-    """The clients holding these ``(kind, value)`` identities, and the newest
+    """The clients holding these ``(kind, value)`` identities (whether they are
+    blocked, and their requests in a minute begun after ``since``), and the newest
     not-resolved conversation on ``channel`` of each, in one query per kind."""
     found: dict[tuple[str, str], KnownIdentity] = {}
     open_: dict[int, OpenConversation] = {}
@@ -168,10 +208,11 @@ def find_clients(
                 "channel": channel,
                 "kind": str(kind),
                 "values": _listed(conn, values),
+                "since": since,
             },
         )
-        for value, client_id, owner_id, conv_id, status, assignee_id in rows:
-            found[(kind, value)] = KnownIdentity(client_id, owner_id)
+        for value, client_id, owner_id, conv_id, status, assignee_id, blocked, flood in rows:
+            found[(kind, value)] = KnownIdentity(client_id, owner_id, bool(blocked), int(flood))
             if conv_id is not None:
                 seen = open_.get(client_id)
                 if seen is None or seen.id < conv_id:
@@ -329,6 +370,48 @@ def set_client_tags(conn: Connection, tags: dict[int, list[str]]) -> None:
             update(clients).where(c.id == bindparam("b_id")).values(tags=bindparam("b_tags")),
             [{"b_id": k, "b_tags": v} for k, v in tags.items()],
         )
+
+
+def _flood_update(dialect: str) -> Any:
+    c = clients.c
+    current = c.flood_at > bindparam("b_since", type_=c.flood_at.type)
+    added = bindparam("b_n", type_=c.flood_count.type)
+    return (
+        update(clients)
+        .where(c.id == bindparam("b_id"))
+        .values(
+            flood_count=case((current, c.flood_count + added), else_=added),
+            flood_at=case((current, c.flood_at), else_=bindparam("b_now", type_=c.flood_at.type)),
+        )
+    )
+
+
+def count_requests(
+    conn: Connection, counts: dict[int, int], now: datetime, since: datetime
+) -> None:
+    """Add each client's requests of the batch to their current minute, or begin a
+    new minute at ``now`` when theirs began before ``since``. One statement for
+    the batch; it adds to what the row holds, so concurrent writers lose nothing."""
+    if not counts:
+        return
+    if conn.dialect.name != "sqlite":
+        params = [{"b_id": k, "b_n": n, "b_since": since, "b_now": now} for k, n in counts.items()]
+        conn.execute(_flood_update(conn.dialect.name), params)
+        return
+    prepared = _prepare(conn, "flood", _flood_update)
+    # The instants are the same for every row: bound once, then each row's id and count.
+    template = prepared.bind({"b_id": 0, "b_n": 0, "b_since": since, "b_now": now})
+    id_at = [i for i, name in enumerate(prepared.names) if name == "b_id"]
+    n_at = [i for i, name in enumerate(prepared.names) if name == "b_n"]
+    rows = []
+    for client_id, n in counts.items():
+        row = list(template)
+        for i in id_at:
+            row[i] = client_id
+        for i in n_at:
+            row[i] = n
+        rows.append(tuple(row))
+    conn.exec_driver_sql(prepared.sql, rows)
 
 
 def opt_out(conn: Connection, client_ids: list[int]) -> None:

@@ -75,6 +75,14 @@ class Client(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     merged_into: Mapped[int | None] = mapped_column(ForeignKey("clients.id"))
+    # Blocked by a supervisor or an admin: the client's messages are logged and
+    # reach no manager.
+    blocked_at: Mapped[datetime | None]
+    blocked_by: Mapped[int | None] = mapped_column(ForeignKey("managers.id"))
+    # Flood control: when the client's current minute of messages began, and how
+    # many requests they sent in it (the ingest path adds each batch's).
+    flood_at: Mapped[datetime | None]
+    flood_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Identity(Base):

@@ -136,6 +136,8 @@ def build_ingestor(
         rules=compile_rules(config, manager_ids),
         holidays=config.routing.holidays,
         policies=compile_policies(config, manager_ids),
+        flood_per_minute=config.desk.flood_per_minute,
+        language=config.hub.language,
     )
 
 

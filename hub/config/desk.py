@@ -1,4 +1,5 @@
-"""The ``[desk]`` section: the managers' canned answers (``[[desk.templates]]``).
+"""The ``[desk]`` section: the managers' canned answers (``[[desk.templates]]``)
+and flood control (``flood_per_minute``).
 
 A template's text is a Jinja2 template rendered in the sandbox
 (:data:`SANDBOX`, read-only: no attribute starting with ``_``, no unsafe
@@ -83,9 +84,12 @@ class TemplateSection(Section):
 
 
 class DeskSection(Section):
-    """The managers' desk."""
+    """The managers' desk. ``flood_per_minute``: a client's requests in a minute
+    shown to the staff one by one; past it, one notice, then none until the
+    minute is over (every message is logged all the same); 0: no limit."""
 
     templates: list[TemplateSection] = []
+    flood_per_minute: int = Field(default=10, ge=0)
 
     @field_validator("templates")
     @classmethod

@@ -1,17 +1,20 @@
 """The batch writer: one batch of messages written in one transaction, as a pipeline.
 
 deduplicate -> resolve clients -> thread and route -> write the conversations ->
-write the log -> results. Each step is set-based (a few statements for the
-whole batch, never one per message) and hands the next what it found: the
-per-message part on each :class:`~hub.ingest.records.Entry`, the rest as a
-small typed value.
+count the requests (flood control) -> write the log -> results. Each step is
+set-based (a few statements for the whole batch, never one per message) and
+hands the next what it found: the per-message part on each
+:class:`~hub.ingest.records.Entry`, the rest as a small typed value.
+
+A blocked client's message is logged on the client like a service message: no
+conversation, so no routing, no deadline, no staff notice and no auto-reply.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy.engine import Connection
@@ -19,6 +22,7 @@ from sqlalchemy.engine import Connection
 from hub.ingest import rows
 from hub.ingest.auto_replies import AutoReplies, auto_replies
 from hub.ingest.deadlines import open_deadlines
+from hub.ingest.flood import Burst, split
 from hub.ingest.notices import staff_notices
 from hub.ingest.records import Conv, Entry, Pending, Routed
 from hub.ingest.router import Router, RoutingSettings
@@ -28,6 +32,7 @@ from routing.sla import Policy
 from storage import ingest as q
 
 Pair = tuple[str, str]  # an identity: (kind, value)
+MINUTE = timedelta(minutes=1)  # flood control's window
 
 
 class Settings(RoutingSettings, Protocol):
@@ -36,6 +41,8 @@ class Settings(RoutingSettings, Protocol):
     policies: tuple[Policy, ...]
     staff_channel: str | None
     auto_replies: AutoReplies | None
+    flood_per_minute: int  # 0: no flood control
+    language: str  # the staff's, for the notices the hub writes
 
 
 @dataclass(slots=True)
@@ -68,6 +75,8 @@ class Senders:
     owner_of: dict[int, int | None]  # client id -> its owner (a manager), None yet
     new: set[int]  # clients this batch created
     open_convs: dict[tuple[str, int], Conv]
+    blocked: set[int] = field(default_factory=set)
+    flood: dict[int, int] = field(default_factory=dict)  # client -> requests this minute
 
 
 class Hints(NamedTuple):
@@ -103,7 +112,8 @@ class BatchWriter:
         senders = self.resolve_clients(seen.fresh)
         threads = self.thread_and_route(seen.fresh, senders)
         self.write_conversations(seen.fresh, threads)
-        self.write_log(seen.fresh, threads)
+        burst = self.count_requests(seen.fresh, senders)
+        self.write_log(seen.fresh, threads, senders, burst)
         return self.results(seen, senders)
 
     # 1. Deduplicate
@@ -155,7 +165,7 @@ class BatchWriter:
                 channel_pairs.add((ident.kind, ident.value))
         known = Known({}, {})
         for channel, pairs in pairs_by_channel.items():
-            found, found_open = q.find_clients(self.conn, channel, list(pairs))
+            found, found_open = q.find_clients(self.conn, channel, list(pairs), self.now - MINUTE)
             known.identities.update(found)
             for client_id, row in found_open.items():
                 known.open_convs[(channel, client_id)] = Conv(
@@ -205,6 +215,10 @@ class BatchWriter:
             sender = identities.get(held) or q.KnownIdentity(created[held], None)
             e.client_id = sender.client_id
             senders.owner_of.setdefault(sender.client_id, sender.owner_id)
+            if sender.blocked:
+                senders.blocked.add(sender.client_id)
+            if sender.flood:
+                senders.flood[sender.client_id] = sender.flood
             for ident in e.message.identities:
                 pair = (ident.kind, ident.value)
                 if pair not in identities:
@@ -232,11 +246,15 @@ class BatchWriter:
         threads = Threads()
         hinted: dict[int, Conv] = {}  # one Conv per conversation a hint leads to
         queued: set[Conv] = set()  # routed to nobody already in this batch
+        blocked = senders.blocked
         for e in fresh:
             extras = e.message.extras
-            if extras and (extras.get("service") or extras.get("auto")):
+            if (extras and (extras.get("service") or extras.get("auto"))) or (
+                blocked and e.client_id in blocked
+            ):
                 # A bare /start or /stop, an auto-reply, a bounce of mail the hub did
-                # not send: logged on the client, but no request to route.
+                # not send, a blocked client's message: logged on the client, but no
+                # request to route.
                 continue
             conv = self._conversation(e, hints, senders.open_convs, hinted)
             if conv.opener is e:
@@ -324,7 +342,7 @@ class BatchWriter:
         if decision.reply and conv.row is not None:
             threads.rule_replies[e] = decision
 
-    # 4. Write the conversations, then the log
+    # 4. Write the conversations
 
     def write_conversations(self, fresh: list[Entry], threads: Threads) -> None:
         """The new conversations (their ids onto their Conv), the existing ones
@@ -346,11 +364,29 @@ class BatchWriter:
             open_deadlines(conn, policies, threads.new, threads.joined, threads.routed, now)
         q.opt_out(conn, [e.client_id for e in fresh if e.message.extras.get("opt_out")])
 
-    def write_log(self, fresh: list[Entry], threads: Threads) -> None:
+    # 5. Count the requests (flood control)
+
+    def count_requests(self, fresh: list[Entry], senders: Senders) -> Burst:
+        """Which requests the staff see one by one (:mod:`hub.ingest.flood`), and
+        each client's requests of the batch added to their minute."""
+        limit = self.settings.flood_per_minute
+        if limit <= 0:
+            return Burst()
+        burst = split(fresh, senders.flood, limit, self.settings.language)
+        q.count_requests(self.conn, burst.counts, self.now, self.now - MINUTE)
+        return burst
+
+    # 6. Write the log
+
+    def write_log(
+        self, fresh: list[Entry], threads: Threads, senders: Senders, burst: Burst
+    ) -> None:
         """The interactions (each message, each routing decision as an event, each
         auto-reply), the attachments, and the outbox: staff notices, auto-replies."""
         conn, now = self.conn, self.now
-        replies = auto_replies(fresh, threads.rule_replies, self.settings.auto_replies, now)
+        blocked = senders.blocked
+        answered = [e for e in fresh if e.client_id not in blocked] if blocked else fresh
+        replies = auto_replies(answered, threads.rule_replies, self.settings.auto_replies, now)
         log = [rows.inbound(e) for e in fresh]
         log.extend(rows.routing_event(r, now) for r in threads.routed)
         log.extend(reply.interaction(now) for reply in replies)
@@ -374,14 +410,15 @@ class BatchWriter:
         )
         staff = self.settings.staff_channel
         if staff is not None:
-            notices = staff_notices(staff, fresh, threads.routed, self.router.telegram_id, now)
+            telegram_id = self.router.telegram_id
+            notices = staff_notices(staff, fresh, threads.routed, telegram_id, now, burst)
             q.insert_notifications(conn, notices)
         q.insert_notifications(
             conn,
             [r.outbox_row(iid, now) for r, iid in zip(replies, reply_ids, strict=True)],
         )
 
-    # 5. Results
+    # 7. Results
 
     def results(self, seen: Seen, senders: Senders) -> list[IngestResult]:
         """Each message's answer, in batch order; a repeat gets its original's."""

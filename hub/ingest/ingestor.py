@@ -5,7 +5,8 @@ are gathered by one writer task into one transaction (group commit), which
 :mod:`hub.ingest.batch` writes: resolve or create clients by identity, find or
 open conversations (thread hints first, then the client's open conversation on
 the channel), append interactions, ask ``routing`` for a decision on new or
-unassigned conversations, write the notifications they cause to the outbox. A
+unassigned conversations, write the notifications they cause to the outbox
+(sparing the staff a client's flood, and all of a blocked client's). A
 call returns only after its batch is committed. A redelivery (same channel and
 external id) returns the interaction already stored, with ``duplicate=True``.
 """
@@ -78,9 +79,13 @@ class Ingestor:
         rules: Rules | None = None,
         holidays: Iterable[date] = (),
         policies: tuple[Policy, ...] = (),
+        flood_per_minute: int = 0,
+        language: str = "ru",
     ) -> None:
         self.db = db
         self.policies = policies
+        self.flood_per_minute = flood_per_minute  # desk.flood_per_minute; 0: off
+        self.language = language  # the staff's (a flood's notice)
         self.rules = rules or Rules()
         self.holidays = frozenset(holidays)
         self.needs_profile = needs_profile(self.rules)

@@ -3,7 +3,10 @@
 Each message is mirrored to the staff group; the conversation's manager is told
 in private too (the group has a small message budget, a private chat its own):
 a new assignee by ``assigned``, an existing one by ``notify``; managers a
-request is offered to by ``offer``.
+request is offered to by ``offer``. A client who floods (:mod:`hub.ingest.flood`)
+is shown once with a notice, past the minute's limit, and then not at all until
+their minute is over; a blocked client's messages have no conversation, so
+nothing here.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from hub.delivery.outbox import Outgoing
+from hub.ingest.flood import Burst
 from hub.ingest.records import Entry, Routed
 from hub.ingest.rows import clip
 
@@ -25,10 +29,11 @@ def staff_notices(
     routed: list[Routed],
     telegram_id: Callable[[int], int],
     now: datetime,
+    burst: Burst,
 ) -> list[OutboxRow]:
     """The notices about the batch's messages, then those about its routing;
     ``telegram_id`` gives a manager's private chat."""
-    out = _about_messages(staff, fresh, routed, telegram_id, now)
+    out = _about_messages(staff, fresh, routed, telegram_id, now, burst)
     out.extend(_about_routing(staff, routed, telegram_id, now))
     return out
 
@@ -39,20 +44,28 @@ def _about_messages(
     routed: list[Routed],
     telegram_id: Callable[[int], int],
     now: datetime,
+    burst: Burst,
 ) -> list[OutboxRow]:
     """The mirror of each request's message, and ``notify`` to the manager who
-    already holds its conversation (one just assigned hears ``assigned`` instead)."""
+    already holds its conversation (one just assigned hears ``assigned`` instead);
+    a flood's first message past the limit with its notice, the rest of it not."""
     assigned_now = {r.entry for r in routed if r.decision.assignee_id is not None}
+    quiet, notices = burst.quiet, burst.notice
     out = []
     for entry in fresh:
         conv = entry.conv
-        if conv is None:
-            continue  # service messages are not mirrored
+        if conv is None or entry in quiet:
+            continue  # service messages are not mirrored, nor a flood past its notice
         iid = entry.interaction_id
-        out.append(_notice(staff, "staff", "mirror", entry, conv.id, f"mirror:{iid}", now))
+        said = entry.message.text
+        notice = notices.get(entry)
+        if notice is not None:
+            said = f"{notice}\n\n{said}" if said else notice
+        out.append(_notice(staff, "staff", "mirror", entry, conv.id, f"mirror:{iid}", now, said))
         if conv.assignee_id is not None and entry not in assigned_now:
             recipient = str(telegram_id(conv.assignee_id))
-            out.append(_notice(staff, recipient, "notify", entry, conv.id, f"notify:{iid}", now))
+            key = f"notify:{iid}"
+            out.append(_notice(staff, recipient, "notify", entry, conv.id, key, now, said))
     return out
 
 
@@ -62,15 +75,16 @@ def _about_routing(
     """``offer`` to each manager a request is offered to; ``assigned`` to its assignee."""
     out = []
     for entry, conv, decision in routed:
-        iid = entry.interaction_id
+        iid, said = entry.interaction_id, entry.message.text
         for offered in decision.offered:
             key = f"offer:{conv.id}:{offered}:{iid}"
-            out.append(_notice(staff, str(telegram_id(offered)), "offer", entry, conv.id, key, now))
+            recipient = str(telegram_id(offered))
+            out.append(_notice(staff, recipient, "offer", entry, conv.id, key, now, said))
         assignee = decision.assignee_id
         if assignee is not None:
             key = f"assigned:{conv.id}:{assignee}:{iid}"
             recipient = str(telegram_id(assignee))
-            out.append(_notice(staff, recipient, "assigned", entry, conv.id, key, now))
+            out.append(_notice(staff, recipient, "assigned", entry, conv.id, key, now, said))
     return out
 
 
@@ -82,8 +96,10 @@ def _notice(
     conversation_id: int,
     key: str,
     now: datetime,
+    said: str,
 ) -> OutboxRow:
-    """A notice about ``entry``'s message; ``key`` makes it idempotent."""
+    """A notice about ``entry``'s message, saying ``said`` (its text, or that with a
+    flood notice); ``key`` makes it idempotent."""
     m = entry.message
     return Outgoing(
         idempotency_key=key,
@@ -92,7 +108,7 @@ def _notice(
         recipient=recipient,
         kind=kind,
         subject=clip(m.subject, 500),
-        text=m.text,
+        text=said,
         client_id=entry.client_id,
         conversation_id=conversation_id,
         interaction_id=entry.interaction_id,

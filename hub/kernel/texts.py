@@ -166,12 +166,14 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": (
             "Сообщение в теме уходит клиенту; «!» или /note — заметка для своих.\n"
             "/take, /resolve, /reopen, /transfer ИМЯ, /tag СЛОВА, /stage СТАДИЯ, "
-            "/remind 2h ТЕКСТ, /card, /t ШАБЛОН (/t — список шаблонов)"
+            "/remind 2h ТЕКСТ, /card, /t ШАБЛОН (/t — список шаблонов); "
+            "руководителям: /block, /unblock"
         ),
         "en": (
             "A message in the topic goes to the client; “!” or /note makes an internal note.\n"
             "/take, /resolve, /reopen, /transfer NAME, /tag WORDS, /stage NAME, "
-            "/remind 2h TEXT, /card, /t TEMPLATE (/t lists the templates)"
+            "/remind 2h TEXT, /card, /t TEMPLATE (/t lists the templates); "
+            "supervisors: /block, /unblock"
         ),
     },
     "private_help": {
@@ -183,7 +185,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "заметка для своих. Или выберите текущего клиента: /c ID (номер с карточки) или "
         "кнопкой в /inbox — тогда просто пишите, всё уйдёт ему; /c 0 — без текущего.\n"
         "Для клиента из ответа или текущего: /t ШАБЛОН (/t — список), /take, /resolve, "
-        "/transfer ИМЯ, /remind 2h ТЕКСТ, /card, /note ТЕКСТ",
+        "/transfer ИМЯ, /remind 2h ТЕКСТ, /card, /note ТЕКСТ; руководителям: /block, /unblock",
         "en": "/inbox — your open requests (a button makes the client current)\n"
         "/find TEXT — find a client\n"
         "/away — give me no new requests\n/back — I am back\n"
@@ -192,7 +194,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "internal note. Or choose a current client: /c ID (the number on the card) or a "
         "button in /inbox, then just write and it goes to them; /c 0: no current client.\n"
         "For the client replied to, or the current one: /t TEMPLATE (/t lists them), "
-        "/take, /resolve, /transfer NAME, /remind 2h TEXT, /card, /note TEXT",
+        "/take, /resolve, /transfer NAME, /remind 2h TEXT, /card, /note TEXT; "
+        "supervisors: /block, /unblock",
     },
     # Answering from the private chat (channels/telegram/staff/private.py)
     "private_facts": {
@@ -238,6 +241,30 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "No current client now: reply to clients' messages",
     },
     "no_client": {"ru": "Нет клиента #{id}", "en": "No client #{id}"},
+    # Blocked clients and floods (hub/desk/desk.py, hub/ingest/flood.py)
+    "blocked": {
+        "ru": "🚫 Клиент заблокирован ({manager}): его сообщения сохраняются, но менеджерам "
+        "не приходят, сроки по ним не идут; /unblock — снять блокировку",
+        "en": "🚫 Client blocked by {manager}: their messages are logged but reach no "
+        "manager and start no deadline; /unblock lifts it",
+    },
+    "unblocked": {
+        "ru": "✅ Клиент разблокирован ({manager}): сообщения снова приходят менеджерам",
+        "en": "✅ Client unblocked by {manager}: their messages reach the managers again",
+    },
+    "already_blocked": {"ru": "Клиент уже заблокирован", "en": "The client is already blocked"},
+    "not_blocked": {"ru": "Клиент не заблокирован", "en": "The client is not blocked"},
+    "block_not_allowed": {
+        "ru": "Блокировать и разблокировать клиентов могут только руководители и администраторы",
+        "en": "Only supervisors and admins can block and unblock clients",
+    },
+    "card_blocked": {"ru": "Заблокирован", "en": "Blocked"},
+    "flood_notice": {
+        "ru": "⚠️ Больше {limit} сообщений от клиента за минуту: остальные сообщения этой "
+        "минуты сохраняются в истории клиента, но сюда по одному не приходят (смотрите /card)",
+        "en": "⚠️ Over {limit} messages from this client within a minute: the rest of this "
+        "minute's are logged on the client but not shown here one by one (see /card)",
+    },
     "nothing_to_send": {
         "ru": "Нечего отправить клиенту: напишите текст или приложите файл",
         "en": "Nothing to send to the client: write text or attach a file",
