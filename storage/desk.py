@@ -47,6 +47,8 @@ class ClientRow:
     source: str | None
     tags: list[str] | None
     custom: dict[str, Any] | None = None
+    blocked_at: datetime | None = None
+    blocked_by: str | None = None  # the name of who blocked the client
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,14 +156,27 @@ async def client_of_topic(conn: AsyncConnection, chat_id: int, thread_id: int) -
 
 async def client(conn: AsyncConnection, client_id: int) -> ClientRow | None:
     c, m = clients.c, managers.c
+    blocker = managers.alias("blocker")
     row = (
         await conn.execute(
-            select(c.id, c.name, c.stage, m.name, c.language, c.source, c.tags, c.custom)
+            select(
+                c.id,
+                c.name,
+                c.stage,
+                m.name,
+                c.language,
+                c.source,
+                c.tags,
+                c.custom,
+                c.blocked_at,
+                blocker.c.name,
+            )
             .join_from(clients, managers, c.owner_id == m.id, isouter=True)
+            .join(blocker, c.blocked_by == blocker.c.id, isouter=True)
             .where(c.id == client_id)
         )
     ).one_or_none()
-    return ClientRow(*row) if row else None
+    return ClientRow(*tuple(row)) if row else None
 
 
 async def reminders_due(conn: AsyncConnection, client_id: int) -> list[tuple[datetime, str]]:

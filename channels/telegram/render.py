@@ -364,6 +364,10 @@ def card_html(card: ClientCard, language: str, tz: ZoneInfo) -> str:
         facts.append(f"⏰ {text('card_due', language)}: {when}")
     lines.append(" · ".join(facts[:2]))
     lines.append(" · ".join(facts[2:]))
+    if card.blocked is not None:
+        when = _local(card.blocked.at, tz).strftime("%d.%m %H:%M")
+        who = f" · {escape(clip(card.blocked.by, 100))}" if card.blocked.by else ""
+        lines.append(f"🚫 <b>{text('card_blocked', language)}</b> {when}{who}")
     extra = []
     if card.tags:
         extra.append(f"{text('card_tags', language)}: {escape(clip(', '.join(card.tags), 300))}")

@@ -32,6 +32,7 @@ from hub.kernel.types import (
     OVERSEERS,
     STAGES,
     Attachment,
+    Blocked,
     ClientCard,
     Contact,
     Direction,
@@ -254,6 +255,7 @@ class Desk:
             due=due,
             custom=tuple((str(k), str(v)) for k, v in (client.custom or {}).items()),
             reminders=tuple(pending),
+            blocked=Blocked(client.blocked_at, client.blocked_by) if client.blocked_at else None,
         )
 
     async def deadline(self, conversation_id: int) -> datetime | None:
@@ -531,6 +533,46 @@ class Desk:
         )
         return _Said(text("stage", c.language, stage=new, manager=c.manager.name), logged=True)
 
+    async def _block(self, c: _Command) -> _Said:
+        return await self._set_blocked(c, blocked=True)
+
+    async def _unblock(self, c: _Command) -> _Said:
+        return await self._set_blocked(c, blocked=False)
+
+    async def _set_blocked(self, c: _Command, *, blocked: bool) -> _Said:
+        """Supervisors and admins block a client (their messages are logged and reach
+        no manager) or unblock them; anyone else is refused, and that audited."""
+        action = "block" if blocked else "unblock"
+        if c.manager.role not in OVERSEERS:
+            await self._refuse(c.conn, c.manager, c.client_id, action)
+            return _only(text("block_not_allowed", c.language))
+        client = await q.client(c.conn, c.client_id)
+        if client is None:
+            return _only(text("no_client", c.language, id=c.client_id))
+        if (client.blocked_at is not None) == blocked:
+            return _only(text("already_blocked" if blocked else "not_blocked", c.language))
+        await q.set_client(
+            c.conn,
+            c.client_id,
+            c.now,
+            blocked_at=c.now if blocked else None,
+            blocked_by=c.manager.id if blocked else None,
+        )
+        await q.audit(
+            c.conn,
+            {
+                "at": c.now,
+                "actor": q.staff_actor(c.manager.telegram_id),
+                "action": action,
+                "object_type": "client",
+                "object_id": c.client_id,
+            },
+        )
+        loggers.event(log, f"desk.{action}", client=c.client_id, manager=c.manager.id)
+        return _Said(
+            text("blocked" if blocked else "unblocked", c.language, manager=c.manager.name)
+        )
+
     async def _remind(self, c: _Command) -> _Said:
         zone, hours = await managers_q.clock_of(c.conn, c.manager.id)
         hours = hours or self.hours
@@ -785,5 +827,7 @@ _HANDLERS: dict[str, Callable[[Desk, _Command], Awaitable[_Said]]] = {
     "stage": Desk._stage,
     "stage_up": Desk._stage_up,
     "stage_down": Desk._stage_down,
+    "block": Desk._block,
+    "unblock": Desk._unblock,
 }
 ACTIONS = tuple(_HANDLERS)

@@ -203,6 +203,14 @@ class Contact:
 
 
 @dataclass(frozen=True, slots=True)
+class Blocked:
+    """A client blocked by a supervisor or an admin: when, and by whom."""
+
+    at: datetime
+    by: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ClientCard:
     id: int
     name: str | None
@@ -218,6 +226,7 @@ class ClientCard:
     due: datetime | None = None  # the open request's next response deadline (SLA)
     custom: tuple[tuple[str, str], ...] = ()  # custom fields (imports, forms)
     reminders: tuple[tuple[datetime, str], ...] = ()  # pending reminders: (due, text)
+    blocked: Blocked | None = None  # None: not blocked
 
 
 @dataclass(frozen=True, slots=True)

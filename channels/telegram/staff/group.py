@@ -3,7 +3,8 @@
 What a manager writes in a client's topic is an answer to the client (files
 fetched with getFile), an internal note when it starts with ``!`` or is
 ``/note``, a canned answer (``/t NAME``; ``/t`` lists them as buttons), or a
-command of :attr:`StaffGroup.commands`, answered in the topic. The
+command of :attr:`StaffGroup.commands` (``/block`` and ``/unblock`` among them,
+which the desk allows supervisors and admins only), answered in the topic. The
 general topic and topics opened by hand belong to no client: nothing there is
 acted on.
 """
@@ -33,7 +34,9 @@ __all__ = ["ACTIONS", "StaffGroup", "TopicMessage"]
 log = loggers.channels
 
 # The desk's actions on a client's request, as commands (and some as buttons).
-ACTIONS = frozenset({"take", "resolve", "reopen", "transfer", "tag", "stage", "remind"})
+ACTIONS = frozenset(
+    {"take", "resolve", "reopen", "transfer", "tag", "stage", "remind", "block", "unblock"}
+)
 NOTE_MARK = "!"
 
 

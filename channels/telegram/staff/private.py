@@ -8,9 +8,10 @@ makes an internal note. Both are copied into the client's topic by the desk. A
 manager may choose a current client (``/c ID`` with the id the card shows, or a
 button of ``/inbox``) and then just write: plain text goes to them. The commands
 of :attr:`PrivateChat.about` (``/take``, ``/resolve``, ``/transfer NAME``,
-``/remind WHEN TEXT``, ``/card``, ``/note TEXT``, ``/t NAME``) act on the client
-replied to, else the current one. The desk checks that the client is the
-manager's to act on and audits every refusal.
+``/remind WHEN TEXT``, ``/card``, ``/note TEXT``, ``/t NAME``, and for
+supervisors and admins ``/block`` and ``/unblock``) act on the client replied
+to, else the current one. The desk checks that the client is the manager's to
+act on and audits every refusal.
 
 ``/report week`` (or ``month``) answers with a short summary and the charts as
 photos (sendPhoto); commands in neither table are offered to the campaign desk,
