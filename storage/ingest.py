@@ -19,6 +19,7 @@ from sqlalchemy import (
     ColumnElement,
     String,
     Table,
+    Update,
     and_,
     any_,
     bindparam,
@@ -372,7 +373,7 @@ def set_client_tags(conn: Connection, tags: dict[int, list[str]]) -> None:
         )
 
 
-def _flood_update(dialect: str) -> Any:
+def _flood_update() -> Update:
     c = clients.c
     current = c.flood_at > bindparam("b_since", type_=c.flood_at.type)
     added = bindparam("b_n", type_=c.flood_count.type)
@@ -396,22 +397,20 @@ def count_requests(
         return
     if conn.dialect.name != "sqlite":
         params = [{"b_id": k, "b_n": n, "b_since": since, "b_now": now} for k, n in counts.items()]
-        conn.execute(_flood_update(conn.dialect.name), params)
+        conn.execute(_flood_update(), params)
         return
-    prepared = _prepare(conn, "flood", _flood_update)
-    # The instants are the same for every row: bound once, then each row's id and count.
-    template = prepared.bind({"b_id": 0, "b_n": 0, "b_since": since, "b_now": now})
-    id_at = [i for i, name in enumerate(prepared.names) if name == "b_id"]
-    n_at = [i for i, name in enumerate(prepared.names) if name == "b_n"]
-    rows = []
-    for client_id, n in counts.items():
-        row = list(template)
-        for i in id_at:
-            row[i] = client_id
-        for i in n_at:
-            row[i] = n
-        rows.append(tuple(row))
-    conn.exec_driver_sql(prepared.sql, rows)
+    # Straight to the driver, the instants bound once: a batch updates hundreds of
+    # clients. The same statement as _flood_update, with numbered parameters.
+    bind = clients.c.flood_at.type._cached_bind_processor(conn.dialect)
+    assert bind is not None
+    since_at, now_at = bind(since), bind(now)
+    conn.exec_driver_sql(
+        "UPDATE clients SET"
+        " flood_count = CASE WHEN flood_at > ?3 THEN flood_count + ?2 ELSE ?2 END,"
+        " flood_at = CASE WHEN flood_at > ?3 THEN flood_at ELSE ?4 END"
+        " WHERE id = ?1",
+        [(client_id, n, since_at, now_at) for client_id, n in counts.items()],
+    )
 
 
 def opt_out(conn: Connection, client_ids: list[int]) -> None:

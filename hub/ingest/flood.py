@@ -11,7 +11,6 @@ way: only the managers' Telegram budget is spared.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 from hub.ingest.records import Entry
@@ -35,16 +34,17 @@ def split(fresh: list[Entry], before: dict[int, int], limit: int, language: str)
     burst = Burst()
     if limit <= 0:
         return burst
-    counts: dict[int, int] = defaultdict(int)
+    nth: dict[int, int] = {}  # client -> the place of their latest request in their minute
     for entry in fresh:
         if entry.conv is None:
             continue
         client_id = entry.client_id
-        counts[client_id] += 1
-        nth = before.get(client_id, 0) + counts[client_id]
-        if nth == limit + 1:
-            burst.notice[entry] = text("flood_notice", language, limit=limit)
-        elif nth > limit + 1:
-            burst.quiet.add(entry)
-    burst.counts = dict(counts)
+        place = nth.get(client_id)
+        place = nth[client_id] = (before.get(client_id, 0) if place is None else place) + 1
+        if place > limit:
+            if place == limit + 1:
+                burst.notice[entry] = text("flood_notice", language, limit=limit)
+            else:
+                burst.quiet.add(entry)
+    burst.counts = {client_id: n - before.get(client_id, 0) for client_id, n in nth.items()}
     return burst
