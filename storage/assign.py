@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import String, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -26,10 +27,17 @@ class Waiting:
     text: str
 
 
+def _waiting() -> tuple[Any, ...]:
+    """Open and nobody's, and not a blocked client's (their requests reach no manager)."""
+    c, cl = conversations.c, clients.c
+    blocked = select(cl.id).where(cl.blocked_at.is_not(None))
+    return (c.status == "open", c.assignee_id.is_(None), c.client_id.not_in(blocked))
+
+
 async def any_waiting(conn: AsyncConnection) -> bool:
     """Whether an open conversation has nobody yet (a read: the idle round's check)."""
     c = conversations.c
-    query = select(c.id).where(c.status == "open", c.assignee_id.is_(None)).limit(1)
+    query = select(c.id).where(*_waiting()).limit(1)
     return (await conn.execute(query)).first() is not None
 
 
@@ -39,7 +47,7 @@ async def waiting(conn: AsyncConnection, limit: int = 500) -> list[Waiting]:
     c, cl, i = conversations.c, clients.c, interactions.c
     locked = (
         select(c.id)
-        .where(c.status == "open", c.assignee_id.is_(None))
+        .where(*_waiting())
         .order_by(c.created_at, c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)

@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.tables import conversations, deadlines, managers
+from storage.tables import clients, conversations, deadlines, managers
 
 RESPONSES = ("first_response", "next_response")
 # The role told of missed deadlines: hub.kernel.types.Role.SUPERVISOR, spelled here
@@ -96,6 +96,7 @@ class Due:
     reassign_at: datetime | None
     assignee_id: int | None
     status: str  # of the conversation
+    blocked: bool  # the client is blocked: their requests keep no deadlines
 
 
 async def claim_due(conn: AsyncConnection, now: datetime, limit: int = 200) -> list[Due]:
@@ -125,8 +126,10 @@ async def claim_due(conn: AsyncConnection, now: datetime, limit: int = 200) -> l
             d.reassign_at,
             c.assignee_id,
             c.status,
+            clients.c.blocked_at.is_not(None).label("blocked"),
         )
         .join_from(deadlines, conversations, c.id == d.conversation_id)
+        .join(clients, clients.c.id == d.client_id)
         .where(d.id.in_(ids))
         .order_by(d.next_at, d.id)
     )

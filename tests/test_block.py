@@ -21,9 +21,12 @@ from sqlalchemy import func, select, update
 from hub.clients.attachments import AttachmentStore
 from hub.desk.desk import Desk
 from hub.ingest.ingestor import Ingestor
+from hub.jobs.deadlines import Escalator
+from hub.jobs.waiting import Assigner
 from hub.kernel.clock import FrozenClock
 from hub.kernel.identities import identity
 from hub.kernel.types import Channel, InboundMessage, IngestResult, ManagerRef
+from routing import Rules
 from routing.sla import Policy
 from storage import Database
 from storage.models import Audit, Client, Conversation, Deadline, Interaction, Manager, Outbox
@@ -211,3 +214,40 @@ async def supervisor(hub: StaffDesk, name: str) -> User:
 async def private(hub: StaffDesk, user: User, text: str) -> None:
     await hub.server.user_sends(user, text)
     await hub.feed()
+
+
+async def test_a_blocked_clients_open_request_is_not_given_out_and_keeps_no_deadline(
+    db: Database, tmp_path: Path
+) -> None:
+    """A request opened before the block: the waiting round does not give it out
+    and its deadline is closed, not escalated; unblocked, it waits again."""
+    clock = FrozenClock(T0)
+    files = AttachmentStore(tmp_path / "files", 10**6)
+    desk = Desk(db, clock, files, language="en", timezone="UTC")
+    policy = Policy("std", first_response=timedelta(hours=1))
+    ingest = Ingestor(db, clock, files, staff_channel="telegram", policies=(policy,))
+    maria = await _add(db, "Maria", 1, "manager", None)
+    vera = await _add(db, "Vera", 2, "supervisor", None)
+    await ingest.start()
+    try:  # Maria is away: the request waits for somebody
+        opened = await ingest(message(1, "hello"))
+    finally:
+        await ingest.stop()
+    assert opened.conversation_id is not None
+    assert (await desk.act(opened.client_id, vera, "block")).startswith(BLOCKED)
+    async with db.write() as conn:
+        await conn.execute(update(Manager).where(Manager.id == maria.id).values(away=False))
+    assigner = Assigner(db, clock, Rules(), staff_channel="telegram")
+    escalator = Escalator(db, clock, (policy,), assigner, staff_channel="telegram")
+    before = await count(db, Outbox)
+    assert await assigner.give_out() == 0
+    clock.advance(timedelta(hours=2))
+    await escalator.run()
+    [deadline] = await rows(db, select(Deadline.status))
+    assert deadline.status != "open"
+    assert await count(db, Outbox) == before
+    [conversation] = await rows(db, select(Conversation.assignee_id))
+    assert conversation.assignee_id is None
+
+    assert await desk.act(opened.client_id, vera, "unblock") == UNBLOCKED
+    assert await assigner.give_out() == 1

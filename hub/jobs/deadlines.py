@@ -65,7 +65,7 @@ class Escalator:
         self._staff = None
         async with self.db.write() as conn:
             for due in await q.claim_due(conn, now):
-                if due.status == "resolved":
+                if due.status == "resolved" or due.blocked:
                     await q.close(conn, due.id, now)
                     continue
                 if due.step == 0:
