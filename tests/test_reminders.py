@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, insert, select, update
 
@@ -377,3 +378,24 @@ async def test_a_redelivered_press_answers_as_the_first_and_acts_once(
         )
     assert due == clock.now() + timedelta(days=1)
     assert logged.count(first) == 1
+
+
+async def test_a_snooze_answers_in_the_managers_own_time_zone(db: Database, tmp_path: Path) -> None:
+    """Issue 15: a reminder's times are told in the manager's zone, never the hub's."""
+    clock = FrozenClock()
+    desk, client_id = await _setup(db, tmp_path, clock)
+    async with db.write() as conn:
+        await conn.execute(
+            update(Manager).where(Manager.telegram_id == 555).values(timezone="Asia/Yekaterinburg")
+        )
+    manager = await desk.manager(555)
+    assert manager is not None
+    await desk.act(client_id, manager, "remind", "1h позвонить")
+    clock.advance(timedelta(hours=1))
+    assert await fire_due(db, clock, staff_channel="telegram") == 1
+    async with db.read() as conn:
+        [rid] = (await conn.execute(select(Reminder.id))).scalars().all()
+    answer = await desk.settle_reminder(rid, 1, manager, "snooze_day", key="tg:callback:q2")
+    # The hub's zone would say 06.01 14:00 (as the test above); Yekaterinburg is UTC+5.
+    local = (clock.now() + timedelta(days=1)).astimezone(ZoneInfo("Asia/Yekaterinburg"))
+    assert answer == f"Напоминание отложено до {local:%d.%m %H:%M}: позвонить (Ольга)"

@@ -26,6 +26,7 @@ from hub.kernel.texts import text
 from hub.kernel.types import Direction, ManagerRef
 from storage import Database
 from storage import desk as desk_q
+from storage import managers as managers_q
 from storage import reminders as q
 from storage.reminders import DueReminder
 
@@ -232,7 +233,9 @@ async def settle(
                 manager_id=manager.id,
             )
             return text("reminder_not_yours", language)
-        press = _Press(fired_count, action, manager.name, now, language, timezone)
+        # The answer says the new time in the manager's own zone, as /remind does.
+        zone, _ = await managers_q.clock_of(conn, manager.id)
+        press = _Press(fired_count, action, manager.name, now, language, zone or timezone)
         reply = await _apply(conn, reminder, press)
         if reply is None:
             return text("reminder_settled", language)
