@@ -64,9 +64,8 @@ class BudgetedStaffChannel(StaffChannel):
 
 
 @contextlib.asynccontextmanager
-async def dispatching(hub: StaffDesk, *, seeded: bool = True) -> AsyncIterator[Dispatcher]:
-    kind = BudgetedStaffChannel if seeded else StaffChannel
-    channel = kind(hub.staff, hub.bot)
+async def dispatching(hub: StaffDesk) -> AsyncIterator[Dispatcher]:
+    channel = BudgetedStaffChannel(hub.staff, hub.bot)
     dispatcher = Dispatcher(
         hub.db, hub.clock, {"telegram": channel}, RETRYING, staff_channel="telegram"
     )
