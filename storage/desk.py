@@ -420,18 +420,20 @@ async def remember_private(conn: AsyncConnection, rows: list[dict[str, Any]]) ->
 
 
 async def private_client(
-    conn: AsyncConnection, chat_id: int, message_id: int, entry: int = 0
+    conn: AsyncConnection, chat_id: int, message_id: int | None, entry: int = 0
 ) -> int | None:
-    """The client a private message was about, as they are now: the client its
-    conversation belongs to, or the one a merge kept."""
+    """The client a private message (None: the chat's latest one with ``entry``) was
+    about, as they are now: the client its conversation belongs to, or the one a
+    merge kept."""
     p, c = private_messages.c, conversations.c
-    row = (
-        await conn.execute(
-            select(p.client_id, c.client_id)
-            .join_from(private_messages, conversations, p.conversation_id == c.id, isouter=True)
-            .where(p.chat_id == chat_id, p.message_id == message_id, p.entry == entry)
-        )
-    ).one_or_none()
+    found = (
+        select(p.client_id, c.client_id)
+        .join_from(private_messages, conversations, p.conversation_id == c.id, isouter=True)
+        .where(p.chat_id == chat_id, p.entry == entry)
+    )
+    if message_id is not None:
+        found = found.where(p.message_id == message_id)
+    row = (await conn.execute(found.order_by(p.message_id.desc()).limit(1))).one_or_none()
     if row is None:
         return None
     return await live_client(conn, int(row[1] if row[1] is not None else row[0]))

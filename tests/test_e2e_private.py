@@ -20,6 +20,8 @@ from pathlib import Path
 import aiohttp
 import aiosmtplib
 
+from channels.telegram import TelegramChannel
+from channels.telegram.staff import StaffSide
 from hub import config as hub_config
 from hub.app.run import Hub
 from tests.botapi import BotApiServer
@@ -74,13 +76,13 @@ def _config(
 @asynccontextmanager
 async def assembled(
     db_url: str, tmp_path: Path, server: BotApiServer, maria: User
-) -> AsyncIterator[tuple[Sink, dict[str, int]]]:
+) -> AsyncIterator[tuple[Sink, dict[str, int], Hub]]:
     async with smtp_sink() as (sink, sink_port):
         ports = {"admin": _free_port(), "smtp": _free_port(), "form": _free_port()}
         ports["sink"] = sink_port
         hub = Hub(_config(db_url, tmp_path, server, maria, ports))
         async with hub.lifespan():
-            yield sink, ports
+            yield sink, ports, hub
 
 
 def _text(message: Json) -> str:
@@ -122,18 +124,12 @@ async def test_a_manager_answers_three_channels_from_the_private_chat(
     async with BotApiServer() as server:  # Telegram's flood limits, enforced
         maria = server.add_manager("Maria")
         peter = server.add_user("Peter")
-        async with assembled(db_url, tmp_path, server, maria) as (sink, ports):
+        async with assembled(db_url, tmp_path, server, maria) as (sink, ports, _):
             await server.user_sends(maria, "/start")
 
             async def notice(words: str) -> Json:
                 def found() -> Json | None:
                     return next((m for m in server.sent_to(maria) if words in _text(m)), None)
-
-                return await server.wait_for(found, timeout=TIMEOUT)
-
-            async def mail_to(address: str) -> EmailMessage:
-                def found() -> EmailMessage | None:
-                    return next((m for m in sink.messages if address in str(m["To"])), None)
 
                 return await server.wait_for(found, timeout=TIMEOUT)
 
@@ -152,7 +148,7 @@ async def test_a_manager_answers_three_channels_from_the_private_chat(
             await server.user_sends(maria, f"/c {match.group(1)}")
             await notice("Current client: Bob Stone")
             await server.user_sends(maria, "Attached again.")
-            answer = await mail_to("bob@example.org")
+            answer = await _mail_to(server, sink, "bob@example.org")
             assert _body(answer).strip() == "Attached again."
             assert "Invoice 7" in str(answer["Subject"])
 
@@ -160,7 +156,7 @@ async def test_a_manager_answers_three_channels_from_the_private_chat(
             await _form(ports["form"])
             shown = await notice("Call me back")
             await server.user_sends(maria, "/t thanks", reply_to=shown)
-            answer = await mail_to("carol@example.org")
+            answer = await _mail_to(server, sink, "carol@example.org")
             assert _body(answer).strip() == "Thank you, Carol!"
 
             # Each answer shows in its client's topic, posted within the group's budget.
@@ -181,3 +177,92 @@ async def test_a_manager_answers_three_channels_from_the_private_chat(
                 "✓ Sent to Carol",
             ]
         assert server.throttled == []
+
+
+async def test_a_manager_over_budget_gets_one_digest_and_answers_its_entries(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Three clients write while the manager's private chat is paused (as a 429 pauses
+    it): their messages come as one digest, each entry answered on its own channel,
+    by ``/r N``, by ``/r N`` in reply to the digest, and by the entry's button."""
+    async with BotApiServer() as server:
+        maria = server.add_manager("Maria")
+        peter = server.add_user("Peter")
+        async with assembled(db_url, tmp_path, server, maria) as (sink, ports, hub):
+            await server.user_sends(maria, "/start")
+            await server.wait_for(lambda: server.sent_to(maria), timeout=TIMEOUT)
+            staff = _staff(hub)
+            staff.pacer.pause(maria.id, 6.0)  # over budget, as after a 429
+            await server.user_sends(peter, "Where is my order?")
+            await _mail(ports["smtp"])
+            await _form(ports["form"])
+
+            def digest() -> Json | None:
+                return next(
+                    (m for m in server.sent_to(maria) if "New messages from clients" in _text(m)),
+                    None,
+                )
+
+            shown = await server.wait_for(digest, timeout=TIMEOUT)
+            body = _text(shown)
+            assert "New messages from clients: 3" in body
+            numbers = {
+                name: int(found.group(1))
+                for name in ("Peter", "Bob Stone", "Carol")
+                if (found := re.search(rf"^(\d+)\. \S+ {name} · ", body, re.MULTILINE))
+            }
+            assert sorted(numbers.values()) == [1, 2, 3], body
+            assert "Where is my order?" in body and "Call me back" in body
+
+            # A plain reply to the digest is told how to answer an entry.
+            await server.user_sends(maria, "Which one?", reply_to=shown)
+            await server.wait_for(
+                lambda: any("/r NUMBER TEXT" in _text(m) for m in server.sent_to(maria)),
+                timeout=TIMEOUT,
+            )
+
+            # /r N: the chat's latest digest; Telegram.
+            await server.user_sends(maria, f"/r {numbers['Peter']} It ships today")
+            got = await server.wait_for(lambda: server.sent_to(peter), timeout=TIMEOUT)
+            assert [_text(m) for m in got] == ["It ships today"]
+
+            # /r N in reply to the digest; email.
+            await server.user_sends(
+                maria, f"/r {numbers['Bob Stone']} Attached again.", reply_to=shown
+            )
+            answer = await _mail_to(server, sink, "bob@example.org")
+            assert _body(answer).strip() == "Attached again."
+
+            # The entry's button makes the client current; then plain text; a form.
+            buttons = [b for row in shown["reply_markup"]["inline_keyboard"] for b in row]
+            carol = next(b for b in buttons if b["text"].startswith(f"{numbers['Carol']}. "))
+            await server.callback(maria, shown, carol["callback_data"])
+            await server.wait_for(
+                lambda: any("Current client: Carol" in _text(m) for m in server.sent_to(maria)),
+                timeout=TIMEOUT,
+            )
+            await server.user_sends(maria, "We will call you at 5.")
+            answer = await _mail_to(server, sink, "carol@example.org")
+            assert _body(answer).strip() == "We will call you at 5."
+
+            # An entry the digest does not have is refused, and nothing is sent.
+            await server.user_sends(maria, "/r 9 Hello")
+            await server.wait_for(
+                lambda: any("has no entry 9" in _text(m) for m in server.sent_to(maria)),
+                timeout=TIMEOUT,
+            )
+        assert server.throttled == []
+
+
+def _staff(hub: Hub) -> StaffSide:
+    """The hub's staff side (the test reaches its pacer to pause a chat)."""
+    channel = hub.channels["telegram"]
+    assert isinstance(channel, TelegramChannel) and isinstance(channel.staff, StaffSide)
+    return channel.staff
+
+
+async def _mail_to(server: BotApiServer, sink: Sink, address: str) -> EmailMessage:
+    def found() -> EmailMessage | None:
+        return next((m for m in sink.messages if address in str(m["To"])), None)
+
+    return await server.wait_for(found, timeout=TIMEOUT)

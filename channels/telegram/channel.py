@@ -23,7 +23,7 @@ from aiogram.types import Message, Update
 from channels.telegram import inbound
 from channels.telegram.base import STAFF_KINDS, StaffSurface
 from channels.telegram.errors import delivery_error
-from channels.telegram.outbound import ClientSender
+from channels.telegram.outbound import BotBudget, ClientSender
 from channels.telegram.updates import Poller, WebhookServer, describe
 from hub.config import TelegramSection
 from hub.kernel import loggers
@@ -56,7 +56,8 @@ class TelegramChannel:
     ``files`` gives the files of an answer to send with it (the desk).
     ``staff`` handles the managers' side; without it, staff updates are treated
     like anyone else's and staff kinds cannot be sent. ``max_attachment_bytes``
-    bounds what is downloaded from clients. ``poll_timeout``, ``retry_backoff``
+    bounds what is downloaded from clients. ``budget`` is the bot's 30 posts a second,
+    shared with the staff side (the staff's pacer). ``poll_timeout``, ``retry_backoff``
     (first and longest delay before handling a failed update again) and
     ``grace`` (how long ``stop`` lets an update being handled finish) are tuning.
     """
@@ -81,8 +82,10 @@ class TelegramChannel:
         poll_timeout: int = 25,
         retry_backoff: tuple[float, float] = (0.5, 30.0),
         grace: float = 10.0,
+        budget: BotBudget | None = None,
     ) -> None:
         self.config = config
+        self.budget = budget
         self.staff = staff
         self.files = files
         self.max_attachment_bytes = max_attachment_bytes
@@ -135,7 +138,7 @@ class TelegramChannel:
             self.bot = self._receiver = self._sink = None
             await bot.session.close()
             raise HubError(f"telegram: cannot start: {describe(exc, self._redact)}") from None
-        self._sender = ClientSender(bot, files=self.files)
+        self._sender = ClientSender(bot, files=self.files, budget=self.budget)
         loggers.event(log, "telegram.started", mode=config.mode, bot=f"@{self.account}", id=bot.id)
 
     def _webhook(self, bot: Bot) -> WebhookServer:

@@ -21,6 +21,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 
 from aiogram import Bot
 from aiogram.enums import ParseMode
@@ -90,8 +91,17 @@ def media_kind(content_type: str, size: int) -> str:
     return "document" if kind == "photo" and size > PHOTO_LIMIT else kind
 
 
+class BotBudget(Protocol):
+    """The bot's own limit (about 30 posts a second), shared with the staff side."""
+
+    def bot_wait(self) -> float: ...
+
+    def bot_posted(self, posts: int = 1) -> None: ...
+
+
 class ClientSender:
-    """Sends text messages to clients' private chats with one bot.
+    """Sends text messages to clients' private chats with one bot. ``budget``: the
+    bot's 30 a second, shared with the staff side (else this sender's own).
 
     When a long message fails after some of its parts went out, the parts sent
     are remembered (by idempotency key, in this process) and the retry sends
@@ -105,8 +115,10 @@ class ClientSender:
         files: AttachmentSource | None = None,
         remember: int = 1000,
         monotonic: Callable[[], float] = time.monotonic,
+        budget: BotBudget | None = None,
     ) -> None:
         self.bot = bot
+        self.budget = budget
         self.files = files
         self._remember = remember
         self._progress: OrderedDict[str, int] = OrderedDict()
@@ -167,11 +179,15 @@ class ClientSender:
         """Wait until the chat and the bot can take one more post, and take it."""
         while True:
             since = self._monotonic() - self._posted.get(chat_id, -math.inf)
-            wait = max(GAP - since, self._per_bot.delay("bot"))
+            bot = self.budget.bot_wait() if self.budget else self._per_bot.delay("bot")
+            wait = max(GAP - since, bot)
             if wait <= 0:
                 break
             await asyncio.sleep(wait)
-        self._per_bot.take("bot")
+        if self.budget is not None:
+            self.budget.bot_posted()
+        else:
+            self._per_bot.take("bot")
         self._posted.pop(chat_id, None)  # the oldest chats are forgotten first
         self._posted[chat_id] = self._monotonic()
         while len(self._posted) > self._remember:

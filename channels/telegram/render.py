@@ -255,6 +255,16 @@ def inbox_keyboard(items: Sequence[InboxItem], limit: int = 40) -> InlineKeyboar
     return _rows(buttons, 2) if buttons else None
 
 
+def digest_keyboard(entries: Sequence[tuple[int, str]]) -> InlineKeyboardMarkup | None:
+    """A digest's entries as buttons, numbered as in it: a press makes the entry's
+    client the manager's current one."""
+    buttons = [
+        _button(clip(f"{number}. {name}", 40), current_callback(client_id))
+        for number, (client_id, name) in enumerate(entries, 1)
+    ]
+    return _rows(buttons, 2) if buttons else None
+
+
 REMINDER_BUTTONS = ("done", "snooze_hour", "snooze_day")
 _REMINDER_PREFIX = f"{CALLBACK_PREFIX}rem:"
 

@@ -43,8 +43,9 @@ def build_channels(
     channels: dict[str, ChannelPort] = {}
     if config.telegram.enabled:
         from channels.telegram import TelegramChannel
-        from channels.telegram.staff import StaffSide
+        from channels.telegram.staff import Pacer, StaffSide
 
+        pacer = Pacer()  # one budget for the bot: staff chats and clients' chats
         staff = StaffSide(
             desk,
             config.telegram,
@@ -53,10 +54,12 @@ def build_channels(
             clock=clock,
             reports=reporter(config, desk.db, clock),
             campaigns=campaigns,
+            pacer=pacer,
         )
         channels["telegram"] = TelegramChannel(
             config.telegram,
             staff=staff,
+            budget=pacer,
             files=desk,
             max_attachment_bytes=config.storage.max_attachment_bytes,
             default_region=config.hub.default_region,

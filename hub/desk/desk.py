@@ -657,19 +657,35 @@ class Desk:
         *,
         entry: int = 0,
     ) -> None:
-        row = {
-            "chat_id": chat_id,
-            "message_id": message_id,
-            "entry": entry,
-            "client_id": client_id,
-            "conversation_id": conversation_id,
-            "at": self.clock.now(),
-        }
+        await self._remember_private(chat_id, message_id, [(entry, client_id, conversation_id)])
+
+    async def remember_entries(
+        self, chat_id: int, message_id: int, clients: Sequence[tuple[int, int | None]]
+    ) -> None:
+        numbered = [(n, client, conv) for n, (client, conv) in enumerate(clients, 1)]
+        await self._remember_private(chat_id, message_id, numbered)
+
+    async def _remember_private(
+        self, chat_id: int, message_id: int, entries: list[tuple[int, int, int | None]]
+    ) -> None:
+        """Rows of (entry, client, conversation) for one of the bot's private messages."""
+        now = self.clock.now()
+        rows = [
+            {
+                "chat_id": chat_id,
+                "message_id": message_id,
+                "entry": entry,
+                "client_id": client_id,
+                "conversation_id": conversation_id,
+                "at": now,
+            }
+            for entry, client_id, conversation_id in entries
+        ]
         async with self.db.write() as conn:
-            await q.remember_private(conn, [row])
+            await q.remember_private(conn, rows)
 
     async def client_of_private(
-        self, chat_id: int, message_id: int, *, entry: int = 0
+        self, chat_id: int, message_id: int | None, *, entry: int = 0
     ) -> int | None:
         async with self.db.read() as conn:
             return await q.private_client(conn, chat_id, message_id, entry)

@@ -219,11 +219,16 @@ class StaffDesk(Protocol):
         of a message that gathers several clients; 0: the whole message) is about
         this client: a reply to it answers them, after a restart too."""
 
+    async def remember_entries(
+        self, chat_id: int, message_id: int, clients: Sequence[tuple[int, int | None]]
+    ) -> None:
+        """A digest's entries, numbered from 1: the client and conversation of each."""
+
     async def client_of_private(
-        self, chat_id: int, message_id: int, *, entry: int = 0
+        self, chat_id: int, message_id: int | None, *, entry: int = 0
     ) -> int | None:
         """The client a private message of the bot (or an entry of it) is about, as
-        merges left them."""
+        merges left them; ``message_id`` None: the chat's latest message with ``entry``."""
 
     async def current_client(self, manager: ManagerRef) -> int | None:
         """The client the manager's plain text in the private chat goes to."""

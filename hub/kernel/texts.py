@@ -183,7 +183,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "/report week — отчёт за неделю (month — за месяц)\n\n"
         "Ответить клиенту: ответьте (reply) на сообщение с его словами; «!» в начале — "
         "заметка для своих. Или выберите текущего клиента: /c ID (номер с карточки) или "
-        "кнопкой в /inbox — тогда просто пишите, всё уйдёт ему; /c 0 — без текущего.\n"
+        "кнопкой в /inbox — тогда просто пишите, всё уйдёт ему; /c 0 — без текущего. "
+        "Когда сообщений много, они приходят сводкой с номерами: /r НОМЕР ТЕКСТ.\n"
         "Для клиента из ответа или текущего: /t ШАБЛОН (/t — список), /take, /resolve, "
         "/transfer ИМЯ, /remind 2h ТЕКСТ, /card, /note ТЕКСТ; руководителям: /block, /unblock",
         "en": "/inbox — your open requests (a button makes the client current)\n"
@@ -192,7 +193,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "/report week — the week's report (month: the last 30 days)\n\n"
         "To answer a client, reply to the message with their words; “!” first makes an "
         "internal note. Or choose a current client: /c ID (the number on the card) or a "
-        "button in /inbox, then just write and it goes to them; /c 0: no current client.\n"
+        "button in /inbox, then just write and it goes to them; /c 0: no current client. "
+        "When many messages come at once they come as a numbered digest: /r NUMBER TEXT.\n"
         "For the client replied to, or the current one: /t TEMPLATE (/t lists them), "
         "/take, /resolve, /transfer NAME, /remind 2h TEXT, /card, /note TEXT; "
         "supervisors: /block, /unblock",
@@ -220,6 +222,22 @@ TEXTS: dict[str, dict[str, str]] = {
         "текущего клиента: /c ID",
         "en": "This message is about no client. Reply to a message with the client's words, "
         "or choose a current client: /c ID",
+    },
+    "digest_title": {
+        "ru": "📥 Новых сообщений клиентов: {count}",
+        "en": "📥 New messages from clients: {count}",
+    },
+    "digest_hint": {
+        "ru": "Ответить: /r НОМЕР ТЕКСТ, или кнопкой с номером сделайте клиента текущим",
+        "en": "To answer: /r NUMBER TEXT, or press a number to make that client current",
+    },
+    "digest_reply": {
+        "ru": "Здесь несколько клиентов: ответьте /r НОМЕР ТЕКСТ (номер из списка)",
+        "en": "This lists several clients: answer with /r NUMBER TEXT (the number in the list)",
+    },
+    "no_entry": {
+        "ru": "Нет записи №{number} в последней сводке. Ответьте /r НОМЕР ТЕКСТ на саму сводку",
+        "en": "The latest digest has no entry {number}. Reply /r NUMBER TEXT to the digest",
     },
     "no_current": {
         "ru": "Нет текущего клиента. Ответьте (reply) на сообщение клиента или выберите его: "

@@ -8,7 +8,9 @@ buttons act and refresh the card (buttons.py). Notices (assigned, offer,
 reminder, delivery failed) and the client's messages go to the manager's
 private chat with the bot (notices.py), where a reply to a client's message
 answers them, as plain text does to the current client, and ``/inbox``,
-``/find``, ``/report`` and ``/t`` answer too (private.py, answering.py).
+``/find``, ``/report`` and ``/t`` answer too (private.py, answering.py). When
+a manager's chat is over its budget, the clients' messages for them wait and go
+as one digest with numbered entries, answered by ``/r N`` (digests.py).
 Every call is paced per chat (pacing.py, calls.py): when a group's budget is
 spent, a send is deferred with ``retry_after`` so the dispatcher tries again
 when there is room. Only registered managers are

@@ -13,6 +13,7 @@ staff chat's general topic when they concern no client.
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 from aiogram import Bot
 from aiogram.types import InlineKeyboardMarkup
@@ -20,6 +21,7 @@ from aiogram.types import InlineKeyboardMarkup
 from channels.telegram import render
 from channels.telegram.staff.answering import message_id
 from channels.telegram.staff.calls import Calls
+from channels.telegram.staff.digests import Digests, Entry, Sent
 from channels.telegram.staff.topics import Step, Topics
 from hub.kernel import loggers
 from hub.kernel.errors import DeliveryError, PermanentDeliveryError
@@ -36,6 +38,15 @@ _ICONS = {"assigned": "🆕", "delivery_failed": "⚠️", "reminder": "", "aler
 _ABOUT_MESSAGES = frozenset({"assigned", "notify", "offer"})
 
 
+class _Notice(NamedTuple):
+    """A private notice's messages, and what a digest's entry shows of it."""
+
+    parts: list[str]
+    label: str
+    body: str
+    facts: str | None
+
+
 class Notices:
     """Delivers the staff kinds other than mirrors."""
 
@@ -44,6 +55,7 @@ class Notices:
         self.topics = topics
         self.calls = calls
         self.language = language
+        self.digests = Digests(desk, calls)
 
     async def send(self, bot: Bot, message: OutboundMessage) -> SendResult:
         """To the recipient: a manager's Telegram id, a staff chat (negative), or
@@ -72,10 +84,8 @@ class Notices:
         A manager the bot cannot write to is told in the client's topic instead."""
         manager = await self.desk.manager(chat)
         language = (manager.language if manager else None) or self.language
-        parts = await self._private_html(message, language)
-        keyboard = _keyboard(message, language)
         try:
-            result = await self.calls.say(bot, chat, None, parts, keyboard=keyboard, strict=True)
+            sent = await self._post_private(bot, chat, message, language)
         except DeliveryError as exc:
             if best_effort:
                 loggers.event(log, "staff.private_failed", chat=chat, error=exc.reason)
@@ -87,8 +97,22 @@ class Notices:
                 log, "staff.private_refused", logging.WARNING, chat=chat, error=exc.reason
             )
             return await self._in_topic(bot, message, manager.name if manager else str(chat))
-        await self._remember(chat, result, message)
-        return result
+        if sent.alone:
+            await self._remember(chat, sent.result, message)
+        return sent.result
+
+    async def _post_private(
+        self, bot: Bot, chat: int, message: OutboundMessage, language: str
+    ) -> Sent:
+        """A client's message goes alone when the chat has budget, else in a digest."""
+        if message.kind in _ABOUT_MESSAGES and message.client_id is not None:
+            return await self.digests.send(
+                bot, chat, message, lambda: self._entry(message, language), language
+            )
+        parts = (await self._private_html(message, language)).parts
+        keyboard = _keyboard(message, language)
+        result = await self.calls.say(bot, chat, None, parts, keyboard=keyboard, strict=True)
+        return Sent(result, alone=True)
 
     async def _remember(self, chat: int, result: SendResult, message: OutboundMessage) -> None:
         """A notice about a client is answered by replying to it: remember whom it is
@@ -106,7 +130,23 @@ class Notices:
                 log, "staff.private_unmapped", logging.WARNING, chat=chat, error=repr(exc)[:200]
             )
 
-    async def _private_html(self, message: OutboundMessage, language: str) -> list[str]:
+    async def _entry(self, message: OutboundMessage, language: str) -> Entry:
+        """A notice about a client's message: alone, and as a digest's entry."""
+        assert message.client_id is not None
+        notice = await self._private_html(message, language)
+        icon = _ICONS.get(message.kind, "💬") if message.kind != "offer" else "📨"
+        headline = " · ".join(filter(None, [f"{icon} {notice.label}", notice.facts]))
+        return Entry(
+            message.client_id,
+            message.conversation_id,
+            notice.parts,
+            _keyboard(message, language),
+            headline,
+            notice.body,
+            notice.label,
+        )
+
+    async def _private_html(self, message: OutboundMessage, language: str) -> _Notice:
         """A bold headline naming the client, the text, a link to the client's topic."""
         client_id = message.client_id
         card = await self.desk.card(client_id) if client_id is not None else None
@@ -125,7 +165,8 @@ class Notices:
         if message.subject and message.kind in ("assigned", "offer"):
             body = f"{message.subject}\n{body}"
         facts = render.private_facts(card, _came_by(card), language) if card else None
-        return render.notice_html(headline, body, topic, language, facts=facts)
+        parts = render.notice_html(headline, body, topic, language, facts=facts)
+        return _Notice(parts, label, body, facts)
 
     async def _in_topic(
         self, bot: Bot, message: OutboundMessage, addressee: str | None

@@ -146,6 +146,15 @@ class Pacer:
         first, _ = self._line(chat, pace, now).place(now, 1)
         return max(first - now, self._bot_wait(now))
 
+    def bot_wait(self) -> float:
+        """Seconds before the bot may make one more post anywhere (the clients' side
+        asks too: the 30 a second are the bot's, staff and clients together)."""
+        return self._bot_wait(self.monotonic())
+
+    def bot_posted(self, posts: int = 1) -> None:
+        """``posts`` made outside the staff chats (to clients) spend the bot's budget."""
+        self._all.extend([self.monotonic()] * posts)
+
     def _bot_wait(self, now: float) -> float:
         if self.bot is None:
             return 0.0

@@ -21,6 +21,7 @@ and anything else is answered with the help.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -46,6 +47,7 @@ __all__ = ["PrivateChat", "Reply"]
 log = loggers.channels
 
 NO_CLIENT = ("0", "-", "none")  # ``/c 0``: no current client
+_NUMBERED = re.compile(r"#?(\d{1,3})(?:\s+(.*))?\Z", re.DOTALL)  # ``/r N TEXT``
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,7 @@ class PrivateChat:
             "find": self._find,
             "report": self._report,
             "c": self._current,
+            "r": self._numbered,
             "help": self._help,
         }
         # Commands about a client: the one replied to, else the current one.
@@ -223,9 +226,12 @@ class PrivateChat:
         """Plain text (or a file): to the client replied to, or the current one."""
         target = await self._target(said)
         if target is None:
-            if said.replied_to_bot() is not None:
-                return _said(text("not_about_client", said.language))
-            return await self._help(said)  # the help says how to choose a client
+            replied = said.replied_to_bot()
+            if replied is None:
+                return await self._help(said)  # the help says how to choose a client
+            if await self.desk.client_of_private(replied.chat.id, replied.message_id, entry=1):
+                return _said(text("digest_reply", said.language))
+            return _said(text("not_about_client", said.language))
         note = body.startswith(NOTE_MARK)
         body = body.removeprefix(NOTE_MARK).strip() if note else body
         return await self._answer(said, target, body, note=note)
@@ -240,6 +246,25 @@ class PrivateChat:
         if failed is not None:
             return _said(failed, about=target.client_id)
         return await self._done(said, target, note=note)
+
+    async def _numbered(self, said: Said) -> Reply:
+        """``/r N TEXT``: answer entry N of the digest replied to, else of the chat's
+        latest digest; ``!`` first makes a note."""
+        found = _NUMBERED.match(said.argument)
+        body = (found.group(2) or "") if found else ""
+        if found is None or not says_something(said.message, body):
+            return _said(text("need_argument", said.language, usage="/r N TEXT"))
+        replied = said.replied_to_bot()
+        client = await self.desk.client_of_private(
+            said.message.chat.id,
+            replied.message_id if replied is not None else None,
+            entry=int(found.group(1)),
+        )
+        if client is None:
+            return _said(text("no_entry", said.language, number=found.group(1)))
+        note = body.startswith(NOTE_MARK)
+        body = body.removeprefix(NOTE_MARK).strip() if note else body
+        return await self._answer(said, Target(client, current=False), body, note=note)
 
     async def _note(self, said: Said, target: Target) -> Reply:
         if not said.argument:
