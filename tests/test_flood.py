@@ -29,7 +29,7 @@ from hub.kernel.types import Channel, Identity, InboundMessage
 from storage import Database
 from storage.models import Client, Interaction, Outbox
 from tests.test_ingest import T0, add_manager, rows
-from tests.test_telegram_staff import StaffDesk, make_bot, unpaced, visible
+from tests.test_telegram_staff import StaffDesk, make_bot, topic_texts, unpaced
 
 ANNA = identity("telegram", 4242, "Anna")
 BORIS = identity("telegram", 5151, "Boris")
@@ -155,8 +155,8 @@ async def test_zero_shows_every_message(db: Database, tmp_path: Path) -> None:
     assert [t for _, t in await staff_rows(db, "staff")] == [f"m{n:02d}" for n in range(1, 31)]
 
 
-async def test_a_flood_costs_the_staff_topic_eleven_posts(db: Database, tmp_path: Path) -> None:
-    """Over the local Bot API server: the topic shows the card, the first ten and
+async def test_a_flood_costs_the_staff_topic_ten_messages(db: Database, tmp_path: Path) -> None:
+    """Over the local Bot API server: the topic shows the card with the first, the next nine and
     the notice with the eleventh; the rest are in the log, not in the topic."""
     from channels.telegram.staff import StaffSide
     from hub.config import TelegramSection
@@ -181,7 +181,7 @@ async def test_a_flood_costs_the_staff_topic_eleven_posts(db: Database, tmp_path
         finally:
             await bot.session.close()
         [topic] = server.topics()
-        card, *mirrors = hub.in_topic(topic.message_thread_id)
-    assert card["text"].startswith("👤 Anna")
-    texts = [visible(m).removeprefix("💬 telegram\n") for m in mirrors]
+        card, *mirrors = topic_texts(hub.in_topic(topic.message_thread_id))
+    assert card.startswith("👤 Anna")
+    texts = [m.removeprefix("💬 telegram\n") for m in mirrors]
     assert texts == shown(10)

@@ -39,7 +39,7 @@ from tests.test_telegram_staff import (
     make_bot,
     rows,
     staff_desk,
-    visible,
+    topic_texts,
 )
 
 FAST = Limits(
@@ -106,9 +106,9 @@ def mirrored_in_order(hub: StaffDesk, said: dict[str, list[str]]) -> None:
     topics = {t.name.split(" ")[0]: t for t in hub.server.topics()}
     assert sorted(topics) == sorted(said)
     for name, texts in said.items():
-        card, *mirrors = hub.in_topic(topics[name].message_thread_id)
-        assert visible(card).startswith(f"👤 {name}")
-        shown = "\n".join(visible(m) for m in mirrors)
+        card, *mirrors = topic_texts(hub.in_topic(topics[name].message_thread_id))
+        assert card.startswith(f"👤 {name}")
+        shown = "\n".join(mirrors)
         where = [shown.index(text) for text in texts]
         assert where == sorted(where), name
 

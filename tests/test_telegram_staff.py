@@ -84,6 +84,15 @@ def visible(message: Json) -> str:
     return str(message.get("text") or message.get("caption") or "")
 
 
+def topic_texts(messages: list[Json]) -> list[str]:
+    """Visible texts; a topic's first message split into the card and the words below it."""
+    texts: list[str] = []
+    for message in messages:
+        card, mark, below = visible(message).partition(f"\n{render.HISTORY_MARK}\n")
+        texts.extend([card, below] if mark else [card])
+    return texts
+
+
 def links(message: Json) -> list[str]:
     entities = message.get("entities") or message.get("caption_entities") or []
     return [e["url"] for e in entities if e["type"] == "text_link"]
@@ -254,7 +263,7 @@ async def manager_id(db: Database, user: User) -> int:
 # -- topics and mirrors ------------------------------------------------------------
 
 
-async def test_a_first_message_opens_a_topic_with_the_card_then_the_text(
+async def test_a_first_message_opens_a_topic_with_the_card_and_the_text_in_one_message(
     hub: StaffDesk,
 ) -> None:
     anna = await hub.writes(ANNA, "hello <b>world</b> & co")
@@ -264,7 +273,7 @@ async def test_a_first_message_opens_a_topic_with_the_card_then_the_text(
     thread = topic.message_thread_id
     assert await hub.desk.topic_of(anna.client_id) == Topic(hub.forum.id, thread)
 
-    card, mirror = hub.in_topic(thread)
+    [card] = hub.in_topic(thread)  # the topic's creation and one message: two posts
     assert card["text"].startswith(f"👤 Anna · #{anna.client_id}\n✈️ 4242\n")
     assert "Stage: prospect" in card["text"] and "Open requests: 1" in card["text"]
     assert "← 05.01 10:00 telegram: hello <b>world</b> & co" in card["text"]
@@ -273,17 +282,14 @@ async def test_a_first_message_opens_a_topic_with_the_card_then_the_text(
         f"hub:{action}:{anna.client_id}" for action in ("take", "resolve", "reopen", "card")
     ]
     assert [b["text"] for b in buttons] == ["Take", "Resolve", "Reopen", "Card"]
-    # The client's text arrives as they wrote it: escaped, never parsed as markup.
-    assert mirror["text"] == "💬 telegram\nhello <b>world</b> & co"
-    assert result.external_id == f"{hub.forum.id}:{mirror['message_id']}"
+    # The client's text below the card, as they wrote it: escaped, never parsed as markup.
+    assert card["text"].endswith("\n┈┈┈┈┈┈┈┈\n💬 telegram\nhello <b>world</b> & co")
+    assert result.external_id == f"{hub.forum.id}:{card['message_id']}"
 
     await hub.writes(ANNA, "second")
     await hub.flush()
     assert len(hub.server.topics()) == 1
-    assert [visible(m) for m in hub.in_topic(thread)][1:] == [
-        "💬 telegram\nhello <b>world</b> & co",
-        "💬 telegram\nsecond",
-    ]
+    assert [visible(m) for m in hub.in_topic(thread)][1:] == ["💬 telegram\nsecond"]
 
 
 async def test_an_email_is_mirrored_with_its_channel_and_subject(hub: StaffDesk) -> None:
@@ -292,9 +298,9 @@ async def test_an_email_is_mirrored_with_its_channel_and_subject(hub: StaffDesk)
     await hub.flush()
     [topic] = hub.server.topics()
     assert topic.name == "Bob Stone · email"
-    card, mirror = hub.in_topic(topic.message_thread_id)
+    [card] = hub.in_topic(topic.message_thread_id)
     assert "✉️ bob@example.org" in card["text"]
-    assert mirror["text"] == "✉️ email · Order 42\nWhere is my order?"
+    assert card["text"].endswith("\n✉️ email · Order 42\nWhere is my order?")
 
 
 async def test_media_are_relayed_not_named(hub: StaffDesk, tmp_path: Path) -> None:
@@ -347,9 +353,9 @@ async def test_a_deleted_topic_is_recreated_with_the_card(hub: StaffDesk) -> Non
     [topic] = hub.server.topics()
     assert topic.message_thread_id != old and topic.name == "Anna · telegram"
     assert await hub.desk.topic_of(anna.client_id) == Topic(hub.forum.id, topic.message_thread_id)
-    card, mirror = hub.in_topic(topic.message_thread_id)
+    [card] = hub.in_topic(topic.message_thread_id)
     assert card["text"].startswith("👤 Anna") and card["reply_markup"]
-    assert mirror["text"] == "💬 telegram\nafter the topic was deleted"
+    assert topic_texts([card])[1] == "💬 telegram\nafter the topic was deleted"
 
 
 async def test_a_closed_topic_is_reopened(hub: StaffDesk) -> None:
@@ -376,7 +382,7 @@ async def test_topics_are_spread_over_the_staff_groups(
         assert [t.name for t in server.topics()] == ["Anna · telegram"]
         [topic] = server.topics(second)
         assert topic.name == "Boris · telegram"
-        assert [visible(m) for m in hub.in_topic(topic.message_thread_id, second)][1:] == [
+        assert topic_texts(hub.in_topic(topic.message_thread_id, second))[1:] == [
             "💬 telegram\ntwo"
         ]
         # Managers answer there as in the first group.
@@ -563,6 +569,7 @@ async def test_buttons_act_answer_and_refresh_the_card(hub: StaffDesk) -> None:
     assert [a["text"] for a in hub.server.callback_answers.values()] == ["Taken by Maria"]
     card = hub.in_topic(thread)[0]
     assert "Assignee: Maria" in card["text"] and card["reply_markup"]  # refreshed in place
+    assert topic_texts([card])[1] == "💬 telegram\nhi"  # the client's words stay below it
     assert visible(hub.in_topic(thread)[-1]) == "Taken by Maria"
 
     await hub.server.callback(maria, card, f"hub:resolve:{cid}")
@@ -867,7 +874,7 @@ async def test_a_wrong_bot_url_is_temporary_and_a_too_large_payload_permanent(
     with pytest.raises(PermanentDeliveryError, match="Too Large"):
         await hub.staff.send(hub.bot, mirror)
     await hub.staff.send(hub.bot, mirror)
-    assert [visible(m) for m in hub.in_topic(hub.thread("Anna"))][1:] == ["💬 telegram\nfirst"]
+    assert topic_texts(hub.in_topic(hub.thread("Anna")))[1:] == ["💬 telegram\nfirst"]
 
 
 # -- the group's budget, with the dispatcher -----------------------------------------------
@@ -931,10 +938,10 @@ async def test_a_burst_of_30_mirrors_into_one_group_gets_no_429(
             await eventually(lambda: all_sent(db, 30))
         assert server.throttled == []
         [topic] = server.topics()
-        card, *mirrors = hub.in_topic(topic.message_thread_id)
-        assert card["text"].startswith("👤 Anna")
+        card, *mirrors = topic_texts(hub.in_topic(topic.message_thread_id))
+        assert card.startswith("👤 Anna")
         assert len(mirrors) < 30  # bursts were coalesced into earlier mirrors
-        text = "\n".join(visible(m) for m in mirrors)
+        text = "\n".join(mirrors)
         where = [text.index(f"m{n:02d}") for n in range(1, 31)]
         assert where == sorted(where)  # every message, in order
 
@@ -1073,9 +1080,9 @@ async def test_the_topic_shows_when_the_answer_is_due(hub: StaffDesk) -> None:
     await hub.writes(bob, "Where is my order?", channel=Channel.EMAIL, subject="Order 42")
     await hub.flush()
     [topic] = hub.server.topics()
-    card, mirror = hub.in_topic(topic.message_thread_id)
-    assert mirror["text"] == "✉️ email · Order 42 · ⏰ 05.01 11:30\nWhere is my order?"
-    assert "⏰ answer by: 05.01 11:30" in card["text"]
+    card, mirror = topic_texts(hub.in_topic(topic.message_thread_id))
+    assert mirror == "✉️ email · Order 42 · ⏰ 05.01 11:30\nWhere is my order?"
+    assert "⏰ answer by: 05.01 11:30" in card
 
 
 async def test_the_card_moves_the_stage_up_and_down(hub: StaffDesk) -> None:

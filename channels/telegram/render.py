@@ -353,6 +353,20 @@ def card_keyboard(client_id: int, language: str) -> InlineKeyboardMarkup:
     )
 
 
+HISTORY_MARK = "┈┈┈┈┈┈┈┈"  # between a topic's card and the client's words below it
+
+
+def card_with_history(card: str, history: str) -> str:
+    """A topic's first message: the card, then the client's words so far."""
+    return f"{card}\n{HISTORY_MARK}\n{history}"
+
+
+def history_below(html: str) -> str:
+    """The client's words under a card (what :func:`card_with_history` put there)."""
+    _, mark, history = html.partition(f"\n{HISTORY_MARK}\n")
+    return history if mark else ""
+
+
 def card_html(card: ClientCard, language: str, tz: ZoneInfo) -> str:
     """The client card: name, identities, stage, owner, assignee, open requests, last contacts."""
     lines = [f"👤 <b>{escape(clip(_label(card), 200))}</b> · #{card.id}"]

@@ -277,7 +277,7 @@ class Buttons:
                 EditMessageText(
                     chat_id=target.chat.id,
                     message_id=target.message_id,
-                    text=render.card_html(card, self.language, self.tz),
+                    text=_with_history(render.card_html(card, self.language, self.tz), target),
                     parse_mode=HTML,
                     reply_markup=render.card_keyboard(client_id, self.language),
                     link_preview_options=NO_PREVIEW,
@@ -285,6 +285,15 @@ class Buttons:
             )
         except DeliveryError as exc:  # not modified, or gone: the card stays as it was
             loggers.event(log, "staff.card_not_refreshed", client=client_id, error=exc.reason)
+
+
+def _with_history(card: str, message: Message) -> str:
+    """The refreshed card keeps the client's words a topic's first message has below it."""
+    history = render.history_below(message.html_text if message.text else "")
+    if not history:
+        return card
+    merged = render.card_with_history(card, history)
+    return merged if render.visible_len(merged) <= render.MESSAGE_LIMIT else card
 
 
 def _private_chat(query: CallbackQuery) -> int | None:

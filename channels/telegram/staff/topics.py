@@ -2,11 +2,12 @@
 
 A topic is opened (createForumTopic) on the first post for a client, in the
 staff chat that can take it soonest, and the client card with its buttons is
-posted first. A topic someone deleted is opened anew, one a manager closed is
-reopened (reopenForumTopic). Every one of these calls spends the chat's budget
-(pacing.py). A post the chat cannot take within ``max_wait`` is deferred to the
-dispatcher with ``retry_after`` and holds its place in the chat's line, so that
-the oldest work goes first.
+posted first: with the client's words so far in the same message when they fit.
+A topic someone deleted is opened anew, one a manager closed is reopened
+(reopenForumTopic). Every one of these calls spends the chat's budget (pacing.py).
+A post the chat cannot take within ``max_wait`` is deferred to the dispatcher
+with ``retry_after`` and holds its place in the chat's line, so that the oldest
+work goes first.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class _Plan:
     posted: list[int]  # message ids of the steps an earlier attempt posted
     remaining: Sequence[Step]
     card_due: bool
+    card: ClientCard | None  # read when the card is due
+    merged: bool  # the card and the first step go as one message
 
 
 class Topics:
@@ -180,18 +183,34 @@ class Topics:
             chats.append(int(recipient))
         return chats or list(self.chats)
 
-    def _plan(self, message: OutboundMessage, topic: Topic | None, steps: Sequence[Step]) -> _Plan:
+    async def _plan(
+        self, message: OutboundMessage, topic: Topic | None, steps: Sequence[Step], mirror: bool
+    ) -> _Plan:
+        """What the post takes. A topic opens with the card and, in the same message when
+        they fit, the client's words so far (a mirror's first text, which carries the
+        client's waiting mirrors): two posts of the chat's budget, not three."""
         assert message.client_id is not None
         posted = self._progress.get(message.outbox_id, [])
         remaining = steps[len(posted) :]
         card_due = topic is None or message.client_id in self._needs_card
-        needed = (topic is None) + card_due + len(remaining)
+        card = await self.desk.card(message.client_id) if card_due else None
+        merged = (
+            mirror
+            and card is not None
+            and bool(remaining)
+            and remaining[0].file is None
+            and render.visible_len(self._card_with(card, remaining[0].html)) <= render.MESSAGE_LIMIT
+        )
+        needed = (topic is None) + (card_due and not merged) + len(remaining)
         work = message.outbox_id
         if topic is None:
             chat, wait = self._pick_chat(needed, work)
         else:
             chat, wait = topic.chat_id, self.pacer.estimate(topic.chat_id, needed, work)
-        return _Plan(chat, wait, needed, posted, remaining, card_due)
+        return _Plan(chat, wait, needed, posted, remaining, card_due, card, merged)
+
+    def _card_with(self, card: ClientCard, history: str) -> str:
+        return render.card_with_history(render.card_html(card, self.language, self.tz), history)
 
     def _pick_chat(self, steps: int, work: int) -> tuple[int, float]:
         if not self.chats:
@@ -210,7 +229,7 @@ class Topics:
         channel: str | None,
         coalesce: bool,
     ) -> SendResult:
-        plan = self._plan(message, topic, steps)
+        plan = await self._plan(message, topic, steps, coalesce)
         work = message.outbox_id
         if plan.wait > self.calls.max_wait:
             self._hold(plan.chat, work, plan.needed, plan.wait)
@@ -265,22 +284,32 @@ class Topics:
         client_id = message.client_id
         assert client_id is not None
         if topic is None:
-            topic = await self._open_topic(bot, turn, client_id, channel)
+            topic = await self._open_topic(bot, turn, client_id, plan.card, channel)
+        remaining = plan.remaining
         if client_id in self._needs_card:
-            card = await self.desk.card(client_id)
-            if card is not None:
+            card = plan.card or await self.desk.card(client_id)
+            if card is not None and plan.merged:
+                sent = await self._post_card(bot, turn, topic, card, remaining[0].html)
+                self._posted(message, plan, sent)
+                remaining = remaining[1:]
+            elif card is not None:
                 await self._post_card(bot, turn, topic, card)
             self._needs_card.discard(client_id)
-        for step in plan.remaining:
+        for step in remaining:
             sent = await self._post_step(bot, turn, topic, step, mirror=mirror)
-            plan.posted.append(sent.message_id)
-            self._progress[message.outbox_id] = plan.posted
-            while len(self._progress) > 10_000:
-                self._progress.popitem(last=False)
+            self._posted(message, plan, sent)
         return topic
 
-    async def _open_topic(self, bot: Bot, turn: Turn, client_id: int, channel: str | None) -> Topic:
-        card = await self.desk.card(client_id)
+    def _posted(self, message: OutboundMessage, plan: _Plan, sent: Message) -> None:
+        """A step went out: a retry does not post it again."""
+        plan.posted.append(sent.message_id)
+        self._progress[message.outbox_id] = plan.posted
+        while len(self._progress) > 10_000:
+            self._progress.popitem(last=False)
+
+    async def _open_topic(
+        self, bot: Bot, turn: Turn, client_id: int, card: ClientCard | None, channel: str | None
+    ) -> Topic:
         name = render.topic_name(card, client_id, channel)
         created = await self.calls.request(
             bot, CreateForumTopic(chat_id=turn.chat, name=name), turn=turn
@@ -298,7 +327,15 @@ class Topics:
         )
         return topic
 
-    async def _post_card(self, bot: Bot, turn: Turn, topic: Topic, card: ClientCard) -> Message:
+    async def _post_card(
+        self, bot: Bot, turn: Turn, topic: Topic, card: ClientCard, history: str = ""
+    ) -> Message:
+        """The card with its buttons, and below it the client's words so far if given."""
+        html = (
+            self._card_with(card, history)
+            if history
+            else render.card_html(card, self.language, self.tz)
+        )
         sent = await self._in_topic(
             bot,
             turn,
@@ -306,7 +343,7 @@ class Topics:
             lambda: SendMessage(
                 chat_id=topic.chat_id,
                 message_thread_id=topic.thread_id,
-                text=render.card_html(card, self.language, self.tz),
+                text=html,
                 parse_mode=HTML,
                 reply_markup=render.card_keyboard(card.id, self.language),
                 link_preview_options=NO_PREVIEW,
