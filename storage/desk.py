@@ -439,6 +439,13 @@ async def private_client(
     return await live_client(conn, int(row[1] if row[1] is not None else row[0]))
 
 
+async def forget_private(conn: AsyncConnection, before: datetime) -> int:
+    """Which client the bot's private messages sent before ``before`` were about is
+    forgotten (a reply to one that old is told it is about no client): how many."""
+    result = await conn.execute(delete(private_messages).where(private_messages.c.at < before))
+    return int(result.rowcount or 0)
+
+
 async def live_client(conn: AsyncConnection, client_id: int) -> int:
     """``client_id``, or the client it was merged into (and so on)."""
     seen = {client_id}

@@ -161,6 +161,8 @@ class Outbox(Base):
     __tablename__ = "outbox"
     __table_args__ = (
         Index("ix_outbox_due", "status", "next_attempt_at"),
+        # what was sent in the last minute: the staff chats' budgets after a restart
+        Index("ix_outbox_sent", "status", "sent_at"),
         # a reply to what the hub sent threads by the id the peer gave it
         Index("ix_outbox_external", "channel", "external_id"),
     )

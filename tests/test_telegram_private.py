@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -425,3 +426,24 @@ async def test_which_client_a_private_message_is_about_follows_merges(hub: Staff
     await ClientBook(hub.db, hub.clock).merge(anna, other, actor="test")
     assert await hub.desk.client_of_private(maria.id, 999, entry=2) == anna
     assert await hub.desk.current_client(present(await hub.desk.manager(maria.id))) == anna
+
+
+async def test_what_a_private_message_was_about_is_forgotten_after_ninety_days(
+    hub: StaffDesk,
+) -> None:
+    """The map grows with every notice: the hub's hourly round forgets what is older
+    than ``PRIVATE_KEPT``; a reply to a notice that old is about no client."""
+    from hub.app.run import PRIVATE_KEPT
+    from storage import desk as desk_q
+
+    maria = await manager(hub, "Maria")
+    notice = await writes_and_is_shown(hub, maria)
+    assert await hub.desk.client_of_private(maria.id, notice["message_id"]) is not None
+    async with hub.db.write() as conn:
+        assert await desk_q.forget_private(conn, hub.clock.now() - PRIVATE_KEPT) == 0
+        assert await desk_q.forget_private(conn, hub.clock.now() + timedelta(seconds=1)) == 1
+    assert await hub.desk.client_of_private(maria.id, notice["message_id"]) is None
+    await hub.server.user_sends(maria, "too late", reply_to=notice)
+    await hub.feed()
+    assert visible(last(hub, maria)).startswith("This message is about no client")
+    assert await replies(hub) == []

@@ -33,9 +33,13 @@ from hub.kernel import loggers
 from hub.kernel.clock import Clock, SystemClock
 from hub.kernel.ports import ChannelPort
 from storage import Database
+from storage import desk as desk_q
 from storage import managers as managers_q
 from storage import search as full_text
 from storage.migrate import upgrade
+
+# A reply to the bot's private message about a client answers them this long.
+PRIVATE_KEPT = timedelta(days=90)
 
 log = loggers.core
 
@@ -330,6 +334,18 @@ class Hub:
         if self.db is not None:
             book = ClientBook(self.db, self.clock)
             await self._job("lapse", lambda: book.lapse(days))
+
+    async def forget_private(self) -> None:
+        """The map of the bot's private messages to clients keeps ``PRIVATE_KEPT``."""
+        db = self.db
+        if db is None:
+            return
+
+        async def forget() -> int:
+            async with db.write() as conn:
+                return await desk_q.forget_private(conn, self.clock.now() - PRIVATE_KEPT)
+
+        await self._job("forget_private", forget)
 
     async def give_out(self) -> None:
         if self.assigner is not None:

@@ -29,6 +29,8 @@ class Rounds(Protocol):
 
     async def escalate(self) -> None: ...
 
+    async def forget_private(self) -> None: ...
+
 
 def _always(config: Config, dialect: str) -> bool:
     return True
@@ -70,6 +72,7 @@ SCHEDULE: tuple[Every, ...] = (
     # PostgreSQL's full-text index keeps itself; SQLite's FTS5 is fed behind ingest.
     Every("search-index", lambda r: r.index_log, lambda _: 2, when=lambda _, d: d == "sqlite"),
     Every("sla", lambda r: r.escalate, lambda _: 5, when=lambda c, _: bool(c.sla.policies)),
+    Every("forget-private", lambda r: r.forget_private, lambda _: 3600, at_start=True),
 )
 
 
