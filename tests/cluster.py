@@ -75,6 +75,11 @@ def to_toml(config: dict[str, Any]) -> str:
     return text
 
 
+def _port(listen: str | None) -> int:
+    """The port of a ``host:port`` listen address; 0 when the config has none."""
+    return int(listen.rsplit(":", 1)[1]) if listen else 0
+
+
 class HubProcess:
     """One ``hub run`` subprocess; ``kill()`` is SIGKILL, ``stop()`` SIGTERM."""
 
@@ -82,9 +87,9 @@ class HubProcess:
         self.name = name
         self.config = config
         self.admin_port = int(config["admin"]["listen"].rsplit(":", 1)[1])
-        self.smtp_port = int(config["email"]["smtp"]["listen"].rsplit(":", 1)[1])
-        self.form_port = int(config["webform"]["listen"].rsplit(":", 1)[1])
-        self.webhook_port = int(config["telegram"]["webhook_listen"].rsplit(":", 1)[1])
+        self.smtp_port = _port(config.get("email", {}).get("smtp", {}).get("listen"))
+        self.form_port = _port(config.get("webform", {}).get("listen"))
+        self.webhook_port = _port(config.get("telegram", {}).get("webhook_listen"))
         self.path = folder / f"{name}.toml"
         self.path.write_text(to_toml(config))
         self.log = folder / f"{name}.log"
