@@ -35,6 +35,7 @@ class ManagerRow:
     telegram_id: int
     role: str
     attrs: dict[str, Any] | None
+    timezone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ _MANAGER_COLUMNS = (
     managers.c.telegram_id,
     managers.c.role,
     managers.c.attrs,
+    managers.c.timezone,
 )
 
 

@@ -95,7 +95,12 @@ async def hub(db: Database, tmp_path: Path, server: BotApiServer) -> AsyncIterat
 
 
 async def manager(
-    hub: StaffDesk, name: str, *, away: bool = False, team: str | None = None
+    hub: StaffDesk,
+    name: str,
+    *,
+    away: bool = False,
+    team: str | None = None,
+    timezone: str | None = None,
 ) -> User:
     """A registered manager who opened the private chat with the bot; routing gives
     requests to those not ``away``."""
@@ -108,6 +113,7 @@ async def manager(
                 created_at=T0,
                 attrs={"language": "en", "team": team},
                 away=away,
+                timezone=timezone,
             )
         )
     await hub.server.user_sends(user, "/start")
@@ -447,3 +453,18 @@ async def test_what_a_private_message_was_about_is_forgotten_after_ninety_days(
     await hub.feed()
     assert visible(last(hub, maria)).startswith("This message is about no client")
     assert await replies(hub) == []
+
+
+async def test_the_card_in_the_private_chat_tells_times_in_the_managers_zone(
+    hub: StaffDesk,
+) -> None:
+    maria = await manager(hub, "Maria", timezone="Asia/Vladivostok")  # UTC+10
+    anna = (await hub.writes(ANNA, "hi")).client_id
+    await hub.flush()
+    await hub.server.user_sends(maria, f"/c {anna}")
+    await hub.server.user_sends(maria, "/remind 2h call back")
+    await hub.server.user_sends(maria, "/card")
+    await hub.feed()
+    card = visible(last(hub, maria))
+    assert card.startswith(f"👤 Anna · #{anna}")
+    assert "⏰ 05.01 22:00 call back" in card  # 12:00 UTC, in Maria's zone

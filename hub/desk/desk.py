@@ -62,7 +62,13 @@ class NoConversation(HubError):
 def _ref(row: q.ManagerRow) -> ManagerRef:
     attrs = row.attrs or {}
     return ManagerRef(
-        row.id, row.name, row.telegram_id, row.role, attrs.get("language"), attrs.get("team")
+        row.id,
+        row.name,
+        row.telegram_id,
+        row.role,
+        attrs.get("language"),
+        attrs.get("team"),
+        row.timezone,
     )
 
 

@@ -182,6 +182,7 @@ class ManagerRef:
     role: str
     language: str | None = None
     team: str | None = None
+    timezone: str | None = None  # IANA; None: the hub's
 
 
 @dataclass(frozen=True, slots=True)

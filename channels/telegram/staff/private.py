@@ -307,10 +307,14 @@ class PrivateChat:
         if card is None:
             return _said(text("not_yours", said.language))
         return Reply(
-            [render.card_html(card, said.language, self.tz)],
+            [render.card_html(card, said.language, self._zone(said.manager))],
             keyboard=render.private_keyboard(client, said.language, offer=False),
             about=client,
         )
+
+    def _zone(self, manager: ManagerRef) -> ZoneInfo:
+        """The manager's own time zone (the config's, checked at start), else the hub's."""
+        return ZoneInfo(manager.timezone) if manager.timezone else self.tz
 
     # -- the manager's own commands -----------------------------------------------------
 
