@@ -52,6 +52,9 @@ class SmtpServerSection(Section):
     listen: Listen | None = None
     domains: list[str] = []
     max_message_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    # Longest line of a message (without its CRLF). RFC 5321 sets 998, but real
+    # mail (bounces, HTML on one line) has longer ones, which Postfix accepts.
+    max_line_length: int = Field(default=65536, ge=998, le=16 * 1024 * 1024)
     tls_cert: str | None = None
     tls_key: str | None = None
     require_tls: bool = False
