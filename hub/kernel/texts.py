@@ -283,6 +283,29 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "⚠️ Over {limit} messages from this client within a minute: the rest of this "
         "minute's are logged on the client but not shown here one by one (see /card)",
     },
+    # Mail whose sender could not be read (channels/email, hub/ingest)
+    "unknown_sender": {
+        "ru": "неизвестный отправитель, {mailbox}",
+        "en": "unknown sender, {mailbox}",
+    },
+    "card_no_address": {
+        "ru": "⚠️ Адрес отправителя не удалось прочитать: ответить этому клиенту нельзя. "
+        "Когда станет ясно, кто писал, объедините его с нужным клиентом: "
+        'POST /api/clients/НУЖНЫЙ/merge {{"other": {id}}}',
+        "en": "⚠️ The sender's address could not be read: this client cannot be answered. "
+        "Once you know who wrote, merge it into the right client: "
+        'POST /api/clients/RIGHT/merge {{"other": {id}}}',
+    },
+    "mirror_sender_unknown": {
+        "ru": "⚠️ В письме нет читаемого адреса отправителя: ответить на него нельзя. "
+        "Оно записано на отдельного клиента — объедините его с нужным (см. /card)",
+        "en": "⚠️ This mail has no readable sender address: it cannot be answered. "
+        "It is logged on a client of its own; merge that into the right client (see /card)",
+    },
+    "mirror_sender_fallback": {
+        "ru": "⚠️ Поле From не удалось прочитать: отправитель взят из {source}",
+        "en": "⚠️ The From field could not be read: the sender is taken from {source}",
+    },
     "nothing_to_send": {
         "ru": "Нечего отправить клиенту: напишите текст или приложите файл",
         "en": "Nothing to send to the client: write text or attach a file",
