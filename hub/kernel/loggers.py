@@ -32,6 +32,28 @@ _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 _RESERVED = frozenset({"time", "level", "logger", "event", "message", "exception"})
 
 
+# A value is quoted when it is empty or holds a space, a quote, an "=" or anything
+# unprintable; inside the quotes a backslash, a quote and every unprintable
+# character (NUL, CR, LF, escape sequences, line separators) are escaped, so a
+# value taken from the network (an SMTP envelope, a header) never breaks or
+# forges a line of the log.
+_SPECIAL = re.compile(r'[ "=]')
+_ESCAPED = re.compile(r'[\\"]|[^ -~]')
+_SHORT = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    c = match.group()
+    if c in _SHORT:
+        return _SHORT[c]
+    if c.isprintable():
+        return c  # a letter of another script
+    code = ord(c)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def redact(text: str) -> str:
     """Mask the password of every URL in ``text``."""
     return _URL_PASSWORD.sub(r"\g<head>***@", text)
@@ -44,8 +66,8 @@ def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields
     parts = [name]
     for key, value in fields.items():
         text = str(value)
-        if not text or any(c.isspace() or c in '"=' for c in text):
-            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        if not text or not text.isprintable() or _SPECIAL.search(text):
+            text = '"' + _ESCAPED.sub(_escape, text) + '"'
         parts.append(f"{key}={text}")
     logger.log(level, " ".join(parts), extra={"hub_event": name, "hub_fields": fields})
 
