@@ -7,6 +7,11 @@ Replies carry RFC 3463 enhanced status codes:
   open relay); more than :data:`MAX_RECIPIENTS` recipients → ``452 4.5.3``;
 - a message over ``email.smtp.max_message_bytes`` → ``552 5.3.4``, both when the
   ``SIZE=`` of ``MAIL FROM`` (RFC 1870) announces it and when the data exceeds it;
+- a line of the message longer than ``email.smtp.max_line_length`` (64 KiB) →
+  ``500 5.5.2 line too long``; shorter ones are taken whatever RFC 5321 says
+  (998), as Postfix does: real mail (bounces, one-line HTML) has them;
+- a control character (NUL, CR…) in ``HELO``/``EHLO`` → ``501 5.5.4``, in a
+  ``MAIL`` or ``RCPT`` address → ``553 5.1.3 malformed address``;
 - ``DATA`` → ``deliver(raw, mail_from, rcpt_tos)``; ``250 2.0.0`` only once it
   returned (the message is committed), ``554 5.6.0`` when it raised
   :class:`~hub.kernel.errors.MessageRejected`, ``451 4.3.0`` for
@@ -15,7 +20,9 @@ Replies carry RFC 3463 enhanced status codes:
   module never lets one through.
 
 ``raw`` is the RFC 5322 message exactly as received (dot-unstuffed, CRLF line
-ends). The null reverse-path of a bounce (``MAIL FROM:<>``) is passed as ``""``.
+ends), whatever the length of its lines. The null reverse-path of a bounce
+(``MAIL FROM:<>``) is passed as ``""``. The greeting names the host and nothing
+of the software (``220 host ESMTP``).
 A ``deliver`` in progress is finished even when the client hangs up meanwhile
 (the client retries; the channel recognizes the redelivery).
 
@@ -43,7 +50,7 @@ from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from hub.config import SmtpServerSection, split_listen
 from hub.kernel import loggers
@@ -59,9 +66,13 @@ RELAY_DENIED = "550 5.7.1 relaying denied"
 TOO_BIG = "552 5.3.4 message too big"
 TOO_MANY_RECIPIENTS = "452 4.5.3 too many recipients"
 TEMPORARY_FAILURE = "451 4.3.0 temporary failure, try again later"
+LINE_TOO_LONG = "500 5.5.2 line too long: the limit is {} characters (RFC 5321 4.5.3.1.6)"
+BAD_HOSTNAME = "501 5.5.4 invalid host name: control characters"
+IDENT = "ESMTP"  # the greeting's text after the host name: nothing of the software
 _REJECTED = "554 5.6.0 message rejected: {}"
 
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _reply_text(reason: str, limit: int = 200) -> str:
@@ -238,11 +249,14 @@ class _Protocol(SMTP):
         loop: asyncio.AbstractEventLoop,
         settings: SmtpServerSection,
     ) -> None:
+        # The stream's limit, read by SMTP.__init__: a line and its CRLF.
+        self.line_length_limit = settings.max_line_length + 2
         super().__init__(
             handler,
             data_size_limit=data_size_limit,
             enable_SMTPUTF8=True,
             hostname=hostname,
+            ident=IDENT,
             tls_context=tls_context,
             require_starttls=settings.require_tls,
             auth_required=settings.require_auth,
@@ -271,6 +285,8 @@ class _Protocol(SMTP):
         # the same few addresses (the hub's own, repeat senders) again and again.
         if not arg:
             return "", ""
+        if _CONTROL.search(arg):
+            return None, None  # never an address; aiosmtpd answers 553
         path, tail = arg, ""
         end = arg.find(">")
         if end > 0 and '"' not in arg and arg.lstrip().startswith("<"):
@@ -284,25 +300,46 @@ class _Protocol(SMTP):
             return None, None
         return addr, rest
 
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        if _CONTROL.search(hostname):
+            await self.push(BAD_HOSTNAME)
+            return
+        await super().smtp_HELO(hostname)
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if _CONTROL.search(hostname):
+            await self.push(BAD_HOSTNAME)
+            return
+        await super().smtp_EHLO(hostname)
+
     async def push(self, status: AnyStr) -> None:
         # aiosmtpd's own size refusals ("552 Error: ...") get an RFC 3463 code.
         text = status.decode("ascii", "replace") if isinstance(status, bytes) else status
         if text.rstrip() == "250-AUTH":
             return  # no AUTH mechanisms (no email.smtp.users): not advertised at all
         if text.startswith("552 Error"):
-            envelope = self.envelope
-            loggers.event(
-                log,
-                "smtp_refused",
-                logging.WARNING,
-                reason="too_big",
-                peer=_peer(self.session),
-                mail_from=(envelope.mail_from if envelope else None) or "-",
-                rcpts=len(envelope.rcpt_tos) if envelope else 0,
-            )
+            self._refused("too_big")
             await super().push(TOO_BIG)
             return
+        if text.startswith("500 Line too long"):
+            self._refused("line_too_long")
+            await super().push(LINE_TOO_LONG.format(self.line_length_limit - 2))
+            return
         await super().push(status)
+
+    def _refused(self, reason: str) -> None:
+        envelope = self.envelope
+        loggers.event(
+            log,
+            "smtp_refused",
+            logging.WARNING,
+            reason=reason,
+            peer=_peer(self.session),
+            mail_from=(envelope.mail_from if envelope else None) or "-",
+            rcpts=len(envelope.rcpt_tos) if envelope else 0,
+        )
 
 
 class SmtpServer:
