@@ -521,6 +521,18 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Не удалось прочитать отправленные данные",
         "en": "The submitted data could not be read",
     },
+    "form_too_many_fields": {
+        "ru": "Слишком много полей: не больше {limit}",
+        "en": "Too many fields: {limit} at most",
+    },
+    "form_bad_part": {
+        "ru": "Не удалось прочитать часть формы: у неё неверный заголовок",
+        "en": "A part of the form could not be read: its header is malformed",
+    },
+    "form_nested": {
+        "ru": "Значение поля — текст, число или да/нет, без вложенных объектов и списков",
+        "en": "A field's value is text, a number or true/false, never a nested object or list",
+    },
     "form_origin_refused": {
         "ru": "Этой форме нельзя отправлять данные с сайта {origin}",
         "en": "This form does not take submissions from {origin}",
