@@ -7,6 +7,7 @@ server, IMAP mailboxes, the outbound relay) and ``[webform]`` with its forms."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -112,6 +113,9 @@ STANDARD_FIELDS = ("name", "email", "phone", "message", "consent")
 # Field names the hub's own form machinery posts alongside the visitor's fields
 # (a form's own field names cannot start with "_").
 RESERVED_FIELDS = frozenset({"_ts", "_key", "_page", "_referrer"})
+# What a submission carries besides the form's fields: those above, the honeypot
+# and five UTM tags.
+HUB_FORM_FIELDS = len(RESERVED_FIELDS) + 1 + 5
 DEFAULT_ACCEPT = ["image/*", "application/pdf", "text/plain"]
 
 
@@ -203,7 +207,9 @@ class WebformSection(Section):
     honeypot: str = Field(default="hp_website", pattern=r"^[A-Za-z0-9_-]+$")
     rate_limit_per_minute: int = Field(default=10, ge=1)
     max_body_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    max_fields: int = Field(default=100, ge=1, le=10_000)
     trust_forwarded: bool = False
+    trusted_proxies: list[str] = []
     forms: list[FormSection] = []
 
     @field_validator("forms")
@@ -211,6 +217,17 @@ class WebformSection(Section):
     def _unique_ids(cls, forms: list[FormSection]) -> list[FormSection]:
         once([form.id for form in forms], "form id")
         return forms
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, entries: list[str]) -> list[str]:
+        networks = []
+        for entry in entries:
+            try:
+                networks.append(str(ipaddress.ip_network(entry.strip())))
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an address or a network: {exc}") from None
+        return networks
 
     @model_validator(mode="after")
     def _names_free(self) -> WebformSection:
@@ -220,4 +237,12 @@ class WebformSection(Section):
                     raise ValueError(
                         f"form {form.id!r}: field name {field.name!r} is taken by the hub"
                     )
+            carried = len(form.fields) + HUB_FORM_FIELDS
+            if carried > self.max_fields:
+                raise ValueError(
+                    f"form {form.id!r}: its {len(form.fields)} fields and the hub's own "
+                    f"{HUB_FORM_FIELDS} make {carried}, over max_fields = {self.max_fields}"
+                )
+        if self.trusted_proxies and not self.trust_forwarded:
+            raise ValueError("trusted_proxies needs trust_forwarded = true")
         return self
