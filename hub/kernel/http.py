@@ -65,3 +65,22 @@ def error_response(
 ) -> web.Response:
     """``{"error": message}``."""
     return json_response({"error": message}, status, headers)
+
+
+MAX_ID = 2**31 - 1
+"""The largest id a row can have (ids are 32-bit integers on PostgreSQL)."""
+
+
+class BadParameter(ValueError):
+    """A request's parameter is not what it must be; the message names it (HTTP 400)."""
+
+
+def decimal(raw: str, name: str, *, low: int = 1, high: int = MAX_ID) -> int:
+    """``raw`` as a whole number from ``low`` to ``high`` written in ASCII digits,
+    else :class:`BadParameter` naming ``name``. ``str.isdigit`` alone would take
+    ``²`` (which ``int`` refuses) and ``١`` (which ``int`` reads as 1)."""
+    # Eighteen digits are past every range here; int() of thousands of digits
+    # would raise (int_max_str_digits) and costs time for nothing.
+    if raw.isascii() and raw.isdigit() and len(raw) <= 18 and low <= int(raw) <= high:
+        return int(raw)
+    raise BadParameter(f"{name}: must be a whole number from {low} to {high} (got {raw[:40]!r})")
