@@ -13,6 +13,13 @@ and falls back where it cannot (UTF-8 with replacement, then Latin-1), turns
 HTML-only mail into readable text, separates quoted history from the new text
 and records whatever could not be parsed in ``problems`` instead of failing:
 a message is never dropped for being broken.
+
+The sender is the first address that can be read of ``From``, ``Reply-To``,
+``Sender``, ``Return-Path`` and the SMTP envelope's ``MAIL FROM``; where it came
+from, when not ``From``, is in ``extras["sender_source"]``. Mail with none of
+them is still read (``ParsedEmail.anonymous``, no identities), and so is input
+that is no RFC 822 message at all (its raw text). A header block whose first
+line is folded (starts with a space) is read as if that line were not.
 """
 
 from __future__ import annotations
@@ -27,20 +34,30 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
+from email.errors import MissingHeaderBodySeparatorDefect
 from email.header import decode_header
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import Compat32
 from email.utils import getaddresses
 from html.parser import HTMLParser
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from hub.kernel.identities import InvalidIdentity, identity
 from hub.kernel.types import Attachment, Channel, Identity, InboundMessage
 
 Kind = Literal["message", "auto_reply", "bounce"]
 
-__all__ = ["Kind", "ParsedEmail", "html_to_text", "parse", "split_quoted"]
+__all__ = [
+    "ENVELOPE_SOURCE",
+    "Kind",
+    "ParsedEmail",
+    "html_to_text",
+    "may_name_sender",
+    "parse",
+    "split_quoted",
+    "unfold_first_line",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +65,10 @@ class ParsedEmail:
     """What :func:`parse` made of one raw message.
 
     ``message`` is None only when no sender address could be found at all (the
-    reason is in ``problems``). For a bounce, ``bounced_message_id`` names the
-    outbound message it reports on and ``bounce_reason`` says why it failed.
+    reason is in ``problems``); ``anonymous`` is then the same message read
+    without a sender (no identities), unless the parser itself failed. For a
+    bounce, ``bounced_message_id`` names the outbound message it reports on and
+    ``bounce_reason`` says why it failed.
     """
 
     kind: Kind
@@ -58,6 +77,7 @@ class ParsedEmail:
     message_id: str | None = None
     bounced_message_id: str | None = None
     bounce_reason: str | None = None
+    anonymous: InboundMessage | None = None
 
 
 # --- charsets -------------------------------------------------------------------
@@ -839,6 +859,7 @@ def may_name_sender(raw: bytes, mail_from: str) -> bool:
     message before it is parsed; it never refuses what :func:`parse` accepts."""
     if "@" in mail_from:
         return True
+    raw = unfold_first_line(raw)
     end = raw.find(b"\n\r\n")
     if end < 0:
         end = raw.find(b"\n\n")
@@ -854,14 +875,46 @@ def may_name_sender(raw: bytes, mail_from: str) -> bool:
     return False
 
 
-def _sender(h: _Headers, problems: list[str]) -> Identity | None:
-    for name in ("From", "Sender", "Reply-To", "Return-Path"):
+_LEADING_BLANKS = re.compile(rb"[ \t]+")
+
+
+def unfold_first_line(raw: bytes) -> bytes:
+    """The message with the leading blanks of its first line taken away (a
+    continuation with no field before it, which the parser would drop); a
+    first line of blanks alone goes whole, so that it does not end the header."""
+    blanks = _LEADING_BLANKS.match(raw)
+    if blanks is None:
+        return raw
+    rest = raw[blanks.end() :]
+    if rest.startswith(b"\r\n"):
+        return rest[2:]
+    return rest[1:] if rest.startswith(b"\n") else rest
+
+
+# Where a sender is read from, in order: the author, where they want answers,
+# who sent for them, then where the mail system would return it.
+_SENDER_FIELDS_READ = ("From", "Reply-To", "Sender", "Return-Path")
+ENVELOPE_SOURCE = "MAIL FROM"
+
+
+class _Sender(NamedTuple):
+    identity: Identity
+    source: str  # the header field it was read from, or ENVELOPE_SOURCE
+
+
+def _sender(h: _Headers, problems: list[str], envelope_from: str) -> _Sender | None:
+    for name in _SENDER_FIELDS_READ:
         for display, address in h.addresses(name):
             try:
-                return identity("email", address, display or None)
+                return _Sender(identity("email", address, display or None), name)
             except InvalidIdentity as exc:
                 problems.append(f"{name}: {exc}")
-    problems.append("no valid sender address (From, Sender, Reply-To, Return-Path)")
+    if envelope_from:
+        try:
+            return _Sender(identity("email", envelope_from), ENVELOPE_SOURCE)
+        except InvalidIdentity as exc:
+            problems.append(f"{ENVELOPE_SOURCE}: {exc}")
+    problems.append("no valid sender address (From, Reply-To, Sender, Return-Path, MAIL FROM)")
     return None
 
 
@@ -870,21 +923,76 @@ def _unique(items: Iterable[str]) -> tuple[str, ...]:
 
 
 def parse(
-    raw: bytes, *, account: str, received_at: datetime, max_attachment_bytes: int
+    raw: bytes,
+    *,
+    account: str,
+    received_at: datetime,
+    max_attachment_bytes: int,
+    envelope_from: str = "",
 ) -> ParsedEmail:
-    """Parse one raw RFC 5322 message; never raises, records what it could not read."""
+    """Parse one raw RFC 5322 message; never raises, records what it could not read.
+    ``envelope_from`` is the SMTP ``MAIL FROM``, the last place a sender is read from."""
     problems: list[str] = []
     try:
-        return _parse(raw, account, received_at, max_attachment_bytes, problems)
+        return _parse(raw, account, received_at, max_attachment_bytes, problems, envelope_from)
     except Exception as exc:  # the last guard: a message is logged even if all else failed
         problems.append(f"parser failure: {type(exc).__name__}: {exc}")
         return ParsedEmail(kind="message", message=None, problems=problems)
 
 
+# Fields every mail program writes: a header block without any of them, and
+# without the blank line that ends a header, is no header at all.
+_MAIL_FIELDS = frozenset(
+    [
+        "from",
+        "to",
+        "cc",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "received",
+        "return-path",
+        "sender",
+        "reply-to",
+        "delivered-to",
+        "x-mailer",
+    ]
+)
+
+
+def _is_rfc822(msg: Message) -> bool:
+    keys = {k.lower() for k in msg}
+    if not keys:
+        return False
+    separated = not any(isinstance(d, MissingHeaderBodySeparatorDefect) for d in msg.defects)
+    return separated or bool(keys & _MAIL_FIELDS)
+
+
+def _read(raw: bytes, problems: list[str]) -> Message:
+    """The message tree; input that is no RFC 822 message becomes one plain text part."""
+    unfolded = unfold_first_line(raw)
+    if unfolded is not raw:
+        problems.append("the header began with a folded line")
+    msg = BytesParser(_Part, policy=_RAW).parsebytes(unfolded)
+    if _is_rfc822(msg):
+        return msg
+    problems.append("no RFC 822 message: kept as its raw text")
+    text = _Part(policy=_RAW)
+    text.set_payload(decode_bytes(raw, None, problems, "raw input"), "utf-8")
+    return text
+
+
 def _parse(
-    raw: bytes, account: str, received_at: datetime, max_bytes: int, problems: list[str]
+    raw: bytes,
+    account: str,
+    received_at: datetime,
+    max_bytes: int,
+    problems: list[str],
+    envelope_from: str = "",
 ) -> ParsedEmail:
-    msg = BytesParser(_Part, policy=_RAW).parsebytes(raw)
+    msg = _read(raw, problems)
     hint = _charset_hint(msg)
     h = _Headers(msg, problems, hint)
 
@@ -899,8 +1007,9 @@ def _parse(
     full_text = _body_text(body)
     new_text, quoted = split_quoted(full_text)
 
-    sender = _sender(h, problems)
-    bounce = _bounce(h, msg, body, sender.value if sender else "", subject, full_text)
+    sender = _sender(h, problems, envelope_from)
+    who = sender.identity.value if sender else ""
+    bounce = _bounce(h, msg, body, who, subject, full_text)
     classified = _classify(h, msg, bounce, subject)
     kind = classified.kind
     if kind != "bounce":
@@ -910,29 +1019,38 @@ def _parse(
             forwarded = _forwarded_text(inner, max_bytes, problems)
             new_text = f"{new_text}\n\n{forwarded}".strip() if forwarded else new_text
 
-    message = None
-    if sender is not None:
-        message = InboundMessage(
-            channel=Channel.EMAIL,
-            account=account,
-            external_id=message_id or "sha256:" + hashlib.sha256(raw).hexdigest(),
-            identities=(sender,),
-            received_at=received_at,
-            text=new_text,
-            subject=subject or None,
-            html="\n".join(body.html) if body.html else None,
-            thread_hints=_thread_hints(h, subject),
-            attachments=tuple(body.attachments),
-            extras=_extras(h, msg, body, classified, message_id, quoted, problems),
-        )
+    extras = _extras(h, msg, body, classified, message_id, quoted, problems)
+    if sender is not None and sender.source != "From":
+        extras["sender_source"] = sender.source
+    elif sender is None and (written := h.text("From")):
+        extras["from"] = written  # whatever it says, for a person to read
+    message = InboundMessage(
+        channel=Channel.EMAIL,
+        account=account,
+        external_id=message_id or "sha256:" + hashlib.sha256(raw).hexdigest(),
+        identities=(sender.identity,) if sender else (),
+        received_at=received_at,
+        text=_no_nul(new_text),
+        subject=subject or None,
+        html=_no_nul("\n".join(body.html)) if body.html else None,
+        thread_hints=_thread_hints(h, subject),
+        attachments=tuple(body.attachments),
+        extras=extras,
+    )
     return ParsedEmail(
         kind=kind,
-        message=message,
+        message=message if sender else None,
         problems=problems,
         message_id=message_id,
         bounced_message_id=bounce.original_id if kind == "bounce" else None,
         bounce_reason=bounce.reason if kind == "bounce" else None,
+        anonymous=None if sender else message,
     )
+
+
+def _no_nul(text: str) -> str:
+    """Text a database takes: PostgreSQL refuses NUL in a string."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def _classify(h: _Headers, msg: Message, bounce: _Bounce, subject: str) -> _Classified:

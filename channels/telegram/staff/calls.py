@@ -210,26 +210,37 @@ class Calls:
             if work is not None:
                 self.pacer.hold(chat, work, len(parts), estimate)
             raise TemporaryDeliveryError(f"chat {chat} is busy", retry_after=estimate)
-        first: int | None = None
         patience = self.max_wait + self.pacer.gap
         async with self.pacer.turn(chat, len(parts), patience, work) as turn:
-            for index, part in enumerate(parts):
-                sent = await self.request(
-                    bot,
-                    m.SendMessage(
-                        chat_id=chat,
-                        message_thread_id=thread,
-                        text=part,
-                        parse_mode=HTML,
-                        reply_markup=keyboard if index == len(parts) - 1 else None,
-                        link_preview_options=NO_PREVIEW,
-                    ),
-                    turn=turn,
-                )
-                first = first or sent.message_id
-                if thread is not None:
-                    self.last.put(
-                        Topic(chat, thread), Posted(sent.message_id, "", "", mirror=False)
-                    )
+            return await self.post_in_turn(bot, turn, thread, parts, keyboard)
+
+    async def post_in_turn(
+        self,
+        bot: Bot,
+        turn: Turn,
+        thread: int | None,
+        parts: Sequence[str],
+        keyboard: InlineKeyboardMarkup | None,
+    ) -> int:
+        """HTML messages into the turn's chat (a topic when ``thread``), the keyboard
+        under the last; the first one's message id."""
+        first: int | None = None
+        chat = turn.chat
+        for index, part in enumerate(parts):
+            sent = await self.request(
+                bot,
+                m.SendMessage(
+                    chat_id=chat,
+                    message_thread_id=thread,
+                    text=part,
+                    parse_mode=HTML,
+                    reply_markup=keyboard if index == len(parts) - 1 else None,
+                    link_preview_options=NO_PREVIEW,
+                ),
+                turn=turn,
+            )
+            first = first or sent.message_id
+            if thread is not None:
+                self.last.put(Topic(chat, thread), Posted(sent.message_id, "", "", mirror=False))
         assert first is not None
         return first

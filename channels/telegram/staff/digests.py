@@ -2,9 +2,11 @@
 into one digest with numbered entries.
 
 A private chat takes about one post a second. A notice about a client's message
-(``notify``, ``assigned``, ``offer``) that cannot go within ``max_wait`` is
-deferred with ``retry_after`` and waits here; whichever notice for the chat goes
-next takes along every notice waiting, oldest first, as one message: entry N is
+(``notify``, ``assigned``, ``offer``) that cannot go at once (the chat's next
+slot is more than ``QUICK`` seconds away, or another notice is about to go) is
+deferred with ``retry_after`` and waits here, holding no sender: whichever notice
+for the chat goes next takes along every notice waiting at the moment it is
+posted, oldest first, as one message: entry N is
 answered by ``/r N text`` (or by replying ``/r N text`` to the digest), and its
 button makes the client the manager's current one. Each notice so carried is
 delivered by that post when its own turn comes. What was carried is remembered in
@@ -35,6 +37,7 @@ __all__ = ["Digests", "Entry", "Sent"]
 log = loggers.channels
 
 MAX_ENTRIES = 20  # one button each, and still a message a person reads
+QUICK = 0.3  # seconds a notice may wait for the chat's slot; longer, it is deferred
 ENTRY_TEXT = 400  # characters of a client's words an entry shows
 _LATE = 10.0  # seconds a deferred notice is waited for past its time, then forgotten
 _CARRIED_FOR = 600.0  # seconds a notice another one carried is remembered
@@ -105,7 +108,15 @@ class Digests:
         try:
             if mine.entry is None:
                 mine.entry = await make()
-            async with self._lock(chat):
+            lock = self._lock(chat)
+            wait = self.pacer.estimate(chat)
+            if lock.locked() or wait > QUICK:
+                # Waiting would hold one of the dispatcher's senders: the next post
+                # into the chat takes this one along instead.
+                raise TemporaryDeliveryError(
+                    f"chat {chat} is busy", retry_after=max(wait, self.pacer.gap)
+                )
+            async with lock:
                 if mine.carried is not None:
                     self._forget(chat, message.outbox_id)
                     return Sent(mine.carried, alone=False)
@@ -118,19 +129,22 @@ class Digests:
             raise
 
     async def _post(self, bot: Bot, chat: int, outbox_id: int, language: str) -> Sent:
+        """This notice, and those waiting at the moment its slot comes."""
         waiting = self._waiting[chat]
-        keys = self._along(chat, outbox_id)
-        entries = [_ready(waiting[key]) for key in keys]
-        if len(entries) == 1:
-            only = entries[0]
-            result = await self.calls.say(
-                bot, chat, None, only.parts, keyboard=only.keyboard, strict=True
-            )
-            self._forget(chat, outbox_id)
-            return Sent(result, alone=True)
-        html = digest_html(entries, language)
-        keyboard = render.digest_keyboard([(e.client_id, e.name) for e in entries])
-        result = await self.calls.say(bot, chat, None, [html], keyboard=keyboard, strict=True)
+        patience = self.calls.max_wait + self.pacer.gap
+        async with self.pacer.turn(chat, 1, patience) as turn:
+            await turn.ready()
+            keys = self._along(chat, outbox_id)
+            entries = [_ready(waiting[key]) for key in keys]
+            if len(entries) == 1:
+                only = entries[0]
+                first = await self.calls.post_in_turn(bot, turn, None, only.parts, only.keyboard)
+                self._forget(chat, outbox_id)
+                return Sent(SendResult(f"{chat}:{first}"), alone=True)
+            html = digest_html(entries, language)
+            keyboard = render.digest_keyboard([(e.client_id, e.name) for e in entries])
+            first = await self.calls.post_in_turn(bot, turn, None, [html], keyboard)
+        result = SendResult(f"{chat}:{first}")
         await self._remember(chat, result, entries)
         for key in keys:
             if key != outbox_id:
