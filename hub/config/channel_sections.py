@@ -61,6 +61,10 @@ class SmtpServerSection(Section):
     require_tls: bool = False
     users: list[SmtpUser] = []
     require_auth: bool = False
+    # A session closes after this long without a command (RFC 5321 4.5.3.2.7: at
+    # least 5 minutes), and after this long in all, however busy.
+    idle_timeout_s: float = Field(default=300.0, gt=0, le=3600)
+    session_timeout_s: float = Field(default=1800.0, gt=0, le=86400)
 
     @model_validator(mode="after")
     def _consistent(self) -> SmtpServerSection:

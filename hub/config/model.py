@@ -17,6 +17,7 @@ from hub.config.sections import (
     AdminSection,
     CampaignsSection,
     DispatcherSection,
+    EdgesSection,
     HubSection,
     ManagerSection,
     RemindersSection,
@@ -30,6 +31,7 @@ class Config(Section):
     hub: HubSection = HubSection()
     storage: StorageSection = StorageSection()
     admin: AdminSection
+    edges: EdgesSection = EdgesSection()
     dispatcher: DispatcherSection = DispatcherSection()
     replies: RepliesSection = RepliesSection()
     telegram: TelegramSection = TelegramSection()

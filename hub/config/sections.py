@@ -1,5 +1,6 @@
 """The hub-wide sections of the config: the hub itself, storage, the admin API,
-auto-replies, the dispatcher, managers, reminders, stages and campaigns."""
+the bounds of the listening sockets, auto-replies, the dispatcher, managers,
+reminders, stages and campaigns."""
 
 # Pydantic copies a field's default for each instance; ruff cannot see that
 # Section (checks.py) is a pydantic model and takes the lists for shared state.
@@ -10,7 +11,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -65,6 +66,18 @@ class AdminSection(Section):
         if not value.get_secret_value():
             raise ValueError("empty")
         return value
+
+
+class EdgesSection(Section):
+    """Bounds of every listening socket (forms, admin and ``/u``, webhook, SMTP)."""
+
+    header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    body_timeout_s: float = Field(default=60.0, gt=0, le=86400)
+    keepalive_timeout_s: float = Field(default=75.0, gt=0, le=86400)
+    connections: int = Field(default=0, ge=0, le=10_000_000)  # 0: the fd limit less the reserve
+    connections_per_address: int = Field(default=200, ge=1, le=10_000_000)
+    fd_reserve: int = Field(default=256, ge=16, le=1_000_000)
+    exempt_addresses: list[IPvAnyNetwork] = []  # no per-address cap: a reverse proxy
 
 
 class RepliesSection(Section):
