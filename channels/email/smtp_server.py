@@ -33,6 +33,10 @@ AUTH PLAIN and LOGIN (RFC 4954) check ``email.smtp.users``, and only over TLS;
 ``email.smtp.require_auth`` makes MAIL wait for a successful AUTH. A failed AUTH
 is logged with the peer and the user name, never the password. Authentication
 never widens the recipient domains: the server is never a relay.
+
+A session ends after ``email.smtp.idle_timeout_s`` without a command and after
+``session_timeout_s`` in all; it takes a place in the process's connection table
+or is refused with 421 (:mod:`channels.email.sessions`).
 """
 
 from __future__ import annotations
@@ -52,8 +56,10 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
+from channels.email.sessions import SessionBounds, SessionLimits
 from hub.config import SmtpServerSection, split_listen
 from hub.kernel import loggers
+from hub.kernel.edges import Edges
 from hub.kernel.errors import ConfigError, MessageRejected, StorageUnavailable
 
 log = loggers.channels
@@ -248,6 +254,7 @@ class _Protocol(SMTP):
         timeout: float,
         loop: asyncio.AbstractEventLoop,
         settings: SmtpServerSection,
+        bounds: SessionBounds,
     ) -> None:
         # The stream's limit, read by SMTP.__init__: a line and its CRLF.
         self.line_length_limit = settings.max_line_length + 2
@@ -267,12 +274,17 @@ class _Protocol(SMTP):
             loop=loop,
         )
         self._connections = connections
+        self._bounds = bounds
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._bounds.open(transport, self):
+            return  # refused (421) and closed: aiosmtpd never sees it
         self._connections.add(self)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if not self._bounds.close():
+            return
         self._connections.discard(self)
         super().connection_lost(error)
 
@@ -354,7 +366,8 @@ class SmtpServer:
         listen: str | None = None,
         tls_context: ssl.SSLContext | None = None,
         hostname: str | None = None,
-        timeout: float = 300,
+        timeout: float | None = None,
+        edges: Edges | None = None,
     ) -> None:
         address = listen or settings.listen
         if address is None:
@@ -364,7 +377,8 @@ class SmtpServer:
         self._handler = _Handler(frozenset(d.lower() for d in settings.domains), deliver)
         self._tls_context = tls_context or tls_context_of(settings)
         self._hostname = hostname
-        self._timeout = timeout
+        self._timeout = settings.idle_timeout_s if timeout is None else timeout
+        self._edges = edges or Edges()  # the process's table; by default one of its own
         self._server: asyncio.Server | None = None
         self._connections: set[_Protocol] = set()
 
@@ -372,6 +386,7 @@ class SmtpServer:
         loop = asyncio.get_running_loop()
         # Resolved once: aiosmtpd would look it up for every connection.
         hostname = self._hostname or str(await asyncio.to_thread(socket.getfqdn))
+        limits = SessionLimits(self._edges, self._settings.session_timeout_s, hostname)
 
         def protocol() -> _Protocol:
             return _Protocol(
@@ -383,6 +398,7 @@ class SmtpServer:
                 timeout=self._timeout,
                 loop=loop,
                 settings=self._settings,
+                bounds=limits.session(),
             )
 
         self._server = await loop.create_server(protocol, self.host, self.port)

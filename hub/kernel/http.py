@@ -1,13 +1,34 @@
-"""The hub's HTTP edges (aiohttp): one way to serve an application on ``HOST:PORT``,
-and the JSON answers of its APIs."""
+"""The hub's HTTP edges (aiohttp): one way to serve an application on ``HOST:PORT``
+within the bounds of :mod:`hub.kernel.edges`, and the JSON answers of its APIs.
+
+aiohttp bounds neither how long a request's head may take to arrive nor its body:
+each accepted connection passes :class:`_Connection` first, which counts it in the
+process's table (or refuses it at once with a 503) and closes it when the head
+is not complete ``header_timeout`` seconds after its first byte (or after the
+connection opened), or the body ``body_timeout`` seconds after the head; a
+middleware tells it when a request starts and ends. Idle keep-alive connections
+close after ``keepalive_timeout`` (aiohttp's own timer)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from hub.kernel.edges import Edges
+
+_REFUSAL = b"too many connections, try again later\n"
+REFUSED = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\nRetry-After: 10\r\nConnection: close\r\n\r\n%s"
+    % (len(_REFUSAL), _REFUSAL)
+)
 
 
 def split_listen(value: str) -> tuple[str, int]:
@@ -16,20 +37,163 @@ def split_listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+class _Connection(asyncio.Protocol):
+    """One accepted connection: counted in the edges' table or refused at once, its
+    request heads and bodies timed; aiohttp's own protocol does the rest."""
+
+    def __init__(self, factory: Callable[[], asyncio.Protocol], edges: Edges) -> None:
+        self._factory = factory
+        self._edges = edges
+        self._inner: asyncio.Protocol | None = None
+        self._address = "-"
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._busy = False  # a request is being handled
+        self.cut = False  # closed by a timer, or by the client, while a request was handled
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        address = self._edges.admit(transport.get_extra_info("peername"))
+        if address is None:
+            transport.write(REFUSED)
+            transport.close()
+            return
+        self._address, self._transport = address, transport
+        self._arm(self._edges.limits.header_timeout, "header_timeout")
+        self._inner = self._factory()
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is None:
+            return
+        if not self._busy and self._timer is None:
+            self._arm(self._edges.limits.header_timeout, "header_timeout")  # a new head
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self._transport = None
+        self.cut = self._busy
+        if self._inner is not None:
+            self._edges.release(self._address)
+            self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+    def started(self, request: web.BaseRequest) -> None:
+        """A request's head is in: its body, when still on its way, is timed."""
+        self._busy = True
+        self._disarm()
+        body = request.content
+        if not body.is_eof():
+            self._arm(self._edges.limits.body_timeout, "body_timeout", body.is_eof)
+
+    def finished(self) -> None:
+        self._busy = False
+        self._disarm()
+
+    def _arm(self, seconds: float, limit: str, arrived: Callable[[], bool] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(seconds, self._expire, limit, arrived)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self, limit: str, arrived: Callable[[], bool] | None) -> None:
+        self._timer = None
+        transport = self._transport
+        if transport is None or (arrived is not None and arrived()):
+            return
+        if arrived is None and self._busy:
+            return  # the head arrived meanwhile
+        self._edges.bite(limit, self._address, seconds=self._seconds(limit))
+        transport.close()
+
+    def _seconds(self, limit: str) -> float:
+        limits = self._edges.limits
+        return limits.header_timeout if limit == "header_timeout" else limits.body_timeout
+
+
+@web.middleware
+async def _timed(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tells the connection a request started and ended. A body cut short (by its
+    timer or by the client) is no error of ours: answered quietly (the answer
+    goes nowhere), not with aiohttp's 500 and a traceback for each."""
+    transport = request.transport
+    connection = transport.get_protocol() if transport is not None else None
+    if not isinstance(connection, _Connection):
+        return await handler(request)
+    connection.started(request)
+    try:
+        return await handler(request)
+    except ConnectionError:
+        if not connection.cut:
+            raise
+        return web.Response(status=408, text="the request did not arrive in time")
+    finally:
+        connection.finished()
+
+
+class _Site(web.BaseSite):
+    """A TCP site whose connections pass :class:`_Connection` first."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, edges: Edges) -> None:
+        super().__init__(runner)
+        self._host = host
+        self._port = port
+        self._edges = edges
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        edges = self._edges
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Connection(server, edges), self._host, self._port, backlog=self._backlog
+        )
+
+
 async def serve(
-    app: web.Application, listen: str, *, shutdown_timeout: float = 10.0
+    app: web.Application,
+    listen: str,
+    *,
+    shutdown_timeout: float = 10.0,
+    edges: Edges | None = None,
 ) -> web.AppRunner:
     """Serve ``app`` on ``listen`` (``HOST:PORT``; port 0: any free one, see
     :func:`bound_port`) until the runner is cleaned up, which gives requests in
-    flight ``shutdown_timeout`` seconds. No access log (the APIs log their own
-    line), no signal handlers (the hub's lifespan owns them)."""
+    flight ``shutdown_timeout`` seconds. Connections count in ``edges`` (the
+    process's table; by default one of this server's own). No access log (the
+    APIs log their own line), no signal handlers (the hub's lifespan owns them)."""
+    edges = edges or Edges()
+    if not app.frozen and _timed not in app.middlewares:
+        app.middlewares.insert(0, _timed)
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=shutdown_timeout,
+        keepalive_timeout=edges.limits.keepalive_timeout,
     )
     await runner.setup()
     host, port = split_listen(listen)
     try:
-        await web.TCPSite(runner, host, port).start()
+        await _Site(runner, host, port, edges).start()
     except BaseException:
         await runner.cleanup()
         raise
