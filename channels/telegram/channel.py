@@ -27,6 +27,7 @@ from channels.telegram.outbound import BotBudget, ClientSender
 from channels.telegram.updates import Poller, WebhookServer, describe
 from hub.config import TelegramSection
 from hub.kernel import loggers
+from hub.kernel.edges import Edges
 from hub.kernel.errors import (
     DeliveryError,
     HubError,
@@ -83,6 +84,7 @@ class TelegramChannel:
         retry_backoff: tuple[float, float] = (0.5, 30.0),
         grace: float = 10.0,
         budget: BotBudget | None = None,
+        edges: Edges | None = None,
     ) -> None:
         self.config = config
         self.budget = budget
@@ -93,6 +95,7 @@ class TelegramChannel:
         self.poll_timeout = poll_timeout
         self.retry_backoff = retry_backoff
         self.grace = grace
+        self.edges = edges  # the process's connection table, for the webhook's server
         self.bot: Bot | None = None
         self.account = ""
         self._token = ""
@@ -153,6 +156,7 @@ class TelegramChannel:
             secret=config.webhook_secret.get_secret_value(),
             redact=self._redact,
             grace=self.grace,
+            edges=self.edges,
         )
 
     async def stop(self) -> None:

@@ -31,6 +31,7 @@ from aiogram.types import Update
 from aiohttp import web
 
 from hub.kernel import loggers
+from hub.kernel.edges import Edges
 from hub.kernel.errors import HubError, MessageRejected
 from hub.kernel.http import serve
 
@@ -241,6 +242,7 @@ class WebhookServer:
         secret: str,
         redact: Redact,
         grace: float = 10.0,
+        edges: Edges | None = None,
     ) -> None:
         self.bot = bot
         self.handle = handle
@@ -249,6 +251,7 @@ class WebhookServer:
         self.listen = listen
         self.redact = redact
         self.grace = grace
+        self.edges = edges
         self._secret = secret.encode()
         self._runner: web.AppRunner | None = None
         self._closing = False
@@ -257,7 +260,7 @@ class WebhookServer:
         """Listen, then ``setWebhook`` (with the secret and the update kinds)."""
         app = web.Application()
         app.router.add_post(self.path, self._receive)
-        runner = await serve(app, self.listen, shutdown_timeout=self.grace)
+        runner = await serve(app, self.listen, shutdown_timeout=self.grace, edges=self.edges)
         self._closing = False
         try:
             await self.bot.set_webhook(

@@ -32,6 +32,7 @@ from channels.webform.guard import PerAddress, Recent, RenderStamp, client_addre
 from hub.config import FormSection, WebformSection
 from hub.kernel import loggers
 from hub.kernel.clock import Clock, SystemClock
+from hub.kernel.edges import Edges
 from hub.kernel.errors import MessageRejected, PermanentDeliveryError, StorageUnavailable
 from hub.kernel.http import bound_port, json_response, serve, split_listen
 from hub.kernel.ports import ChannelLimits, InboundSink
@@ -85,6 +86,7 @@ class WebformChannel:
         clock: Clock | None = None,
         listen: str | None = None,
         shutdown_timeout: float = 10.0,
+        edges: Edges | None = None,
     ) -> None:
         self.config = config
         self.language = language
@@ -105,6 +107,7 @@ class WebformChannel:
         self.port = 0
         self._listen = listen or config.listen or "127.0.0.1:0"
         self._shutdown_timeout = shutdown_timeout
+        self._edges = edges
         self._sink: InboundSink | None = None
         self._runner: web.AppRunner | None = None
         self._templates = jinja2.Environment(
@@ -126,7 +129,9 @@ class WebformChannel:
 
     async def start(self, sink: InboundSink) -> None:
         self._sink = sink
-        runner = await serve(self.app(), self._listen, shutdown_timeout=self._shutdown_timeout)
+        runner = await serve(
+            self.app(), self._listen, shutdown_timeout=self._shutdown_timeout, edges=self._edges
+        )
         self._runner = runner
         self.port = bound_port(runner)
         host, _ = split_listen(self._listen)
