@@ -32,6 +32,7 @@ from channels.email.smtp_server import SmtpServer
 from hub.config import EmailSection
 from hub.kernel import loggers
 from hub.kernel.clock import Clock, SystemClock
+from hub.kernel.edges import Edges
 from hub.kernel.errors import MessageRejected, PermanentDeliveryError
 from hub.kernel.identities import InvalidIdentity, identity
 from hub.kernel.ports import (
@@ -93,8 +94,10 @@ class EmailChannel:
         cursors: CursorStore | None = None,
         locks: MailboxLocks | None = None,
         offload: Offload | None = None,
+        edges: Edges | None = None,
     ) -> None:
         self.config = config
+        self.edges = edges  # the process's connection table, for the SMTP server
         self.offload = offload
         self.cursors = cursors or MemoryCursorStore()
         self.locks = locks
@@ -115,7 +118,9 @@ class EmailChannel:
         if self.offload is not None:
             await self.offload.start(sink)
         if self.config.smtp.listen is not None or self._listen is not None:
-            self.server = SmtpServer(self.config.smtp, self._deliver, listen=self._listen)
+            self.server = SmtpServer(
+                self.config.smtp, self._deliver, listen=self._listen, edges=self.edges
+            )
             await self.server.start()
         for mailbox in self.config.imap:
             watcher = ImapWatcher(
