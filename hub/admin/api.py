@@ -32,6 +32,7 @@ from hub.clients.book import ClientBook
 from hub.clients.search import client_search
 from hub.kernel import loggers
 from hub.kernel.clock import SystemClock
+from hub.kernel.edges import Edges
 from hub.kernel.http import bound_port, error_response, json_response, serve
 from hub.kernel.types import ConversationStatus
 from hub.reports.reporter import Reporter
@@ -111,14 +112,19 @@ def _metrics_handler(metrics: Metrics) -> Handler:
 class AdminServer:
     """Serves an admin application on ``host:port``; ``port`` is the bound one (0 = any free)."""
 
-    def __init__(self, app: web.Application, *, shutdown_timeout: float = 5.0) -> None:
+    def __init__(
+        self, app: web.Application, *, shutdown_timeout: float = 5.0, edges: Edges | None = None
+    ) -> None:
         self.app = app
         self.shutdown_timeout = shutdown_timeout
+        self.edges = edges  # the process's connection table
         self.port = 0
         self._runner: web.AppRunner | None = None
 
     async def start(self, host: str, port: int) -> None:
-        runner = await serve(self.app, f"{host}:{port}", shutdown_timeout=self.shutdown_timeout)
+        runner = await serve(
+            self.app, f"{host}:{port}", shutdown_timeout=self.shutdown_timeout, edges=self.edges
+        )
         self._runner = runner
         self.port = bound_port(runner)
 
