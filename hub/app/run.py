@@ -1,6 +1,7 @@
 """The composition root of ``hub run``: the :class:`Hub`, whose one lifespan opens
 storage, the scheduler, ingest, the dispatcher, reminders, the admin API and the
-channels, and closes them in reverse; and the scheduled jobs' rounds."""
+channels (their listening servers sharing one connection table), and closes them
+in reverse; and the scheduled jobs' rounds."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any, NamedTuple
 from hub.admin.api import AdminServer, create_app
 from hub.admin.metrics import Metrics, Sources
 from hub.app import schedule
-from hub.app.wiring import build_channels, build_ingestor, reporter
+from hub.app.wiring import build_channels, build_ingestor, edge_limits, reporter
 from hub.campaigns.campaigns import Campaigns
 from hub.campaigns.campaigns import build as build_campaigns
 from hub.clients.attachments import AttachmentStore
@@ -31,6 +32,7 @@ from hub.jobs.reminders import ReminderLoop, scan
 from hub.jobs.waiting import Assigner
 from hub.kernel import loggers
 from hub.kernel.clock import Clock, SystemClock
+from hub.kernel.edges import Edges, raise_fd_limit
 from hub.kernel.ports import ChannelPort
 from storage import Database
 from storage import desk as desk_q
@@ -95,12 +97,14 @@ class Hub:
         self.escalator: Escalator | None = None
         self.admin: AdminServer | None = None
         self.campaigns: Campaigns | None = None
+        self.edges: Edges | None = None
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[Hub]:
         """Open storage, the scheduler, ingest, the dispatcher, reminders, the
         admin API and the channels, in this order; close them in reverse."""
         async with AsyncExitStack() as stack:
+            self._open_edges(stack)
             parts = self._build(stack)
             manager_ids = await self._open_storage(parts.db)
             self._open_scheduler(stack, parts.db)
@@ -140,12 +144,33 @@ class Hub:
             config, db, self.clock, staff_channel=staff_channel, on_queued=self._wake
         )
         self.channels = (
-            build_channels(config, desk, self.clock, campaigns=campaigns)
+            build_channels(config, desk, self.clock, campaigns=campaigns, edges=self.edges)
             if self._given_channels is None
             else self._given_channels
         )
         desk.sending = frozenset(self.channels)
         return _Parts(db, files, staff_channel)
+
+    def _open_edges(self, stack: AsyncExitStack) -> None:
+        """The one connection table of every listening server, below the fd limit
+        (raised first toward the hard limit) less the reserve."""
+        soft = raise_fd_limit()
+        limits = edge_limits(self.config)
+        edges = self.edges = Edges(limits, soft_limit=soft)
+        stack.callback(edges.close)
+        stack.callback(edges.watch(asyncio.get_running_loop()))
+        level = logging.WARNING if limits.connections > edges.capacity else logging.INFO
+        loggers.event(
+            log,
+            "edges.ready",
+            level,
+            fd_limit=soft,
+            connections=edges.capacity,
+            asked=limits.connections or "-",
+            per_address=limits.per_address,
+            header_timeout_s=limits.header_timeout,
+            body_timeout_s=limits.body_timeout,
+        )
 
     async def _open_storage(self, db: Database) -> dict[str, int]:
         """The schema migrated and the managers synced from the config: their ids by name."""
@@ -254,7 +279,7 @@ class Hub:
             metrics=metrics,
         )
         host, port = split_listen(config.admin.listen)
-        admin = self.admin = AdminServer(app)
+        admin = self.admin = AdminServer(app, edges=self.edges)
         await admin.start(host, port)
         stack.push_async_callback(admin.stop)
         loggers.event(log, "admin.listening", address=f"{host}:{admin.port}")

@@ -15,6 +15,7 @@ from hub.ingest.cursors import DbCursorStore, DbMailboxLocks
 from hub.ingest.ingestor import AutoReplies, Ingestor
 from hub.ingest.rules import compile_policies, compile_rules
 from hub.kernel.clock import Clock
+from hub.kernel.edges import EdgeLimits, Edges
 from hub.kernel.ports import ChannelPort
 from hub.reports.reporter import Reporter
 from routing.hours import parse_hours
@@ -35,11 +36,31 @@ class WorkerSetup(NamedTuple):
     staff_channel: str | None
 
 
+def edge_limits(config: Config) -> EdgeLimits:
+    """``[edges]`` as the process's connection table takes it."""
+    edges = config.edges
+    return EdgeLimits(
+        header_timeout=edges.header_timeout_s,
+        body_timeout=edges.body_timeout_s,
+        keepalive_timeout=edges.keepalive_timeout_s,
+        connections=edges.connections,
+        per_address=edges.connections_per_address,
+        fd_reserve=edges.fd_reserve,
+        exempt=tuple(edges.exempt_addresses),
+    )
+
+
 def build_channels(
-    config: Config, desk: Desk, clock: Clock, *, campaigns: Campaigns | None = None
+    config: Config,
+    desk: Desk,
+    clock: Clock,
+    *,
+    campaigns: Campaigns | None = None,
+    edges: Edges | None = None,
 ) -> dict[str, ChannelPort]:
-    """The enabled channels. The composition root is the one place in ``hub``
-    that knows the channel packages."""
+    """The enabled channels, their listening servers in ``edges`` (the process's
+    connection table). The composition root is the one place in ``hub`` that
+    knows the channel packages."""
     channels: dict[str, ChannelPort] = {}
     if config.telegram.enabled:
         from channels.telegram import TelegramChannel
@@ -63,6 +84,7 @@ def build_channels(
             files=desk,
             max_attachment_bytes=config.storage.max_attachment_bytes,
             default_region=config.hub.default_region,
+            edges=edges,
         )
     if config.email.smtp.listen or config.email.outbound or config.email.imap:
         from channels.email.channel import EmailChannel
@@ -75,6 +97,7 @@ def build_channels(
             cursors=DbCursorStore(desk.db, clock),
             locks=DbMailboxLocks(desk.db),
             offload=mail_worker(config, staff_channel=desk.staff_channel),
+            edges=edges,
         )
     if config.webform.listen:
         from channels.webform import WebformChannel
@@ -86,6 +109,7 @@ def build_channels(
             # a form's confirmation goes by email, so only when email can go out
             confirm_by_email=config.email.outbound is not None,
             clock=clock,
+            edges=edges,
         )
     return channels
 
