@@ -19,6 +19,7 @@ import hashlib
 import json
 import secrets
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -28,7 +29,7 @@ import jinja2
 from aiohttp import web
 
 from channels.webform import submission as sub
-from channels.webform.guard import PerAddress, Recent, RenderStamp, client_address
+from channels.webform.guard import ClientAddress, PerAddress, Recent, RenderStamp
 from hub.config import FormSection, WebformSection
 from hub.kernel import loggers
 from hub.kernel.clock import Clock, SystemClock
@@ -103,7 +104,15 @@ class WebformChannel:
         )
         self.stamp = RenderStamp(secret)
         self.rate = PerAddress(config.rate_limit_per_minute)
+        self.address = ClientAddress(config.trust_forwarded, config.trusted_proxies)
+        self.bounds = {
+            form.id: sub.bounds(form, config.max_body_bytes, config.max_fields)
+            for form in config.forms
+        }
         self.recent = Recent()
+        # JSON and urlencoded bodies are parsed here, off the event loop, and
+        # however many of them come at once they wait for each other only.
+        self._parser: ThreadPoolExecutor | None = None
         self.port = 0
         self._listen = listen or config.listen or "127.0.0.1:0"
         self._shutdown_timeout = shutdown_timeout
@@ -129,6 +138,7 @@ class WebformChannel:
 
     async def start(self, sink: InboundSink) -> None:
         self._sink = sink
+        self._parser = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webform-parse")
         runner = await serve(
             self.app(), self._listen, shutdown_timeout=self._shutdown_timeout, edges=self._edges
         )
@@ -145,6 +155,9 @@ class WebformChannel:
         if runner is not None:
             await runner.cleanup()
         self._sink = None
+        parser, self._parser = self._parser, None
+        if parser is not None:
+            parser.shutdown(wait=False)
 
     async def send(self, message: OutboundMessage) -> SendResult:
         raise PermanentDeliveryError("a web form cannot be answered directly; answers go by email")
@@ -352,7 +365,7 @@ class WebformChannel:
         """The posted body, or the answer refusing it: too many from this address,
         too large, unreadable, or caught by the honeypot."""
         form = answer.form
-        wait = self.rate.allow(client_address(request, self.config.trust_forwarded))
+        wait = self.rate.allow(self.address(request))
         if wait:
             loggers.event(log, "webform.rate_limited", form=form.id)
             response = self._whole(answer, "form_rate_limited", 429)
@@ -360,14 +373,17 @@ class WebformChannel:
             return response
         limit = self.config.max_body_bytes
         try:
-            posted = await sub.read(request, form, limit)
+            posted = await sub.read(request, self.bounds[form.id], self._parser)
         except sub.BodyTooLarge:
             loggers.event(log, "webform.too_large", form=form.id)
             response = self._whole(answer, "form_too_large", 413, limit=sub.size_text(limit))
             response.force_close()  # the rest of the body is not read
             return response
-        except sub.BadBody:
-            return self._whole(answer, "form_bad_body", 400)
+        except sub.BadBody as exc:
+            loggers.event(log, "webform.bad_body", form=form.id, why=exc.key)
+            response = self._whole(answer, exc.key, 400, **exc.values)
+            response.force_close()  # a multipart body is left unread past the bad part
+            return response
         if posted.values.get(self.config.honeypot):
             loggers.event(log, "webform.honeypot", form=form.id)
             return self._whole(answer, "form_spam", 422)

@@ -1,14 +1,16 @@
 """What keeps a form from abuse and from double submits: the signed render time
-(HMAC-SHA256, RFC 2104), the per-address rate limit, and the window in which
-the same content is one submission."""
+(HMAC-SHA256, RFC 2104), the poster's address (behind a proxy, from
+``X-Forwarded-For``), the per-address rate limit, and the window in which the
+same content is one submission."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
@@ -36,7 +38,7 @@ class RenderStamp:
     def verify(self, form_id: str, token: str) -> float | None:
         """The render time (epoch seconds) ``token`` proves, or None."""
         millis, _, mac = token.partition(".")
-        if not millis.isdigit() or len(millis) > 16:
+        if not (millis.isascii() and millis.isdigit()) or len(millis) > 16:
             return None
         if not hmac.compare_digest(mac.encode(), self._mac(form_id, int(millis)).encode()):
             return None
@@ -92,12 +94,63 @@ class PerAddress:
         return 0.0
 
 
-def client_address(request: web.Request, trust_forwarded: bool) -> str:
-    """The poster's address; behind a proxy (``trust_forwarded``), the one the proxy
-    saw, i.e. the last entry of ``X-Forwarded-For``."""
-    if trust_forwarded:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        last = forwarded.rsplit(",", 1)[-1].strip()
-        if last:
-            return last
-    return request.remote or "unknown"
+_IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class ClientAddress:
+    """The poster's address, by which the rate limit counts.
+
+    Without ``trust_forwarded``: the peer's. With it: the rightmost entry of
+    ``X-Forwarded-For`` across all its lines, i.e. the one the proxy appended;
+    a line the client sent itself comes first and is never taken. With
+    ``trusted_proxies`` too, the peer and the entries from the right that are
+    those proxies' addresses are skipped, so that a chain of proxies gives the
+    address the first of them saw; a peer that is none of them is the poster
+    (it came around the proxies). ``Forwarded`` (RFC 7239) is not read: a proxy
+    that only appends ``X-Forwarded-For`` passes a client's own ``Forwarded`` on.
+    """
+
+    def __init__(self, trust_forwarded: bool, trusted_proxies: Sequence[str] = ()) -> None:
+        self.trust_forwarded = trust_forwarded
+        self.proxies = [ipaddress.ip_network(p) for p in trusted_proxies]
+
+    def __call__(self, request: web.Request) -> str:
+        peer = request.remote or "unknown"
+        if not self.trust_forwarded:
+            return peer
+        hops = [
+            hop.strip()
+            for line in request.headers.getall("X-Forwarded-For", ())
+            for hop in line.split(",")
+            if hop.strip()
+        ]
+        if not self.proxies:
+            return _shown(hops[-1]) if hops else peer
+        chain = [*hops, peer]
+        poster = next((hop for hop in reversed(chain) if not self._trusted(hop)), chain[0])
+        return _shown(poster)
+
+    def _trusted(self, hop: str) -> bool:
+        ip = _ip(hop)
+        return ip is not None and any(ip in network for network in self.proxies)
+
+
+def _ip(hop: str) -> _IP | None:
+    """The address in an ``X-Forwarded-For`` entry: ``1.2.3.4``, ``1.2.3.4:5678``,
+    ``2001:db8::1`` or ``[2001:db8::1]:5678``; an IPv4-mapped IPv6 one as IPv4."""
+    if hop.startswith("["):
+        hop = hop[1:].partition("]")[0]
+    elif hop.count(":") == 1:
+        hop = hop.partition(":")[0]
+    try:
+        ip = ipaddress.ip_address(hop)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _shown(hop: str) -> str:
+    ip = _ip(hop)
+    return str(ip) if ip is not None else hop[:100]

@@ -2,23 +2,32 @@
 the form's definition, and turned into the hub's :class:`InboundMessage`.
 
 Three encodings come in (HTML 5 form submission, RFC 7578 multipart, RFC 8259
-JSON); all end as one :class:`Posted`. :func:`validate` answers either the
-cleaned values or per-field errors in the form's language, and
-:func:`to_message` builds the message for the ingest sink.
+JSON); all end as one :class:`Posted`. Reading is bounded (:class:`Bounds`): the
+body's bytes, the number of fields and files, and each text field's length;
+multipart is read part by part as it arrives, the other two are parsed off the
+event loop. :func:`validate` answers either the cleaned values or per-field
+errors in the form's language, and :func:`to_message` builds the message for
+the ingest sink.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import mimetypes
-from collections.abc import Mapping
+import re
+import unicodedata
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from hub.config import RESERVED_FIELDS, FormField, FormSection
 from hub.kernel.identities import InvalidIdentity, normalize_email, normalize_phone
@@ -30,7 +39,13 @@ FORM_ERROR = "_form"  # the key of an error about the whole submission
 _CHECKED = frozenset({"on", "true", "1", "yes"})
 _MAX_OTHER = 50  # posted fields the form does not define, kept on the interaction
 _MAX_OTHER_LENGTH = 2000
+_MAX_NAME = 100  # characters of a posted field's name (the form's own have at most 64)
+_MAX_FILE_NAME = 255
 _CHUNK = 64 * 1024
+_JSON = json.JSONDecoder()
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_URLENCODED = ("application/x-www-form-urlencoded", "text/plain", "application/octet-stream")
 
 
 class BodyTooLarge(Exception):
@@ -38,7 +53,37 @@ class BodyTooLarge(Exception):
 
 
 class BadBody(Exception):
-    """The body cannot be read as any of the accepted encodings (HTTP 400)."""
+    """The body cannot be read (HTTP 400); ``key`` names the text that says why."""
+
+    def __init__(self, key: str = "form_bad_body", **values: Any) -> None:
+        super().__init__(key)
+        self.key = key
+        self.values = values
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """How much of a submission is read: ``body`` bytes, ``fields`` fields and files
+    (more: refused at once), per text field of the form the characters kept
+    (more: the field is too long; other fields keep 2,000), per file field the
+    bytes kept (more are counted, for validation to name)."""
+
+    body: int
+    fields: int
+    chars: Mapping[str, int]
+    files: Mapping[str, int]
+
+    def of(self, name: str) -> int:
+        return self.chars.get(name, _MAX_OTHER_LENGTH)
+
+
+def bounds(form: FormSection, max_body: int, max_fields: int) -> Bounds:
+    """The bounds of a submission to ``form``. A text field may carry twice its
+    ``max_length`` and a little (line breaks as CRLF, spaces that are tidied
+    away); past that it cannot be valid and is not read further."""
+    chars = {f.name: 2 * f.max_length + 1000 for f in form.fields if f.type != "file"}
+    files = {f.name: f.max_bytes for f in form.fields if f.type == "file"}
+    return Bounds(max_body, max_fields, chars, files)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +102,34 @@ class Posted:
 
     values: dict[str, str] = field(default_factory=dict)
     files: dict[str, Upload] = field(default_factory=dict)
+    too_long: set[str] = field(default_factory=set)
 
-    def put(self, name: str, value: str) -> None:
-        self.values.setdefault(name, value)
+    def put(self, name: str, value: str, limit: int, *, cut: bool = False) -> None:
+        """The first value of ``name``, cut at ``limit`` characters; ``name`` is too
+        long when it was cut here or before (``cut``)."""
+        if name in self.values:
+            return
+        if cut or len(value) > limit:
+            self.too_long.add(name)
+            value = value[:limit]
+        self.values[name] = _sound(value)
+
+
+def _sound(text: str) -> str:
+    """``text`` with every lone surrogate (JSON's ``"\\ud800"``, a header's
+    undecodable byte) as U+FFFD: no database, file or log line takes one."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _name(raw: str) -> str:
+    return _sound(raw[:_MAX_NAME])
+
+
+def file_name(raw: str) -> str:
+    """A posted file's name as it is kept and logged: no control characters (a NUL
+    ends a C string, a line break forges a log line), no lone surrogates."""
+    kept = "".join(ch for ch in raw[: _MAX_FILE_NAME * 4] if unicodedata.category(ch) != "Cc")
+    return _sound(kept.strip()[:_MAX_FILE_NAME])
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,31 +148,27 @@ def size_text(limit: int) -> str:
     return f"{limit} B"
 
 
-async def read(request: web.Request, form: FormSection, max_body: int) -> Posted:
+async def read(request: web.Request, limits: Bounds, executor: Executor | None) -> Posted:
     """The submission in ``request`` (urlencoded, multipart or JSON).
 
-    Raise :class:`BodyTooLarge` past ``max_body`` bytes, :class:`BadBody` for a
-    body that cannot be read. A file over its field's ``max_bytes`` is counted,
-    not kept, so that validation can name it.
+    Raise :class:`BodyTooLarge` past ``limits.body`` bytes, :class:`BadBody` for
+    a body that cannot be read or carries more than ``limits.fields`` fields. A
+    file over its field's ``max_bytes`` is counted, not kept, so that validation
+    can name it. JSON and urlencoded bodies are parsed on ``executor``.
     """
-    if request.content_length is not None and request.content_length > max_body:
+    if request.content_length is not None and request.content_length > limits.body:
         raise BodyTooLarge
     ctype = request.content_type
     if ctype == "multipart/form-data":
-        return await _multipart(request, form, max_body)
-    raw = await _body(request, max_body)
+        return await _multipart(request, limits)
     if ctype == "application/json" or ctype.endswith("+json"):
-        return _json(raw)
-    if ctype in ("application/x-www-form-urlencoded", "text/plain", "application/octet-stream"):
-        try:
-            pairs = parse_qs(raw.decode(request.charset or "utf-8"), keep_blank_values=True)
-        except (UnicodeDecodeError, ValueError, LookupError):
-            raise BadBody from None
-        posted = Posted()
-        for name, values in pairs.items():
-            posted.put(name, values[0])
-        return posted
-    raise BadBody
+        parse = partial(_json, limits=limits)
+    elif ctype in _URLENCODED:
+        parse = partial(_urlencoded, charset=request.charset or "utf-8", limits=limits)
+    else:
+        raise BadBody
+    raw = await _body(request, limits.body)
+    return await asyncio.get_running_loop().run_in_executor(executor, parse, raw)
 
 
 async def _body(request: web.Request, max_body: int) -> bytes:
@@ -118,63 +184,125 @@ async def _body(request: web.Request, max_body: int) -> bytes:
         chunks.append(chunk)
 
 
-def _json(raw: bytes) -> Posted:
+def _urlencoded(raw: bytes, *, charset: str, limits: Bounds) -> Posted:
+    """An HTML form's body. A value is cut before it is decoded: a character is
+    at most 12 characters encoded (four bytes as ``%XX``)."""
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+        body = raw.decode(charset)
+    except (UnicodeDecodeError, LookupError):
         raise BadBody from None
-    if not isinstance(data, dict):
-        raise BadBody
+    if body.count("&") >= limits.fields:
+        raise BadBody("form_too_many_fields", limit=limits.fields)
     posted = Posted()
-    for name, value in data.items():
-        if value is None:
+    for pair in body.split("&"):
+        if not pair:
             continue
-        if isinstance(value, bool):
-            posted.put(name, "on" if value else "")
-        elif isinstance(value, str | int | float):
-            posted.put(name, str(value))
-        else:
-            raise BadBody
+        encoded_name, _, encoded = pair.partition("=")
+        name = _name(unquote_plus(encoded_name[: _MAX_NAME * 12]))
+        if name not in posted.values:
+            limit = limits.of(name)
+            posted.put(name, unquote_plus(encoded[: (limit + 1) * 12]), limit)
     return posted
 
 
-async def _multipart(request: web.Request, form: FormSection, max_body: int) -> Posted:
-    files = {f.name: f for f in form.fields if f.type == "file"}
+def _json(raw: bytes, *, limits: Bounds) -> Posted:
+    try:
+        doc = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    except UnicodeDecodeError:
+        raise BadBody from None
+    posted = Posted()
+    try:
+        for count, (name, value) in enumerate(_members(doc), 1):
+            if count > limits.fields:
+                raise BadBody("form_too_many_fields", limit=limits.fields)
+            key = _name(name)
+            if isinstance(value, bool):
+                posted.put(key, "on" if value else "", limits.of(key))
+            elif isinstance(value, str | int | float):
+                posted.put(key, str(value), limits.of(key))
+    except ValueError:  # not JSON, or a number of more digits than int() reads
+        raise BadBody from None
+    return posted
+
+
+def _members(doc: str) -> Iterator[tuple[str, Any]]:
+    """The members of the JSON object ``doc``, parsed one by one: a nested value
+    (a form's values are scalars) is refused before it is parsed, so that no
+    depth of nesting costs anything, and the caller counts members as they come."""
+    at = _space(doc, 0)
+    if doc[at : at + 1] != "{":
+        raise BadBody
+    at = _space(doc, at + 1)
+    while doc[at : at + 1] != "}":
+        if doc[at : at + 1] != '"':
+            raise BadBody
+        name, at = _JSON.raw_decode(doc, at)
+        at = _space(doc, at)
+        if doc[at : at + 1] != ":":
+            raise BadBody
+        at = _space(doc, at + 1)
+        if doc[at : at + 1] in ("{", "["):
+            raise BadBody("form_nested")
+        value, at = _JSON.raw_decode(doc, at)
+        yield name, value
+        at = _space(doc, at)
+        if doc[at : at + 1] == ",":
+            at = _space(doc, at + 1)
+        elif doc[at : at + 1] != "}":
+            raise BadBody
+    if _space(doc, at + 1) != len(doc):
+        raise BadBody
+
+
+def _space(doc: str, at: int) -> int:
+    found = _JSON_SPACE.match(doc, at)
+    return found.end() if found else at
+
+
+async def _multipart(request: web.Request, limits: Bounds) -> Posted:
+    """Read part by part as the body arrives, so that the part past
+    ``limits.fields`` is refused before the rest is read."""
     posted = Posted()
     total = 0
     try:
         reader = await request.multipart()
-        while True:
-            part = await reader.next()
-            if part is None:
-                return posted
+        count = 0
+        while (part := await reader.next()) is not None:
+            count += 1
+            if count > limits.fields:
+                raise BadBody("form_too_many_fields", limit=limits.fields)
             if not isinstance(part, BodyPartReader):
                 raise BadBody  # nested multipart has no place in a form
-            name = part.name or ""
-            spec = files.get(name)
-            keep = spec.max_bytes if spec is not None else _MAX_OTHER_LENGTH * 4
-            data = bytearray()
-            size = 0
-            while True:
-                chunk = await part.read_chunk(_CHUNK)
-                if not chunk:
-                    break
-                size += len(chunk)
-                total += len(chunk)
-                if total > max_body:
-                    raise BodyTooLarge
-                if size <= keep:
-                    data += chunk
-            if part.filename is not None:
-                if not part.filename and not size:
-                    continue  # an empty file input: no file chosen
-                ctype = part.headers.get("Content-Type", "application/octet-stream")
-                if name not in posted.files:
-                    posted.files[name] = Upload(part.filename, ctype, bytes(data), size)
-            else:
-                posted.put(name, bytes(data).decode(part.get_charset("utf-8"), "replace"))
+            total = await _part(part, posted, limits, total)
+    except BadHttpMessage:  # a part's header aiohttp cannot read (a NUL, no colon, …)
+        raise BadBody("form_bad_part") from None
     except (ValueError, AssertionError, LookupError):
         raise BadBody from None
+    return posted
+
+
+async def _part(part: BodyPartReader, posted: Posted, limits: Bounds, total: int) -> int:
+    """Read one part into ``posted``; the body's bytes read so far, this part's too."""
+    name = _name(part.name or "")
+    is_file = part.filename is not None
+    keep = limits.files.get(name, 0) if is_file else limits.of(name) * 4  # UTF-8: 4 a character
+    data = bytearray()
+    size = 0
+    while chunk := await part.read_chunk(_CHUNK):
+        size += len(chunk)
+        total += len(chunk)
+        if total > limits.body:
+            raise BodyTooLarge
+        if len(data) < keep:
+            data += chunk[: keep - len(data)]
+    if is_file:
+        if (part.filename or size) and name not in posted.files:  # no name, no bytes: none chosen
+            ctype = part.headers.get("Content-Type", "application/octet-stream")
+            posted.files[name] = Upload(file_name(part.filename or ""), ctype, bytes(data), size)
+    else:
+        value = bytes(data).decode(part.get_charset("utf-8"), "replace")
+        posted.put(name, value, limits.of(name), cut=size > keep)
+    return total
 
 
 def from_query(query: Mapping[str, str]) -> dict[str, str]:
@@ -218,6 +346,8 @@ def validate(
             checked = posted.values.get(name, "").strip().lower() in _CHECKED
             error = text("form_required", language) if spec.required and not checked else None
             values[name] = checked
+        elif name in posted.too_long:
+            error = text("form_too_long", language, limit=spec.max_length)
         else:
             value, error = _text(spec, posted.values.get(name, ""), language, region)
             if value is not None:
