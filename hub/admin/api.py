@@ -15,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import logging
-import re
 import time
+import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -33,7 +33,14 @@ from hub.clients.search import client_search
 from hub.kernel import loggers
 from hub.kernel.clock import SystemClock
 from hub.kernel.edges import Edges
-from hub.kernel.http import bound_port, error_response, json_response, serve
+from hub.kernel.http import (
+    BadParameter,
+    bound_port,
+    decimal,
+    error_response,
+    json_response,
+    serve,
+)
 from hub.kernel.types import ConversationStatus
 from hub.reports.reporter import Reporter
 from hub.reports.reports import Period, ReportError, parse_day
@@ -46,14 +53,8 @@ log = loggers.admin
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 MAX_QUERY = 200
-_MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
-_HUGE = 10**18
-_INTEGER = re.compile(r"[0-9]+")
+MAX_LAST = 10_000
 _STATUSES = tuple(s.value for s in ConversationStatus)
-
-
-class BadRequest(ValueError):
-    """A request parameter is invalid; the message names it."""
 
 
 def create_app(
@@ -94,11 +95,7 @@ def create_app(
 def _last(request: web.Request) -> int | None:
     """``?last=N``: only the latest N interactions (1 to 10,000)."""
     raw = request.query.get("last")
-    if raw is None:
-        return None
-    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
-        raise BadRequest(f"last: a number from 1 to 10000 (got {raw[:20]!r})")
-    return int(raw)
+    return None if raw is None else decimal(raw, "last", high=MAX_LAST)
 
 
 def _metrics_handler(metrics: Metrics) -> Handler:
@@ -149,9 +146,7 @@ class _Api:
         return json_response({"status": "starting"}, status=503)
 
     async def clients(self, request: web.Request) -> web.Response:
-        text = request.query.get("q", "").strip()
-        if len(text) > MAX_QUERY:
-            raise BadRequest(f"q: longer than {MAX_QUERY} characters")
+        text = _query_text(request)
         limit, offset = _paging(request)
         search = client_search(text, self.region) if text else None
         async with self.db.read() as conn:
@@ -160,10 +155,8 @@ class _Api:
 
     async def client(self, request: web.Request) -> web.Response:
         client_id = _client_id(request)
-        card = None
-        if client_id <= _MAX_ID:
-            async with self.db.read() as conn:
-                card = await q.client_card(conn, client_id)
+        async with self.db.read() as conn:
+            card = await q.client_card(conn, client_id)
         if card is None:
             return _not_found(request)
         await self._audit("card", client_id)
@@ -171,8 +164,6 @@ class _Api:
 
     async def timeline(self, request: web.Request) -> web.Response:
         client_id = _client_id(request)
-        if client_id > _MAX_ID:
-            return _not_found(request)
         async with self.db.read() as conn:
             if not await q.client_exists(conn, client_id):
                 return _not_found(request)
@@ -198,7 +189,7 @@ class _Api:
     async def conversations(self, request: web.Request) -> web.Response:
         status = request.query.get("status") or None
         if status is not None and status not in _STATUSES:
-            raise BadRequest(f"status: must be one of {', '.join(_STATUSES)} (got {status!r})")
+            raise BadParameter(f"status: must be one of {', '.join(_STATUSES)} (got {status!r})")
         limit, offset = _paging(request)
         async with self.db.read() as conn:
             found = await q.list_conversations(conn, status, limit=limit, offset=offset)
@@ -214,11 +205,11 @@ class _Api:
         kind = request.query.get("kind", "")
         language = request.query.get("lang") or None
         if language not in (None, "ru", "en"):
-            raise BadRequest(f"lang: must be ru or en (got {language[:10]!r})")
+            raise BadParameter(f"lang: must be ru or en (got {language[:10]!r})")
         try:
             png = await self.reporter.chart(kind, self._period(request), language)
         except ReportError as exc:
-            raise BadRequest(str(exc)) from None
+            raise BadParameter(str(exc)) from None
         return web.Response(body=png, content_type="image/png")
 
     def _period(self, request: web.Request) -> Period:
@@ -228,39 +219,30 @@ class _Api:
             last = parse_day(query["to"], "to") if "to" in query else None
             return self.reporter.period(query.get("period") or None, first=first, last=last)
         except ReportError as exc:
-            raise BadRequest(str(exc)) from None
+            raise BadParameter(str(exc)) from None
 
 
 def _paging(request: web.Request) -> tuple[int, int]:
-    limit = _integer(request, "limit", DEFAULT_LIMIT)
-    if not 1 <= limit <= MAX_LIMIT:
-        raise BadRequest(f"limit: must be from 1 to {MAX_LIMIT} (got {limit})")
-    offset = _integer(request, "offset", 0)
-    if offset > _MAX_ID:
-        raise BadRequest(f"offset: must be at most {_MAX_ID} (got {offset})")
-    return limit, offset
-
-
-def _integer(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not _INTEGER.fullmatch(raw):
-        raise BadRequest(f"{name}: must be a non-negative integer (got {raw[:40]!r})")
-    return _to_int(raw)
+    query = request.query
+    limit = decimal(query["limit"], "limit", high=MAX_LIMIT) if "limit" in query else None
+    offset = decimal(query["offset"], "offset", low=0) if "offset" in query else 0
+    return limit or DEFAULT_LIMIT, offset
 
 
 def _client_id(request: web.Request) -> int:
-    raw = request.match_info["id"]
-    if not _INTEGER.fullmatch(raw) or _to_int(raw) < 1:
-        raise BadRequest(f"id: must be a positive integer (got {raw[:40]!r})")
-    return _to_int(raw)
+    return decimal(request.match_info["id"], "id")
 
 
-def _to_int(digits: str) -> int:
-    # Anything this long is out of every range we accept; int() of thousands of
-    # digits would raise (CPython's int_max_str_digits) and costs time for nothing.
-    return int(digits) if len(digits) <= 18 else _HUGE
+def _query_text(request: web.Request) -> str:
+    """``?q=``: a search box's text, which holds no control characters (a NUL would
+    end SQLite's pattern early and match every client)."""
+    text = request.query.get("q", "").strip()
+    if len(text) > MAX_QUERY:
+        raise BadParameter(f"q: longer than {MAX_QUERY} characters")
+    control = next((ch for ch in text if unicodedata.category(ch) == "Cc"), None)
+    if control is not None:
+        raise BadParameter(f"q: holds a control character (U+{ord(control):04X})")
+    return text
 
 
 def _not_found(request: web.Request) -> web.Response:
@@ -308,7 +290,7 @@ async def _handle(request: web.Request, handler: Handler, token: bytes) -> web.S
             )
     try:
         return await handler(request)
-    except BadRequest as exc:
+    except BadParameter as exc:
         return error_response(400, str(exc))
     except web.HTTPException as exc:
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None

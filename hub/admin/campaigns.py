@@ -16,14 +16,14 @@ name the path only, never carry it.
 from __future__ import annotations
 
 import html
-import json
 import tomllib
 
 from aiohttp import web
 
+from hub.admin.bodies import BadBody, json_object
 from hub.campaigns.campaigns import Campaigns
 from hub.campaigns.spec import CampaignError, parse_spec
-from hub.kernel.http import error_response, json_response
+from hub.kernel.http import decimal, error_response, json_response
 from hub.kernel.texts import text
 
 
@@ -39,9 +39,8 @@ def add_routes(app: web.Application, campaigns: Campaigns) -> None:
     app.router.add_post("/u", api.unsubscribe)
 
 
-def _id(request: web.Request) -> int | None:
-    raw = request.match_info["id"]
-    return int(raw) if raw.isdigit() and len(raw) < 10 else None
+def _id(request: web.Request) -> int:
+    return decimal(request.match_info["id"], "id")
 
 
 class _CampaignApi:
@@ -60,11 +59,13 @@ class _CampaignApi:
             if request.content_type in ("application/toml", "text/plain"):
                 data = tomllib.loads(body.decode())
             else:
-                data = json.loads(body or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
+                data = json_object(body)
+        except BadBody as exc:
+            return error_response(400, str(exc))
+        except RecursionError:
+            return error_response(400, "body: nested too deeply")
+        except ValueError as exc:  # TOMLDecodeError, UnicodeDecodeError
             return error_response(400, f"body: {exc}")
-        if not isinstance(data, dict):
-            return error_response(400, "body: expected an object")
         try:
             spec = parse_spec(data)
             campaign_id = await self.campaigns.create(spec, actor="admin-api")
@@ -75,8 +76,6 @@ class _CampaignApi:
     async def status(self, request: web.Request) -> web.Response:
         campaign_id = _id(request)
         try:
-            if campaign_id is None:
-                raise CampaignError("no such campaign")
             return json_response((await self.campaigns.status(campaign_id)).as_json())
         except CampaignError as exc:
             return error_response(404, str(exc))
@@ -84,14 +83,9 @@ class _CampaignApi:
     async def preview(self, request: web.Request) -> web.Response:
         campaign_id = _id(request)
         raw = request.query.get("client", "")
-        if raw and not raw.isdigit():
-            return error_response(400, "client: must be a client id")
+        client_id = decimal(raw, "client") if raw else None
         try:
-            if campaign_id is None:
-                raise CampaignError("no such campaign")
-            count, items = await self.campaigns.preview(
-                campaign_id, client_id=int(raw) if raw else None
-            )
+            count, items = await self.campaigns.preview(campaign_id, client_id=client_id)
         except CampaignError as exc:
             return error_response(404, str(exc))
         return json_response(
@@ -119,8 +113,6 @@ class _CampaignApi:
 
     async def _move(self, request: web.Request, *, pause: bool) -> web.Response:
         campaign_id = _id(request)
-        if campaign_id is None:
-            return error_response(404, "no such campaign")
         try:
             if pause:
                 await self.campaigns.pause(campaign_id, actor="admin-api")

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 from typing import Any
 
 from aiohttp import web
 
+from hub.admin.bodies import BadBody, json_object
 from hub.clients.book import ClientBook, ClientError
 from hub.clients.stages import move
-from hub.kernel.http import error_response, json_response
+from hub.kernel.http import MAX_ID, decimal, error_response, json_response
 from hub.kernel.types import STAGES
 from storage import clients as q
 
@@ -21,17 +21,15 @@ _ACTOR = "admin"
 MAX_CSV = 20 * 1024 * 1024
 
 
-def _id(request: web.Request) -> int | None:
-    raw = request.match_info["id"]
-    return int(raw) if raw.isdigit() and len(raw) < 10 else None
+def _id(request: web.Request) -> int:
+    return decimal(request.match_info["id"], "id")
 
 
 async def _body(request: web.Request) -> dict[str, Any] | None:
     try:
-        data = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return json_object(await request.read())
+    except BadBody:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def add_routes(app: web.Application, book: ClientBook) -> None:
@@ -56,7 +54,7 @@ class _ClientsApi:
         """``{"other": N}``: client N is merged into this one."""
         keep, body = _id(request), await _body(request)
         other = body.get("other") if body else None
-        if keep is None or not isinstance(other, int) or isinstance(other, bool):
+        if not isinstance(other, int) or isinstance(other, bool) or not 1 <= other <= MAX_ID:
             return error_response(400, 'expected a JSON body {"other": CLIENT_ID}')
         try:
             merge_id = await self.book.merge(keep, other, actor=_ACTOR)
@@ -66,8 +64,6 @@ class _ClientsApi:
 
     async def unmerge(self, request: web.Request) -> web.Response:
         merge_id = _id(request)
-        if merge_id is None:
-            return error_response(404, "no such merge")
         try:
             keep, other = await self.book.unmerge(merge_id, actor=_ACTOR)
         except ClientError as exc:
@@ -79,8 +75,6 @@ class _ClientsApi:
         client_id, body = _id(request), await _body(request)
         stage = body.get("stage") if body else None
         why = body.get("why", "by hand") if body else "by hand"
-        if client_id is None:
-            return error_response(404, "no such client")
         if stage not in STAGES or not isinstance(why, str):
             return error_response(400, f"stage: one of {', '.join(STAGES)}")
         now = self.book.clock.now()
