@@ -712,11 +712,24 @@ async def test_the_ingestor_refuses_messages_before_start_and_after_stop(
     assert [e.external_id for e in externals] == ["1:1"]
 
 
-async def test_a_message_without_identity_is_refused(db: Database, tmp_path: Path) -> None:
+async def test_a_message_without_identity_is_logged_on_a_client_of_its_own(
+    db: Database, tmp_path: Path
+) -> None:
+    """Issue 16: mail with no readable sender is logged, never refused; each such
+    message has its own client (nobody can tell two unknown senders apart)."""
     async with running(db, tmp_path) as ingest:
-        with pytest.raises(ValueError, match="identity"):
-            await ingest(message(Channel.WEBFORM, "form-1"))
-    assert await in_count(db) == 0
+        first, second = await asyncio.gather(
+            ingest(message(Channel.EMAIL, "<nobody-1@x>")),
+            ingest(message(Channel.EMAIL, "<nobody-2@x>")),
+        )
+        again = await ingest(message(Channel.EMAIL, "<nobody-1@x>"))
+    assert first.new_client and second.new_client
+    assert first.client_id != second.client_id
+    assert again.duplicate and again.client_id == first.client_id
+    assert await in_count(db) == 2
+    names = await rows(db, select(Client.name).order_by(Client.id))
+    assert [n.name for n in names] == ["неизвестный отправитель, email-account"] * 2
+    assert await scalar(db, select(func.count()).select_from(Identity)) == 0
 
 
 class _GatedStore(AttachmentStore):

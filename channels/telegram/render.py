@@ -388,6 +388,9 @@ def card_html(card: ClientCard, language: str, tz: ZoneInfo) -> str:
         facts.append(f"⏰ {text('card_due', language)}: {when}")
     lines.append(" · ".join(facts[:2]))
     lines.append(" · ".join(facts[2:]))
+    if not card.identities:
+        # Mail whose sender could not be read: nobody to answer until it is merged.
+        lines.append(f"<b>{escape(text('card_no_address', language, id=card.id))}</b>")
     if card.blocked is not None:
         when = _local(card.blocked.at, tz).strftime("%d.%m %H:%M")
         who = f" · {escape(clip(card.blocked.by, 100))}" if card.blocked.by else ""

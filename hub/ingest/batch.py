@@ -8,6 +8,8 @@ hands the next what it found: the per-message part on each
 
 A blocked client's message is logged on the client like a service message: no
 conversation, so no routing, no deadline, no staff notice and no auto-reply.
+A message without any identity (mail with no readable sender) is logged on a
+new client of its own, which a person merges into the right one.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from routing.sla import Policy
 from storage import ingest as q
 
 Pair = tuple[str, str]  # an identity: (kind, value)
+_NOBODY = ""  # the kind of the pair a message without identities is claimed by
 MINUTE = timedelta(minutes=1)  # flood control's window
 
 
@@ -182,6 +185,12 @@ class BatchWriter:
         claimed: set[Pair] = set()
         for e in fresh:
             identities = e.message.identities
+            if not identities:
+                held = (_NOBODY, str(e.index))  # nobody else's: a client of its own
+                new_keys.append(held)
+                new_rows.append(rows.new_client(e.message, self.now, self.settings.language))
+                held_by.append(held)
+                continue
             first = identities[0]
             held = (first.kind, first.value)
             if held not in known and held not in claimed:
@@ -195,7 +204,7 @@ class BatchWriter:
                 )
             if held not in known and held not in claimed:
                 new_keys.append(held)
-                new_rows.append(rows.new_client(e.message, self.now))
+                new_rows.append(rows.new_client(e.message, self.now, self.settings.language))
             held_by.append(held)
             for ident in identities:
                 claimed.add((ident.kind, ident.value))
@@ -387,7 +396,8 @@ class BatchWriter:
         blocked = senders.blocked
         answered = [e for e in fresh if e.client_id not in blocked] if blocked else fresh
         replies = auto_replies(answered, threads.rule_replies, self.settings.auto_replies, now)
-        log = [rows.inbound(e) for e in fresh]
+        language = self.settings.language
+        log = [rows.inbound(e, language) for e in fresh]
         log.extend(rows.routing_event(r, now) for r in threads.routed)
         log.extend(reply.interaction(now) for reply in replies)
         ids = q.insert_interactions(conn, log)
@@ -411,7 +421,7 @@ class BatchWriter:
         staff = self.settings.staff_channel
         if staff is not None:
             telegram_id = self.router.telegram_id
-            notices = staff_notices(staff, fresh, threads.routed, telegram_id, now, burst)
+            notices = staff_notices(staff, fresh, threads.routed, telegram_id, now, burst, language)
             q.insert_notifications(conn, notices)
         q.insert_notifications(
             conn,

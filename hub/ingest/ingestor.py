@@ -9,6 +9,8 @@ unassigned conversations, write the notifications they cause to the outbox
 (sparing the staff a client's flood, and all of a blocked client's). A
 call returns only after its batch is committed. A redelivery (same channel and
 external id) returns the interaction already stored, with ``duplicate=True``.
+A message without identities (mail whose sender could not be read) is logged
+on a new client of its own, with a warning for the staff.
 """
 
 from __future__ import annotations
@@ -121,8 +123,6 @@ class Ingestor:
     async def __call__(self, message: InboundMessage) -> IngestResult:
         if self._closing or self._task is None:
             raise StorageUnavailable("the hub is not accepting messages (stopping)")
-        if not message.identities:
-            raise ValueError("an inbound message needs at least one identity")
         if len(message.external_id) > _MAX_ID or (
             message.thread_hints and any(len(h) > _MAX_ID for h in message.thread_hints)
         ):

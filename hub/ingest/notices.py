@@ -6,7 +6,8 @@ a new assignee by ``assigned``, an existing one by ``notify``; managers a
 request is offered to by ``offer``. A client who floods (:mod:`hub.ingest.flood`)
 is shown once with a notice, past the minute's limit, and then not at all until
 their minute is over; a blocked client's messages have no conversation, so
-nothing here.
+nothing here. Mail whose ``From`` could not be read comes with a warning: where
+its sender was taken from, or that it has none and cannot be answered.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from hub.delivery.outbox import Outgoing
 from hub.ingest.flood import Burst
 from hub.ingest.records import Entry, Routed
 from hub.ingest.rows import clip
+from hub.kernel.texts import text
+from hub.kernel.types import InboundMessage
 
 OutboxRow = tuple[Any, ...]  # in ``storage.ingest.OUTBOX_COLUMNS`` order
 
@@ -30,12 +33,27 @@ def staff_notices(
     telegram_id: Callable[[int], int],
     now: datetime,
     burst: Burst,
+    language: str,
 ) -> list[OutboxRow]:
     """The notices about the batch's messages, then those about its routing;
-    ``telegram_id`` gives a manager's private chat."""
-    out = _about_messages(staff, fresh, routed, telegram_id, now, burst)
-    out.extend(_about_routing(staff, routed, telegram_id, now))
+    ``telegram_id`` gives a manager's private chat, ``language`` is the staff's."""
+    said = {e: _said(e.message, language) for e in fresh}
+    out = _about_messages(staff, fresh, routed, telegram_id, now, burst, said)
+    out.extend(_about_routing(staff, routed, telegram_id, now, said))
     return out
+
+
+def _said(m: InboundMessage, language: str) -> str:
+    """What a notice shows of a message: its text, after a warning when its
+    sender could not be read from ``From``."""
+    if m.identities:
+        source = m.extras.get("sender_source") if m.extras else None
+        if not source:
+            return m.text
+        warning = text("mirror_sender_fallback", language, source=source)
+    else:
+        warning = text("mirror_sender_unknown", language)
+    return f"{warning}\n\n{m.text}" if m.text else warning
 
 
 def _about_messages(
@@ -45,6 +63,7 @@ def _about_messages(
     telegram_id: Callable[[int], int],
     now: datetime,
     burst: Burst,
+    said_of: dict[Entry, str],
 ) -> list[OutboxRow]:
     """The mirror of each request's message, and ``notify`` to the manager who
     already holds its conversation (one just assigned hears ``assigned`` instead);
@@ -57,7 +76,7 @@ def _about_messages(
         if conv is None or entry in quiet:
             continue  # service messages are not mirrored, nor a flood past its notice
         iid = entry.interaction_id
-        said = entry.message.text
+        said = said_of[entry]
         notice = notices.get(entry)
         if notice is not None:
             said = f"{notice}\n\n{said}" if said else notice
@@ -70,12 +89,16 @@ def _about_messages(
 
 
 def _about_routing(
-    staff: str, routed: list[Routed], telegram_id: Callable[[int], int], now: datetime
+    staff: str,
+    routed: list[Routed],
+    telegram_id: Callable[[int], int],
+    now: datetime,
+    said_of: dict[Entry, str],
 ) -> list[OutboxRow]:
     """``offer`` to each manager a request is offered to; ``assigned`` to its assignee."""
     out = []
     for entry, conv, decision in routed:
-        iid, said = entry.interaction_id, entry.message.text
+        iid, said = entry.interaction_id, said_of[entry]
         for offered in decision.offered:
             key = f"offer:{conv.id}:{offered}:{iid}"
             recipient = str(telegram_id(offered))

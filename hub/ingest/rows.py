@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from hub.ingest.records import Entry, Routed
+from hub.kernel.texts import text
 from hub.kernel.types import Channel, Direction, InboundMessage
 from storage.ingest import InteractionRow
 
@@ -18,11 +19,17 @@ def clip(text: str | None, limit: int) -> str | None:
     return text if text is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
-def new_client(m: InboundMessage, now: datetime) -> dict[str, Any]:
-    """The client a sender nobody holds becomes."""
-    first = m.identities[0]
+def unknown_sender(m: InboundMessage, language: str) -> str:
+    """The name of the client a message with no readable sender is logged on."""
+    return text("unknown_sender", language, mailbox=m.account)
+
+
+def new_client(m: InboundMessage, now: datetime, language: str) -> dict[str, Any]:
+    """The client a sender nobody holds becomes; ``language`` (the staff's) names
+    the one a message without any identity is logged on."""
+    name = m.identities[0].display_name if m.identities else unknown_sender(m, language)
     return {
-        "name": clip(first.display_name, 300),
+        "name": clip(name, 300),
         "language": m.language,
         "source": clip(m.extras.get("source"), 300) if m.extras else None,
         "stage": "prospect",
@@ -47,10 +54,16 @@ def new_conversation(m: InboundMessage, client_id: int, now: datetime) -> dict[s
     }
 
 
-def inbound(entry: Entry) -> InteractionRow:
-    """The message itself, as logged on its client and conversation."""
+def inbound(entry: Entry, language: str) -> InteractionRow:
+    """The message itself, as logged on its client and conversation; its author
+    is the sender's name or address, for one without a sender what its ``From``
+    said, else the name of its client (in ``language``)."""
     m = entry.message
-    first = m.identities[0]
+    if m.identities:
+        first = m.identities[0]
+        author = first.display_name or first.value
+    else:
+        author = (m.extras.get("from") if m.extras else None) or unknown_sender(m, language)
     extras: dict[str, Any] | None = dict(m.extras) if m.extras else None
     if extras and "confirmation" in extras:
         # Logged as its own auto-reply interaction; the request keeps only that it asked.
@@ -67,7 +80,7 @@ def inbound(entry: Entry) -> InteractionRow:
         CHANNEL[m.channel],
         m.account,
         m.external_id,
-        clip(first.display_name or first.value, 300),
+        clip(author, 300),
         clip(m.subject, 500),
         m.text,
         m.html,
