@@ -7,7 +7,10 @@ server answers 250 then; the worker process parses and logs it. Without one, eac
 message is parsed (parse.py) and handed to the ingest sink here, and the SMTP
 server answers 250 only after the sink returned, i.e. after the log's commit.
 A message the parser could not read fully is logged with its raw bytes kept as
-an attachment and the problems noted. Replies go out with threading headers;
+an attachment and the problems noted. Mail that names no sender anywhere, the
+envelope included, is refused over SMTP (554); from a mailbox, where nobody can
+be told, it is logged all the same, without a sender (see :func:`read_received`).
+Replies go out with threading headers;
 their Message-IDs come from the outbox row's idempotency key and carry the
 conversation id, and the sent id is recorded so that the client's answer threads.
 Each ``[[email.imap]]`` mailbox is watched (imap.py) through the same path;
@@ -20,21 +23,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import hashlib
 import html
 from collections.abc import Awaitable
 from datetime import datetime
 from typing import Protocol
 
 from channels.email.imap import ImapWatcher, MemoryCursorStore
-from channels.email.parse import parse
+from channels.email.parse import may_name_sender, parse
 from channels.email.sender import SmtpSender
 from channels.email.smtp_server import SmtpServer
 from hub.config import EmailSection
 from hub.kernel import loggers
 from hub.kernel.clock import Clock, SystemClock
 from hub.kernel.edges import Edges
-from hub.kernel.errors import MessageRejected, PermanentDeliveryError
-from hub.kernel.identities import InvalidIdentity, identity
+from hub.kernel.errors import MessageRejected, PermanentDeliveryError, StorageUnavailable
 from hub.kernel.ports import (
     AttachmentSource,
     ChannelLimits,
@@ -46,6 +49,7 @@ from hub.kernel.ports import (
 from hub.kernel.types import (
     FILE_KINDS,
     Attachment,
+    Channel,
     InboundMessage,
     IngestResult,
     OutboundMessage,
@@ -54,6 +58,7 @@ from hub.kernel.types import (
 
 log = loggers.channels
 _READ_IN_PLACE = 64 * 1024  # bytes
+NO_SENDER = "no sender address in the message or its envelope"
 
 
 class Offload(Protocol):
@@ -119,7 +124,7 @@ class EmailChannel:
             await self.offload.start(sink)
         if self.config.smtp.listen is not None or self._listen is not None:
             self.server = SmtpServer(
-                self.config.smtp, self._deliver, listen=self._listen, edges=self.edges
+                self.config.smtp, self._from_smtp, listen=self._listen, edges=self.edges
             )
             await self.server.start()
         for mailbox in self.config.imap:
@@ -133,7 +138,16 @@ class EmailChannel:
             self.watchers.append(watcher)
 
     async def _from_mailbox(self, user: str, raw: bytes) -> None:
+        # Whatever it is, a person is shown it: there is no sender to refuse.
         await self._deliver(raw, "", [user])
+
+    def _from_smtp(self, raw: bytes, mail_from: str, rcpt_tos: list[str]) -> Awaitable[object]:
+        if not may_name_sender(raw, mail_from):
+            # Refused before it is kept: the sending server tells its author.
+            refused: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            refused.set_exception(MessageRejected(NO_SENDER))
+            return refused
+        return self._deliver(raw, mail_from, rcpt_tos)
 
     async def stop(self) -> None:
         for watcher in self.watchers:
@@ -156,7 +170,7 @@ class EmailChannel:
     async def _here(self, raw: bytes, mail_from: str, rcpt_tos: list[str]) -> None:
         sink = self._sink
         if sink is None:
-            raise MessageRejected("the email channel is stopping")
+            raise StorageUnavailable("the email channel is stopping")
         received = await read_received(
             raw,
             mail_from,
@@ -206,10 +220,12 @@ async def read_received(
     received_at: datetime,
     max_attachment_bytes: int,
 ) -> Received:
-    """Parse one received message for the log.
+    """Parse one received message for the log; never raises.
 
-    Raises :class:`~hub.kernel.errors.MessageRejected` when neither the message nor its
-    envelope names a sender."""
+    Its sender is the first address that can be read (see
+    :mod:`channels.email.parse`). With none, the message has no identities: ingest
+    logs it on a client of its own, which cannot be answered. Even what the
+    parser failed on is logged, as its raw text."""
     account = rcpt_tos[0].lower() if rcpt_tos else "smtp"
     read = functools.partial(
         parse,
@@ -217,26 +233,12 @@ async def read_received(
         account=account,
         received_at=received_at,
         max_attachment_bytes=max_attachment_bytes,
+        envelope_from=mail_from,
     )
     # A big message takes the parser long enough to stall every other
     # session: read it off the event loop. A small one is quicker in place.
     parsed = await asyncio.to_thread(read) if len(raw) > _READ_IN_PLACE else read()
-    message = parsed.message
-    if message is None and mail_from:
-        # No readable sender in the headers: the envelope's still tells who wrote.
-        try:
-            sender = identity("email", mail_from)
-        except InvalidIdentity:
-            sender = None
-        if sender is not None:
-            message = parse(
-                b"From: " + mail_from.encode() + b"\r\n" + raw,
-                account=account,
-                received_at=received_at,
-                max_attachment_bytes=max_attachment_bytes,
-            ).message
-    if message is None:
-        raise MessageRejected("no sender address in the message or its envelope")
+    message = parsed.message or parsed.anonymous or _as_text(raw, account, received_at)
     if parsed.problems:
         # Kept whole, so that nothing the parser could not read is lost.
         message = dataclasses.replace(
@@ -254,7 +256,20 @@ async def read_received(
     return Received(message, parsed.kind, len(parsed.problems))
 
 
+def _as_text(raw: bytes, account: str, received_at: datetime) -> InboundMessage:
+    """What the parser failed on, as its raw text (the bytes are kept beside it)."""
+    return InboundMessage(
+        channel=Channel.EMAIL,
+        account=account,
+        external_id="sha256:" + hashlib.sha256(raw).hexdigest(),
+        identities=(),
+        received_at=received_at,
+        text=raw.decode("utf-8", "replace").replace("\x00", "\ufffd"),
+    )
+
+
 def log_received(received: Received, result: IngestResult) -> None:
+    message = received.message
     loggers.event(
         log,
         "email.received",
@@ -263,6 +278,7 @@ def log_received(received: Received, result: IngestResult) -> None:
         interaction=result.interaction_id,
         duplicate=result.duplicate,
         problems=received.problems,
+        sender=message.extras.get("sender_source", "From") if message.identities else "none",
     )
 
 

@@ -853,11 +853,11 @@ _SENDER_FIELDS = (b"from:", b"sender:", b"reply-to:", b"return-path:")
 
 
 def may_name_sender(raw: bytes, mail_from: str) -> bool:
-    """False only when neither the envelope nor any sender field of the header
-    holds an address: such a message can never be logged (:func:`parse` would
-    find no sender either). A quick look, so that an SMTP server can refuse the
-    message before it is parsed; it never refuses what :func:`parse` accepts."""
-    if "@" in mail_from:
+    """False only when the envelope has the null sender (``""``, a bounce's) and
+    no sender field of the header holds an address: mail that names no sender
+    anywhere, which an SMTP server refuses before it is parsed (its sender's
+    server tells them). It never refuses what :func:`parse` reads a sender from."""
+    if mail_from:
         return True
     raw = unfold_first_line(raw)
     end = raw.find(b"\n\r\n")
@@ -1020,10 +1020,7 @@ def _parse(
             new_text = f"{new_text}\n\n{forwarded}".strip() if forwarded else new_text
 
     extras = _extras(h, msg, body, classified, message_id, quoted, problems)
-    if sender is not None and sender.source != "From":
-        extras["sender_source"] = sender.source
-    elif sender is None and (written := h.text("From")):
-        extras["from"] = written  # whatever it says, for a person to read
+    _note_sender(extras, sender, h)
     message = InboundMessage(
         channel=Channel.EMAIL,
         account=account,
@@ -1046,6 +1043,14 @@ def _parse(
         bounce_reason=bounce.reason if kind == "bounce" else None,
         anonymous=None if sender else message,
     )
+
+
+def _note_sender(extras: dict[str, Any], sender: _Sender | None, h: _Headers) -> None:
+    """Where the sender was read from when not ``From``; without one, what ``From`` says."""
+    if sender is not None and sender.source != "From":
+        extras["sender_source"] = sender.source
+    elif sender is None and (written := h.text("From")):
+        extras["from"] = written  # a name without an address, say: for a person to read
 
 
 def _no_nul(text: str) -> str:

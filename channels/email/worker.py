@@ -17,10 +17,12 @@ Nothing accepted is lost: a row stays in the spool until the log holds its
 message. Whatever a worker left (it died, the database was away, the hub was
 stopped) is sent again to the next worker when it starts; a message logged
 already is recognized as a redelivery (the Message-ID, or the content's hash).
-A message that can never be logged (no sender address at all) is refused with
-554 before it is spooled when the envelope and the header show it; one that the
-parser still cannot read a sender from is set aside in the spool, kept with the
-reason, and logged as an error.
+Every message is logged, one with no readable sender on a client of its own
+(:func:`channels.email.channel.read_received`; mail that names no sender at all
+is refused with 554 by the SMTP edge before it is spooled). Only a message the
+database refuses as such (its data, not the moment) or one that meets a bug
+while it is logged is set aside in the spool, kept with the reason, logged as
+an error and counted (``hub_mail_spool_set_aside``).
 
 The two processes talk over a socket pair, each frame a 4-byte length and a
 pickle. To the worker: first its setup (whatever its composition root needs),
@@ -51,7 +53,6 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from channels.email.channel import log_received, read_received
-from channels.email.parse import may_name_sender
 from channels.email.spool import MailSpool, Spooled
 from hub.kernel import loggers
 from hub.kernel.errors import MessageRejected, StorageUnavailable
@@ -68,7 +69,6 @@ _FIRST_DELAY, _MAX_DELAY = 0.5, 30.0  # between restarts
 _RESEND_CHUNK = 500  # spooled messages read at a time when a worker starts
 _IN_HAND = 5000  # messages the worker parses and logs at once, at most
 _RETRY_FIRST, _RETRY_MAX = 1.0, 60.0  # seconds between attempts to log a message
-_NO_SENDER = "no sender address in the message or its envelope"
 
 
 def _frame(obj: Any) -> bytes:
@@ -149,10 +149,6 @@ class MailWorker:
         self, raw: bytes, mail_from: str, rcpt_tos: list[str], received_at: datetime
     ) -> asyncio.Future[int]:
         """Spool one received message: done once it is committed to the spool."""
-        if not may_name_sender(raw, mail_from):
-            future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-            future.set_exception(MessageRejected(_NO_SENDER))
-            return future
         return self.spool.submit(raw, mail_from, rcpt_tos, received_at)
 
     def _send(self, batch: list[Spooled]) -> None:
@@ -316,17 +312,13 @@ class _Worker:
 
     async def log(self, spooled: Spooled) -> None:
         try:
-            try:
-                received = await read_received(
-                    spooled.raw,
-                    spooled.mail_from,
-                    spooled.rcpt_tos,
-                    received_at=spooled.received_at,
-                    max_attachment_bytes=self.limit,
-                )
-            except MessageRejected as exc:
-                self.set_aside(spooled.id, str(exc))
-                return
+            received = await read_received(
+                spooled.raw,
+                spooled.mail_from,
+                spooled.rcpt_tos,
+                received_at=spooled.received_at,
+                max_attachment_bytes=self.limit,
+            )
             result = await self._ingest(spooled.id, received.message)
             if result is None:
                 return
