@@ -63,29 +63,7 @@ def build_channels(
     knows the channel packages."""
     channels: dict[str, ChannelPort] = {}
     if config.telegram.enabled:
-        from channels.telegram import TelegramChannel
-        from channels.telegram.staff import Pacer, StaffSide
-
-        pacer = Pacer()  # one budget for the bot: staff chats and clients' chats
-        staff = StaffSide(
-            desk,
-            config.telegram,
-            language=config.hub.language,
-            timezone=config.hub.timezone,
-            clock=clock,
-            reports=reporter(config, desk.db, clock),
-            campaigns=campaigns,
-            pacer=pacer,
-        )
-        channels["telegram"] = TelegramChannel(
-            config.telegram,
-            staff=staff,
-            budget=pacer,
-            files=desk,
-            max_attachment_bytes=config.storage.max_attachment_bytes,
-            default_region=config.hub.default_region,
-            edges=edges,
-        )
+        channels["telegram"] = _telegram(config, desk, clock, campaigns, edges)
     if config.email.smtp.listen or config.email.outbound or config.email.imap:
         from channels.email.channel import EmailChannel
 
@@ -112,6 +90,35 @@ def build_channels(
             edges=edges,
         )
     return channels
+
+
+def _telegram(
+    config: Config, desk: Desk, clock: Clock, campaigns: Campaigns | None, edges: Edges | None
+) -> ChannelPort:
+    """The Telegram channel with its staff side, one budget for both."""
+    from channels.telegram import TelegramChannel
+    from channels.telegram.staff import Pacer, StaffSide
+
+    pacer = Pacer()  # one budget for the bot: staff chats and clients' chats
+    staff = StaffSide(
+        desk,
+        config.telegram,
+        language=config.hub.language,
+        timezone=config.hub.timezone,
+        clock=clock,
+        reports=reporter(config, desk.db, clock),
+        campaigns=campaigns,
+        pacer=pacer,
+    )
+    return TelegramChannel(
+        config.telegram,
+        staff=staff,
+        budget=pacer,
+        files=desk,
+        max_attachment_bytes=config.storage.max_attachment_bytes,
+        default_region=config.hub.default_region,
+        edges=edges,
+    )
 
 
 def mail_worker(config: Config, *, staff_channel: str | None = None) -> Offload | None:
