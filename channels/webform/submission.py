@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, StreamReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from hub.config import RESERVED_FIELDS, FormField, FormSection
@@ -263,7 +263,6 @@ async def _multipart(request: web.Request, limits: Bounds) -> Posted:
     """Read part by part as the body arrives, so that the part past
     ``limits.fields`` is refused before the rest is read."""
     posted = Posted()
-    total = 0
     try:
         reader = await request.multipart()
         count = 0
@@ -273,7 +272,7 @@ async def _multipart(request: web.Request, limits: Bounds) -> Posted:
                 raise BadBody("form_too_many_fields", limit=limits.fields)
             if not isinstance(part, BodyPartReader):
                 raise BadBody  # nested multipart has no place in a form
-            total = await _part(part, posted, limits, total)
+            await _part(part, posted, limits, request.content)
     except BadHttpMessage:  # a part's header aiohttp cannot read (a NUL, no colon, …)
         raise BadBody("form_bad_part") from None
     except (ValueError, AssertionError, LookupError):
@@ -281,8 +280,9 @@ async def _multipart(request: web.Request, limits: Bounds) -> Posted:
     return posted
 
 
-async def _part(part: BodyPartReader, posted: Posted, limits: Bounds, total: int) -> int:
-    """Read one part into ``posted``; the body's bytes read so far, this part's too."""
+async def _part(part: BodyPartReader, posted: Posted, limits: Bounds, body: StreamReader) -> None:
+    """Read one part into ``posted``. The body's size counts what arrived, the
+    parts' headers too (up to 128 lines of 8 KB each in aiohttp)."""
     name = _name(part.name or "")
     is_file = part.filename is not None
     keep = limits.files.get(name, 0) if is_file else limits.of(name) * 4  # UTF-8: 4 a character
@@ -290,8 +290,7 @@ async def _part(part: BodyPartReader, posted: Posted, limits: Bounds, total: int
     size = 0
     while chunk := await part.read_chunk(_CHUNK):
         size += len(chunk)
-        total += len(chunk)
-        if total > limits.body:
+        if body.total_bytes > limits.body:
             raise BodyTooLarge
         if len(data) < keep:
             data += chunk[: keep - len(data)]
@@ -302,7 +301,8 @@ async def _part(part: BodyPartReader, posted: Posted, limits: Bounds, total: int
     else:
         value = bytes(data).decode(part.get_charset("utf-8"), "replace")
         posted.put(name, value, limits.of(name), cut=size > keep)
-    return total
+    if body.total_bytes > limits.body:
+        raise BodyTooLarge
 
 
 def from_query(query: Mapping[str, str]) -> dict[str, str]:
