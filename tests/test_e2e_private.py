@@ -170,7 +170,13 @@ async def test_a_manager_answers_three_channels_from_the_private_chat(
                 "↩️ Maria answered:\nIt ships today",
                 "↩️ Maria answered:\nThank you, Carol!",
             ]
-            confirmations = [_text(m) for m in server.sent_to(maria) if _text(m).startswith("✓")]
+            # A confirmation goes alone, or below the next post when the chat is busy.
+            confirmations = [
+                line
+                for m in server.sent_to(maria)
+                for line in _text(m).splitlines()
+                if line.startswith("✓")
+            ]
             assert confirmations == [
                 "✓ Sent to Peter",
                 "✓ Sent to Bob Stone, your current client",
@@ -244,6 +250,13 @@ async def test_a_manager_over_budget_gets_one_digest_and_answers_its_entries(
             await server.user_sends(maria, "We will call you at 5.")
             answer = await _mail_to(server, sink, "carol@example.org")
             assert _body(answer).strip() == "We will call you at 5."
+
+            # Each answer is confirmed: alone, or below the next post while the chat is busy.
+            def confirmed() -> bool:
+                lines = {ln for m in server.sent_to(maria) for ln in _text(m).splitlines()}
+                return {"✓ Sent to Peter", "✓ Sent to Bob Stone"} <= lines
+
+            await server.wait_for(confirmed, timeout=TIMEOUT)
 
             # An entry the digest does not have is refused, and nothing is sent.
             await server.user_sends(maria, "/r 9 Hello")

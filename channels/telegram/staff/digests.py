@@ -9,7 +9,10 @@ for the chat goes next takes along every notice waiting at the moment it is
 posted, oldest first, as one message: entry N is
 answered by ``/r N text`` (or by replying ``/r N text`` to the digest), and its
 button makes the client the manager's current one. Each notice so carried is
-delivered by that post when its own turn comes. What was carried is remembered in
+delivered by that post when its own turn comes. The confirmations of a busy
+manager's answers ("✓ Sent to …") wait the same way (:meth:`Digests.confirm`):
+the next post into the chat carries them below it, or, when none comes, one post
+of their own when the chat is free. What was carried is remembered in
 this process only: another instance, or a restart, sends it again (at least once).
 """
 
@@ -41,6 +44,7 @@ QUICK = 0.3  # seconds a notice may wait for the chat's slot; longer, it is defe
 ENTRY_TEXT = 400  # characters of a client's words an entry shows
 _LATE = 10.0  # seconds a deferred notice is waited for past its time, then forgotten
 _CARRIED_FOR = 600.0  # seconds a notice another one carried is remembered
+_CONFIRM_AFTER = 2.0  # seconds confirmations wait for a notice to carry them
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,48 @@ class Digests:
         self.pacer = calls.pacer
         self._waiting: dict[int, dict[int, _Waiting]] = {}  # chat: {outbox id: notice}
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._confirmations: dict[int, list[str]] = {}  # chat: HTML lines
+        self._flushing: dict[int, asyncio.Task[None]] = {}
+
+    def busy(self, chat: int) -> bool:
+        """Whether a post into the chat would wait (another is about to go, or the
+        chat's next slot is more than ``QUICK`` seconds away)."""
+        return self._lock(chat).locked() or self.pacer.estimate(chat) > QUICK
+
+    def confirm(self, bot: Bot, chat: int, html: str) -> None:
+        """A confirmation for a busy chat: below the next post into it, else on its own
+        once the chat is free."""
+        self._confirmations.setdefault(chat, []).append(html)
+        if chat not in self._flushing:
+            self._flushing[chat] = asyncio.create_task(
+                self._flush(bot, chat), name=f"confirm-{chat}"
+            )
+
+    async def _flush(self, bot: Bot, chat: int) -> None:
+        try:
+            while self._confirmations.get(chat):
+                # The chat's own schedule, not synchronization: a notice may carry them.
+                await asyncio.sleep(self.pacer.estimate(chat) + _CONFIRM_AFTER)
+                if not self._confirmations.get(chat) or self.busy(chat):
+                    continue
+                async with self._lock(chat):
+                    lines = self._confirmations.pop(chat, [])
+                    if lines:
+                        await self.calls.say(bot, chat, None, ["\n".join(lines)], strict=False)
+        finally:
+            self._flushing.pop(chat, None)
+
+    def _footer(self, chat: int, html: str) -> str:
+        """``html`` with the chat's waiting confirmations below it, as many as fit."""
+        lines = self._confirmations.get(chat, [])
+        taken = 0
+        for line in lines:
+            longer = f"{html}\n{line}"
+            if render.visible_len(longer) > render.MESSAGE_LIMIT:
+                break
+            html, taken = longer, taken + 1
+        del lines[:taken]
+        return html
 
     async def send(
         self,
@@ -138,10 +184,11 @@ class Digests:
             entries = [_ready(waiting[key]) for key in keys]
             if len(entries) == 1:
                 only = entries[0]
-                first = await self.calls.post_in_turn(bot, turn, None, only.parts, only.keyboard)
+                parts = [*only.parts[:-1], self._footer(chat, only.parts[-1])]
+                first = await self.calls.post_in_turn(bot, turn, None, parts, only.keyboard)
                 self._forget(chat, outbox_id)
                 return Sent(SendResult(f"{chat}:{first}"), alone=True)
-            html = digest_html(entries, language)
+            html = self._footer(chat, digest_html(entries, language))
             keyboard = render.digest_keyboard([(e.client_id, e.name) for e in entries])
             first = await self.calls.post_in_turn(bot, turn, None, [html], keyboard)
         result = SendResult(f"{chat}:{first}")

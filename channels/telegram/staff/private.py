@@ -34,6 +34,7 @@ from channels.telegram import commands, render
 from channels.telegram.commands import Command
 from channels.telegram.staff.answering import Answer, give, plain, say_about, says_something
 from channels.telegram.staff.calls import HTML, Calls
+from channels.telegram.staff.digests import Digests
 from channels.telegram.staff.group import ACTIONS, NOTE_MARK
 from hub.kernel import loggers
 from hub.kernel.clock import Clock
@@ -59,6 +60,7 @@ class Reply:
     digest: ReportDigest | None = None
     keyboard: InlineKeyboardMarkup | None = None
     about: int | None = None
+    confirmation: bool = False  # of an answer: may wait for the chat's next post
 
 
 def _said(plain_text: str, about: int | None = None) -> Reply:
@@ -116,9 +118,11 @@ class PrivateChat:
         clock: Clock,
         reports: StaffReports | None,
         campaigns: CampaignDesk | None,
+        digests: Digests | None = None,
     ) -> None:
         self.desk = desk
         self.calls = calls
+        self.digests = digests
         self.language = language
         self.tz = tz
         self.clock = clock
@@ -178,6 +182,11 @@ class PrivateChat:
 
     async def _say(self, said: Said, reply: Reply) -> None:
         chat = said.message.chat.id
+        if reply.confirmation and self.digests is not None and self.digests.busy(chat):
+            # The chat's budget goes to clients' messages first; the confirmation
+            # rides along with the next post.
+            self.digests.confirm(said.bot, chat, "\n".join(reply.parts))
+            return
         if reply.about is not None:
             await say_about(
                 self.desk,
@@ -218,7 +227,8 @@ class PrivateChat:
         label = render.client_label(card, target.client_id)
         key = "noted_on" if note else "sent_to"
         key += "_current" if target.current else ""
-        return _said(text(key, said.language, client=label), about=target.client_id)
+        said_text = text(key, said.language, client=label)
+        return Reply(plain(said_text), about=target.client_id, confirmation=True)
 
     # -- answers ----------------------------------------------------------------------
 

@@ -91,6 +91,7 @@ class StaffSide:
             clock=clock or SystemClock(),
             reports=reports,
             campaigns=campaigns,
+            digests=self.notices.digests,
         )
         self.buttons = Buttons(
             desk,
