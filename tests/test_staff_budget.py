@@ -263,6 +263,9 @@ def test_deferred_work_keeps_its_place_in_the_line() -> None:
     pacer.hold(-5, 7, 2, 10.0)
     now[0] += 10.0 + 1.0 + pacer.hold_grace  # it never came back: the line moves on
     assert pacer.estimate(-5, 1, work=9) == 0.0
+    pacer.hold(-5, 7, 2, 10.0)
+    pacer.release_anywhere(7)  # carried by other work: its place is free at once
+    assert pacer.estimate(-5, 1, work=9) == 0.0
 
 
 async def test_the_parts_of_a_long_reply_keep_the_chats_pace() -> None:

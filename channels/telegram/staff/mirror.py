@@ -186,6 +186,7 @@ class Mirrors:
         assert message.client_id is not None
         waiting = self._waiting[message.client_id]
         for outbox_id in along:
+            self.pacer.release_anywhere(outbox_id)
             waiting[outbox_id].carried = result
             waiting[outbox_id].due = self.pacer.monotonic()
             waiting[outbox_id].settle()

@@ -92,7 +92,7 @@ class Pacer:
         gap: float = 1.05,
         group: tuple[int, float] | None = (20, 60.5),
         bot: tuple[int, float] | None = (30, 1.05),
-        hold_grace: float = 10.0,
+        hold_grace: float = 3.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.gap = gap
@@ -184,6 +184,12 @@ class Pacer:
         line, so that newer work is planned after its ``steps`` posts."""
         at = self.monotonic() + after
         self._pace(chat).holds[work] = _Hold(steps, at, at + self.hold_grace)
+
+    def release_anywhere(self, work: int) -> None:
+        """``work`` was done by other work (a later mirror carried by an earlier one):
+        its place in any chat's line is free."""
+        for pace in self._chats.values():
+            pace.holds.pop(work, None)
 
     def release(self, chat: int, work: int) -> None:
         """``work`` is done with the chat (posted, or gone elsewhere)."""

@@ -49,6 +49,7 @@ log = loggers.channels
 MethodOf = Callable[[], TelegramMethod[Message]]
 _POSTED = re.compile(r"(-?\d+):\d+")  # what a staff post answers: chat:message
 _PART = 4000  # characters of a message part, a little less than Telegram's 4096
+COME_BACK = 30.0  # seconds deferred work waits at most before it plans again
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,8 +234,11 @@ class Topics:
         work = message.outbox_id
         if plan.wait > self.calls.max_wait:
             self._hold(plan.chat, work, plan.needed, plan.wait)
+            # Back within COME_BACK seconds however long the line: it plans again then
+            # (cheap), and after a restart, which forgets the line, nothing sleeps long.
             raise TemporaryDeliveryError(
-                f"staff chat {plan.chat} is over its budget", retry_after=plan.wait
+                f"staff chat {plan.chat} is over its budget",
+                retry_after=min(plan.wait, COME_BACK),
             )
         try:
             async with self.pacer.turn(plan.chat, plan.needed, self._patience, work) as turn:
