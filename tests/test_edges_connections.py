@@ -121,9 +121,9 @@ async def test_thousands_of_slow_heads_are_closed_after_the_header_timeout_while
         opened: list[float] = []
         slow: list[Stream] = []
         for n in range(SLOW):
+            opened.append(time.monotonic())  # the server's timer starts later, at accept
             stream = await connect(form, SOURCES[n % len(SOURCES)])
             stream[1].write(b"GET /f/contact HTTP/1.1\r\nHost: hub.test\r\nX-Slow: ")
-            opened.append(time.monotonic())
             slow.append(stream)
         closed: list[float | None] = [None] * SLOW
 
@@ -163,7 +163,7 @@ async def test_thousands_of_slow_heads_are_closed_after_the_header_timeout_while
                 task.cancel()
             close(slow)
         lived = [c - o for c, o in zip(closed, opened, strict=True) if c is not None]
-        assert min(lived) >= timeout - 0.1
+        assert min(lived) >= timeout - 0.05
         assert max(lived) < timeout + 15
         await until(lambda: edges.open == 0)
     assert 1 <= len(limit_lines(caplog, "header_timeout")) <= 3  # not one a connection
