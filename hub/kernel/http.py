@@ -7,20 +7,23 @@ process's table (or refuses it at once with a 503) and closes it when the head
 is not complete ``header_timeout`` seconds after its first byte (or after the
 connection opened), or the body ``body_timeout`` seconds after the head; a
 middleware tells it when a request starts and ends. Idle keep-alive connections
-close after ``keepalive_timeout`` (aiohttp's own timer)."""
+close after ``keepalive_timeout`` (aiohttp's own timer). A client's malformed
+request is answered 400 by aiohttp and counted in the edges' log, not traced."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
-from hub.kernel.edges import Edges
+from hub.kernel.edges import Edges, address_of
 
 _REFUSAL = b"too many connections, try again later\n"
 REFUSED = (
@@ -145,6 +148,23 @@ async def _timed(request: web.Request, handler: Handler) -> web.StreamResponse:
         connection.finished()
 
 
+class _ProtocolLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's protocol log: a client's request that does not parse (a head line
+    too long, a bad header, a broken chunk) is a bound biting, counted in the edges'
+    log instead of a traceback each; everything else is logged as aiohttp does."""
+
+    def __init__(self, edges: Edges) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+        self._edges = edges
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            address = address_of((args[0],)) if args else "-"
+            self._edges.bite("bad_request", address, error=type(exc_info).__name__)
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
 class _Site(web.BaseSite):
     """A TCP site whose connections pass :class:`_Connection` first."""
 
@@ -189,6 +209,7 @@ async def serve(
         handle_signals=False,
         shutdown_timeout=shutdown_timeout,
         keepalive_timeout=edges.limits.keepalive_timeout,
+        logger=_ProtocolLog(edges),
     )
     await runner.setup()
     host, port = split_listen(listen)
