@@ -41,6 +41,7 @@ _MAX_OTHER = 50  # posted fields the form does not define, kept on the interacti
 _MAX_OTHER_LENGTH = 2000
 _MAX_NAME = 100  # characters of a posted field's name (the form's own have at most 64)
 _MAX_FILE_NAME = 255
+_MAX_TYPE = 200  # characters of a file's Content-Type kept (a media type has at most 255)
 _CHUNK = 64 * 1024
 _JSON = json.JSONDecoder()
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
@@ -296,7 +297,7 @@ async def _part(part: BodyPartReader, posted: Posted, limits: Bounds, body: Stre
             data += chunk[: keep - len(data)]
     if is_file:
         if (part.filename or size) and name not in posted.files:  # no name, no bytes: none chosen
-            ctype = part.headers.get("Content-Type", "application/octet-stream")
+            ctype = part.headers.get("Content-Type", "application/octet-stream")[:_MAX_TYPE]
             posted.files[name] = Upload(file_name(part.filename or ""), ctype, bytes(data), size)
     else:
         value = bytes(data).decode(part.get_charset("utf-8"), "replace")
