@@ -73,6 +73,8 @@ class EdgesSection(Section):
 
     header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
     body_timeout_s: float = Field(default=60.0, gt=0, le=86400)
+    # Each this many bytes of a body that came move its deadline a second later.
+    body_min_bytes_per_s: int = Field(default=1024, ge=0, le=1_000_000_000)
     keepalive_timeout_s: float = Field(default=75.0, gt=0, le=86400)
     connections: int = Field(default=0, ge=0, le=10_000_000)  # 0: the fd limit less the reserve
     connections_per_address: int = Field(default=200, ge=1, le=10_000_000)
