@@ -173,11 +173,9 @@ async def test_thousands_of_slow_heads_are_closed_after_the_header_timeout_while
 async def test_a_body_that_does_not_arrive_is_cut_after_the_body_timeout_without_a_traceback(
     db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with hub(db_url, tmp_path, body_timeout_s=1.0, header_timeout_s=1.0) as (
-        running,
-        form,
-        admin,
-    ):
+    async with hub(
+        db_url, tmp_path, body_timeout_s=1.0, header_timeout_s=1.0, body_min_bytes_per_s=1000
+    ) as (running, form, admin):
         reader, writer = await connect(form)
         writer.write(
             b"POST /f/contact HTTP/1.1\r\nHost: hub.test\r\n"
@@ -187,6 +185,21 @@ async def test_a_body_that_does_not_arrive_is_cut_after_the_body_timeout_without
         started = time.monotonic()
         assert await asyncio.wait_for(reader.read(), 10) == b""
         assert time.monotonic() - started >= 0.9
+        writer.close()
+        # A body that keeps coming (3,000 bytes a second) goes on past body_timeout_s.
+        reader, writer = await connect(form)
+        writer.write(
+            b"POST /f/contact HTTP/1.1\r\nHost: hub.test\r\nConnection: close\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 6005\r\n\r\nname="
+        )
+        started = time.monotonic()
+        for _ in range(6):
+            await asyncio.sleep(0.3)  # the client's pace
+            writer.write(b"a" * 1000)
+        answer = await asyncio.wait_for(reader.read(), 10)
+        assert time.monotonic() - started > 1.5
+        assert re.match(rb"HTTP/1\.1 [234]\d\d ", answer), answer[:80]
         writer.close()
         # The admin server's heads are timed too.
         reader, writer = await connect(admin)

@@ -42,6 +42,7 @@ def edge_limits(config: Config) -> EdgeLimits:
     return EdgeLimits(
         header_timeout=edges.header_timeout_s,
         body_timeout=edges.body_timeout_s,
+        body_min_rate=edges.body_min_bytes_per_s,
         keepalive_timeout=edges.keepalive_timeout_s,
         connections=edges.connections,
         per_address=edges.connections_per_address,

@@ -37,6 +37,7 @@ class EdgeLimits:
 
     header_timeout: float = 10.0
     body_timeout: float = 60.0
+    body_min_rate: int = 1024  # bytes a second that earn a body one more second; 0: none
     keepalive_timeout: float = 75.0
     connections: int = 0
     per_address: int = 200

@@ -5,10 +5,11 @@ aiohttp bounds neither how long a request's head may take to arrive nor its body
 each accepted connection passes :class:`_Connection` first, which counts it in the
 process's table (or refuses it at once with a 503) and closes it when the head
 is not complete ``header_timeout`` seconds after its first byte (or after the
-connection opened), or the body ``body_timeout`` seconds after the head; a
-middleware tells it when a request starts and ends. Idle keep-alive connections
-close after ``keepalive_timeout`` (aiohttp's own timer). A client's malformed
-request is answered 400 by aiohttp and counted in the edges' log, not traced."""
+connection opened), or the body ``body_timeout`` seconds after the head (longer
+while it keeps coming at ``body_min_rate``); a middleware tells it when a request
+starts and ends. Idle keep-alive connections close after ``keepalive_timeout``
+(aiohttp's own timer). A client's malformed request is answered 400 by aiohttp
+and counted in the edges' log, not traced."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
@@ -52,6 +53,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._busy = False  # a request is being handled
+        self._received = 0  # bytes, all told
         self.cut = False  # closed by a timer, or by the client, while a request was handled
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -62,15 +64,16 @@ class _Connection(asyncio.Protocol):
             transport.close()
             return
         self._address, self._transport = address, transport
-        self._arm(self._edges.limits.header_timeout, "header_timeout")
+        self._arm(self._edges.limits.header_timeout, self._head_late)
         self._inner = self._factory()
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         if self._inner is None:
             return
+        self._received += len(data)
         if not self._busy and self._timer is None:
-            self._arm(self._edges.limits.header_timeout, "header_timeout")  # a new head
+            self._arm(self._edges.limits.header_timeout, self._head_late)  # a new head
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -98,34 +101,47 @@ class _Connection(asyncio.Protocol):
         self._disarm()
         body = request.content
         if not body.is_eof():
-            self._arm(self._edges.limits.body_timeout, "body_timeout", body.is_eof)
+            since = asyncio.get_running_loop().time(), self._received
+            self._arm(self._edges.limits.body_timeout, lambda: self._body_late(body, *since))
 
     def finished(self) -> None:
         self._busy = False
         self._disarm()
 
-    def _arm(self, seconds: float, limit: str, arrived: Callable[[], bool] | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(seconds, self._expire, limit, arrived)
+    def _arm(self, seconds: float, expire: Callable[[], None]) -> None:
+        self._timer = asyncio.get_running_loop().call_later(seconds, expire)
 
     def _disarm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _expire(self, limit: str, arrived: Callable[[], bool] | None) -> None:
+    def _head_late(self) -> None:
         self._timer = None
-        transport = self._transport
-        if transport is None or (arrived is not None and arrived()):
-            return
-        if arrived is None and self._busy:
-            return  # the head arrived meanwhile
-        self._edges.bite(limit, self._address, seconds=self._seconds(limit))
-        transport.close()
+        if not self._busy:  # else the head arrived meanwhile
+            self._close("header_timeout", self._edges.limits.header_timeout)
 
-    def _seconds(self, limit: str) -> float:
+    def _body_late(self, body: StreamReader, began: float, received: int) -> None:
+        """The body's deadline: ``body_timeout`` after its head, one second later
+        for every ``body_min_rate`` bytes that came (a slow link's large upload
+        goes on, a trickle does not)."""
+        self._timer = None
+        if body.is_eof():
+            return
         limits = self._edges.limits
-        return limits.header_timeout if limit == "header_timeout" else limits.body_timeout
+        allowed = limits.body_timeout
+        if limits.body_min_rate:
+            allowed += (self._received - received) / limits.body_min_rate
+        left = began + allowed - asyncio.get_running_loop().time()
+        if left > 0:
+            self._arm(left, lambda: self._body_late(body, began, received))
+        else:
+            self._close("body_timeout", round(allowed, 1))
+
+    def _close(self, limit: str, seconds: float) -> None:
+        if self._transport is not None:
+            self._edges.bite(limit, self._address, seconds=seconds)
+            self._transport.close()
 
 
 @web.middleware
