@@ -448,7 +448,7 @@ def find_threads(conn: Connection, channel: str, hints: Sequence[str]) -> dict[s
     peer gave it: an email Message-ID) -> its :class:`Thread`. A hint ``#N`` (the
     subject tag of email) names conversation N of this channel."""
     found: dict[str, Thread] = {}
-    tags = {int(h[1:]): h for h in hints if h[:1] == "#" and h[1:].isdigit()}
+    tags = {int(h[1:]): h for h in hints if h[:1] == "#" and h[1:].isascii() and h[1:].isdigit()}
     if tags:
         c = conversations.c
         tagged = conn.execute(

@@ -66,3 +66,16 @@ def test_a_client_command_for_another_bot_is_plain_text() -> None:
     assert "command" not in normalized("/stop@otherbot")
     assert normalized("/start@hub_test_bot promo")["source"] == "promo"
     assert "command" not in normalized("/start@otherbot promo")
+
+
+def test_a_forged_button_with_a_non_ascii_digit_is_no_button() -> None:
+    """``str.isdigit`` takes "²" and "١" (which ``int`` refuses): a forged callback
+    naming one is not ours, never a crash."""
+    from channels.telegram import render
+
+    for digit in ("²", "١"):
+        assert render.parse_callback(f"hub:take:{digit}") is None
+        assert render.parse_current_callback(render.current_callback(1).replace("1", digit)) is None
+        assert render.parse_reminder_callback(f"hub:rem:done:{digit}:1") is None
+        assert render.parse_call_callback(f"hub:call:reached:{digit}") is None
+    assert render.parse_callback("hub:take:12") == ("take", 12)

@@ -120,6 +120,11 @@ def topic_name(card: ClientCard | None, client_id: int, channel: str | None) -> 
     return clip(name, TOPIC_NAME_LIMIT - utf16_len(hint)) + hint
 
 
+def _decimal(value: str) -> bool:
+    """ASCII digits only (``str.isdigit`` takes "²" and "١" too, which ``int`` refuses)."""
+    return value.isascii() and value.isdigit()
+
+
 def topic_link(topic: Topic) -> str:
     """https://t.me/c/<chat>/<thread>: opens the topic for members of the group."""
     chat = str(abs(topic.chat_id))
@@ -139,7 +144,7 @@ def parse_callback(data: str | None) -> tuple[str, int] | None:
     if not data or not data.startswith(CALLBACK_PREFIX):
         return None
     action, _, client = data.removeprefix(CALLBACK_PREFIX).partition(":")
-    if action not in (*BUTTONS, *STAGE_BUTTONS, *PICKERS, "accept") or not client.isdigit():
+    if action not in (*BUTTONS, *STAGE_BUTTONS, *PICKERS, "accept") or not _decimal(client):
         return None
     return action, int(client)
 
@@ -190,7 +195,7 @@ def parse_pick_callback(data: str | None) -> tuple[str, int, str] | None:
         return None
     kind, _, rest = data.removeprefix(CALLBACK_PREFIX).partition(":")
     client, _, value = rest.partition(":")
-    if kind not in PICKS or not client.isdigit() or not value:
+    if kind not in PICKS or not _decimal(client) or not value:
         return None
     return kind, int(client), value
 
@@ -204,7 +209,7 @@ def parse_current_callback(data: str | None) -> int | None:
     if not data or not data.startswith(_CURRENT_PREFIX):
         return None
     client = data.removeprefix(_CURRENT_PREFIX)
-    return int(client) if client.isdigit() else None
+    return int(client) if _decimal(client) else None
 
 
 def _rows(buttons: list[InlineKeyboardButton], per_row: int) -> InlineKeyboardMarkup:
@@ -281,7 +286,7 @@ def parse_reminder_callback(data: str | None) -> tuple[str, int, int] | None:
         return None
     action, _, rest = data.removeprefix(_REMINDER_PREFIX).partition(":")
     reminder, _, fired = rest.partition(":")
-    if action not in REMINDER_BUTTONS or not reminder.isdigit() or not fired.isdigit():
+    if action not in REMINDER_BUTTONS or not _decimal(reminder) or not _decimal(fired):
         return None
     return action, int(reminder), int(fired)
 
@@ -315,7 +320,7 @@ def parse_call_callback(data: str | None) -> tuple[str, int] | None:
     if not data or not data.startswith(_CALL_PREFIX):
         return None
     outcome, _, task = data.removeprefix(_CALL_PREFIX).partition(":")
-    if outcome not in CALL_BUTTONS or not task.isdigit():
+    if outcome not in CALL_BUTTONS or not _decimal(task):
         return None
     return outcome, int(task)
 

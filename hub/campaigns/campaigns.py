@@ -792,7 +792,7 @@ class Campaigns:
                     f"{status.done}/{status.targeted}"
                 )
             return "\n".join(lines)
-        if not argument.strip().isdigit():
+        if not (argument.strip().isascii() and argument.strip().isdigit()):
             return text("need_argument", language, usage=f"/{command} N")
         campaign_id = int(argument.strip())
         try:

@@ -35,7 +35,7 @@ def _check_listen(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
-    if not port.isdigit():
+    if not (port.isascii() and port.isdigit()):
         raise ValueError(f"port {port!r} is not a number")
     if not 1 <= int(port) <= 65535:
         raise ValueError(f"port {port} out of range 1-65535")

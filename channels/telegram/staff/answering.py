@@ -85,7 +85,7 @@ async def _download(bot: Bot, message: Message) -> list[Attachment]:
 def message_id(result: SendResult) -> int | None:
     """The id of the message a staff send posted (its external id is ``chat:message``)."""
     found = (result.external_id or "").rpartition(":")[2]
-    return int(found) if found.isdigit() else None
+    return int(found) if found.isascii() and found.isdigit() else None
 
 
 async def say_about(

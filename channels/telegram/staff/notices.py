@@ -61,7 +61,8 @@ class Notices:
         """To the recipient: a manager's Telegram id, a staff chat (negative), or
         ``staff``; a failed delivery is always shown in the client's topic too."""
         recipient = message.recipient.strip()
-        target = int(recipient) if recipient.lstrip("-").isdigit() else None
+        digits = recipient.lstrip("-")
+        target = int(recipient) if digits.isascii() and digits.isdigit() else None
         if target is not None and target < 0:
             return await self._general(bot, target, message)
         if target is not None and message.kind != "delivery_failed":

@@ -180,7 +180,7 @@ class Topics:
             return [int(posted.group(1))]
         chats = [send.topic_chat] if send.topic_chat is not None else []
         recipient = send.recipient.strip()
-        if recipient.lstrip("-").isdigit():
+        if recipient.lstrip("-").isascii() and recipient.lstrip("-").isdigit():
             chats.append(int(recipient))
         return chats or list(self.chats)
 
