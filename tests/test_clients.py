@@ -210,3 +210,16 @@ async def test_an_empty_or_identityless_file_is_refused_whole(db: Database) -> N
     report = await book.import_csv(io.StringIO("name,city\nAnna,Moscow\n"))
     assert report.errors == [(1, "a column email, phone or telegram is needed")]
     assert await scalar(db, select(func.count()).select_from(Client)) == 0
+
+
+async def test_an_unknown_sender_merged_into_a_nameless_client_lends_no_name(
+    db: Database, tmp_path: Path
+) -> None:
+    """Mail with no readable sender has a client named "unknown sender, MAILBOX":
+    merged into the right client, that placeholder is not taken as their name."""
+    nameless = identity("email", "someone@example.org")
+    async with running(db, tmp_path) as ingest:
+        right = await ingest(message(Channel.EMAIL, "<1@x>", nameless))
+        stray = await ingest(message(Channel.EMAIL, "<2@x>"))
+    await ClientBook(db, FrozenClock(T0)).merge(right.client_id, stray.client_id, actor="admin")
+    assert await scalar(db, select(Client.name).where(Client.id == right.client_id)) is None

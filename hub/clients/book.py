@@ -95,7 +95,8 @@ class ClientBook:
                 conn,
                 keep,
                 {
-                    "name": kept.name or gone.name,
+                    # A client with no address ("unknown sender, MAILBOX") lends no name.
+                    "name": kept.name or (gone.name if moved["identities"] else None),
                     "tags": list(dict.fromkeys([*kept.tags, *gone.tags])) or None,
                     "custom": {**gone.custom, **kept.custom} or None,
                     "owner_id": kept.owner_id or gone.owner_id,
