@@ -130,6 +130,10 @@ class _Tally:
         self._timer = None
         if not self.times:
             return  # quiet for a whole interval: the next bite is logged at once
+        self._report()
+        self._arm()
+
+    def _report(self) -> None:
         top, most = self.addresses.most_common(1)[0] if self.addresses else ("-", 0)
         loggers.event(
             log,
@@ -143,12 +147,14 @@ class _Tally:
         )
         self.times = 0
         self.addresses.clear()
-        self._arm()
 
     def close(self) -> None:
+        """What the interval counted so far is told, nothing is counted after."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.times:
+            self._report()
 
 
 class Edges:
@@ -224,7 +230,7 @@ class Edges:
         return undo
 
     def close(self) -> None:
-        """Cancel the pending reports (the lifespan's end)."""
+        """Report what the current intervals counted (the lifespan's end)."""
         for tally in self._tallies.values():
             tally.close()
 
