@@ -15,6 +15,7 @@ import contextlib
 import errno
 import logging
 import re
+import resource
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -29,7 +30,14 @@ from channels.email.smtp_server import SmtpServer
 from hub import config as hub_config
 from hub.app.run import Hub
 from hub.config import SmtpServerSection
-from hub.kernel.edges import ACCEPT_FAILED, EdgeLimits, Edges
+from hub.kernel.edges import (
+    ACCEPT_FAILED,
+    EdgeLimits,
+    Edges,
+    address_of,
+    capacity,
+    raise_fd_limit,
+)
 from hub.kernel.http import bound_port, serve
 from tests.cluster import free_port
 
@@ -452,6 +460,36 @@ async def test_accept_failures_for_want_of_descriptors_are_counted_not_traced(
         undo()
         edges.close()
         loop.set_exception_handler(previous)
+
+
+def test_addresses_count_by_ip_an_ipv6_one_by_its_64() -> None:
+    assert address_of(("127.0.0.1", 5)) == "127.0.0.1"
+    assert address_of(("::ffff:10.1.2.3", 5, 0, 0)) == "10.1.2.3"
+    assert address_of(("2001:db8::1", 5, 0, 0)) == "2001:db8::/64"
+    assert address_of(("2001:db8::ffff:1", 6, 0, 0)) == "2001:db8::/64"
+    assert address_of(None) == "-"
+
+
+def test_the_table_keeps_the_fd_reserve() -> None:
+    assert capacity(EdgeLimits(), 1024) == 768
+    assert capacity(EdgeLimits(connections=100), 1024) == 100
+    assert capacity(EdgeLimits(connections=5000), 1024) == 768  # never past the reserve
+    assert capacity(EdgeLimits(), 100) == 16
+
+
+def test_the_soft_fd_limit_is_raised_toward_the_hard_one() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowered = 2048
+    if hard != resource.RLIM_INFINITY and hard <= lowered:
+        pytest.skip("the hard fd limit leaves no room to raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
+    try:
+        raised = raise_fd_limit(target=4096)
+        expected = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+        assert raised == expected == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        assert raise_fd_limit(target=1024) == expected  # never lowered
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_the_edges_config_names_the_key_of_a_bad_value() -> None:
