@@ -216,7 +216,11 @@ class Reminder(Base):
 
 class Audit(Base):
     __tablename__ = "audit"
-    __table_args__ = (Index("ix_audit_object", "object_type", "object_id"),)
+    __table_args__ = (
+        Index("ix_audit_object", "object_type", "object_id"),
+        # ``hub audit`` and ``/api/audit`` read a period, newest first
+        Index("ix_audit_at", "at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime]
@@ -387,3 +391,21 @@ class StaffCurrentClient(Base):
     manager_id: Mapped[int] = mapped_column(ForeignKey("managers.id"), primary_key=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"))
     at: Mapped[datetime]
+
+
+class ApiToken(Base):
+    """A person's admin API token: only its SHA-256 is kept (the secret is shown once).
+
+    ``name`` is who holds it (the audit's actor is ``api:NAME``), ``role`` what it
+    may do; a revoked token answers 401. A revoked name may be given a new token.
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
