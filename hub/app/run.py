@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from hub.admin.api import AdminServer, create_app
 from hub.admin.metrics import Metrics, Sources
-from hub.app import schedule
+from hub.app import datalock, schedule
 from hub.app.wiring import build_channels, build_ingestor, edge_limits, reporter
 from hub.campaigns.campaigns import Campaigns
 from hub.campaigns.campaigns import build as build_campaigns
@@ -104,6 +104,7 @@ class Hub:
         """Open storage, the scheduler, ingest, the dispatcher, reminders, the
         admin API and the channels, in this order; close them in reverse."""
         async with AsyncExitStack() as stack:
+            stack.enter_context(datalock.hold(self.config))  # a restore refuses meanwhile
             self._open_edges(stack)
             parts = self._build(stack)
             manager_ids = await self._open_storage(parts.db)
