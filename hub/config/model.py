@@ -20,6 +20,7 @@ from hub.config.sections import (
     EdgesSection,
     HubSection,
     ManagerSection,
+    PrivacySection,
     RemindersSection,
     RepliesSection,
     StagesSection,
@@ -44,6 +45,7 @@ class Config(Section):
     stages: StagesSection = StagesSection()
     campaigns: CampaignsSection = CampaignsSection()
     desk: DeskSection = DeskSection()
+    privacy: PrivacySection = PrivacySection()
 
     @field_validator("managers")
     @classmethod

@@ -155,3 +155,11 @@ class CampaignsSection(Section):
     call_back_hours: float = Field(default=24.0, gt=0)
     public_url: str | None = Field(default=None, pattern=r"^https?://")
     unsubscribe_secret: SecretStr | None = None
+
+
+class PrivacySection(Section):
+    """Personal data kept no longer than needed: message bodies and files older than
+    ``keep_days`` are erased (tombstoned) by a daily round; absent: kept."""
+
+    keep_days: int | None = Field(default=None, ge=1, le=36_500)
+    check_every_s: float = Field(default=3600.0, gt=0)
