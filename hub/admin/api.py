@@ -1,8 +1,11 @@
 """The admin HTTP API (aiohttp): health, client search and cards, timelines, conversations,
 reports (JSON, and charts as PNG).
 
-JSON over HTTP, read-only. Every ``/api/`` call needs ``Authorization: Bearer
-<token>`` (RFC 6750), else 401 with ``WWW-Authenticate``. ``/healthz`` and
+JSON over HTTP. Every ``/api/`` call needs ``Authorization: Bearer <token>`` (RFC
+6750): the config's ``admin.token`` (full access, audited as ``api:config``) or a
+person's own token (``hub token add``, audited as ``api:NAME``); else 401 with
+``WWW-Authenticate``, and 403 when the token's role lacks the call's right (the
+table in :mod:`hub.admin.access`). ``/healthz`` and
 ``/metrics`` (Prometheus text format) answer without it, for load balancers and
 scrapers: keep ``admin.listen`` on a private address. Errors are JSON
 ``{"error": message}``: 400 naming the bad parameter, 404 for an unknown client
@@ -19,14 +22,18 @@ import time
 import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Literal
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from sqlalchemy.exc import DBAPIError
 
+from hub.admin.access import CALLER, Caller, actor, refusal
+from hub.admin.audit import add_routes as add_audit_routes
 from hub.admin.campaigns import add_routes as add_campaign_routes
 from hub.admin.clients import add_routes as add_client_routes
 from hub.admin.metrics import CONTENT_TYPE, Metrics
+from hub.admin.tokens import CONFIG_NAME, Tokens
 from hub.campaigns.campaigns import Campaigns
 from hub.clients.book import ClientBook
 from hub.clients.search import client_search
@@ -41,7 +48,7 @@ from hub.kernel.http import (
     json_response,
     serve,
 )
-from hub.kernel.types import ConversationStatus
+from hub.kernel.types import ConversationStatus, Role
 from hub.reports.reporter import Reporter
 from hub.reports.reports import Period, ReportError, parse_day
 from storage import Database
@@ -55,6 +62,13 @@ DEFAULT_LIMIT = 100
 MAX_QUERY = 200
 MAX_LAST = 10_000
 _STATUSES = tuple(s.value for s in ConversationStatus)
+_CONFIG_CALLER = Caller(CONFIG_NAME, Role.ADMIN)
+_REALM = 'Bearer realm="hub"'
+_UNAUTHORIZED = {
+    "missing": "missing bearer token",
+    "unknown": "invalid bearer token",
+    "revoked": "bearer token revoked",
+}
 
 
 def create_app(
@@ -76,7 +90,7 @@ def create_app(
     if not token:
         raise ValueError("the admin API needs a non-empty token")
     api = _Api(db, ready, default_region, reporter or Reporter(db, SystemClock()))
-    app = web.Application(middlewares=[_middleware(token.encode())])
+    app = web.Application(middlewares=[_middleware(token.encode(), Tokens(db))])
     app.router.add_get("/healthz", api.healthz)
     if metrics is not None:
         app.router.add_get("/metrics", _metrics_handler(metrics))
@@ -86,6 +100,7 @@ def create_app(
     app.router.add_get("/api/conversations", api.conversations)
     app.router.add_get("/api/reports", api.reports)
     app.router.add_get("/api/reports/chart.png", api.chart)
+    add_audit_routes(app, db)
     if campaigns is not None:
         add_campaign_routes(app, campaigns)
     add_client_routes(app, ClientBook(db, SystemClock(), region=default_region or "RU"))
@@ -159,7 +174,7 @@ class _Api:
             card = await q.client_card(conn, client_id)
         if card is None:
             return _not_found(request)
-        await self._audit("card", client_id)
+        await self._audit(request, "card", client_id)
         return json_response(dataclasses.asdict(card))
 
     async def timeline(self, request: web.Request) -> web.Response:
@@ -168,17 +183,17 @@ class _Api:
             if not await q.client_exists(conn, client_id):
                 return _not_found(request)
             items = await q.timeline(conn, client_id, last=_last(request))
-        await self._audit("timeline", client_id)
+        await self._audit(request, "timeline", client_id)
         return json_response([dataclasses.asdict(i) for i in items])
 
-    async def _audit(self, what: str, client_id: int) -> None:
-        """Who read what: the admin token's holder read a client's record."""
+    async def _audit(self, request: web.Request, what: str, client_id: int) -> None:
+        """Who read what: the token's holder read a client's record."""
         async with self.db.write() as conn:
             await desk_q.audit(
                 conn,
                 {
                     "at": datetime.now(UTC),
-                    "actor": "admin",
+                    "actor": actor(request),
                     "action": "read",
                     "object_type": "client",
                     "object_id": client_id,
@@ -249,20 +264,55 @@ def _not_found(request: web.Request) -> web.Response:
     return error_response(404, f"client {request.match_info['id'][:40]} not found")
 
 
-def _authorized(request: web.Request, token: bytes) -> bool | None:
-    """``None`` when no bearer token was given, else whether it is the right one."""
+Unauthorized = Literal["missing", "unknown", "revoked"]
+
+
+async def _caller(request: web.Request, token: bytes, tokens: Tokens) -> Caller | Unauthorized:
+    """Who the bearer token names: the config's token, a person's, or why nobody."""
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     given = given.strip()
     if scheme.lower() != "bearer" or not given:
+        return "missing"
+    if hmac.compare_digest(given.encode(), token):
+        return _CONFIG_CALLER
+    return await tokens.caller(given)
+
+
+async def _authorize(
+    request: web.Request, token: bytes, tokens: Tokens
+) -> web.StreamResponse | None:
+    """None when the call may go on (its caller kept on the request), else the 401 or 403."""
+    caller = await _caller(request, token, tokens)
+    if not isinstance(caller, Caller):
+        challenge = _REALM if caller == "missing" else f'{_REALM}, error="invalid_token"'
+        return error_response(401, _UNAUTHORIZED[caller], {"WWW-Authenticate": challenge})
+    request[CALLER] = caller
+    # An unknown route or method is answered 404 or 405 whoever asks.
+    why = None if request.match_info.http_exception else refusal(caller, request)
+    if why is None:
         return None
-    return hmac.compare_digest(given.encode(), token)
+    async with tokens.db.write() as conn:
+        await desk_q.audit(
+            conn,
+            {
+                "at": datetime.now(UTC),
+                "actor": caller.actor,
+                "action": "refused",
+                "object_type": None,
+                "object_id": None,
+                "details": {"what": f"{request.method} {request.path[:200]}"},
+            },
+        )
+    challenge = f'{_REALM}, error="insufficient_scope"'
+    return error_response(403, why, {"WWW-Authenticate": challenge})
 
 
-def _middleware(token: bytes) -> Middleware:
+def _middleware(token: bytes, tokens: Tokens) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
-        response = await _handle(request, handler, token)
+        response = await _handle(request, handler, token, tokens)
+        caller = request.get(CALLER)
         loggers.event(
             log,
             "admin.request",
@@ -270,25 +320,21 @@ def _middleware(token: bytes) -> Middleware:
             path=request.path,
             status=response.status,
             ms=f"{(time.perf_counter() - started) * 1000:.1f}",
+            caller=caller.name if caller is not None else "-",
         )
         return response
 
     return middleware
 
 
-async def _handle(request: web.Request, handler: Handler, token: bytes) -> web.StreamResponse:
-    if request.path == "/api" or request.path.startswith("/api/"):
-        authorized = _authorized(request, token)
-        if not authorized:
-            challenge = 'Bearer realm="hub"'
-            if authorized is False:
-                challenge += ', error="invalid_token"'
-            return error_response(
-                401,
-                "missing bearer token" if authorized is None else "invalid bearer token",
-                {"WWW-Authenticate": challenge},
-            )
+async def _handle(
+    request: web.Request, handler: Handler, token: bytes, tokens: Tokens
+) -> web.StreamResponse:
     try:
+        if request.path == "/api" or request.path.startswith("/api/"):
+            refused = await _authorize(request, token, tokens)
+            if refused is not None:
+                return refused
         return await handler(request)
     except BadParameter as exc:
         return error_response(400, str(exc))

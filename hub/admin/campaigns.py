@@ -20,6 +20,7 @@ import tomllib
 
 from aiohttp import web
 
+from hub.admin.access import actor
 from hub.admin.bodies import BadBody, json_object
 from hub.campaigns.campaigns import Campaigns
 from hub.campaigns.spec import CampaignError, parse_spec
@@ -68,7 +69,7 @@ class _CampaignApi:
             return error_response(400, f"body: {exc}")
         try:
             spec = parse_spec(data)
-            campaign_id = await self.campaigns.create(spec, actor="admin-api")
+            campaign_id = await self.campaigns.create(spec, actor=actor(request))
         except CampaignError as exc:
             return error_response(400, str(exc))
         return json_response({"id": campaign_id}, 201)
@@ -115,9 +116,9 @@ class _CampaignApi:
         campaign_id = _id(request)
         try:
             if pause:
-                await self.campaigns.pause(campaign_id, actor="admin-api")
+                await self.campaigns.pause(campaign_id, actor=actor(request))
             else:
-                await self.campaigns.start(campaign_id, actor="admin-api")
+                await self.campaigns.start(campaign_id, actor=actor(request))
             return json_response((await self.campaigns.status(campaign_id)).as_json())
         except CampaignError as exc:
             status = 404 if str(exc).startswith("no campaign") else 409

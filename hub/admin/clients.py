@@ -1,6 +1,6 @@
 """Admin API for client records: duplicate suggestions, merge and unmerge, stage
-moves, CSV import and export. Every call is made as the admin (the token) and
-lands in the audit log with the rest of the change."""
+moves, CSV import and export. Every change lands in the audit log with the rest
+of it, naming the token's holder (``api:NAME``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hub.admin.access import actor
 from hub.admin.bodies import BadBody, json_object
 from hub.clients.book import ClientBook, ClientError
 from hub.clients.stages import move
@@ -17,7 +18,6 @@ from hub.kernel.http import MAX_ID, decimal, error_response, json_response
 from hub.kernel.types import STAGES
 from storage import clients as q
 
-_ACTOR = "admin"
 MAX_CSV = 20 * 1024 * 1024
 
 
@@ -57,7 +57,7 @@ class _ClientsApi:
         if not isinstance(other, int) or isinstance(other, bool) or not 1 <= other <= MAX_ID:
             return error_response(400, 'expected a JSON body {"other": CLIENT_ID}')
         try:
-            merge_id = await self.book.merge(keep, other, actor=_ACTOR)
+            merge_id = await self.book.merge(keep, other, actor=actor(request))
         except ClientError as exc:
             return error_response(409 if "already" in str(exc) else 404, str(exc))
         return json_response({"merge": merge_id, "kept": keep, "merged": other}, 201)
@@ -65,7 +65,7 @@ class _ClientsApi:
     async def unmerge(self, request: web.Request) -> web.Response:
         merge_id = _id(request)
         try:
-            keep, other = await self.book.unmerge(merge_id, actor=_ACTOR)
+            keep, other = await self.book.unmerge(merge_id, actor=actor(request))
         except ClientError as exc:
             return error_response(409 if "already" in str(exc) else 404, str(exc))
         return json_response({"merge": merge_id, "kept": keep, "restored": other})
@@ -83,7 +83,9 @@ class _ClientsApi:
             if record is None:
                 return error_response(404, "no such client")
             if record.stage != stage:
-                await move(conn, client_id, record.stage, stage, who=_ACTOR, why=why[:200], now=now)
+                await move(
+                    conn, client_id, record.stage, stage, who=actor(request), why=why[:200], now=now
+                )
         return json_response({"id": client_id, "stage": stage})
 
     async def import_csv(self, request: web.Request) -> web.Response:
