@@ -83,6 +83,8 @@ class Client(Base):
     # many requests they sent in it (the ingest path adds each batch's).
     flood_at: Mapped[datetime | None]
     flood_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The person asked to be forgotten: their data is tombstoned (see Erasure).
+    forgotten_at: Mapped[datetime | None]
 
 
 class Identity(Base):
@@ -409,3 +411,19 @@ class ApiToken(Base):
     created_at: Mapped[datetime]
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class Erasure(Base):
+    """Personal data erased on purpose: the one exception to the log's append-only
+    rule. A client forgotten on request (``client_id``), or every message logged
+    before ``before`` (retention). The log's guard lets a row's text become the
+    tombstone only where an erasure covers it; who did it and why is kept here."""
+
+    __tablename__ = "erasures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id"), index=True)
+    before: Mapped[datetime | None]
