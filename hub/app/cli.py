@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from hub import config as config_module
+from hub.admin import cli as admin_command
 from hub.app import backup as backup_command
 from hub.campaigns import cli as campaign_command
 from hub.clients import cli as clients_command
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     report_command.add_parser(sub)
     clients_command.add_parsers(sub)
     campaign_command.add_parser(sub)
+    admin_command.add_parsers(sub)
     backup_command.add_parsers(sub)
     return parser
 
