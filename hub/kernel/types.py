@@ -118,6 +118,7 @@ STAFF_KINDS = frozenset(
         "alert",
         "call_task",
         "answered",  # a manager's answer given outside the topic, copied into it
+        "erase",  # a forgotten client's topic and private messages, deleted
     }
 )
 

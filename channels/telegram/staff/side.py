@@ -11,6 +11,7 @@ from aiogram.types import Message, Update
 from channels.telegram import render
 from channels.telegram.staff.buttons import Buttons
 from channels.telegram.staff.calls import Calls, LastPosts
+from channels.telegram.staff.erase import ERASE, erase
 from channels.telegram.staff.group import StaffGroup
 from channels.telegram.staff.mirror import Mirrors
 from channels.telegram.staff.notices import Notices
@@ -76,7 +77,7 @@ class StaffSide:
         self.chats: list[int] = list(dict.fromkeys(c for c in chats if c is not None))
         self._staff_chats = frozenset(self.chats)
         last = LastPosts()
-        calls = Calls(self.pacer, last, max_wait=max_wait)
+        calls = self.calls = Calls(self.pacer, last, max_wait=max_wait)
         topics = Topics(
             desk, calls, chats=self.chats, language=language, tz=self.tz, coalesce_for=coalesce_for
         )
@@ -141,6 +142,8 @@ class StaffSide:
     async def send(self, bot: Bot, message: OutboundMessage) -> SendResult:
         if message.kind == "mirror":
             return await self.mirrors.send(bot, message)
+        if message.kind == ERASE:
+            return await erase(bot, self.calls, message)
         return await self.notices.send(bot, message)
 
     async def _manager(self, message: Message, where: str) -> ManagerRef | None:
