@@ -503,3 +503,11 @@ def test_the_edges_config_names_the_key_of_a_bad_value() -> None:
             hub_config.parse({"admin": {"token": TOKEN}, "edges": edges})
     with pytest.raises(hub_config.ConfigError, match=r"email\.smtp\.session_timeout_s"):
         hub_config.parse({"admin": {"token": TOKEN}, "email": {"smtp": {"session_timeout_s": -1}}})
+
+
+async def test_http_answers_name_no_software(db_url: str, tmp_path: Path) -> None:
+    """aiohttp's default ``Server`` header names the library and its version."""
+    async with hub(db_url, tmp_path) as (_, form, admin), aiohttp.ClientSession() as http:
+        for url in (f"http://127.0.0.1:{admin}/healthz", f"http://127.0.0.1:{form}/f/contact"):
+            async with http.get(url) as response:
+                assert response.headers["Server"] == "hub", url

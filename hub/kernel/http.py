@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from aiohttp import StreamReader, web
+from aiohttp import StreamReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
@@ -219,6 +219,7 @@ async def serve(
     edges = edges or Edges()
     if not app.frozen and _timed not in app.middlewares:
         app.middlewares.insert(0, _timed)
+        app.on_response_prepare.append(_no_software)
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -235,6 +236,11 @@ async def serve(
         await runner.cleanup()
         raise
     return runner
+
+
+async def _no_software(request: web.Request, response: web.StreamResponse) -> None:
+    """The ``Server`` header names no library and no version (aiohttp's default does)."""
+    response.headers[hdrs.SERVER] = "hub"
 
 
 def bound_port(runner: web.AppRunner) -> int:
