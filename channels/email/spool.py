@@ -221,3 +221,45 @@ class MailSpool:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._thread is not None
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+
+def erase(path: str | Path, addresses: Iterable[str]) -> int:
+    """Delete the spooled mail from, or naming, any of ``addresses`` (a person who
+    asked to be forgotten), whether still waiting or set aside; how many.
+
+    Run from another process than the hub's (``hub client forget``): a plain
+    connection waits for the spool's writer as SQLite's lock says. The bytes are
+    zeroed on disk (``secure_delete``) and the WAL is checkpointed when no reader
+    holds it. A spool file that is not there is left alone.
+    """
+    wanted = [a.strip().lower().encode() for a in addresses if a.strip()]
+    file = Path(path)
+    if not wanted or not file.exists():
+        return 0
+    db = sqlite3.connect(file, isolation_level=None)
+    try:
+        db.execute("PRAGMA busy_timeout=10000")
+        db.execute("PRAGMA secure_delete=ON")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'spool'").fetchone():
+                db.execute("ROLLBACK")
+                return 0
+            ids = [
+                (spool_id,)
+                for spool_id, sender, raw in db.execute("SELECT id, mail_from, raw FROM spool")
+                if any(
+                    a == str(sender).strip().lower().encode() or a in bytes(raw).lower()
+                    for a in wanted
+                )
+            ]
+            db.executemany("DELETE FROM spool WHERE id = ?", ids)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return len(ids)
+    finally:
+        db.close()

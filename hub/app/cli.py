@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from channels.email import spool as mail_spool
 from hub import config as config_module
 from hub.admin import cli as admin_command
 from hub.app import backup as backup_command
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         cmd.set_defaults(handler=handler)
     report_command.add_parser(sub)
-    clients_command.add_parsers(sub)
+    clients_command.add_parsers(sub, erase_spool=mail_spool.erase)
     campaign_command.add_parser(sub)
     admin_command.add_parsers(sub)
     backup_command.add_parsers(sub)

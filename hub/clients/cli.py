@@ -1,24 +1,32 @@
-"""``hub import``, ``hub export``, ``hub duplicates``, ``hub merge``, ``hub unmerge``
-and ``hub card``: the client records from the command line."""
+"""``hub import``, ``hub export``, ``hub duplicates``, ``hub merge``, ``hub unmerge``,
+``hub card`` and ``hub client export|forget``: the client records from the command line."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from hub import config as config_module
+from hub.clients.attachments import AttachmentStore
 from hub.clients.book import ClientBook, report_text
+from hub.clients.privacy import Privacy
 from hub.kernel.clock import SystemClock
 from hub.kernel.texts import progress_bar
 
 T = TypeVar("T")
+EraseSpool = Callable[[str, list[str]], int]  # (spool file, addresses) -> messages deleted
 _CONFIG_HELP = "config file (default ./config.toml, then $HUB_CONFIG)"
 
 
-def add_parsers(sub: Any) -> None:
+def add_parsers(sub: Any, *, erase_spool: EraseSpool | None = None) -> None:
+    """The commands; ``erase_spool`` deletes a forgotten person's mail from the mail
+    spool (the email channel's, wired in by the app)."""
+
     def command(name: str, help_text: str, handler: Callable[[argparse.Namespace], int]) -> Any:
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         cmd.add_argument("--config", metavar="FILE", help=_CONFIG_HELP)
@@ -43,6 +51,36 @@ def add_parsers(sub: Any) -> None:
     cmd = command("card", "show a client's card and latest interactions", _card)
     cmd.add_argument("client_id", type=int, metavar="CLIENT_ID")
     cmd.add_argument("--last", type=int, default=20, help="interactions to show (default 20)")
+    _client_parsers(sub, erase_spool)
+
+
+def _client_parsers(sub: Any, erase_spool: EraseSpool | None) -> None:
+    client = sub.add_parser(
+        "client",
+        help="one person's data: export it, or erase it on their request",
+        description="one person's data: export it, or erase it on their request",
+    )
+    actions = client.add_subparsers(dest="action", required=True, metavar="ACTION")
+    help_text = (
+        "everything held on a client (the record, those merged into it, identities, "
+        "the whole log, attachments) as one zip: client.json and the files"
+    )
+    cmd = actions.add_parser("export", help=help_text, description=help_text)
+    cmd.add_argument("--config", metavar="FILE", help=_CONFIG_HELP)
+    cmd.add_argument("client_id", type=int, metavar="ID")
+    cmd.add_argument("--out", required=True, metavar="FILE.zip", help="the archive to write")
+    cmd.set_defaults(handler=_client_export)
+    help_text = (
+        "erase a client's personal data on their request (names, identities, texts, "
+        "files; the search index, the mail spool, the outbox, the audit's search terms, "
+        "the staff topic): the rows stay, tombstoned, for the reports; audited"
+    )
+    cmd = actions.add_parser("forget", help=help_text, description=help_text)
+    cmd.add_argument("--config", metavar="FILE", help=_CONFIG_HELP)
+    cmd.add_argument("client_id", type=int, metavar="ID")
+    cmd.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    cmd.add_argument("--by", metavar="NAME", help="who asks (default cli:<login name>)")
+    cmd.set_defaults(handler=lambda args: _client_forget(args, erase_spool))
 
 
 def _with_book(args: argparse.Namespace, work: Callable[[ClientBook], Awaitable[T]]) -> T:
@@ -141,4 +179,64 @@ def _card(args: argparse.Namespace) -> int:
         print(f"hub card: no client #{args.client_id}", file=sys.stderr)
         return 1
     print(shown)
+    return 0
+
+
+def _with_privacy(
+    args: argparse.Namespace,
+    work: Callable[[Privacy], Awaitable[T]],
+    erase_spool: EraseSpool | None = None,
+) -> T:
+    from storage import Database
+    from storage.migrate import upgrade
+
+    config = config_module.load(config_module.resolve_path(args.config))
+    spool = config.email.spool
+
+    def erase_mail(addresses: list[str]) -> int:
+        return erase_spool(spool, addresses) if erase_spool is not None else 0
+
+    async def run() -> T:
+        db = Database(config.storage.url)
+        try:
+            await upgrade(db)
+            files = AttachmentStore(
+                config.storage.attachments_dir, config.storage.max_attachment_bytes
+            )
+            return await work(Privacy(db, SystemClock(), files, erase_mail=erase_mail))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def _client_export(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        print(f"hub client export: no folder {out.parent}", file=sys.stderr)
+        return 2
+    try:
+        archive = _with_privacy(args, lambda p: p.export(args.client_id, out))
+    except OSError as exc:
+        print(f"hub client export: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    merged = f" (with #{', #'.join(map(str, archive.ids[1:]))} merged into it)"
+    print(
+        f"client #{archive.ids[0]}{merged if archive.ids[1:] else ''}: "
+        f"{archive.entries} log entries, {archive.files} files -> {out}"
+    )
+    return 0
+
+
+def _client_forget(args: argparse.Namespace, erase_spool: EraseSpool | None) -> int:
+    actor = args.by or f"cli:{getpass.getuser()}"
+    done = _with_privacy(
+        args, lambda p: p.forget(args.client_id, actor=actor, reason=args.reason), erase_spool
+    )
+    counts = ", ".join(f"{n} {what}" for what, n in done.counts.items())
+    others = f" and #{', #'.join(map(str, done.ids[1:]))}" if done.ids[1:] else ""
+    print(f"client #{done.ids[0]}{others} forgotten: {counts}")
+    print(f"files deleted: {done.files_deleted}; spooled mail deleted: {done.mail_deleted}")
+    if done.telegram:
+        print("the staff topic is deleted in Telegram by the running hub (queued)")
     return 0
