@@ -23,6 +23,7 @@ from hub.campaigns.campaigns import Campaigns
 from hub.campaigns.campaigns import build as build_campaigns
 from hub.clients.attachments import AttachmentStore
 from hub.clients.book import ClientBook
+from hub.clients.privacy import Privacy
 from hub.config import Config, split_listen
 from hub.delivery.dispatcher import Dispatcher
 from hub.desk.desk import Desk
@@ -372,6 +373,14 @@ class Hub:
                 return await desk_q.forget_private(conn, self.clock.now() - PRIVATE_KEPT)
 
         await self._job("forget_private", forget)
+
+    async def retain(self) -> None:
+        """Retention: message bodies and files older than ``privacy.keep_days`` erased."""
+        days, db = self.config.privacy.keep_days, self.db
+        if days is not None and db is not None:
+            storage = self.config.storage
+            files = AttachmentStore(storage.attachments_dir, storage.max_attachment_bytes)
+            await self._job("retention", lambda: Privacy(db, self.clock, files).retain(days))
 
     async def give_out(self) -> None:
         if self.assigner is not None:

@@ -31,6 +31,8 @@ class Rounds(Protocol):
 
     async def forget_private(self) -> None: ...
 
+    async def retain(self) -> None: ...
+
 
 def _always(config: Config, dialect: str) -> bool:
     return True
@@ -73,6 +75,13 @@ SCHEDULE: tuple[Every, ...] = (
     Every("search-index", lambda r: r.index_log, lambda _: 2, when=lambda _, d: d == "sqlite"),
     Every("sla", lambda r: r.escalate, lambda _: 5, when=lambda c, _: bool(c.sla.policies)),
     Every("forget-private", lambda r: r.forget_private, lambda _: 3600, at_start=True),
+    Every(
+        "retention",
+        lambda r: r.retain,
+        lambda c: c.privacy.check_every_s,
+        when=lambda c, _: c.privacy.keep_days is not None,
+        at_start=True,
+    ),
 )
 
 
