@@ -156,6 +156,7 @@ async def forget(
     log, files, conversations' subjects, reminders, outbox rows, identities,
     names, staff topics and the merges' copies of their card."""
     erased = Erased()
+    await _secure(conn)
     entry_ids = select(interactions.c.id).where(interactions.c.client_id.in_(ids))
     erased.counts["interactions"] = await _erase_log(
         conn, interactions.c.client_id.in_(ids), keep_extras, forget=True
@@ -403,6 +404,7 @@ async def erase_before(
     ).scalar()
     if top is None:
         return erased
+    await _secure(conn)
     span = and_(old, said, i.id <= top)
     erased.counts["interactions"] = await _erase_log(conn, span, keep_extras, forget=False)
     erased.files = await _erase_files(conn, select(i.id).where(span), erased)
@@ -456,9 +458,15 @@ async def _unindex(conn: AsyncConnection, rows: list[tuple[int, str, str]]) -> N
 
 async def purge_index(conn: AsyncConnection) -> None:
     """Merge SQLite's FTS5 index into one segment, so that the words of deleted
-    rows are gone from the file, not only marked deleted; with ``secure_delete``
-    the pages they leave are zeroed."""
+    rows are gone from the file, not only marked deleted (``secure_delete``, set
+    before the erasure, zeroes the pages they leave)."""
     if conn.dialect.name != "sqlite":
         return
-    await conn.execute(text("PRAGMA secure_delete = ON"))
     await conn.execute(text("INSERT INTO interactions_fts(interactions_fts) VALUES ('optimize')"))
+
+
+async def _secure(conn: AsyncConnection) -> None:
+    """SQLite: what this connection deletes or overwrites is zeroed in the file, not
+    left in free space (the pooled connection keeps it on: a little slower deletes)."""
+    if conn.dialect.name == "sqlite":
+        await conn.execute(text("PRAGMA secure_delete = ON"))
