@@ -266,6 +266,8 @@ async def test_refusals_name_what_is_wrong(tmp_path: Path) -> None:
     assert sorted(p.name for p in foreign.iterdir()) == ["holiday.jpg"]
     code, said = await _cli("restore", "--config", path, str(foreign))
     assert code == 1 and "holds no complete hub backup" in said
+    code, said = await _cli("backup", "--config", path, str(tmp_path / "data" / "files" / "b"))
+    assert code == 1 and "is where the hub keeps its data" in said, said
 
     backup = tmp_path / "b"
     code, said = await _cli("backup", "--config", path, str(backup))
@@ -353,4 +355,4 @@ async def test_postgresql_without_pg_dump_says_how(tmp_path: Path, pg_server: pg
     assert code == 1, said
     assert "pg_dump is not on PATH" in said and "apt-get install postgresql-client" in said
     assert "pg_dump --format=custom" in said and f"--port {pg_server.port}" in said
-    assert not (tmp_path / "b" / "manifest.json").exists()
+    assert not (tmp_path / "b").exists()  # refused before anything was copied

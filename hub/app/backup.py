@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from hub import config as config_module
 from hub.app import datalock
 from hub.config import Config
+from hub.kernel import loggers
 from hub.kernel.errors import HubError
 from storage import backup as copies
 from storage.db import Database
@@ -126,6 +127,7 @@ def _backup(args: argparse.Namespace) -> int:
     config = _load(args)
     folder = Path(args.dir)
     _check_folder(folder)
+    _check_apart(folder, config)
     try:
         manifest = _take(config, folder)
     except (copies.BackupError, OSError) as exc:
@@ -159,16 +161,33 @@ def _check_folder(folder: Path) -> None:
         _read_manifest(folder)  # a manifest that is not ours is someone else's folder too
 
 
+def _check_apart(folder: Path, config: Config) -> None:
+    """DIR is none of the hub's own folders: a copy onto what it copies is none."""
+    where = folder.resolve()
+    files = Path(config.storage.attachments_dir).resolve()
+    data = {files, Path(config.email.spool).resolve().parent}
+    sqlite = copies.sqlite_file(config.storage.url)
+    if sqlite is not None:
+        data.add(sqlite.resolve().parent)
+    if where in data or where.is_relative_to(files) or files.is_relative_to(where):
+        raise BackupRefused(f"{folder} is where the hub keeps its data: give a folder of its own")
+
+
 def _take(config: Config, folder: Path) -> Manifest:
     """The copies, in the order that keeps them whole (see the module's docstring)."""
+    url = config.storage.url
+    sqlite = copies.sqlite_file(url)
+    pg_dump = None if sqlite else _pg_dump(url, folder)
     folder.mkdir(parents=True, exist_ok=True)
     # Until the new manifest is written the folder holds no complete backup.
     (folder / MANIFEST).unlink(missing_ok=True)
     started = _now()
     spool = _backup_spool(Path(config.email.spool), folder)
-    url = config.storage.url
-    sqlite = copies.sqlite_file(url)
-    database = _backup_sqlite(sqlite, folder) if sqlite else _backup_postgres(url, folder)
+    if sqlite is not None:
+        database = _backup_sqlite(sqlite, folder)
+    else:
+        assert pg_dump is not None
+        database = _backup_postgres(url, folder, pg_dump)
     stale = PG_DUMP if sqlite else SQLITE_COPY
     (folder / stale).unlink(missing_ok=True)
     found = copies.copy_files(Path(config.storage.attachments_dir), folder / FILES)
@@ -219,11 +238,11 @@ def _backup_sqlite(database: Path, folder: Path) -> DatabaseCopy:
     )
 
 
-def _backup_postgres(url: str, folder: Path) -> DatabaseCopy:
-    target = folder / PG_DUMP
-    conn = copies.pg_connection(url)
+def _pg_dump(url: str, folder: Path) -> str:
+    """pg_dump's path, or how to do without it."""
     pg_dump = shutil.which("pg_dump")
     if pg_dump is None:
+        target, conn = folder / PG_DUMP, copies.pg_connection(url)
         raise BackupRefused(
             "pg_dump is not on PATH: install PostgreSQL's client tools, of the server's "
             "version or newer (Debian: apt-get install postgresql-client), and run hub backup "
@@ -231,6 +250,12 @@ def _backup_postgres(url: str, folder: Path) -> DatabaseCopy:
             f"--file={target} {conn.shown()} (the password in PGPASSWORD), "
             "then copy the mail spool and the attachments folder beside it"
         )
+    return pg_dump
+
+
+def _backup_postgres(url: str, folder: Path, pg_dump: str) -> DatabaseCopy:
+    target = folder / PG_DUMP
+    conn = copies.pg_connection(url)
     revision = asyncio.run(_pg_revision(url))
     temp = target.with_name(target.name + ".tmp")
     _run_pg([pg_dump, "--format=custom", f"--file={temp}", *conn.args], conn)
@@ -248,8 +273,14 @@ async def _pg_revision(url: str) -> str | None:
     db = Database(url)
     try:
         return await current(db)
+    except Exception as exc:  # the driver's many kinds: unreachable, refused, no such database
+        raise BackupRefused(_unreachable(exc)) from None
     finally:
         await db.dispose()
+
+
+def _unreachable(exc: Exception) -> str:
+    return f"cannot reach the database: {loggers.redact(str(exc) or type(exc).__name__)[:500]}"
 
 
 def _run_pg(command: list[str], conn: copies.PgConnection) -> None:
@@ -396,6 +427,8 @@ async def _pg_state(url: str) -> tuple[int, bool]:
     db = Database(url)
     try:
         return await copies.other_sessions(db), await copies.holds_data(db)
+    except Exception as exc:  # the driver's many kinds: unreachable, refused, no such database
+        raise BackupRefused(_unreachable(exc)) from None
     finally:
         await db.dispose()
 
