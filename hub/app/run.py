@@ -403,8 +403,8 @@ class Hub:
         )
 
 
-async def run_forever(config: Config) -> None:
-    """Run until SIGTERM or SIGINT, then stop cleanly."""
+async def run_forever(config: Config, on_ready: Callable[[Hub], None] | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then stop cleanly; ``on_ready`` once ready."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -415,7 +415,9 @@ async def run_forever(config: Config) -> None:
         loggers.event(
             log, "admin.weak_token", level=30, hint="set HUB_ADMIN_TOKEN to a long random value"
         )
-    async with Hub(config).lifespan():
+    async with Hub(config).lifespan() as hub:
+        if on_ready is not None:
+            on_ready(hub)
         # What start-up built lives as long as the process: spare it the
         # collector's full passes, which otherwise grow with every object kept.
         gc.collect()
