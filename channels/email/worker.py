@@ -26,13 +26,15 @@ an error and counted (``hub_mail_spool_set_aside``).
 
 The two processes talk over a socket pair, each frame a 4-byte length and a
 pickle. To the worker: first its setup (whatever its composition root needs),
-then lists of :class:`~channels.email.spool.Spooled` messages. From it:
-``"ready"`` (or why it could not start), then ``("logged", [(id, duplicate), ...])``
-and ``("aside", id, reason)``. The worker lives as long as its socket: it
-ignores SIGINT and SIGTERM (the hub stops it by closing its end, after the SMTP
-sessions in progress are answered) and finishes what it holds when the hub's
-process is gone. When the worker dies, a new one starts, after 0.5 s at first
-and up to 30 s between attempts.
+then lists of :class:`~channels.email.spool.Spooled` messages, and
+``("reload", change)`` when the hub's config is reloaded (the change is its
+composition root's to apply, before the messages sent after it). From it:
+``"ready"`` (or why it could not start), then ``("logged", [(id, duplicate), ...])``,
+``("aside", id, reason)`` and ``("reloaded", problem)`` (empty: applied). The
+worker lives as long as its socket: it ignores SIGINT and SIGTERM (the hub stops
+it by closing its end, after the SMTP sessions in progress are answered) and
+finishes what it holds when the hub's process is gone. When the worker dies, a
+new one starts, after 0.5 s at first and up to 30 s between attempts.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class MailWorker:
         self._closing = False
         self._stopped = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
+        self._change: object = None  # the last reload's, for a worker started meanwhile
 
     async def start(self, sink: InboundSink) -> None:
         """Open the spool and start the worker; raise if it cannot get ready (a
@@ -151,6 +154,14 @@ class MailWorker:
         """Spool one received message: done once it is committed to the spool."""
         return self.spool.submit(raw, mail_from, rcpt_tos, received_at)
 
+    def reconfigure(self, setup: object, change: object) -> None:
+        """A reload of the config: ``change`` to the running worker, after what it
+        was sent already and before what comes next; ``setup`` for the next one."""
+        self.setup, self._change = setup, change
+        writer = self._writer
+        if writer is not None and not writer.is_closing():
+            writer.write(_frame(("reload", change)))
+
     def _send(self, batch: list[Spooled]) -> None:
         writer = self._writer
         if writer is not None and not writer.is_closing():
@@ -174,8 +185,9 @@ class MailWorker:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
+        setup = self.setup
         try:
-            writer.write(_frame(self.setup))
+            writer.write(_frame(setup))
             ready = await asyncio.wait_for(_read(reader), _START_TIMEOUT)
         except (TimeoutError, OSError, EOFError, asyncio.IncompleteReadError) as exc:
             ready = type(exc).__name__
@@ -189,6 +201,8 @@ class MailWorker:
             )
         self._process, self._writer, self.pid = process, writer, process.pid
         loggers.event(log, "mail_worker.started", pid=process.pid)
+        if setup is not self.setup:  # reloaded while it started
+            writer.write(_frame(("reload", self._change)))
         await self._resend()
         return reader
 
@@ -263,6 +277,15 @@ class MailWorker:
                     counts.committed_elsewhere("email", len(logged) - duplicates, duplicates)
             elif answer[0] == "aside":
                 self.spool.set_aside(answer[1], answer[2])
+            elif answer[0] == "reloaded":
+                _reloaded(self.pid, answer[1])
+
+
+def _reloaded(pid: int | None, problem: str) -> None:
+    if problem:
+        loggers.event(log, "mail_worker.reload_failed", logging.ERROR, pid=pid, reason=problem)
+    else:
+        loggers.event(log, "mail_worker.reloaded", pid=pid)
 
 
 # The worker's side -----------------------------------------------------------
@@ -276,6 +299,7 @@ class WorkerIngest:
     sink: InboundSink
     max_attachment_bytes: int
     close: Callable[[], Awaitable[None]]
+    reload: Callable[[Any], Awaitable[None]] | None = None  # a reload's change applied
 
 
 OpenIngest = Callable[[Any], Awaitable[WorkerIngest]]
@@ -286,6 +310,7 @@ class _Worker:
 
     def __init__(self, ingest: WorkerIngest, writer: asyncio.StreamWriter) -> None:
         self.sink = ingest.sink
+        self.reload = ingest.reload
         self.writer = writer
         self.limit = ingest.max_attachment_bytes
         self.closing = asyncio.Event()
@@ -351,6 +376,17 @@ class _Worker:
                 await asyncio.wait_for(self.closing.wait(), delay)
             delay = min(delay * 2, _RETRY_MAX)
 
+    async def reconfigure(self, change: Any) -> None:
+        """A reload, applied before the messages sent after it are taken."""
+        problem = ""
+        try:
+            if self.reload is not None:
+                await self.reload(change)
+        except Exception as exc:  # the worker goes on with what it had
+            log.exception("mail_worker.reload_failed")
+            problem = f"{type(exc).__name__}: {loggers.redact(str(exc))[:300]}"
+        self.answer("reloaded", problem)
+
     def set_aside(self, spool_id: int, reason: str) -> None:
         loggers.event(log, "mail_worker.set_aside", logging.ERROR, spool=spool_id, reason=reason)
         self.answer("aside", spool_id, reason)
@@ -359,9 +395,13 @@ class _Worker:
         """Take what the hub sends until it closes its end."""
         while True:
             try:
-                self.take(await _read(reader))
+                frame = await _read(reader)
             except (asyncio.IncompleteReadError, OSError, EOFError):
                 return  # the hub closed its end, or its process is gone
+            if isinstance(frame, tuple):
+                await self.reconfigure(frame[1])
+            else:
+                self.take(frame)
             while len(self.tasks) > _IN_HAND:  # a backlog: read on as it shrinks
                 await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
 

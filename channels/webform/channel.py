@@ -19,6 +19,7 @@ import hashlib
 import json
 import secrets
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -94,7 +95,9 @@ class WebformChannel:
         self.default_region = default_region
         self.confirm_by_email = confirm_by_email
         self.clock = clock or SystemClock()
-        self.forms = {form.id: form for form in config.forms}
+        self.forms: dict[str, FormSection] = {}
+        self.bounds: dict[str, tuple[FormSection, sub.Bounds]] = {}
+        self.set_forms(config.forms)
         # Without webform.secret a key of this run signs: a page rendered before a
         # restart then only loses its fill-time check, never the submission.
         secret = (
@@ -105,10 +108,6 @@ class WebformChannel:
         self.stamp = RenderStamp(secret)
         self.rate = PerAddress(config.rate_limit_per_minute)
         self.address = ClientAddress(config.trust_forwarded, config.trusted_proxies)
-        self.bounds = {
-            form.id: sub.bounds(form, config.max_body_bytes, config.max_fields)
-            for form in config.forms
-        }
         self.recent = Recent()
         # JSON and urlencoded bodies are parsed here, off the event loop, and
         # however many of them come at once they wait for each other only.
@@ -127,6 +126,18 @@ class WebformChannel:
         self._embed = (
             resources.files("channels.webform").joinpath("templates/embed.js").read_text("utf-8")
         )
+
+    def set_forms(self, forms: Sequence[FormSection]) -> None:
+        """The forms served from now on (a reload of the config): a page or a
+        submission under way keeps the form it began with."""
+        self.bounds = {form.id: (form, self._bounds_of(form)) for form in forms}
+        self.forms = {form.id: form for form in forms}
+
+    def _bounds_of(self, form: FormSection) -> sub.Bounds:
+        known = self.bounds.get(form.id)
+        if known is not None and known[0] is form:
+            return known[1]
+        return sub.bounds(form, self.config.max_body_bytes, self.config.max_fields)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -373,7 +384,7 @@ class WebformChannel:
             return response
         limit = self.config.max_body_bytes
         try:
-            posted = await sub.read(request, self.bounds[form.id], self._parser)
+            posted = await sub.read(request, self._bounds_of(form), self._parser)
         except sub.BodyTooLarge:
             loggers.event(log, "webform.too_large", form=form.id)
             response = self._whole(answer, "form_too_large", 413, limit=sub.size_text(limit))

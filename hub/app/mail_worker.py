@@ -3,7 +3,9 @@
 ``hub run`` starts it (``channels.email.worker`` holds both sides of the
 protocol) and sends it a :class:`~hub.app.wiring.WorkerSetup`; this opens the
 hub's database and an ingest writer with the same rules, auto-replies and SLA
-policies as the hub's own, and hands it to the worker as its sink.
+policies as the hub's own, and hands it to the worker as its sink. A reload of
+the hub's config comes as the ingestor's new :class:`~hub.ingest.ingestor.Tuning`,
+compiled by the hub (its managers' ids included).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from channels.email import worker
 from hub.app.wiring import WorkerSetup, build_ingestor
 from hub.clients.attachments import AttachmentStore
+from hub.ingest.ingestor import Tuning
 from hub.kernel import loggers
 from hub.kernel.clock import SystemClock
 from storage import Database
@@ -50,7 +53,12 @@ async def open_ingest(setup: WorkerSetup) -> worker.WorkerIngest:
         await ingestor.stop()
         await db.dispose()
 
-    return worker.WorkerIngest(ingestor, storage.max_attachment_bytes, close)
+    async def reload(change: object) -> None:
+        if not isinstance(change, Tuning):
+            raise TypeError(f"a reload sends a Tuning, not {type(change).__name__}")
+        ingestor.retune(change)
+
+    return worker.WorkerIngest(ingestor, storage.max_attachment_bytes, close, reload)
 
 
 def main() -> None:

@@ -13,11 +13,12 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from hub.admin.api import AdminServer, create_app
 from hub.admin.metrics import Metrics, Sources
-from hub.app import datalock, schedule
+from hub.app import datalock, reload, schedule
+from hub.app.reload import ReloadResult
 from hub.app.wiring import build_channels, build_ingestor, edge_limits, reporter
 from hub.campaigns.campaigns import Campaigns
 from hub.campaigns.campaigns import build as build_campaigns
@@ -41,6 +42,9 @@ from storage import managers as managers_q
 from storage import search as full_text
 from storage.migrate import upgrade
 
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
 # A reply to the bot's private message about a client answers them this long.
 PRIVATE_KEPT = timedelta(days=90)
 
@@ -53,28 +57,6 @@ class _Parts(NamedTuple):
     staff_channel: str | None
 
 
-def _manager_rows(config: Config) -> list[dict[str, Any]]:
-    """``[[managers]]`` as the managers table keeps them."""
-    return [
-        {
-            "name": m.name,
-            "telegram_id": m.telegram_id,
-            "email": m.email,
-            "role": m.role,
-            "hours": m.hours,
-            "timezone": m.timezone,
-            "capacity": m.capacity,
-            "attrs": {
-                "skills": m.skills,
-                "team": m.team,
-                "language": m.language,
-                "holidays": [d.isoformat() for d in m.holidays],
-            },
-        }
-        for m in config.managers
-    ]
-
-
 class Hub:
     """The running hub; ``ready`` turns true once every enabled channel listens."""
 
@@ -84,8 +66,10 @@ class Hub:
         *,
         clock: Clock | None = None,
         channels: dict[str, ChannelPort] | None = None,
+        config_path: str | None = None,
     ) -> None:
         self.config = config
+        self.config_path = config_path  # read again by a reload
         self.clock = clock or SystemClock()
         self._given_channels = channels
         self.channels: dict[str, ChannelPort] = {}
@@ -99,6 +83,10 @@ class Hub:
         self.admin: AdminServer | None = None
         self.campaigns: Campaigns | None = None
         self.edges: Edges | None = None
+        self.desk: Desk | None = None
+        self.scheduler: AsyncIOScheduler | None = None
+        self._reloading = asyncio.Lock()
+        self._reloads: set[asyncio.Task[ReloadResult]] = set()
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[Hub]:
@@ -120,7 +108,8 @@ class Hub:
             try:
                 yield self
             finally:
-                self.ready = False
+                async with self._reloading:  # a reload under way finishes first
+                    self.ready = False
                 loggers.event(log, "hub.stopping")
 
     def _build(self, stack: AsyncExitStack) -> _Parts:
@@ -131,7 +120,7 @@ class Hub:
         files = AttachmentStore(config.storage.attachments_dir, config.storage.max_attachment_bytes)
         telegram = config.telegram.enabled or "telegram" in (self._given_channels or {})
         staff_channel = "telegram" if telegram else None
-        desk = Desk(
+        desk = self.desk = Desk(
             db,
             self.clock,
             files,
@@ -184,7 +173,7 @@ class Hub:
             migrations=",".join(applied) or "none",
         )
         async with db.write() as conn:
-            await managers_q.sync(conn, _manager_rows(self.config), self.clock.now())
+            await managers_q.sync(conn, reload.manager_rows(self.config), self.clock.now())
             return await managers_q.ids_by_name(conn)
 
     def _open_scheduler(self, stack: AsyncExitStack, db: Database) -> None:
@@ -193,6 +182,7 @@ class Hub:
         )
         scheduler.start()
         stack.callback(scheduler.shutdown, wait=False)
+        self.scheduler = scheduler
 
     async def _open_ingest(
         self, stack: AsyncExitStack, parts: _Parts, manager_ids: dict[str, int]
@@ -280,6 +270,7 @@ class Hub:
             campaigns=self.campaigns,
             metrics=metrics,
         )
+        reload.add_route(app, self.reload_file)
         host, port = split_listen(config.admin.listen)
         admin = self.admin = AdminServer(app, edges=self.edges)
         await admin.start(host, port)
@@ -297,6 +288,31 @@ class Hub:
         offload = getattr(self.channels.get("email"), "offload", None)
         spool = getattr(offload, "spool", None)
         return spool.counts if spool is not None else None
+
+    async def reload(self, new: Config, *, by: str = "cli") -> ReloadResult:
+        """Take what may change of ``new`` now (managers, rules, SLA policies, stages,
+        texts, forms); name the keys that wait for a restart. One at a time."""
+        async with self._reloading:
+            if not self.ready:
+                result = ReloadResult(problems=("the hub is starting or stopping",))
+            else:
+                result = await reload.apply(self, new, by=by)
+        reload.said(result, by)
+        return result
+
+    async def reload_file(self, by: str = "signal") -> ReloadResult:
+        """The config file the hub started from, read again and reloaded."""
+        new = await reload.read_file(self.config_path)
+        if isinstance(new, ReloadResult):
+            reload.said(new, by)
+            return new
+        return await self.reload(new, by=by)
+
+    def reload_soon(self) -> None:
+        """SIGHUP: reload the config file in the background."""
+        task = asyncio.get_running_loop().create_task(self.reload_file(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     async def scan_reminders(self) -> None:
         if self.db is None:
@@ -403,19 +419,25 @@ class Hub:
         )
 
 
-async def run_forever(config: Config, on_ready: Callable[[Hub], None] | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then stop cleanly; ``on_ready`` once ready."""
+async def run_forever(
+    config: Config, on_ready: Callable[[Hub], None] | None = None, path: str | None = None
+) -> None:
+    """Run until SIGTERM or SIGINT, then stop cleanly; ``on_ready`` once ready;
+    SIGHUP reloads the config file at ``path``."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    hub = Hub(config, config_path=path)
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, hub.reload_soon)
     token = config.admin.token.get_secret_value()
     if token.startswith("change-me") or len(token) < 16:
         loggers.event(
             log, "admin.weak_token", level=30, hint="set HUB_ADMIN_TOKEN to a long random value"
         )
-    async with Hub(config).lifespan() as hub:
+    async with hub.lifespan():
         if on_ready is not None:
             on_ready(hub)
         # What start-up built lives as long as the process: spare it the

@@ -39,7 +39,7 @@ from routing import Rules
 from routing.sla import Policy
 from storage import Database
 
-__all__ = ["AutoReplies", "Ingestor"]  # AutoReplies: configured with the ingestor
+__all__ = ["AutoReplies", "Ingestor", "Tuning"]  # configured with the ingestor
 
 log = loggers.ingest
 
@@ -61,6 +61,17 @@ def _fit_id(external_id: str) -> str:
     if len(external_id) <= _MAX_ID:
         return external_id
     return "sha256:" + hashlib.sha256(external_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tuning:
+    """What a reload of the config changes in a running ingestor, all at once."""
+
+    rules: Rules
+    policies: tuple[Policy, ...]
+    auto_replies: AutoReplies | None
+    holidays: frozenset[date]
+    flood_per_minute: int
 
 
 class Ingestor:
@@ -104,6 +115,8 @@ class Ingestor:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._writing = False
+        self._retuned: Tuning | None = None  # taken once the batch being written is done
         self.batches = 0
         self.committed = 0
         self.ingested: dict[str, int] = defaultdict(int)  # new messages logged, by channel
@@ -255,6 +268,28 @@ class Ingestor:
                     conversation=result.conversation_id,
                 )
 
+    def retune(self, tuning: Tuning) -> None:
+        """New rules, policies and replies (a reload), for the next batch: the one
+        being written (on SQLite, in another thread) keeps what it began with."""
+        self._retuned = tuning
+        if not self._writing:
+            self._take_tuning()
+
+    def _take_tuning(self) -> None:
+        tuning, self._retuned = self._retuned, None
+        if tuning is not None:
+            self.rules = tuning.rules
+            self.needs_profile = needs_profile(tuning.rules)
+            self.policies = tuning.policies
+            self.auto_replies = tuning.auto_replies
+            self.holidays = tuning.holidays
+            self.flood_per_minute = tuning.flood_per_minute
+
     async def _write(self, batch: list[Pending]) -> list[IngestResult]:
         now = self.clock.now()
-        return await self.db.run_write(lambda conn: BatchWriter(self, conn, now).run(batch))
+        self._writing = True
+        try:
+            return await self.db.run_write(lambda conn: BatchWriter(self, conn, now).run(batch))
+        finally:
+            self._writing = False
+            self._take_tuning()
