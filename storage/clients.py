@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.tables import (
@@ -278,6 +278,32 @@ async def new_client(conn: AsyncConnection, values: dict[str, Any]) -> int:
     given = {k: v for k, v in values.items() if v is not None}
     given.setdefault("updated_at", given.get("created_at"))
     return int((await conn.execute(insert(clients).returning(clients.c.id), given)).scalar_one())
+
+
+async def telegram_writers(conn: AsyncConnection, usernames: Sequence[str]) -> dict[str, int]:
+    """Lower-case Telegram username -> the client whose messages came from it (the
+    newest such message's client), for those of ``usernames`` that ever wrote."""
+    if not usernames:
+        return {}
+    x = interactions.c
+    said: ColumnElement[Any]
+    if conn.dialect.name == "sqlite":
+        said = func.lower(func.json_extract(x.extras, "$.username"))
+    else:
+        said = func.lower(x.extras.op("->>")(literal("username")))
+    found: dict[str, int] = {}
+    for start in range(0, len(usernames), 500):
+        rows = await conn.execute(
+            select(said, x.client_id)
+            .where(
+                x.channel == "telegram",
+                x.direction == "in",
+                said.in_(usernames[start : start + 500]),
+            )
+            .order_by(x.id)
+        )
+        found.update({name: client_id for name, client_id in rows})
+    return found
 
 
 async def add_identities(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:

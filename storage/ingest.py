@@ -24,6 +24,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     case,
+    delete,
     func,
     insert,
     literal_column,
@@ -515,6 +516,13 @@ def routing_managers(conn: Connection) -> list[ManagerRow]:
 def manager_telegram_ids(conn: Connection) -> dict[int, int]:
     m = managers.c
     return {int(i): int(t) for i, t in conn.execute(select(m.id, m.telegram_id)).all()}
+
+
+def drop_identities(conn: Connection, pairs: Sequence[tuple[str, str]]) -> None:
+    """Delete these ``(kind, value)`` identities (a used hint; rare: one at a time)."""
+    i = identities.c
+    for kind, value in pairs:
+        conn.execute(delete(identities).where(i.kind == kind, i.value == value))
 
 
 def add_identities(conn: Connection, rows: list[dict[str, Any]]) -> None:

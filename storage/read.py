@@ -275,7 +275,10 @@ def _matches(search: ClientSearch, dialect: str) -> ColumnElement[bool]:
         found.append(c.id.in_(select(i.client_id).where(or_(*by_identity))))
     username = search.text.strip().lstrip("@") if search.text.strip().startswith("@") else ""
     if username:
-        # A Telegram @username: the client's own messages carry it.
+        # A Telegram @username: the client's own messages carry it, or an import gave
+        # it as a hint (kind "tg_username", hub.kernel.identities.TELEGRAM_HINT).
+        hint = and_(i.kind == "tg_username", i.value == username.lower())
+        found.append(c.id.in_(select(i.client_id).where(hint)))
         x = interactions.c
         said: ColumnElement[Any]
         if dialect == "sqlite":

@@ -4,6 +4,7 @@ and export — on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from datetime import timedelta
 from pathlib import Path
@@ -12,10 +13,11 @@ import pytest
 from sqlalchemy import func, select
 
 from hub.clients.book import ClientBook, ClientError
+from hub.clients.search import client_search
 from hub.kernel.clock import FrozenClock
 from hub.kernel.identities import identity
 from hub.kernel.types import Channel
-from storage import Database
+from storage import Database, read
 from storage.models import Audit, Client, Conversation, Identity, Interaction
 from tests.test_ingest import T0, message, rows, running, scalar
 
@@ -174,7 +176,8 @@ async def test_import_reports_each_bad_row_and_links_existing_clients(
             " client, supporter, advocate, partner, lapsed)",
         ),
     ]
-    assert (report.added, report.updated) == (1, 2)  # Анна new; Вера existed; the duplicate row
+    # Анна new; Вера existed and gets a phone; the duplicate row tells Анна nothing new
+    assert (report.added, report.updated, report.unchanged) == (1, 1, 1)
     assert progress[-1] == (4, 4)
     anna = await scalar(
         db,
@@ -223,3 +226,66 @@ async def test_an_unknown_sender_merged_into_a_nameless_client_lends_no_name(
         stray = await ingest(message(Channel.EMAIL, "<2@x>"))
     await ClientBook(db, FrozenClock(T0)).merge(right.client_id, stray.client_id, actor="admin")
     assert await scalar(db, select(Client.name).where(Client.id == right.client_id)) is None
+
+
+# -- issue 17: every problem of a row, "unchanged", the @username hint -------------------
+
+
+async def test_a_bad_row_names_every_problem(db: Database) -> None:
+    bad = "name,email,phone,telegram,stage\nX,not-an-email,12,@a b,wizard\n"
+    report = await ClientBook(db, FrozenClock(T0)).import_csv(io.StringIO(bad))
+    [(number, problem)] = report.errors
+    assert number == 2
+    for part in ("email: ", "phone: ", "telegram: ", "stage: unknown stage 'wizard'"):
+        assert part in problem, problem
+    assert await scalar(db, select(func.count()).select_from(Client)) == 0
+
+
+async def test_importing_the_same_rows_again_reports_them_unchanged(db: Database) -> None:
+    rows_ = "name,email,tags,city\nАнна,anna@example.com,vip,Москва\nBoris,b@example.org,,\n"
+    book = ClientBook(db, FrozenClock(T0))
+    first = await book.import_csv(io.StringIO(rows_))
+    assert (first.added, first.updated, first.unchanged) == (2, 0, 0)
+    again = await book.import_csv(io.StringIO(rows_))
+    assert (again.added, again.updated, again.unchanged, again.errors) == (0, 0, 2, [])
+    more = await book.import_csv(io.StringIO("email,tags\nanna@example.com,b2b\n"))
+    assert (more.updated, more.unchanged) == (1, 0)
+
+
+async def test_a_telegram_username_is_a_hint_until_that_person_writes(
+    db: Database, tmp_path: Path
+) -> None:
+    """An imported ``@username`` is kept as a hint: search finds it, and the first
+    message of a Telegram user of that name joins the imported client (the hint
+    then dropped: the user id proves them); a re-import matches them still."""
+    book = ClientBook(db, FrozenClock(T0))
+    csv_rows = "name,telegram,city\nАнна,@Anna_Petrova,Москва\n"
+    report = await book.import_csv(io.StringIO(csv_rows))
+    assert (report.added, report.errors) == (1, [])
+    imported = await scalar(db, select(Client.id).where(Client.name == "Анна"))
+    hint = await rows(db, select(Identity.kind, Identity.value))
+    assert [tuple(r) for r in hint] == [("tg_username", "anna_petrova")]
+
+    out = io.StringIO()
+    await book.export_csv(out)
+    assert "@anna_petrova" in out.getvalue()
+    async with db.read() as conn:
+        found = await read.search_clients(conn, client_search("@ANNA_Petrova", "RU"))
+    assert [f.id for f in found] == [imported]
+
+    stranger = identity("telegram", 777, "Someone")
+    anna = identity("telegram", 4243, "Anna P")
+    async with running(db, tmp_path) as ingest:
+        other = await ingest(message(Channel.TELEGRAM, "s1", stranger, text="привет"))
+        first = message(Channel.TELEGRAM, "a1", anna, text="здравствуйте")
+        written = await ingest(dataclasses.replace(first, extras={"username": "anna_PETROVA"}))
+    assert written.client_id == imported
+    assert other.client_id != imported
+    kinds = await rows(
+        db, select(Identity.kind, Identity.value).where(Identity.client_id == imported)
+    )
+    assert [tuple(r) for r in kinds] == [("telegram", "4243")]  # the hint is gone
+
+    again = await book.import_csv(io.StringIO(csv_rows))
+    assert (again.added, again.unchanged, again.errors) == (0, 1, [])
+    assert await scalar(db, select(func.count()).select_from(Client)) == 2

@@ -102,6 +102,7 @@ class _ClientsApi:
         body = {
             "added": report.added,
             "updated": report.updated,
+            "unchanged": report.unchanged,
             "errors": [{"row": n, "problem": p} for n, p in report.errors],
         }
         return json_response(body, 422 if report.errors else 200)

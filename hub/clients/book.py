@@ -27,7 +27,7 @@ from hub.clients.stages import move
 from hub.kernel import loggers
 from hub.kernel.clock import Clock
 from hub.kernel.errors import HubError
-from hub.kernel.identities import InvalidIdentity, identity
+from hub.kernel.identities import TELEGRAM_HINT, InvalidIdentity, identity, telegram_username
 from hub.kernel.types import LAPSED, STAGES, Direction
 from storage import Database
 from storage import clients as q
@@ -56,6 +56,7 @@ class Suggestion:
 class ImportReport:
     added: int = 0
     updated: int = 0
+    unchanged: int = 0  # matched a client and told it nothing new
     errors: list[tuple[int, str]] = field(default_factory=list)  # (row number, problem)
 
 
@@ -215,7 +216,12 @@ class ClientBook:
         rows = await asyncio.to_thread(self._read, source, report)
         now = self.clock.now()
         async with self.db.write() as conn:
-            existing = await q.owners_of(conn, [p for _, _, pairs in rows for p in pairs])
+            wanted = [p for _, _, pairs in rows for p in pairs]
+            existing = await q.owners_of(conn, wanted)
+            # A username hint of somebody who has written already: that client.
+            hints = [v for k, v in wanted if k == TELEGRAM_HINT and (k, v) not in existing]
+            for name, client_id in (await q.telegram_writers(conn, hints)).items():
+                existing[(TELEGRAM_HINT, name)] = client_id
             seen: dict[tuple[str, str], int] = {}
             for done, (number, fields, pairs) in enumerate(rows, start=1):
                 owners = {existing[p] for p in pairs if p in existing} | {
@@ -226,14 +232,16 @@ class ClientBook:
                         (number, "its identities belong to different clients: merge them first")
                     )
                     continue
+                new = [p for p in pairs if p not in existing and p not in seen]
                 if owners:
                     client_id = owners.pop()
-                    await self._update(conn, client_id, fields, now)
-                    report.updated += 1
+                    if await self._update(conn, client_id, fields, now) or new:
+                        report.updated += 1
+                    else:
+                        report.unchanged += 1
                 else:
                     client_id = await q.new_client(conn, {**fields, "created_at": now})
                     report.added += 1
-                new = [p for p in pairs if p not in existing and p not in seen]
                 await q.add_identities(
                     conn,
                     [
@@ -251,6 +259,7 @@ class ClientBook:
             "clients.imported",
             added=report.added,
             updated=report.updated,
+            unchanged=report.unchanged,
             refused=len(report.errors),
         )
         return report
@@ -277,25 +286,38 @@ class ClientBook:
                 rows.append((number, *parsed))
         return rows
 
-    def _row(self, values: dict[str, str]) -> tuple[dict[str, Any], list[tuple[str, str]]] | str:
+    def _identities(self, values: dict[str, str], problems: list[str]) -> list[tuple[str, str]]:
+        """The row's identities, normalized; each bad one a problem. A Telegram
+        ``@username`` is kept as a hint until that person writes."""
         pairs: list[tuple[str, str]] = []
         for kind in ("email", "phone", "telegram"):
             value = values.get(kind, "")
-            if not value:
-                continue
             try:
-                found = identity(kind, value, default_region=self.region)
+                if kind == "telegram" and value.startswith("@"):
+                    pairs.append((TELEGRAM_HINT, telegram_username(value)))
+                elif value:
+                    found = identity(kind, value, default_region=self.region)
+                    pairs.append((found.kind.value, found.value))
             except (InvalidIdentity, ValueError) as exc:
-                return f"{kind}: {exc}"
-            pairs.append((found.kind.value, found.value))
-        if not pairs:
-            return "no email, phone or Telegram id: nothing to know the client by"
+                problems.append(f"{kind}: {exc}")
+        if not pairs and not problems:
+            problems.append("no email, phone or Telegram id: nothing to know the client by")
+        return pairs
+
+    def _row(self, values: dict[str, str]) -> tuple[dict[str, Any], list[tuple[str, str]]] | str:
+        """The client's fields and identities, or every problem of the row in one line."""
+        problems: list[str] = []
+        pairs = self._identities(values, problems)
         stage = values.get("stage", "").lower().replace(" ", "_") or None
         if stage is not None and stage not in STAGES:
-            return f"stage: unknown stage {values['stage']!r} (one of {', '.join(STAGES)})"
+            problems.append(
+                f"stage: unknown stage {values['stage']!r} (one of {', '.join(STAGES)})"
+            )
         name = values.get("name") or None
         if name is not None and len(name) > 300:
-            return "name: longer than 300 characters"
+            problems.append("name: longer than 300 characters")
+        if problems:
+            return "; ".join(problems)
         tags = [t.strip() for t in re.split(r"[;,]", values.get("tags", "")) if t.strip()]
         custom = {k: v for k, v in values.items() if k not in STANDARD_COLUMNS and v}
         fields: dict[str, Any] = {
@@ -310,21 +332,26 @@ class ClientBook:
 
     async def _update(
         self, conn: Any, client_id: int, fields: dict[str, Any], now: datetime
-    ) -> None:
-        """Fill what the record lacks; never overwrite what is there."""
+    ) -> bool:
+        """Fill what the record lacks; never overwrite what is there. Whether it
+        changed anything."""
         current = await q.record(conn, client_id)
         if current is None:
-            return
-        values: dict[str, Any] = {"updated_at": now}
+            return False
+        values: dict[str, Any] = {}
         if fields["name"] and not current.name:
             values["name"] = fields["name"]
-        if fields["tags"]:
-            values["tags"] = list(dict.fromkeys([*current.tags, *fields["tags"]]))
-        if fields["custom"]:
-            values["custom"] = {**fields["custom"], **current.custom}
+        tags = list(dict.fromkeys([*current.tags, *(fields["tags"] or [])]))
+        if tags != list(current.tags):
+            values["tags"] = tags
+        custom = {**(fields["custom"] or {}), **current.custom}
+        if custom != current.custom:
+            values["custom"] = custom
         if fields["language"] and not current.language:
             values["language"] = fields["language"]
-        await q.update_client(conn, client_id, values)
+        if values:
+            await q.update_client(conn, client_id, {**values, "updated_at": now})
+        return bool(values)
 
     async def export_csv(self, out: TextIO) -> int:
         """Every client as a CSV row (custom fields as their own columns)."""
@@ -342,7 +369,12 @@ class ClientBook:
                     "name": r["name"] or "",
                     "email": ";".join(ident.get("email", [])),
                     "phone": ";".join(ident.get("phone", [])),
-                    "telegram": ";".join(ident.get("telegram", [])),
+                    "telegram": ";".join(
+                        [
+                            *ident.get("telegram", []),
+                            *(f"@{u}" for u in ident.get(TELEGRAM_HINT, [])),
+                        ]
+                    ),
                     "stage": r["stage"],
                     "tags": ";".join(r["tags"] or []),
                     "source": r["source"] or "",
@@ -399,6 +431,9 @@ def _similar_names(
 
 
 def report_text(report: ImportReport) -> str:
-    lines = [f"added {report.added}, updated {report.updated}, refused {len(report.errors)}"]
+    lines = [
+        f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+        f"refused {len(report.errors)}"
+    ]
     lines += [f"row {n}: {problem}" for n, problem in report.errors]
     return "\n".join(lines)

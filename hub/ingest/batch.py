@@ -9,7 +9,9 @@ hands the next what it found: the per-message part on each
 A blocked client's message is logged on the client like a service message: no
 conversation, so no routing, no deadline, no staff notice and no auto-reply.
 A message without any identity (mail with no readable sender) is logged on a
-new client of its own, which a person merges into the right one.
+new client of its own, which a person merges into the right one. A Telegram
+user nobody knows yet, whose @username an import gave as a hint, joins the
+hint's client, and the hint is dropped (proven now by the user id).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from hub.ingest.flood import Burst, split
 from hub.ingest.notices import staff_notices
 from hub.ingest.records import Conv, Entry, Pending, Routed
 from hub.ingest.router import Router, RoutingSettings
+from hub.kernel.identities import TELEGRAM_HINT
 from hub.kernel.types import IngestResult
 from routing import Decision
 from routing.sla import Policy
@@ -69,6 +72,7 @@ class Claims(NamedTuple):
 
     held_by: list[Pair]  # per fresh message: the identity its client is found by
     created: dict[Pair, int]  # that identity -> the client created for it
+    hints: list[Pair]  # username hints a new Telegram sender was found by: to drop
 
 
 @dataclass(slots=True)
@@ -166,6 +170,9 @@ class BatchWriter:
             channel_pairs = pairs_by_channel[e.message.channel]
             for ident in e.message.identities:
                 channel_pairs.add((ident.kind, ident.value))
+            hint = _hint(e)
+            if hint is not None:
+                channel_pairs.add(hint)
         known = Known({}, {})
         for channel, pairs in pairs_by_channel.items():
             found, found_open = q.find_clients(self.conn, channel, list(pairs), self.now - MINUTE)
@@ -183,6 +190,7 @@ class BatchWriter:
         new_keys: list[Pair] = []
         new_rows: list[dict[str, Any]] = []
         claimed: set[Pair] = set()
+        hints: list[Pair] = []
         for e in fresh:
             identities = e.message.identities
             if not identities:
@@ -202,6 +210,10 @@ class BatchWriter:
                     ),
                     held,
                 )
+            hint = _hint(e)
+            if held not in known and held not in claimed and hint in known:
+                held = hint  # an imported @username, first heard from: theirs
+                hints.append(hint)
             if held not in known and held not in claimed:
                 new_keys.append(held)
                 new_rows.append(rows.new_client(e.message, self.now, self.settings.language))
@@ -209,7 +221,8 @@ class BatchWriter:
             for ident in identities:
                 claimed.add((ident.kind, ident.value))
         created = dict(zip(new_keys, q.insert_clients(self.conn, new_rows), strict=True))
-        return Claims(held_by, created)
+        q.drop_identities(self.conn, hints)
+        return Claims(held_by, created, hints)
 
     def _link_identities(self, fresh: list[Entry], known: Known, claims: Claims) -> Senders:
         """Each message's client on its entry; its identities nobody holds yet join
@@ -452,3 +465,10 @@ class BatchWriter:
                 duplicate=True,
             )
         return [r for r in results if r is not None]
+
+
+def _hint(e: Entry) -> Pair | None:
+    """The username hint a Telegram sender may be known by (``@Name`` imported)."""
+    extras = e.message.extras
+    name = extras.get("username") if extras and e.message.channel == "telegram" else None
+    return (TELEGRAM_HINT, name.lower()) if isinstance(name, str) and name else None

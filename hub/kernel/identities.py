@@ -14,6 +14,13 @@ _LOCAL = re.compile(r"^[^@\s<>()\[\],;:\"]+$")
 # ending with "-", a top-level label of two characters or more.
 _DOMAIN = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z0-9-]{2,}$")
 _TELEGRAM = re.compile(r"^-?[0-9]+$")
+# Telegram's rule for usernames: 5 to 32 letters, digits and "_", a letter first.
+_USERNAME = re.compile(r"^@([A-Za-z][A-Za-z0-9_]{4,31})$")
+
+# The identity kind of a Telegram @username a person gave (an import): a hint, not
+# proof. It is not a way to reach them; when a Telegram user of that username
+# first writes, ingest links them to the hint's client and drops the hint.
+TELEGRAM_HINT = "tg_username"
 
 
 class InvalidIdentity(HubError):
@@ -52,6 +59,15 @@ def normalize_telegram(value: str | int) -> str:
     if not _TELEGRAM.match(text):
         raise InvalidIdentity(f"not a Telegram user id: {value!r}")
     return str(int(text))
+
+
+def telegram_username(value: str) -> str:
+    """``@Name`` as a :data:`TELEGRAM_HINT` value: without the "@", lower-case
+    (Telegram's usernames ignore case)."""
+    found = _USERNAME.match(value.strip())
+    if found is None:
+        raise InvalidIdentity(f"not a Telegram user id or @username: {value!r}")
+    return found.group(1).lower()
 
 
 def identity(
