@@ -52,12 +52,39 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hub.app.run import run_forever
+    from hub.app import banner
+    from hub.app.run import Hub, run_forever
 
-    config = _load(args.config)
+    path = config_module.resolve_path(args.config)
+    config = config_module.load(path)
     loggers.setup(config.hub.log_level, config.hub.log_format)
-    asyncio.run(run_forever(config))
+    token = banner.token_source(path)
+
+    def ready(hub: Hub) -> None:
+        port = hub.admin.port if hub.admin is not None else None
+        print(banner.text(config, admin_port=port, token=token), flush=True)
+
+    asyncio.run(run_forever(config, on_ready=ready))
     return 0
+
+
+# Commands that may make a database where there is none; any other refuses, so that
+# one run from the wrong place or with the wrong config never starts an empty one.
+_MAKE_DATABASE = frozenset({"run", "migrate", "check-config", "restore"})
+
+
+def _no_new_database(args: argparse.Namespace) -> None:
+    """Refuse (a :class:`HubError`) a command that would create the SQLite file."""
+    if args.command in _MAKE_DATABASE:
+        return
+    path = config_module.resolve_path(getattr(args, "config", None))
+    db = config_module.sqlite_file(config_module.load(path).storage.url)
+    if db is not None and not db.exists():
+        raise HubError(
+            f"no database at {db} (storage.url of {path}; relative paths are read from the "
+            f"config file's folder). Is it the right config? A new hub makes its database "
+            f"with `hub run` or `hub migrate --config {path}`"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
+        _no_new_database(args)
         code = args.handler(args)
     except ConfigError as exc:
         for line in exc.problems:

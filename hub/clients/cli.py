@@ -8,15 +8,21 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from hub import config as config_module
 from hub.clients.attachments import AttachmentStore
 from hub.clients.book import ClientBook, report_text
 from hub.clients.privacy import Privacy
 from hub.kernel.clock import SystemClock
+from hub.kernel.identities import TELEGRAM_HINT
 from hub.kernel.texts import progress_bar
+
+if TYPE_CHECKING:
+    from storage.read import ClientRecord
 
 T = TypeVar("T")
 EraseSpool = Callable[[str, list[str]], int]  # (spool file, addresses) -> messages deleted
@@ -151,8 +157,53 @@ def _unmerge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(at: datetime, zone: ZoneInfo) -> str:
+    return f"{at.astimezone(zone):%Y-%m-%d %H:%M}"
+
+
+def _identity(kind: str, value: str) -> str:
+    if kind == TELEGRAM_HINT:
+        return f"telegram @{value} (unconfirmed until they write)"
+    return f"{kind} {value}"
+
+
+def card_lines(card: ClientRecord, zone: ZoneInfo, now: datetime) -> list[str]:
+    """The card as text: identities, owner, stage, tags, custom fields, source,
+    open requests with their deadline, and the reminders due."""
+    lines = [
+        f"#{card.id} {card.name or '—'} · stage {card.stage} · owner {card.owner or '—'}"
+        + (f" · language {card.language}" if card.language else ""),
+        "identities: " + (", ".join(_identity(i.kind, i.value) for i in card.identities) or "—"),
+        f"tags: {', '.join(card.tags) or '—'} · source: {card.source or '—'}"
+        f" · since {_when(card.created_at, zone)}",
+    ]
+    if card.custom:
+        lines.append("fields: " + "; ".join(f"{k}: {v}" for k, v in sorted(card.custom.items())))
+    if card.merged_into is not None:
+        lines.append(f"merged into #{card.merged_into}")
+    lines.append(f"open requests: {len(card.open_conversations)}")
+    for conv in card.open_conversations:
+        due = ""
+        if conv.due_at is not None:
+            late = " (missed)" if conv.due_at <= now else ""
+            due = f" · answer due {_when(conv.due_at, zone)}{late}"
+        subject = f" · {conv.subject}" if conv.subject else ""
+        lines.append(
+            f"  #{conv.id} {conv.channel} {conv.status} · {conv.assignee or 'nobody yet'}"
+            f"{due}{subject}"
+        )
+    lines.append(f"reminders: {len(card.reminders)}")
+    lines += [
+        f"  {_when(r.due_at, zone)} {r.manager or '—'}: {' '.join(r.text.split())[:200]}"
+        for r in card.reminders
+    ]
+    return lines
+
+
 def _card(args: argparse.Namespace) -> int:
     from storage import read
+
+    zone = ZoneInfo(config_module.load(config_module.resolve_path(args.config)).hub.timezone)
 
     async def show(book: ClientBook) -> str | None:
         async with book.db.read() as conn:
@@ -160,18 +211,10 @@ def _card(args: argparse.Namespace) -> int:
             if card is None:
                 return None
             timeline = await read.timeline(conn, args.client_id, last=args.last)
-        lines = [
-            f"#{card.id} {card.name or '—'} · stage {card.stage} · owner {card.owner or '—'}",
-            "identities: " + ", ".join(f"{i.kind} {i.value}" for i in card.identities),
-            f"tags: {', '.join(card.tags) or '—'} · source: {card.source or '—'}",
-            f"open requests: {len(card.open_conversations)}",
-            "",
-        ]
+        lines = [*card_lines(card, zone, book.clock.now()), ""]
         for item in timeline:
             text = " ".join(item.text.split())[:200]
-            lines.append(
-                f"{item.at:%Y-%m-%d %H:%M} {item.direction:5} {item.channel or '':8} {text}"
-            )
+            lines.append(f"{_when(item.at, zone)} {item.direction:5} {item.channel or '':8} {text}")
         return "\n".join(lines)
 
     shown = _with_book(args, show)

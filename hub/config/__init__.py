@@ -31,6 +31,7 @@ from hub.config.desk import TemplateSection as TemplateSection
 from hub.config.load import load as load
 from hub.config.load import parse as parse
 from hub.config.load import resolve_path as resolve_path
+from hub.config.load import sqlite_file as sqlite_file
 from hub.config.model import Config as Config
 from hub.config.rules import Priority as Priority
 from hub.config.rules import RoutingSection as RoutingSection
