@@ -541,6 +541,7 @@ def test_cli_creates_previews_starts_and_reports(
         assert exit_.value.code == 0
         return capsys.readouterr().out
 
+    assert run("list").startswith("no campaigns")  # issue 17: said, not silence
     campaign_id = int(run("create", str(spec)).strip())
     assert "segment: 0 clients" in run("preview", str(campaign_id))
     assert "running" in run("start", str(campaign_id), "--lang", "en")

@@ -105,8 +105,11 @@ def _create(args: argparse.Namespace, config: config_module.Config, language: st
 
 
 def _list(args: argparse.Namespace, config: config_module.Config, language: str) -> int:
-    for row in _with(config, lambda c: c.listing(50)):
+    rows = _with(config, lambda c: c.listing(50))
+    for row in rows:
         print(f"{row.id}\t{row.status}\t{row.mode}\t{row.name}")
+    if not rows:
+        print("no campaigns (create one: hub campaign create CAMPAIGN.toml)")
     return 0
 
 
