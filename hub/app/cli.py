@@ -11,6 +11,7 @@ from channels.email import spool as mail_spool
 from hub import config as config_module
 from hub.admin import cli as admin_command
 from hub.app import backup as backup_command
+from hub.app import reload as reload_command
 from hub.campaigns import cli as campaign_command
 from hub.clients import cli as clients_command
 from hub.kernel import loggers
@@ -64,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
         port = hub.admin.port if hub.admin is not None else None
         print(banner.text(config, admin_port=port, token=token), flush=True)
 
-    asyncio.run(run_forever(config, on_ready=ready))
+    asyncio.run(run_forever(config, on_ready=ready, path=path))
     return 0
 
 
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     campaign_command.add_parser(sub)
     admin_command.add_parsers(sub)
     backup_command.add_parsers(sub)
+    reload_command.add_parser(sub)
     return parser
 
 
