@@ -80,7 +80,9 @@ async def _managers(db: Database) -> dict[str, tuple[bool, bool, int]]:
         return {r.name: (r.active, r.away, r.capacity) for r in rows}
 
 
-async def _say(hub: Hub, channel: RecordingChannel, user: int, text: str) -> IngestResult:
+async def _say(
+    hub: Hub, channel: RecordingChannel, user: int, text: str, **extras: str
+) -> IngestResult:
     assert channel.sink is not None
     return await channel.sink(
         InboundMessage(
@@ -90,13 +92,14 @@ async def _say(hub: Hub, channel: RecordingChannel, user: int, text: str) -> Ing
             (identity("telegram", user, "Пётр Иванов"),),
             hub.clock.now(),
             text=text,
+            extras=extras,
         )
     )
 
 
 def _reloaded(config: dict[str, Any]) -> dict[str, Any]:
     """A new manager, a rule giving them "vip" requests under a new SLA policy, a
-    canned answer; Вера gone, Анна with a new capacity."""
+    canned answer, a greeting, a stage rule; Вера gone, Анна with a new capacity."""
     return {
         **config,
         "managers": [
@@ -108,6 +111,8 @@ def _reloaded(config: dict[str, Any]) -> dict[str, Any]:
             "policies": [{"name": "fast", "first_response_minutes": 15, "calendar": "calendar"}]
         },
         "desk": {"templates": [{"name": "thanks", "ru": "Спасибо, {{ first_name }}!"}]},
+        "replies": {"greeting_ru": "Здравствуйте! Ответим в течение часа."},
+        "stages": {"lapse_after_days": 90},
     }
 
 
@@ -131,6 +136,7 @@ async def test_reload_takes_managers_rules_policies_and_templates(
         async with hub.db.write() as conn:
             await desk_q.set_away(conn, anna.id, True)
         assert hub.escalator is None and hub.scheduler.get_job("sla") is None
+        assert hub.scheduler.get_job("lapse") is None
 
         _write(path, _reloaded(config))
         result = await hub.reload_file("test")
@@ -141,6 +147,8 @@ async def test_reload_takes_managers_rules_policies_and_templates(
             "routing.rules",
             "sla.policies",
             "desk.templates",
+            "replies.greeting_ru",
+            "stages.lapse_after_days",
         }
         assert result.restart == ()
         staff = await _managers(hub.db)
@@ -156,6 +164,14 @@ async def test_reload_takes_managers_rules_policies_and_templates(
             )
             assert set(policies.scalars()) == {"fast"}
         assert hub.escalator is not None and hub.scheduler.get_job("sla") is not None
+        assert hub.scheduler.get_job("lapse") is not None
+        started = await _say(hub, channel, 73, "/start", command="start")
+        greeted = "Здравствуйте! Ответим в течение часа."
+        await channel.wait_for(
+            lambda: any(
+                m.text == greeted and m.client_id == started.client_id for m in channel.sent
+            )
+        )
 
         boris = await hub.desk.manager(502)
         assert boris is not None
@@ -331,7 +347,10 @@ async def test_hub_run_reloads_on_sighup_and_on_hub_reload(db_url: str, tmp_path
         out, err = await asyncio.wait_for(command.communicate(), 60)
         assert command.returncode == 0, err.decode()
         lines = out.decode().splitlines()
-        assert lines[0].startswith("reloaded: managers, routing.rules")
+        assert lines[0] == (
+            "reloaded: replies.greeting_ru, managers, routing.rules, sla.policies, "
+            "stages.lapse_after_days, desk.templates"
+        )
         assert lines[1] == "changed, takes effect after a restart: storage.group_commit_ms"
         assert (await _managers(db))["Борис"][0] is True
 
