@@ -53,15 +53,32 @@ def no_hub_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_example_loads_with_no_environment(no_hub_env: None) -> None:
+    """Issue 17: the example shows the hub's job on loopback: a form and SMTP to try."""
     config = load(EXAMPLE)
-    assert config.storage.url == "sqlite+aiosqlite:///data/hub.db"
+    assert config.storage.url == f"sqlite+aiosqlite:///{ROOT}/data/hub.db"
+    assert config.storage.attachments_dir == str(ROOT / "data" / "attachments")
+    assert config.email.spool == str(ROOT / "data" / "mail-spool.db")
     assert config.admin.token.get_secret_value() == "change-me-please"
+    assert config.admin.listen == "127.0.0.1:8080"
     assert config.telegram.enabled is False
-    assert config.email.smtp.listen is None
+    assert config.email.smtp.listen == "127.0.0.1:2525"
+    assert "localhost" in config.email.smtp.domains
     assert config.email.imap == []
     assert config.email.outbound is None
-    assert config.webform.listen is None
+    assert config.webform.listen == "127.0.0.1:8082"
     assert 1 <= len(config.managers) <= 2
+
+
+def test_example_names_the_readmes_environment_variables() -> None:
+    """Issue 17: the README and the example name the same variables, all HUB_-prefixed."""
+    example = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", EXAMPLE.read_text("utf-8")))
+    example.discard("NAME")  # the syntax, explained
+    readme = set(re.findall(r"\b(HUB_[A-Z_]+)\b", (ROOT / "README.md").read_text("utf-8")))
+    assert all(name.startswith("HUB_") for name in example), example
+    secrets = {n for n in example if n.endswith(("TOKEN", "PASSWORD", "SECRET"))}
+    assert secrets <= readme, secrets - readme
+    for name in readme & {"HUB_TELEGRAM_TOKEN", "HUB_SMTP_PASSWORD", "HUB_ADMIN_TOKEN"}:
+        assert name in example
 
 
 def test_example_first_form_is_a_contact_form_of_the_standard_fields(no_hub_env: None) -> None:
@@ -176,16 +193,34 @@ def test_unknown_key_in_a_list_item() -> None:
     assert problems(data) == ["managers[1].telgram: unknown key"]
 
 
-def test_telegram_enabled_needs_token_and_staff_chat() -> None:
+MANAGERS_MISSING = "managers: missing (telegram is on: a [[managers]] table with each telegram_id)"
+
+
+def test_telegram_enabled_needs_token_staff_chat_and_managers() -> None:
+    """Issue 17: every missing piece named at once, the managers too."""
     assert sorted(problems(minimal(telegram={"enabled": True}))) == [
+        MANAGERS_MISSING,
         "telegram.staff_chat_id: missing",
         "telegram.token: missing",
     ]
 
 
 def test_telegram_enabled_with_empty_token() -> None:
-    data = minimal(telegram={"enabled": True, "token": "", "staff_chat_id": -100123})
+    data = minimal(
+        telegram={"enabled": True, "token": "", "staff_chat_id": -100123}, managers=[manager(1)]
+    )
     assert problems(data) == ["telegram.token: missing"]
+
+
+def test_telegram_token_missing_names_its_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 17: as in the example, ``${HUB_TELEGRAM_TOKEN:-}`` with the variable unset."""
+    monkeypatch.delenv("HUB_TELEGRAM_TOKEN", raising=False)
+    telegram = {"enabled": True, "token": "${HUB_TELEGRAM_TOKEN:-}", "staff_chat_id": -1001}
+    assert problems(minimal(telegram=telegram, managers=[manager(1)])) == [
+        "telegram.token: missing (HUB_TELEGRAM_TOKEN is empty or not set)"
+    ]
 
 
 def test_telegram_disabled_needs_nothing() -> None:
@@ -194,7 +229,7 @@ def test_telegram_disabled_needs_nothing() -> None:
 
 def test_telegram_webhook_mode_needs_url_listen_and_secret() -> None:
     telegram = {"enabled": True, "token": "123:abc", "staff_chat_id": -100123, "mode": "webhook"}
-    assert sorted(problems(minimal(telegram=telegram))) == [
+    assert sorted(problems(minimal(telegram=telegram, managers=[manager(1)]))) == [
         "telegram.webhook_listen: missing",
         "telegram.webhook_secret: missing",
         "telegram.webhook_url: missing",
@@ -205,7 +240,7 @@ def test_telegram_webhook_mode_needs_url_listen_and_secret() -> None:
         "webhook_listen": "127.0.0.1:8443",
         "webhook_secret": "s3cret",
     }
-    assert parse(minimal(telegram=complete)).telegram.mode == "webhook"
+    assert parse(minimal(telegram=complete, managers=[manager(1)])).telegram.mode == "webhook"
 
 
 def test_telegram_webhook_listen_is_checked() -> None:

@@ -31,9 +31,12 @@ def token_source(config_path: str | os.PathLike[str]) -> str:
         raw = tomllib.loads(Path(config_path).read_text("utf-8"))["admin"]["token"]
     except (OSError, ValueError, KeyError, TypeError):
         raw = ""
-    for name in _ENV.findall(raw if isinstance(raw, str) else ""):
+    names = _ENV.findall(raw if isinstance(raw, str) else "")
+    for name in names:
         if os.environ.get(name):
             return f"the value of ${name}"
+    if names:
+        return f"admin.token's default in {config_path}, until ${names[0]} is set"
     return f"admin.token in {config_path}"
 
 
@@ -45,8 +48,8 @@ def text(config: Config, *, admin_port: int | None, token: str) -> str:
         lines += [f"  web form   {base}/f/{form.id}" for form in config.webform.forms]
     smtp = config.email.smtp
     if smtp.listen is not None:
-        domains = ", ".join(f"@{d}" for d in smtp.domains)
-        lines.append(f"  SMTP       {_address(smtp.listen)} (mail to anybody{domains})")
+        domains = ", ".join(smtp.domains)
+        lines.append(f"  SMTP       {_address(smtp.listen)} (mail to any address at {domains})")
     if config.email.imap:
         lines += [f"  IMAP       {m.user} at {m.host}, {m.folder}" for m in config.email.imap]
     admin = f"http://{_address(config.admin.listen, admin_port)}"
