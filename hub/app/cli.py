@@ -65,7 +65,9 @@ def _run(args: argparse.Namespace) -> int:
         port = hub.admin.port if hub.admin is not None else None
         print(banner.text(config, admin_port=port, token=token), flush=True)
 
-    asyncio.run(run_forever(config, on_ready=ready, path=path))
+    # JSON logs are read by machines, one object a line: no banner among them.
+    text_logs = config.hub.log_format == "text"
+    asyncio.run(run_forever(config, on_ready=ready if text_logs else None, path=path))
     return 0
 
 
