@@ -230,6 +230,8 @@ async def _seeded(folder: Path) -> dict[str, Any]:
     config = _config(folder)
     path = _write(config, folder)
     (folder / "c.csv").write_text("name,email\nAnna,anna@example.com\n", encoding="utf-8")
+    code, said = await _cli("migrate", "--config", path)  # import makes no database itself
+    assert code == 0, said
     code, said = await _cli("import", "--config", path, str(folder / "c.csv"))
     assert code == 0, said
     return config
