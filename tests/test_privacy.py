@@ -418,6 +418,7 @@ def test_client_export_and_forget_from_the_command_line(
     )
     people = tmp_path / "people.csv"
     people.write_text("name,email\nИван Петров,ivan.petrov@example.com\n", encoding="utf-8")
+    assert hub("migrate", "--config", str(config)) == 0  # import makes no database itself
     assert hub("import", "--config", str(config), str(people)) == 0
     out = tmp_path / "ivan.zip"
     assert hub("client", "export", "--config", str(config), "1", "--out", str(out)) == 0
