@@ -313,15 +313,16 @@ class _Protocol(SMTP):
         return addr, rest
 
     @syntax("HELO hostname")
-    async def smtp_HELO(self, hostname: str) -> None:
-        if _CONTROL.search(hostname):
+    async def smtp_HELO(self, hostname: str | None) -> None:
+        # None: no host name at all, which aiosmtpd's own answers with a 501
+        if hostname and _CONTROL.search(hostname):
             await self.push(BAD_HOSTNAME)
             return
         await super().smtp_HELO(hostname)
 
     @syntax("EHLO hostname")
-    async def smtp_EHLO(self, hostname: str) -> None:
-        if _CONTROL.search(hostname):
+    async def smtp_EHLO(self, hostname: str | None) -> None:
+        if hostname and _CONTROL.search(hostname):
             await self.push(BAD_HOSTNAME)
             return
         await super().smtp_EHLO(hostname)
