@@ -33,12 +33,14 @@ def when(raw: str, name: str, *, end: bool = False) -> datetime:
             day = date.fromisoformat(raw)
             return datetime.combine(day + timedelta(days=int(end)), time(), UTC)
         moment = datetime.fromisoformat(raw)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError:
         raise BadParameter(
             f"{name}: an ISO 8601 date or time, e.g. 2026-12-07 or 2026-12-07T10:00+03:00 "
             f"(got {raw[:40]!r})"
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # the day after 9999-12-31, or year 1 moved to UTC
+        raise BadParameter(f"{name}: out of the calendar's range (got {raw[:40]!r})") from None
 
 
 def _text(raw: str | None, name: str) -> str | None:

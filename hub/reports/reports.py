@@ -137,7 +137,12 @@ def period(
             raise ReportError(f"period: --to {last} is before --from {first}")
         if (last - first).days > 366:
             raise ReportError("period: at most 367 days")
-        return Period(_midnight(first, tz), _midnight(last + timedelta(days=1), tz), first, last)
+        try:
+            return Period(
+                _midnight(first, tz), _midnight(last + timedelta(days=1), tz), first, last
+            )
+        except OverflowError:  # the day after 9999-12-31, or year 1 moved to UTC
+            raise ReportError(f"period: {first}..{last} is out of the calendar's range") from None
     length = PERIODS.get(name or "week")
     if length is None:
         raise ReportError(f"period: must be week or month (got {name!r})")
