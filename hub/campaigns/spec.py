@@ -6,7 +6,7 @@ from __future__ import annotations
 import tomllib
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -14,7 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hub.campaigns import scripts
 from hub.config import QuietHours
 from hub.kernel.errors import HubError
+from hub.kernel.http import MAX_ID
 from routing.hours import parse_window
+
+_FIRST_DAY, _LAST_DAY = date(1, 1, 2), date(9999, 12, 30)
 
 
 class CampaignError(HubError):
@@ -40,7 +43,17 @@ class SegmentSpec(_Spec):
     sources: list[str] = []
     languages: list[str] = []
     custom: dict[str, str | int | float | bool | list[str | int | float | bool]] = {}
-    clients: list[int] = []
+    clients: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = []
+
+    @field_validator("last_contact_before", "last_contact_after")
+    @classmethod
+    def _in_calendar(cls, value: datetime | date | None) -> datetime | date | None:
+        """A day away from the calendar's ends, where the hub's timezone (or UTC, for
+        the database) would move it out of range."""
+        day = value.date() if isinstance(value, datetime) else value
+        if day is not None and not _FIRST_DAY <= day <= _LAST_DAY:
+            raise ValueError(f"must lie from {_FIRST_DAY} to {_LAST_DAY}")
+        return value
 
 
 class VariantSpec(_Spec):
