@@ -44,7 +44,9 @@ from storage.tables import (
     private_messages,
     topics,
 )
+from tests.botapi import BotApiServer, Limits
 from tests.test_ingest import T0, message, running
+from tests.test_telegram_staff import staff_desk
 
 IVAN = identity("email", "ivan.petrov@example.com", "Иван Петров")
 IVAN_TG = identity("telegram", 987654321, "Иван Петров")
@@ -438,3 +440,34 @@ def test_client_export_and_forget_from_the_command_line(
     assert "Иван" not in card and "ivan.petrov" not in card
     assert hub("client", "forget", "--config", str(config), "7", "--reason", "x") == 1
     assert "no client #7" in capsys.readouterr().err
+
+
+# --- the staff topic in Telegram ----------------------------------------------------
+
+
+async def test_the_staff_topic_is_deleted_in_telegram(db: Database, tmp_path: Path) -> None:
+    """The erase row ``forget`` queues is carried out by the staff side: the topic
+    goes, with every message in it; a message gone already is passed over."""
+    async with (
+        BotApiServer(limits=Limits.off()) as server,
+        staff_desk(db, tmp_path, server) as desk,
+    ):
+        ivan = await desk.writes(IVAN_TG, "zebraumbrella")
+        await desk.flush()
+        [topic] = server.topics()
+        assert desk.in_topic(topic.message_thread_id)
+        async with db.write() as conn:
+            await conn.execute(
+                insert(private_messages).values(
+                    chat_id=555, message_id=9, entry=0, client_id=ivan.client_id, at=T0
+                )
+            )
+        files = AttachmentStore(tmp_path / "files", 10**6)
+        await Privacy(db, FrozenClock(T0), files).forget(
+            ivan.client_id, actor="dpo", reason="asked"
+        )
+        [erase] = await desk.pending("erase")
+        assert erase.extras["topics"] == [[topic.chat_id, topic.message_thread_id]]
+        await desk.flush()
+        assert topic.deleted
+        assert desk.in_topic(topic.message_thread_id) == []
