@@ -36,11 +36,10 @@ def _erasable(same: str) -> str:
     emptied = " AND ".join(
         f"(NEW.{c} {same} OLD.{c} OR NEW.{c} IS NULL)" for c in ("external_id", "author", "subject")
     )
-    return (
-        f"(NEW.text = '{TOMBSTONE}' AND NEW.html IS NULL AND {kept} AND {emptied}"
-        " AND EXISTS (SELECT 1 FROM erasures e"
-        " WHERE e.client_id = OLD.client_id OR OLD.at < e.before))"
+    covered = (
+        "EXISTS (SELECT 1 FROM erasures e WHERE e.client_id = OLD.client_id OR OLD.at < e.before)"
     )
+    return f"(NEW.text = '{TOMBSTONE}' AND NEW.html IS NULL AND {kept} AND {emptied} AND {covered})"
 
 
 _SQLITE_GUARD = f"""CREATE TRIGGER interactions_no_rewrite BEFORE UPDATE OF {", ".join(_FROZEN)}
