@@ -78,20 +78,24 @@ class Managers:
     server: BotApiServer
     people: list[User]
     reached: dict[int, float] = field(default_factory=dict)  # message: first seen by a manager
-    read: dict[int, int] = field(default_factory=dict)  # manager: bot messages read
+    scanned: int = 0  # the Bot API server's posts read so far
     answered: set[tuple[int, int]] = field(default_factory=set)  # (manager, client)
 
     async def round(self) -> None:
+        """The bot's new posts to the managers, read once each (the server's whole list
+        is not walked again: that would slow the server sharing this process)."""
         now = time.monotonic()
-        for number, manager in enumerate(self.people):
-            messages = self.server.sent_to(manager)
-            start = self.read.get(manager.id, 0)
-            self.read[manager.id] = len(messages)
-            for message in messages[start:]:
-                body = str(message.get("text") or message.get("caption") or "")
-                for found in TOKEN.finditer(body):
-                    self.reached.setdefault(int(found.group(1)), now)
-                await self._answer(number, manager, message, body)
+        numbers = {manager.id: number for number, manager in enumerate(self.people)}
+        sent = self.server.world.sent
+        start, self.scanned = self.scanned, len(sent)
+        for _, message in sent[start:]:
+            number = numbers.get(message["chat"]["id"])
+            if number is None:
+                continue
+            body = str(message.get("text") or message.get("caption") or "")
+            for found in TOKEN.finditer(body):
+                self.reached.setdefault(int(found.group(1)), now)
+            await self._answer(number, self.people[number], message, body)
 
     async def _answer(self, number: int, manager: User, message: Json, body: str) -> None:
         entries = list(ENTRY.finditer(body))

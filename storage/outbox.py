@@ -52,12 +52,17 @@ async def claim(
     lease_until: datetime,
     worker: str,
     limit: int,
+    later: Sequence[str] = (),
 ) -> list[OutboxRow]:
+    """Due rows, oldest first; rows of the ``later`` kinds after all others due."""
     o = outbox.c
+    order: list[Any] = [o.next_attempt_at, o.id]
+    if later:
+        order.insert(0, case((o.kind.in_(list(later)), 1), else_=0))
     due_ids = (
         select(o.id)
         .where(_due(now), o.channel.in_(channels))
-        .order_by(o.next_attempt_at, o.id)
+        .order_by(*order)
         .limit(limit)
         .with_for_update(skip_locked=True)
         .scalar_subquery()

@@ -425,3 +425,56 @@ async def test_a_group_of_sends_is_recorded_at_once_except_a_row_taken_over(
         )
     assert delivery[rows[0].interaction_id] == "sent"
     assert delivery[rows[2].interaction_id] == "sent"
+
+
+async def test_what_a_person_waits_for_is_claimed_before_the_staff_groups_view(
+    db: Database,
+) -> None:
+    """A staff group's mirrors wait for its budget anyway: when both are due, a
+    client's answer and a manager's notice are claimed first, older or not."""
+    from hub.kernel.types import SHARED_VIEW_KINDS
+
+    now = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+    def row(key: str, kind: str, recipient: str, age: int) -> dict[str, object]:
+        at = now - timedelta(seconds=age)
+        return Outgoing(
+            idempotency_key=key,
+            channel="telegram",
+            account="staff",
+            recipient=recipient,
+            kind=kind,
+            text=key,
+            at=at,
+        ).row()
+
+    async with db.write() as conn:
+        await outbox_q.enqueue(
+            conn,
+            [
+                row("mirror-old", "mirror", "staff", 60),
+                row("answered-old", "answered", "staff", 50),
+                row("notice", "notify", "111", 5),
+                row("answer", "reply", "4242", 1),
+            ],
+        )
+        first = await outbox_q.claim(
+            conn,
+            channels=["telegram"],
+            now=now,
+            lease_until=now + timedelta(seconds=60),
+            worker="w",
+            limit=2,
+            later=sorted(SHARED_VIEW_KINDS),
+        )
+        rest = await outbox_q.claim(
+            conn,
+            channels=["telegram"],
+            now=now,
+            lease_until=now + timedelta(seconds=60),
+            worker="w",
+            limit=10,
+            later=sorted(SHARED_VIEW_KINDS),
+        )
+    assert [r.idempotency_key for r in first] == ["notice", "answer"]
+    assert [r.idempotency_key for r in rest] == ["mirror-old", "answered-old"]  # oldest first

@@ -30,7 +30,7 @@ from hub.kernel.clock import Clock
 from hub.kernel.errors import PermanentDeliveryError, TemporaryDeliveryError
 from hub.kernel.ports import Budgeted, ChannelPort, RecentSend, RecentSends, RecentTopic
 from hub.kernel.ratelimit import RateLimiter
-from hub.kernel.types import STAFF_KINDS, Direction, OutboundMessage
+from hub.kernel.types import SHARED_VIEW_KINDS, STAFF_KINDS, Direction, OutboundMessage
 from storage import Database
 from storage import outbox as q
 
@@ -252,6 +252,7 @@ class Dispatcher:
                 lease_until=now + timedelta(seconds=self.settings.lease_s),
                 worker=self.worker,
                 limit=min(free, self.settings.batch),
+                later=sorted(SHARED_VIEW_KINDS),
             )
         for row in rows:
             task = asyncio.create_task(self._deliver(row), name=f"send-{row.id}")

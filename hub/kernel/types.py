@@ -123,6 +123,12 @@ STAFF_KINDS = frozenset(
 )
 
 
+# Outbox kinds for the staff group, the team's shared view: sent after what a person
+# waits for (a client's answer, a manager's notice) when both are due, since the
+# group's budget (20 posts a minute) keeps them waiting anyway.
+SHARED_VIEW_KINDS = frozenset({"mirror", "answered"})
+
+
 # Outbox kinds that carry their interaction's files: a manager's answer. A campaign,
 # an auto-reply or a confirmation never does, and its send need not look them up.
 FILE_KINDS = frozenset({"reply"})
