@@ -10,8 +10,6 @@ import asyncio
 import logging
 import os
 import signal
-import time
-from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -31,17 +29,27 @@ from storage import desk as desk_q
 from storage.models import Audit, Conversation, Deadline, Interaction, Manager
 from tests.cluster import HUB, ROOT, HubProcess, free_port, to_toml
 from tests.fakes import RecordingChannel
+from tests.test_mail_worker import until
 
 TOKEN = "reload-admin-token-0123456789"
 DOMAIN = "desk.example.com"
 
 
-async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.05)
+async def hub_reload(path: Path) -> tuple[int, str, str]:
+    """``hub reload --config PATH`` as a user runs it: exit code, stdout, stderr."""
+    command = await asyncio.create_subprocess_exec(
+        HUB,
+        "reload",
+        "--config",
+        str(path),
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(command.communicate(), 60)
+    assert command.returncode is not None
+    return command.returncode, out.decode(), err.decode()
 
 
 def _base(db_url: str, tmp_path: Path) -> dict[str, Any]:
@@ -334,19 +342,9 @@ async def test_hub_run_reloads_on_sighup_and_on_hub_reload(db_url: str, tmp_path
         _write(
             hub.path, {**_reloaded(config), "storage": {**config["storage"], "group_commit_ms": 3}}
         )
-        command = await asyncio.create_subprocess_exec(
-            HUB,
-            "reload",
-            "--config",
-            str(hub.path),
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(command.communicate(), 60)
-        assert command.returncode == 0, err.decode()
-        lines = out.decode().splitlines()
+        code, out, err = await hub_reload(hub.path)
+        assert code == 0, err
+        lines = out.splitlines()
         assert lines[0] == (
             "reloaded: replies.greeting_ru, managers, routing.rules, sla.policies, "
             "stages.lapse_after_days, desk.templates"
@@ -374,19 +372,9 @@ async def test_hub_run_reloads_on_sighup_and_on_hub_reload(db_url: str, tmp_path
         await until(refused)
         assert "invalid TOML" in hub.log.read_text(errors="replace")
         assert hub.running
-        command = await asyncio.create_subprocess_exec(
-            HUB,
-            "reload",
-            "--config",
-            str(hub.path),
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(command.communicate(), 60)
-        assert command.returncode == 2
-        assert "invalid TOML" in err.decode() + out.decode()
+        code, out, err = await hub_reload(hub.path)
+        assert code == 2
+        assert "invalid TOML" in err + out
     finally:
         await hub.stop()
         await db.dispose()
