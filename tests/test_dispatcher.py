@@ -458,23 +458,18 @@ async def test_what_a_person_waits_for_is_claimed_before_the_staff_groups_view(
                 row("answer", "reply", "4242", 1),
             ],
         )
-        first = await outbox_q.claim(
-            conn,
-            channels=["telegram"],
-            now=now,
-            lease_until=now + timedelta(seconds=60),
-            worker="w",
-            limit=2,
-            later=sorted(SHARED_VIEW_KINDS),
-        )
-        rest = await outbox_q.claim(
-            conn,
-            channels=["telegram"],
-            now=now,
-            lease_until=now + timedelta(seconds=60),
-            worker="w",
-            limit=10,
-            later=sorted(SHARED_VIEW_KINDS),
-        )
-    assert [r.idempotency_key for r in first] == ["notice", "answer"]
-    assert [r.idempotency_key for r in rest] == ["mirror-old", "answered-old"]  # oldest first
+        claimed = [
+            await outbox_q.claim(
+                conn,
+                channels=["telegram"],
+                now=now,
+                lease_until=now + timedelta(seconds=60),
+                worker="w",
+                limit=limit,
+                later=sorted(SHARED_VIEW_KINDS),
+            )
+            for limit in (2, 10)
+        ]
+    first, rest = ([r.idempotency_key for r in rows] for rows in claimed)
+    assert first == ["notice", "answer"]
+    assert rest == ["mirror-old", "answered-old"]  # oldest first
