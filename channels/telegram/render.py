@@ -21,6 +21,7 @@ from aiogram.utils.text_decorations import html_decoration
 
 from channels.telegram.text import fit
 from channels.telegram.text import utf16_len as utf16_len
+from hub.kernel.http import MAX_ID
 from hub.kernel.texts import text
 from hub.kernel.types import ClientCard, InboxItem, Topic
 
@@ -120,9 +121,11 @@ def topic_name(card: ClientCard | None, client_id: int, channel: str | None) -> 
     return clip(name, TOPIC_NAME_LIMIT - utf16_len(hint)) + hint
 
 
-def _decimal(value: str) -> bool:
-    """ASCII digits only (``str.isdigit`` takes "²" and "١" too, which ``int`` refuses)."""
-    return value.isascii() and value.isdigit()
+def decimal_id(value: str) -> bool:
+    """An id as a button or a person writes it: ASCII digits only (``str.isdigit``
+    takes "²" and "١" too, which ``int`` refuses), of a row's range (a larger
+    number failed in the database, and its update was retried for ever)."""
+    return value.isascii() and value.isdigit() and len(value) <= 18 and int(value) <= MAX_ID
 
 
 def topic_link(topic: Topic) -> str:
@@ -144,7 +147,7 @@ def parse_callback(data: str | None) -> tuple[str, int] | None:
     if not data or not data.startswith(CALLBACK_PREFIX):
         return None
     action, _, client = data.removeprefix(CALLBACK_PREFIX).partition(":")
-    if action not in (*BUTTONS, *STAGE_BUTTONS, *PICKERS, "accept") or not _decimal(client):
+    if action not in (*BUTTONS, *STAGE_BUTTONS, *PICKERS, "accept") or not decimal_id(client):
         return None
     return action, int(client)
 
@@ -195,7 +198,7 @@ def parse_pick_callback(data: str | None) -> tuple[str, int, str] | None:
         return None
     kind, _, rest = data.removeprefix(CALLBACK_PREFIX).partition(":")
     client, _, value = rest.partition(":")
-    if kind not in PICKS or not _decimal(client) or not value:
+    if kind not in PICKS or not decimal_id(client) or not value:
         return None
     return kind, int(client), value
 
@@ -209,7 +212,7 @@ def parse_current_callback(data: str | None) -> int | None:
     if not data or not data.startswith(_CURRENT_PREFIX):
         return None
     client = data.removeprefix(_CURRENT_PREFIX)
-    return int(client) if _decimal(client) else None
+    return int(client) if decimal_id(client) else None
 
 
 def _rows(buttons: list[InlineKeyboardButton], per_row: int) -> InlineKeyboardMarkup:
@@ -286,7 +289,7 @@ def parse_reminder_callback(data: str | None) -> tuple[str, int, int] | None:
         return None
     action, _, rest = data.removeprefix(_REMINDER_PREFIX).partition(":")
     reminder, _, fired = rest.partition(":")
-    if action not in REMINDER_BUTTONS or not _decimal(reminder) or not _decimal(fired):
+    if action not in REMINDER_BUTTONS or not decimal_id(reminder) or not decimal_id(fired):
         return None
     return action, int(reminder), int(fired)
 
@@ -320,7 +323,7 @@ def parse_call_callback(data: str | None) -> tuple[str, int] | None:
     if not data or not data.startswith(_CALL_PREFIX):
         return None
     outcome, _, task = data.removeprefix(_CALL_PREFIX).partition(":")
-    if outcome not in CALL_BUTTONS or not _decimal(task):
+    if outcome not in CALL_BUTTONS or not decimal_id(task):
         return None
     return outcome, int(task)
 

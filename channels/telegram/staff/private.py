@@ -341,7 +341,7 @@ class PrivateChat:
             return _said(text("current_is", said.language, id=current), about=current)
         if wanted.lower() in NO_CLIENT:
             return _said(await self.desk.choose_client(said.manager, None))
-        if not (wanted.isascii() and wanted.isdigit()):
+        if not render.decimal_id(wanted):
             return _said(text("need_argument", said.language, usage="/c ID"))
         return _said(await self.desk.choose_client(said.manager, int(wanted)))
 
