@@ -404,6 +404,8 @@ class Desk:
                 done = await q.event_text(conn, key, staff)
                 if done is not None:
                     return done  # a redelivered command: acted on already
+            if not await read.client_exists(conn, client_id):
+                return text("no_client", language, id=client_id)  # no row to write about
             if not await self._allowed(conn, manager, client_id):
                 await self._refuse(conn, manager, client_id, action)
                 return text("not_yours", language)
