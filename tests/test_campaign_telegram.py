@@ -264,7 +264,8 @@ async def test_a_campaign_stopped_midway_and_resumed_reaches_everyone_once(
                     for cid, u in zip(ids, users, strict=True)
                 ],
             )
-        config = _config(db_url, tmp_path, server, [])
+        maria = server.add_manager("Maria")  # telegram on needs a manager (check-config)
+        config = _config(db_url, tmp_path, server, [{"name": "Maria", "telegram_id": maria.id}])
 
         def received() -> int:
             return sum(1 for u in users if server.sent_to(u))
