@@ -19,7 +19,7 @@ from hub.ingest.ingestor import Ingestor
 from hub.jobs.reminders import ReminderLoop, fire_due, scan
 from hub.kernel.clock import FrozenClock
 from hub.kernel.identities import identity
-from hub.kernel.types import Channel, InboundMessage
+from hub.kernel.types import Channel, InboundMessage, ManagerRef
 from storage import Database
 from storage.models import Client, Interaction, Manager, Outbox, Reminder
 
@@ -354,6 +354,18 @@ async def test_two_instances_fire_each_of_1000_reminders_exactly_once(
         await two.dispose()
 
 
+async def _fired(
+    db: Database, desk: Desk, clock: FrozenClock, client_id: int, manager: ManagerRef
+) -> int:
+    """A reminder set for in an hour, an hour later fired: its id."""
+    await desk.act(client_id, manager, "remind", "1h позвонить")
+    clock.advance(timedelta(hours=1))
+    assert await fire_due(db, clock, staff_channel="telegram") == 1
+    async with db.read() as conn:
+        [rid] = (await conn.execute(select(Reminder.id))).scalars().all()
+    return int(rid)
+
+
 async def test_a_redelivered_press_answers_as_the_first_and_acts_once(
     db: Database, tmp_path: Path
 ) -> None:
@@ -361,11 +373,7 @@ async def test_a_redelivered_press_answers_as_the_first_and_acts_once(
     desk, client_id = await _setup(db, tmp_path, clock)
     manager = await desk.manager(555)
     assert manager is not None
-    await desk.act(client_id, manager, "remind", "1h позвонить")
-    clock.advance(timedelta(hours=1))
-    assert await fire_due(db, clock, staff_channel="telegram") == 1
-    async with db.read() as conn:
-        [rid] = (await conn.execute(select(Reminder.id))).scalars().all()
+    rid = await _fired(db, desk, clock, client_id, manager)
     first = await desk.settle_reminder(rid, 1, manager, "snooze_day", key="tg:callback:q1")
     again = await desk.settle_reminder(rid, 1, manager, "snooze_day", key="tg:callback:q1")
     assert first == again == "Напоминание отложено до 06.01 14:00: позвонить (Ольга)"
@@ -390,11 +398,7 @@ async def test_a_snooze_answers_in_the_managers_own_time_zone(db: Database, tmp_
         )
     manager = await desk.manager(555)
     assert manager is not None
-    await desk.act(client_id, manager, "remind", "1h позвонить")
-    clock.advance(timedelta(hours=1))
-    assert await fire_due(db, clock, staff_channel="telegram") == 1
-    async with db.read() as conn:
-        [rid] = (await conn.execute(select(Reminder.id))).scalars().all()
+    rid = await _fired(db, desk, clock, client_id, manager)
     answer = await desk.settle_reminder(rid, 1, manager, "snooze_day", key="tg:callback:q2")
     # The hub's zone would say 06.01 14:00 (as the test above); Yekaterinburg is UTC+5.
     local = (clock.now() + timedelta(days=1)).astimezone(ZoneInfo("Asia/Yekaterinburg"))
