@@ -21,7 +21,7 @@ from aiogram.utils.text_decorations import html_decoration
 
 from channels.telegram.text import fit
 from channels.telegram.text import utf16_len as utf16_len
-from hub.kernel.http import MAX_ID
+from hub.kernel.http import is_decimal
 from hub.kernel.texts import text
 from hub.kernel.types import ClientCard, InboxItem, Topic
 
@@ -125,7 +125,7 @@ def decimal_id(value: str) -> bool:
     """An id as a button or a person writes it: ASCII digits only (``str.isdigit``
     takes "²" and "١" too, which ``int`` refuses), of a row's range (a larger
     number failed in the database, and its update was retried for ever)."""
-    return value.isascii() and value.isdigit() and len(value) <= 18 and int(value) <= MAX_ID
+    return is_decimal(value, low=0)
 
 
 def topic_link(topic: Topic) -> str:

@@ -282,12 +282,17 @@ class BadParameter(ValueError):
     """A request's parameter is not what it must be; the message names it (HTTP 400)."""
 
 
-def decimal(raw: str, name: str, *, low: int = 1, high: int = MAX_ID) -> int:
-    """``raw`` as a whole number from ``low`` to ``high`` written in ASCII digits,
-    else :class:`BadParameter` naming ``name``. ``str.isdigit`` alone would take
-    ``²`` (which ``int`` refuses) and ``١`` (which ``int`` reads as 1)."""
+def is_decimal(raw: str, *, low: int = 1, high: int = MAX_ID) -> bool:
+    """Whether ``raw`` is a whole number from ``low`` to ``high`` written in ASCII
+    digits. ``str.isdigit`` alone would take ``²`` (which ``int`` refuses) and ``١``
+    (which ``int`` reads as 1)."""
     # Eighteen digits are past every range here; int() of thousands of digits
     # would raise (int_max_str_digits) and costs time for nothing.
-    if raw.isascii() and raw.isdigit() and len(raw) <= 18 and low <= int(raw) <= high:
+    return raw.isascii() and raw.isdigit() and len(raw) <= 18 and low <= int(raw) <= high
+
+
+def decimal(raw: str, name: str, *, low: int = 1, high: int = MAX_ID) -> int:
+    """``raw`` as :func:`is_decimal` takes it, else :class:`BadParameter` naming ``name``."""
+    if is_decimal(raw, low=low, high=high):
         return int(raw)
     raise BadParameter(f"{name}: must be a whole number from {low} to {high} (got {raw[:40]!r})")
