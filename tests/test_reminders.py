@@ -354,7 +354,7 @@ async def test_two_instances_fire_each_of_1000_reminders_exactly_once(
         await two.dispose()
 
 
-async def _fired(
+async def _set_and_fire(
     db: Database, desk: Desk, clock: FrozenClock, client_id: int, manager: ManagerRef
 ) -> int:
     """A reminder set for in an hour, an hour later fired: its id."""
@@ -373,7 +373,7 @@ async def test_a_redelivered_press_answers_as_the_first_and_acts_once(
     desk, client_id = await _setup(db, tmp_path, clock)
     manager = await desk.manager(555)
     assert manager is not None
-    rid = await _fired(db, desk, clock, client_id, manager)
+    rid = await _set_and_fire(db, desk, clock, client_id, manager)
     first = await desk.settle_reminder(rid, 1, manager, "snooze_day", key="tg:callback:q1")
     again = await desk.settle_reminder(rid, 1, manager, "snooze_day", key="tg:callback:q1")
     assert first == again == "Напоминание отложено до 06.01 14:00: позвонить (Ольга)"
@@ -398,7 +398,7 @@ async def test_a_snooze_answers_in_the_managers_own_time_zone(db: Database, tmp_
         )
     manager = await desk.manager(555)
     assert manager is not None
-    rid = await _fired(db, desk, clock, client_id, manager)
+    rid = await _set_and_fire(db, desk, clock, client_id, manager)
     answer = await desk.settle_reminder(rid, 1, manager, "snooze_day", key="tg:callback:q2")
     # The hub's zone would say 06.01 14:00 (as the test above); Yekaterinburg is UTC+5.
     local = (clock.now() + timedelta(days=1)).astimezone(ZoneInfo("Asia/Yekaterinburg"))
