@@ -126,8 +126,12 @@ def test_card_shows_custom_fields_deadlines_and_reminders(
 
 
 def test_a_command_never_makes_a_new_empty_database(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Started from a folder of its own: the repository's data/ (./scripts/run's) is
+    # no concern of this config.
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
     path = tmp_path / "hub.toml"
     path.write_text('[admin]\ntoken = "t"\n[storage]\nurl = "sqlite+aiosqlite:///data/hub.db"\n')
     for command in (["card", "1"], ["duplicates"], ["campaign", "list"], ["report", "week"]):
