@@ -12,12 +12,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
+from sqlalchemy import text
 
 from hub import config as hub_config
 from hub.app.run import Hub
@@ -140,7 +142,14 @@ async def _hub_run(config: Path, while_ready: Callable[[], Awaitable[None]]) -> 
         await asyncio.wait_for(until_ready(), 30)
         await while_ready()
         proc.send_signal(signal.SIGTERM)
-        rest, _ = await asyncio.wait_for(proc.communicate(), 30)
+        try:
+            rest, _ = await asyncio.wait_for(proc.communicate(), 30)
+        except TimeoutError:
+            proc.kill()
+            rest, _ = await proc.communicate()
+            raise AssertionError(
+                "hub run did not stop on SIGTERM:\n" + "".join(lines) + rest.decode()
+            ) from None
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -187,6 +196,49 @@ class _CountingHub(Hub):
     async def run_campaigns(self) -> None:
         await super().run_campaigns()
         self.rounds += 1
+
+
+class _HeldRoundHub(Hub):
+    """Its campaign round runs statements in one transaction until cancelled."""
+
+    held: asyncio.Event
+    round_task: asyncio.Task[object] | None = None
+
+    async def run_campaigns(self) -> None:
+        assert self.db is not None
+        self.round_task = asyncio.current_task()
+        async with self.db.write() as conn:
+            while True:  # statement after statement: cancelled in the middle of one
+                await conn.execute(text("SELECT 1"))
+                self.held.set()
+
+
+def _connection_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if "connection_worker" in t.name}
+
+
+async def test_stopping_waits_for_a_scheduled_round_under_way(db_url: str, tmp_path: Path) -> None:
+    """A round cut off mid-transaction at stop is waited for before the database
+    closes: left behind, its connection's thread kept the process from exiting."""
+    before = _connection_threads()
+    config = hub_config.parse(
+        {
+            "storage": {"url": db_url, "attachments_dir": str(tmp_path / "files")},
+            "admin": {"listen": f"127.0.0.1:{_free_port()}", "token": TOKEN},
+            "campaigns": {"scan_every_s": 0.05},
+        }
+    )
+    hub = _HeldRoundHub(config)
+    hub.held = asyncio.Event()
+    async with hub.lifespan():
+        await asyncio.wait_for(hub.held.wait(), 10)
+    assert hub.round_task is not None and hub.round_task.done()
+
+    async def threads_gone() -> None:
+        while _connection_threads() - before:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(threads_gone(), 10)
 
 
 @pytest.fixture

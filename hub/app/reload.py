@@ -45,9 +45,8 @@ from storage import desk as desk_q
 from storage import managers as managers_q
 
 if TYPE_CHECKING:
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
     from hub.app.run import Hub
+    from hub.app.schedule import Scheduler
 
 log = loggers.core
 
@@ -216,9 +215,7 @@ def tuning(config: Config, manager_ids: dict[str, int]) -> Tuning:
     )
 
 
-def reschedule(
-    scheduler: AsyncIOScheduler, hub: Hub, config: Config, dialect: str, now: datetime
-) -> None:
+def reschedule(scheduler: Scheduler, hub: Hub, config: Config, dialect: str, now: datetime) -> None:
     """The scheduled rounds as ``config`` runs them: added, removed, or their interval changed."""
     for job in schedule.SCHEDULE:
         found = scheduler.get_job(job.id)
@@ -227,8 +224,7 @@ def reschedule(
             if found is not None:
                 found.remove()
         elif found is None:
-            first: dict[str, Any] = {"next_run_time": now} if job.at_start else {}
-            scheduler.add_job(job.run(hub), "interval", seconds=seconds, id=job.id, **first)
+            scheduler.add_round(job, hub, config, now)
         elif found.trigger.interval != timedelta(seconds=seconds):
             found.reschedule("interval", seconds=seconds)
 

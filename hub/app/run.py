@@ -43,7 +43,7 @@ from storage import search as full_text
 from storage.migrate import upgrade
 
 if TYPE_CHECKING:
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from hub.app.schedule import Scheduler
 
 # A reply to the bot's private message about a client answers them this long.
 PRIVATE_KEPT = timedelta(days=90)
@@ -84,7 +84,7 @@ class Hub:
         self.campaigns: Campaigns | None = None
         self.edges: Edges | None = None
         self.desk: Desk | None = None
-        self.scheduler: AsyncIOScheduler | None = None
+        self.scheduler: Scheduler | None = None
         self._reloading = asyncio.Lock()
         self._reloads: set[asyncio.Task[ReloadResult]] = set()
 
@@ -181,7 +181,7 @@ class Hub:
             self, self.config, dialect=db.engine.dialect.name, now=self.clock.now()
         )
         scheduler.start()
-        stack.callback(scheduler.shutdown, wait=False)
+        stack.push_async_callback(scheduler.stop)
         self.scheduler = scheduler
 
     async def _open_ingest(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,14 +86,45 @@ SCHEDULE: tuple[Every, ...] = (
 )
 
 
-def scheduler(rounds: Rounds, config: Config, *, dialect: str, now: datetime) -> AsyncIOScheduler:
-    """A scheduler (not started) with every job of :data:`SCHEDULE` this config runs."""
-    scheduler = AsyncIOScheduler(timezone=config.hub.timezone)
-    for job in SCHEDULE:
-        if not job.when(config, dialect):
-            continue
+class Scheduler(AsyncIOScheduler):  # type: ignore[misc]  # APScheduler 3 has no types
+    """APScheduler's, which also knows the rounds under way and stops only once
+    they have: a round cut off mid-statement and left behind keeps its database
+    connection's thread alive, and the process never exits."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.under_way: set[asyncio.Task[Any]] = set()
+
+    def add_round(self, job: Every, rounds: Rounds, config: Config, now: datetime) -> None:
+        """Schedule ``job``'s round, its first run now when it runs at start."""
+        run = job.run(rounds)
+        under_way = self.under_way
+
+        async def round_() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            under_way.add(task)
+            try:
+                await run()
+            finally:
+                under_way.discard(task)
+
         first: dict[str, Any] = {"next_run_time": now} if job.at_start else {}
-        scheduler.add_job(
-            job.run(rounds), "interval", seconds=job.seconds(config), id=job.id, **first
+        self.add_job(
+            round_, "interval", seconds=job.seconds(config), id=job.id, name=job.id, **first
         )
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """No more rounds; those under way cancelled and waited for (``grace`` seconds at most)."""
+        self.shutdown(wait=False)  # cancels the rounds under way
+        if self.under_way:
+            await asyncio.wait(set(self.under_way), timeout=grace)
+
+
+def scheduler(rounds: Rounds, config: Config, *, dialect: str, now: datetime) -> Scheduler:
+    """A scheduler (not started) with every job of :data:`SCHEDULE` this config runs."""
+    scheduler = Scheduler(timezone=config.hub.timezone)
+    for job in SCHEDULE:
+        if job.when(config, dialect):
+            scheduler.add_round(job, rounds, config, now)
     return scheduler
