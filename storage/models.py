@@ -8,6 +8,7 @@ may change). Hot paths use the Core tables (``Model.__table__``) for bulk work.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -85,6 +87,10 @@ class Client(Base):
     flood_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The person asked to be forgotten: their data is tombstoned (see Erasure).
     forgotten_at: Mapped[datetime | None]
+    # When a person last moved the stage (a rule leaves it alone that day), and
+    # the stage a lapsed client returns to.
+    stage_by_hand_at: Mapped[datetime | None]
+    stage_before_lapse: Mapped[str | None] = mapped_column(String(30))
 
 
 class Identity(Base):
@@ -119,6 +125,8 @@ class Conversation(Base):
     first_response_at: Mapped[datetime | None]
     due_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
+    # status ``waiting``: since when the request waits on the client
+    waiting_since: Mapped[datetime | None]
 
 
 class Interaction(Base):
@@ -285,6 +293,8 @@ class Deadline(Base):
     status: Mapped[str] = mapped_column(String(10), default="open")
     met_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
+    # the clock stopped while the request waits on the client
+    paused_at: Mapped[datetime | None]
 
 
 class Campaign(Base):
@@ -427,3 +437,57 @@ class Erasure(Base):
     reason: Mapped[str] = mapped_column(Text)
     client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id"), index=True)
     before: Mapped[datetime | None]
+
+
+class BusinessEvent(Base):
+    """What a client did outside a conversation (a purchase, an order, a payment, a
+    meeting, a call), told by the business; ``key`` is the caller's event id (a
+    second call with it is the same event). Each is also an interaction on the
+    client's timeline (``interaction_id``)."""
+
+    __tablename__ = "business_events"
+    __table_args__ = (Index("ix_business_events_client", "client_id", "kind", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"))
+    interaction_id: Mapped[int | None] = mapped_column(ForeignKey("interactions.id"))
+    at: Mapped[datetime]
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(18, 2))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    fields: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+
+
+class Rating(Base):
+    """A satisfaction ask sent on a request's resolution, and the client's answer
+    (``score`` 1–5, then perhaps a ``comment``). ``manager_id``: who resolved it."""
+
+    __tablename__ = "ratings"
+    __table_args__ = (
+        Index("ix_ratings_client", "client_id", "asked_at"),
+        Index("ix_ratings_rated", "rated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"))
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("managers.id"))
+    channel: Mapped[str] = mapped_column(String(16))
+    score: Mapped[int | None] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    asked_at: Mapped[datetime]
+    rated_at: Mapped[datetime | None]
+    commented_at: Mapped[datetime | None]
+
+
+class WebhookSubscription(Base):
+    """``[[webhooks]]`` as rows (synced at start and on reload): an event is queued
+    for every subscriber of its type (or of ``*``) by one INSERT … SELECT."""
+
+    __tablename__ = "webhook_subscriptions"
+    __table_args__ = (Index("ix_webhook_subscriptions_type", "type"),)
+
+    webhook: Mapped[str] = mapped_column(String(100), primary_key=True)
+    type: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -9,6 +9,7 @@ from sqlalchemy import Table
 from storage.models import (
     Attachment,
     Audit,
+    BusinessEvent,
     Campaign,
     CampaignTarget,
     Client,
@@ -20,11 +21,13 @@ from storage.models import (
     Manager,
     Merge,
     Outbox,
+    Rating,
     Reminder,
     SearchPosition,
     StaffCurrentClient,
     StaffPrivateMessage,
     StaffTopic,
+    WebhookSubscription,
 )
 
 clients = cast(Table, Client.__table__)
@@ -33,7 +36,7 @@ conversations = cast(Table, Conversation.__table__)
 # The statuses of a conversation not yet resolved. Queries over all conversations
 # say ``status IN UNRESOLVED``: the (status, assignee_id) index then seeks, where
 # ``status != 'resolved'`` scans every conversation ever had.
-UNRESOLVED = ("open", "pending")
+UNRESOLVED = ("open", "pending", "waiting")
 interactions = cast(Table, Interaction.__table__)
 attachments = cast(Table, Attachment.__table__)
 managers = cast(Table, Manager.__table__)
@@ -49,3 +52,6 @@ campaigns = cast(Table, Campaign.__table__)
 campaign_targets = cast(Table, CampaignTarget.__table__)
 merges = cast(Table, Merge.__table__)
 search_positions = cast(Table, SearchPosition.__table__)
+business_events = cast(Table, BusinessEvent.__table__)
+ratings = cast(Table, Rating.__table__)
+webhook_subscriptions = cast(Table, WebhookSubscription.__table__)

@@ -10,12 +10,13 @@ from __future__ import annotations
 from pydantic import field_validator, model_validator
 
 from hub.config.channel_sections import EmailSection, TelegramSection, WebformSection
-from hub.config.checks import Section
+from hub.config.checks import Section, once
 from hub.config.desk import DeskSection
 from hub.config.rules import RoutingSection, SlaSection
 from hub.config.sections import (
     AdminSection,
     CampaignsSection,
+    CsatSection,
     DispatcherSection,
     EdgesSection,
     HubSection,
@@ -25,6 +26,8 @@ from hub.config.sections import (
     RepliesSection,
     StagesSection,
     StorageSection,
+    WaitingSection,
+    WebhookSection,
 )
 
 
@@ -46,6 +49,15 @@ class Config(Section):
     campaigns: CampaignsSection = CampaignsSection()
     desk: DeskSection = DeskSection()
     privacy: PrivacySection = PrivacySection()
+    waiting: WaitingSection = WaitingSection()
+    csat: CsatSection = CsatSection()
+    webhooks: list[WebhookSection] = []
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_webhooks(cls, webhooks: list[WebhookSection]) -> list[WebhookSection]:
+        once([w.key for w in webhooks], "webhook name")
+        return webhooks
 
     @field_validator("managers")
     @classmethod

@@ -119,15 +119,123 @@ class StageContactSection(Section):
     @field_validator("stage")
     @classmethod
     def _known_stage(cls, value: str) -> str:
-        if value not in STAGES:
-            raise ValueError(f"unknown stage {value!r}; stages: {', '.join(STAGES)}")
-        return value
+        return known_stage(value)
+
+
+def known_stage(value: str) -> str:
+    if value not in STAGES:
+        raise ValueError(f"unknown stage {value!r}; stages: {', '.join(STAGES)}")
+    return value
+
+
+class StageRuleSection(Section):
+    """One automatic stage move: when its condition holds for a client (in one of
+    ``from_`` when given), the client moves ``to`` that stage.
+
+    ``when``: ``purchase`` (the client's ``count``-th event of ``kinds``),
+    ``total`` (the amounts of ``kinds`` in ``currency`` within ``within_days``
+    reach ``amount_at_least``), ``rating`` (a satisfaction score within
+    ``score_at_least``..``score_at_most``), ``tag`` (the client got ``tag``),
+    ``return`` (a lapsed client writes or buys again: back to the stage they had,
+    or ``to`` when none is known)."""
+
+    name: str | None = None
+    when: Literal["purchase", "total", "rating", "tag", "return"]
+    to: str | None = None
+    from_: list[str] = Field(default=[], alias="from")
+    kinds: list[str] = ["purchase"]
+    count: int = Field(default=1, ge=1, le=1_000_000)
+    amount_at_least: float | None = Field(default=None, gt=0)
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    within_days: int | None = Field(default=None, ge=1, le=36_500)
+    score_at_least: int | None = Field(default=None, ge=1, le=5)
+    score_at_most: int | None = Field(default=None, ge=1, le=5)
+    tag: str | None = None
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: str | None) -> str | None:
+        return value if value is None else known_stage(value)
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: list[str]) -> list[str]:
+        return [known_stage(v) for v in value]
 
 
 class StagesSection(Section):
     """Relationship stage rules."""
 
     lapse_after_days: int = Field(default=0, ge=0, le=3650)
+    rules: list[StageRuleSection] = []
+
+
+class WaitingSection(Section):
+    """A request waiting on the client (``/wait``): it closes itself after
+    ``close_after_days`` of the client's silence (0: never), with a note to the
+    client when ``note`` is on."""
+
+    close_after_days: float = Field(default=7.0, ge=0, le=3650)
+    note: bool = True
+    check_every_s: float = Field(default=3600.0, gt=0)
+
+
+class CsatSection(Section):
+    """On resolve: a short note to the client (``notify``) and a 1–5 rating asked
+    over their own channel (``ask``). A score at or under ``alert_at`` tells the
+    supervisors at once; the client's reply within ``comment_minutes`` of their
+    rating is its comment, not a new request."""
+
+    notify: bool = False
+    ask: bool = False
+    alert_at: int = Field(default=2, ge=0, le=5)
+    comment_minutes: float = Field(default=60.0, ge=0, le=10_080)
+
+
+WEBHOOK_EVENTS = (
+    "client.created",
+    "client.merged",
+    "message.in",
+    "message.out",
+    "conversation.assigned",
+    "conversation.answered",
+    "conversation.resolved",
+    "deadline.missed",
+    "stage.moved",
+    "rating.received",
+    "event.recorded",
+)
+
+
+class WebhookSection(Section):
+    """One receiver of outgoing events: signed POSTs of the ``events`` named (or
+    ``*``). ``name`` (default: the URL) keys its queue; keep it when the URL moves."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    url: str = Field(pattern=r"^https?://", max_length=2000)
+    events: list[str] = Field(min_length=1)
+    secret: SecretStr
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: list[str]) -> list[str]:
+        for event in value:
+            if event != "*" and event not in WEBHOOK_EVENTS:
+                raise ValueError(f"unknown event {event!r}; events: *, {', '.join(WEBHOOK_EVENTS)}")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("empty")
+        return value
+
+    @property
+    def key(self) -> str:
+        """The name its queue goes by."""
+        return self.name or self.url[:100]
 
 
 class RemindersSection(Section):

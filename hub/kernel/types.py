@@ -41,7 +41,8 @@ class Delivery(enum.StrEnum):
 
 class ConversationStatus(enum.StrEnum):
     OPEN = "open"
-    PENDING = "pending"
+    PENDING = "pending"  # answered: the manager's turn is over
+    WAITING = "waiting"  # waiting on the client: the resolution clock stops
     RESOLVED = "resolved"
 
 
