@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hub.campaigns import scripts
-from hub.config import QuietHours
+from hub.config import KnownStage, QuietHours
 from hub.kernel.errors import HubError
 from hub.kernel.http import MAX_ID
 from routing.hours import parse_window
@@ -35,7 +35,7 @@ class SegmentSpec(_Spec):
     tags: list[str] = []
     tags_all: list[str] = []
     not_tags: list[str] = []
-    stages: list[str] = []
+    stages: list[KnownStage] = []
     owners: list[str] = []  # manager names; "none" for clients nobody owns
     reachable: list[Literal["telegram", "email", "phone"]] = []
     last_contact_before: datetime | date | None = None

@@ -21,6 +21,7 @@ from hub.config.channel_sections import SmtpUser as SmtpUser
 from hub.config.channel_sections import TelegramSection as TelegramSection
 from hub.config.channel_sections import WebformSection as WebformSection
 from hub.config.checks import Hours as Hours
+from hub.config.checks import KnownStage as KnownStage
 from hub.config.checks import Listen as Listen
 from hub.config.checks import QuietHours as QuietHours
 from hub.config.checks import Section as Section

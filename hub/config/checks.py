@@ -9,6 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
+from hub.kernel.types import STAGES
 from routing.hours import HoursError, parse_hours, parse_window
 
 
@@ -29,6 +30,18 @@ def once(names: list[str], what: str) -> None:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ValueError(f"{what} {twice[0]!r} is used twice")
+
+
+def known_stage(value: str) -> str:
+    """A stage of the ladder (or lapsed); else the error names the stages there are."""
+    if value not in STAGES:
+        raise ValueError(f"unknown stage {value!r}; stages: {', '.join(STAGES)}")
+    return value
+
+
+# A stage name anywhere in the config (and campaign files): a typo is refused
+# with its key path, never a rule that silently matches nobody.
+KnownStage = Annotated[str, AfterValidator(known_stage)]
 
 
 def _check_listen(value: str) -> str:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from hub.config.checks import Hours, Regex, Section, once
+from hub.config.checks import Hours, KnownStage, Regex, Section, once
 from hub.kernel.types import Channel
 from routing.engine import Strategy
 
@@ -30,7 +30,7 @@ class RuleSection(Section):
     regex: Regex | None = None
     languages: list[str] = []
     tags: list[str] = []
-    stages: list[str] = []
+    stages: list[KnownStage] = []
     owners: list[str] = []
     client: Literal["new", "returning"] | None = None
     hours: Hours | None = None

@@ -11,12 +11,21 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal
 
-from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from hub.config.checks import Hours, Listen, QuietHours, Section, TimeZone, once
-from hub.kernel.types import STAGES, Role
+from hub.config.checks import (
+    Hours,
+    KnownStage,
+    Listen,
+    QuietHours,
+    Section,
+    TimeZone,
+    known_stage,
+    once,
+)
+from hub.kernel.types import Role
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 DEFAULT_REPLY_WINDOW_DAYS = 3.0  # a campaign's reply counts within this many days
@@ -122,12 +131,6 @@ class StageContactSection(Section):
         return known_stage(value)
 
 
-def known_stage(value: str) -> str:
-    if value not in STAGES:
-        raise ValueError(f"unknown stage {value!r}; stages: {', '.join(STAGES)}")
-    return value
-
-
 class StageRuleSection(Section):
     """One automatic stage move: when its condition holds for a client (in one of
     ``from_`` when given), the client moves ``to`` that stage.
@@ -141,8 +144,8 @@ class StageRuleSection(Section):
 
     name: str | None = None
     when: Literal["purchase", "total", "rating", "tag", "return"]
-    to: str | None = None
-    from_: list[str] = Field(default=[], alias="from")
+    to: KnownStage | None = None
+    from_: list[KnownStage] = Field(default=[], alias="from")
     kinds: list[str] = ["purchase"]
     count: int = Field(default=1, ge=1, le=1_000_000)
     amount_at_least: float | None = Field(default=None, gt=0)
@@ -152,15 +155,47 @@ class StageRuleSection(Section):
     score_at_most: int | None = Field(default=None, ge=1, le=5)
     tag: str | None = None
 
-    @field_validator("to")
-    @classmethod
-    def _to(cls, value: str | None) -> str | None:
-        return value if value is None else known_stage(value)
+    @model_validator(mode="after")
+    def _keys_of_when(self) -> StageRuleSection:
+        """The keys its ``when`` reads, all there, and no other: a key another kind
+        of rule reads would be silently ignored here."""
+        given = {RULE_KEY.get(name, name) for name in self.model_fields_set}
+        foreign = sorted(given - RULE_KEYS[self.when])
+        if foreign:
+            raise ValueError(f"when = {self.when!r} takes no {', '.join(foreign)}")
+        needed = [key for key in RULE_NEEDS[self.when] if key not in given]
+        if self.when == "rating" and not given & {"score_at_least", "score_at_most"}:
+            needed.append("score_at_least or score_at_most")
+        if needed:
+            raise ValueError(f"when = {self.when!r} needs {' and '.join(needed)}")
+        low, high = self.score_at_least, self.score_at_most
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"score_at_least ({low}) is over score_at_most ({high})")
+        return self
 
-    @field_validator("from_")
-    @classmethod
-    def _from(cls, value: list[str]) -> list[str]:
-        return [known_stage(v) for v in value]
+    @property
+    def label(self) -> str:
+        """How the log names the rule: its name, else what it does."""
+        return self.name or f"{self.when} → {self.to or 'the stage before lapse'}"
+
+
+RULE_KEY = {"from_": "from"}  # a field as the file spells it
+_COMMON = frozenset({"name", "when"})
+_MOVES = _COMMON | {"to", "from"}
+RULE_KEYS: dict[str, frozenset[str]] = {
+    "purchase": _MOVES | {"kinds", "count"},
+    "total": _MOVES | {"kinds", "amount_at_least", "currency", "within_days"},
+    "rating": _MOVES | {"score_at_least", "score_at_most"},
+    "tag": _MOVES | {"tag"},
+    "return": _COMMON | {"to", "kinds"},
+}
+RULE_NEEDS: dict[str, tuple[str, ...]] = {
+    "purchase": ("to",),
+    "total": ("to", "amount_at_least", "currency"),
+    "rating": ("to",),
+    "tag": ("to", "tag"),
+    "return": (),
+}
 
 
 class StagesSection(Section):
