@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Select, delete, insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.tables import outbox, webhook_subscriptions
@@ -46,22 +47,27 @@ def body(event_id: str, event: Emitted) -> str:
     )
 
 
-async def subscribers(conn: AsyncConnection) -> dict[str, list[str]]:
-    """Webhook names by the event type they take (``*``: every type)."""
+def _subscribers_query() -> Select[tuple[str, str]]:
     s = webhook_subscriptions.c
+    return select(s.webhook, s.type)
+
+
+def _by_type(rows: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
-    for webhook, type_ in await conn.execute(select(s.webhook, s.type)):
+    for webhook, type_ in rows:
         found.setdefault(type_, []).append(webhook)
     return found
 
 
-async def emit(conn: AsyncConnection, events: Sequence[Emitted], now: datetime) -> int:
-    """Queue ``events`` for their subscribers; how many rows were queued."""
-    if not events:
-        return 0
-    subs = await subscribers(conn)
-    if not subs:
-        return 0
+async def subscribers(conn: AsyncConnection) -> dict[str, list[str]]:
+    """Webhook names by the event type they take (``*``: every type)."""
+    return _by_type((str(r[0]), str(r[1])) for r in await conn.execute(_subscribers_query()))
+
+
+def _rows(
+    subs: Mapping[str, list[str]], events: Sequence[Emitted], now: datetime
+) -> list[dict[str, Any]]:
+    """The outbox rows of ``events``: one per event and webhook subscribed to it."""
     rows: list[dict[str, Any]] = []
     for event in events:
         names = sorted({*subs.get(event.type, ()), *subs.get("*", ())})
@@ -89,8 +95,29 @@ async def emit(conn: AsyncConnection, events: Sequence[Emitted], now: datetime) 
             }
             for name in names
         )
+    return rows
+
+
+async def emit(conn: AsyncConnection, events: Sequence[Emitted], now: datetime) -> int:
+    """Queue ``events`` for their subscribers; how many rows were queued."""
+    if not events:
+        return 0
+    subs = await subscribers(conn)
+    rows = _rows(subs, events, now) if subs else []
     if rows:
         await conn.execute(insert(outbox), rows)
+    return len(rows)
+
+
+def emit_sync(conn: Connection, events: Sequence[Emitted], now: datetime) -> int:
+    """:func:`emit` for the paths that run a synchronous unit of work (ingest's
+    batch, ``Database.run_write``)."""
+    if not events:
+        return 0
+    subs = _by_type((str(r[0]), str(r[1])) for r in conn.execute(_subscribers_query()))
+    rows = _rows(subs, events, now) if subs else []
+    if rows:
+        conn.execute(insert(outbox), rows)
     return len(rows)
 
 
