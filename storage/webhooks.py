@@ -47,7 +47,7 @@ def body(event_id: str, event: Emitted) -> str:
     )
 
 
-def _subscribers_query() -> Select[tuple[str, str]]:
+def _subscribers_query() -> Select[Any]:
     s = webhook_subscriptions.c
     return select(s.webhook, s.type)
 
