@@ -34,6 +34,29 @@ TEXTS: dict[str, dict[str, str]] = {
     },
     "resolved": {"ru": "Обращение закрыто: {manager}", "en": "Resolved by {manager}"},
     "reopened": {"ru": "Обращение снова открыто: {manager}", "en": "Reopened by {manager}"},
+    # Waiting on the client (/wait): the resolution clock stops until they write
+    "waiting_set": {
+        "ru": "⏸ Ждём ответа клиента, срок решения остановлен: {manager}",
+        "en": "⏸ Waiting on the client, the resolution clock stopped: {manager}",
+    },
+    "already_waiting": {
+        "ru": "Обращение уже ждёт ответа клиента",
+        "en": "The request is already waiting on the client",
+    },
+    "waiting_resumed": {
+        "ru": "▶️ Клиент ответил: обращение снова открыто, срок решения идёт",
+        "en": "▶️ The client wrote: the request is open again, its resolution clock runs",
+    },
+    "waiting_closed": {
+        "ru": "Обращение закрыто: клиент не отвечал {days} дн.",
+        "en": "Resolved: the client has not answered for {days} days",
+    },
+    "waiting_closed_note": {
+        "ru": "Мы не получили от вас ответа и закрыли обращение. Если вопрос ещё актуален, "
+        "просто напишите нам — мы продолжим.",
+        "en": "We have not heard back from you, so we have closed this request. If you "
+        "still need help, just write to us and we will pick it up again.",
+    },
     "transferred": {
         "ru": "Передано: {target} (передал {manager})",
         "en": "Transferred to {target} by {manager}",
@@ -123,6 +146,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "card_recent": {"ru": "Последние контакты", "en": "Last contacts"},
     "button_take": {"ru": "Взять", "en": "Take"},
     "button_resolve": {"ru": "Закрыть", "en": "Resolve"},
+    "button_wait": {"ru": "⏸ Ждём", "en": "⏸ Wait"},
     "button_reopen": {"ru": "Открыть снова", "en": "Reopen"},
     "button_card": {"ru": "Карточка", "en": "Card"},
     "button_stage_up": {"ru": "⬆️ Стадия", "en": "⬆️ Stage"},
@@ -165,14 +189,14 @@ TEXTS: dict[str, dict[str, str]] = {
     "topic_help": {
         "ru": (
             "Сообщение в теме уходит клиенту; «!» или /note — заметка для своих.\n"
-            "/take, /resolve, /reopen, /transfer ИМЯ, /tag СЛОВА, /stage СТАДИЯ, "
-            "/remind 2h ТЕКСТ, /card, /t ШАБЛОН (/t — список шаблонов); "
+            "/take, /resolve, /wait (ждём клиента), /reopen, /transfer ИМЯ, /tag СЛОВА, "
+            "/stage СТАДИЯ, /remind 2h ТЕКСТ, /card, /t ШАБЛОН (/t — список шаблонов); "
             "руководителям: /block, /unblock"
         ),
         "en": (
             "A message in the topic goes to the client; “!” or /note makes an internal note.\n"
-            "/take, /resolve, /reopen, /transfer NAME, /tag WORDS, /stage NAME, "
-            "/remind 2h TEXT, /card, /t TEMPLATE (/t lists the templates); "
+            "/take, /resolve, /wait (on the client), /reopen, /transfer NAME, /tag WORDS, "
+            "/stage NAME, /remind 2h TEXT, /card, /t TEMPLATE (/t lists the templates); "
             "supervisors: /block, /unblock"
         ),
     },
@@ -186,7 +210,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "кнопкой в /inbox — тогда просто пишите, всё уйдёт ему; /c 0 — без текущего. "
         "Когда сообщений много, они приходят сводкой с номерами: /r НОМЕР ТЕКСТ.\n"
         "Для клиента из ответа или текущего: /t ШАБЛОН (/t — список), /take, /resolve, "
-        "/transfer ИМЯ, /remind 2h ТЕКСТ, /card, /note ТЕКСТ; руководителям: /block, /unblock",
+        "/wait, /transfer ИМЯ, /remind 2h ТЕКСТ, /card, /note ТЕКСТ; "
+        "руководителям: /block, /unblock",
         "en": "/inbox — your open requests (a button makes the client current)\n"
         "/find TEXT — find a client\n"
         "/away — give me no new requests\n/back — I am back\n"
@@ -196,7 +221,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "button in /inbox, then just write and it goes to them; /c 0: no current client. "
         "When many messages come at once they come as a numbered digest: /r NUMBER TEXT.\n"
         "For the client replied to, or the current one: /t TEMPLATE (/t lists them), "
-        "/take, /resolve, /transfer NAME, /remind 2h TEXT, /card, /note TEXT; "
+        "/take, /resolve, /wait, /transfer NAME, /remind 2h TEXT, /card, /note TEXT; "
         "supervisors: /block, /unblock",
     },
     # Answering from the private chat (channels/telegram/staff/private.py)
