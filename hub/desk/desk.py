@@ -51,6 +51,7 @@ from storage import desk as q
 from storage import managers as managers_q
 from storage import replies as replies_q
 from storage import sla as sla_q
+from storage import waiting as waiting_q
 
 log = loggers.core
 
@@ -332,7 +333,8 @@ class Desk:
             # Logged like any answer, and failed at once: nothing would ever send it.
             await q.fail_unsendable(conn, queued.outbox_id, queued.interaction_id, unsent)
         if not said.note:
-            await q.set_conversations(conn, [conv.id], now, status="pending")
+            if conv.status != waiting_q.WAITING:  # one waiting on the client stays so
+                await q.set_conversations(conn, [conv.id], now, status="pending")
             if conv.assignee_id is None:
                 await q.set_conversations(conn, [conv.id], now, assignee_id=manager.id)
         await q.add_attachments(conn, _attachment_rows(queued.interaction_id, said.files))
@@ -457,10 +459,32 @@ class Desk:
     async def _resolve(self, c: _Command) -> _Said:
         if not c.ids:
             return _only(text("no_open", c.language))
-        await q.set_conversations(c.conn, c.ids, c.now, status="resolved", resolved_at=c.now)
+        await q.set_conversations(
+            c.conn, c.ids, c.now, status="resolved", resolved_at=c.now, waiting_since=None
+        )
         for conv_id in c.ids:  # resolved: every deadline of it is met
             await sla_q.meet(c.conn, conv_id, c.now, (*sla_q.RESPONSES, "resolution"))
         return _Said(text("resolved", c.language, manager=c.manager.name))
+
+    async def _wait(self, c: _Command) -> _Said:
+        """The ball is with the client: the requests wait on them, their resolution
+        clock stopped until the client writes (:mod:`storage.waiting`)."""
+        held = [conv.id for conv in c.open if conv.status != waiting_q.WAITING]
+        if not held:
+            return _only(text("already_waiting" if c.open else "no_open", c.language))
+        await waiting_q.hold(c.conn, held, c.now)
+        await q.audit(
+            c.conn,
+            {
+                "at": c.now,
+                "actor": q.staff_actor(c.manager.telegram_id),
+                "action": "wait",
+                "object_type": "client",
+                "object_id": c.client_id,
+                "details": {"conversations": held},
+            },
+        )
+        return _Said(text("waiting_set", c.language, manager=c.manager.name))
 
     async def _reopen(self, c: _Command) -> _Said:
         if c.latest is None:
@@ -844,6 +868,7 @@ _HANDLERS: dict[str, Callable[[Desk, _Command], Awaitable[_Said]]] = {
     "take": Desk._take,
     "accept": Desk._accept,
     "resolve": Desk._resolve,
+    "wait": Desk._wait,
     "reopen": Desk._reopen,
     "transfer": Desk._transfer,
     "tag": Desk._tag,
