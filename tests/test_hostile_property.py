@@ -534,7 +534,7 @@ COMMANDS += ["/away", "/back", "/remind", "/", "/c@hub_test_bot", "/r@other_bot"
 # The bot's buttons (channels/telegram/render.py): "hub:ACTION:ID[:VALUE]".
 BUTTONS = ["take", "resolve", "reopen", "card", "stage_down", "stage_up", "transfer", "remind"]
 BUTTONS += ["accept", "cur", "to", "in", "tpl", "rem:done", "rem:snooze_hour", "rem:snooze_day"]
-BUTTONS += ["call:reached", "call:call_back", "call:wrong_number", "rem", "call", "x"]
+BUTTONS += ["call:reached", "call:call_back", "call:wrong_number", "rem", "call", "x", "wait"]
 CALLBACK_DATA = st.one_of(
     st.tuples(st.sampled_from(BUTTONS), st.lists(ID_TEXT, min_size=1, max_size=2)).map(
         lambda b: "hub:" + ":".join([b[0], *b[1]])

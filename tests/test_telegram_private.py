@@ -171,7 +171,8 @@ async def test_a_reply_to_a_notice_answers_the_client_and_shows_in_the_topic(
     ]
     buttons = [b["callback_data"] for row in notice["reply_markup"]["inline_keyboard"] for b in row]
     assert buttons == [
-        f"hub:{action}:{anna}" for action in ("take", "resolve", "card", "transfer", "remind")
+        f"hub:{action}:{anna}"
+        for action in ("take", "resolve", "wait", "card", "transfer", "remind")
     ]
 
     sent = await hub.server.user_sends(maria, "It ships today", reply_to=notice)

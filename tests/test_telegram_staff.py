@@ -279,9 +279,9 @@ async def test_a_first_message_opens_a_topic_with_the_card_and_the_text_in_one_m
     assert "← 05.01 10:00 telegram: hello <b>world</b> & co" in card["text"]
     buttons = card["reply_markup"]["inline_keyboard"][0]
     assert [b["callback_data"] for b in buttons] == [
-        f"hub:{action}:{anna.client_id}" for action in ("take", "resolve", "reopen", "card")
+        f"hub:{action}:{anna.client_id}" for action in ("take", "resolve", "wait", "reopen", "card")
     ]
-    assert [b["text"] for b in buttons] == ["Take", "Resolve", "Reopen", "Card"]
+    assert [b["text"] for b in buttons] == ["Take", "Resolve", "⏸ Wait", "Reopen", "Card"]
     # The client's text below the card, as they wrote it: escaped, never parsed as markup.
     assert card["text"].endswith("\n┈┈┈┈┈┈┈┈\n💬 telegram\nhello <b>world</b> & co")
     assert result.external_id == f"{hub.forum.id}:{card['message_id']}"

@@ -30,7 +30,7 @@ CAPTION_LIMIT = 1024
 TOPIC_NAME_LIMIT = 128
 CALLBACK_LIMIT = 64
 CALLBACK_PREFIX = "hub:"
-BUTTONS = ("take", "resolve", "reopen", "card")
+BUTTONS = ("take", "resolve", "wait", "reopen", "card")
 STAGE_BUTTONS = ("stage_down", "stage_up")  # a second row: the relationship stage
 
 _TAG = re.compile(r"<[^>]*>")
@@ -158,7 +158,7 @@ def _button(label: str, data: str) -> InlineKeyboardButton:
 
 # Under a client's message in a manager's private chat: act on the request, show the
 # card, or pick whom to transfer it to and when to be reminded (PICKERS).
-PRIVATE_BUTTONS = (("take", "resolve", "card"), ("transfer", "remind"))
+PRIVATE_BUTTONS = (("take", "resolve", "wait", "card"), ("transfer", "remind"))
 PICKERS = ("transfer", "remind")
 
 

@@ -182,7 +182,7 @@ class StaffDesk(Protocol):
         *,
         key: str | None = None,
     ) -> str:
-        """take, resolve, reopen, transfer NAME, tag WORDS, remind WHEN TEXT, stage NAME:
+        """take, resolve, wait (on the client), reopen, transfer NAME, tag WORDS, remind WHEN TEXT, stage NAME:
         do it, log it on the client, return the confirmation to show (localized).
         ``key`` (the id of the manager's message or button press) makes a repeated
         call return the first confirmation without acting again."""

@@ -35,7 +35,18 @@ log = loggers.channels
 
 # The desk's actions on a client's request, as commands (and some as buttons).
 ACTIONS = frozenset(
-    {"take", "resolve", "reopen", "transfer", "tag", "stage", "remind", "block", "unblock"}
+    {
+        "take",
+        "resolve",
+        "wait",
+        "reopen",
+        "transfer",
+        "tag",
+        "stage",
+        "remind",
+        "block",
+        "unblock",
+    }
 )
 NOTE_MARK = "!"
 

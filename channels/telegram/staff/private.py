@@ -7,7 +7,7 @@ conversation's channel, as an answer in the client's topic does; ``!`` first
 makes an internal note. Both are copied into the client's topic by the desk. A
 manager may choose a current client (``/c ID`` with the id the card shows, or a
 button of ``/inbox``) and then just write: plain text goes to them. The commands
-of :attr:`PrivateChat.about` (``/take``, ``/resolve``, ``/transfer NAME``,
+of :attr:`PrivateChat.about` (``/take``, ``/resolve``, ``/wait``, ``/transfer NAME``,
 ``/remind WHEN TEXT``, ``/card``, ``/note TEXT``, ``/t NAME``, and for
 supervisors and admins ``/block`` and ``/unblock``) act on the client replied
 to, else the current one. The desk checks that the client is the manager's to
