@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.tables import attachments, conversations, interactions, managers, outbox, topics
+from storage.webhooks import CHANNEL as WEBHOOK
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,30 @@ def _due(now: datetime) -> Any:
     )
 
 
+def _in_turn() -> Any:
+    """A webhook row waits while an earlier row of its queue (client and webhook,
+    kept in ``external_id`` until sent: see ``storage.webhooks``) is still to go;
+    one probe of ``ix_outbox_external`` per candidate. A parked row holds nobody."""
+    o = outbox.c
+    earlier = outbox.alias("earlier")
+    e = earlier.c
+    ahead = exists().where(
+        e.channel == WEBHOOK,
+        e.external_id == o.external_id,
+        e.id < o.id,
+        e.status.in_(("pending", "sending")),
+    )
+    return or_(o.channel != WEBHOOK, o.external_id.is_(None), ~ahead)
+
+
+def _claimable(now: datetime, channels: Sequence[str]) -> list[Any]:
+    o = outbox.c
+    where = [_due(now), o.channel.in_(channels)]
+    if WEBHOOK in channels:
+        where.append(_in_turn())
+    return where
+
+
 async def claim(
     conn: AsyncConnection,
     *,
@@ -54,14 +79,15 @@ async def claim(
     limit: int,
     later: Sequence[str] = (),
 ) -> list[OutboxRow]:
-    """Due rows, oldest first; rows of the ``later`` kinds after all others due."""
+    """Due rows, oldest first; rows of the ``later`` kinds after all others due; a
+    webhook's row only in its turn (:func:`_in_turn`)."""
     o = outbox.c
     order: list[Any] = [o.next_attempt_at, o.id]
     if later:
         order.insert(0, case((o.kind.in_(list(later)), 1), else_=0))
     due_ids = (
         select(o.id)
-        .where(_due(now), o.channel.in_(channels))
+        .where(*_claimable(now, channels))
         .order_by(*order)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -95,17 +121,15 @@ async def claim(
 
 
 async def next_due(conn: AsyncConnection, channels: Sequence[str]) -> datetime | None:
-    """When the earliest pending row of these channels falls due."""
+    """When the earliest pending row of these channels falls due (a webhook's row
+    waiting for its turn does not count: it falls due when the one ahead is sent)."""
     o = outbox.c
+    where = [o.status == "pending", o.channel.in_(channels)]
+    if WEBHOOK in channels:
+        where.append(_in_turn())
     return cast(
         "datetime | None",
-        (
-            await conn.execute(
-                select(func.min(o.next_attempt_at)).where(
-                    o.status == "pending", o.channel.in_(channels)
-                )
-            )
-        ).scalar_one(),
+        (await conn.execute(select(func.min(o.next_attempt_at)).where(*where))).scalar_one(),
     )
 
 

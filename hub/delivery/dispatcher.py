@@ -39,6 +39,12 @@ log = loggers.dispatcher
 # Kinds whose outbox row delivers its interaction (the reply itself); the rest
 # (mirror, assigned, alerts) only point at the interaction they are about.
 DELIVERS_INTERACTION = frozenset({"reply", "auto_reply", "campaign", "confirmation"})
+# Kinds for other systems (outgoing events): one that fails for good is parked for a
+# replay, not news for the client's record or the staff.
+PARKED_KINDS = frozenset({"webhook"})
+# Channels whose rows go out in order (a client's events to a webhook): a send
+# recorded lets the next of its queue be claimed at once, not at the next poll.
+ORDERED_CHANNELS = frozenset({"webhook"})
 BUDGET_WINDOW_S = 61.0  # how far back sends count in a budget (Telegram's: a minute)
 
 
@@ -295,6 +301,8 @@ class Dispatcher:
             # Recording the outcome failed (database down): the lease runs out
             # and the row is claimed again.
             log.exception("dispatcher.record_failed outbox=%s", row.id)
+        if row.channel in ORDERED_CHANNELS:
+            self._wake.set()
 
     async def _record_sent(
         self, row: q.OutboxRow, external_id: str | None, delivers: int | None
@@ -394,7 +402,7 @@ class Dispatcher:
             await q.mark_failed(
                 conn, row.id, worker=self.worker, error=reason, now=now, interaction_id=delivers
             )
-            if row.kind not in STAFF_KINDS and row.client_id is not None:
+            if row.kind not in STAFF_KINDS | PARKED_KINDS and row.client_id is not None:
                 await self._report_failure(conn, row, reason, now)
         self.failed += 1
         loggers.event(
