@@ -26,6 +26,7 @@ from hub.clients.attachments import AttachmentStore
 from hub.clients.book import ClientBook
 from hub.clients.privacy import Privacy
 from hub.config import Config, split_listen
+from hub.delivery import webhooks as outgoing
 from hub.delivery.dispatcher import Dispatcher
 from hub.desk.desk import Desk
 from hub.ingest.ingestor import Ingestor
@@ -84,6 +85,7 @@ class Hub:
         self.campaigns: Campaigns | None = None
         self.edges: Edges | None = None
         self.desk: Desk | None = None
+        self.webhooks: outgoing.WebhookChannel | None = None
         self.scheduler: Scheduler | None = None
         self._reloading = asyncio.Lock()
         self._reloads: set[asyncio.Task[ReloadResult]] = set()
@@ -174,6 +176,7 @@ class Hub:
         )
         async with db.write() as conn:
             await managers_q.sync(conn, reload.manager_rows(self.config), self.clock.now())
+            await outgoing.sync(conn, self.config.webhooks)
             return await managers_q.ids_by_name(conn)
 
     def _open_scheduler(self, stack: AsyncExitStack, db: Database) -> None:
@@ -191,7 +194,11 @@ class Hub:
         and escalator that follow its rules and policies, built."""
         config, db = self.config, parts.db
         dispatcher = self.dispatcher = Dispatcher(
-            db, self.clock, self.channels, config.dispatcher, staff_channel=parts.staff_channel
+            db,
+            self.clock,
+            self._sending(stack),
+            config.dispatcher,
+            staff_channel=parts.staff_channel,
         )
         ingestor = self.ingestor = build_ingestor(
             config,
@@ -225,6 +232,16 @@ class Hub:
                 timezone=config.hub.timezone,
             )
         return ingestor
+
+    def _sending(self, stack: AsyncExitStack) -> dict[str, ChannelPort]:
+        """What the dispatcher sends through: the channels, and the webhooks when the
+        config has any (a reload may add them); their connections closed last."""
+        webhooks = self.webhooks = outgoing.WebhookChannel(self.config.webhooks, self.clock)
+        stack.push_async_callback(webhooks.stop)
+        sending = dict(self.channels)
+        if self.config.webhooks:
+            sending[outgoing.CHANNEL] = webhooks
+        return sending
 
     async def _open_dispatcher(self, stack: AsyncExitStack) -> None:
         assert self.dispatcher is not None
