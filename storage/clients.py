@@ -187,10 +187,16 @@ async def phones(conn: AsyncConnection) -> list[tuple[int, str]]:
 
 
 async def quiet_since(
-    conn: AsyncConnection, before: datetime, skip: Sequence[str], limit: int
+    conn: AsyncConnection,
+    before: datetime,
+    skip: Sequence[str],
+    limit: int,
+    *,
+    by_hand_before: datetime | None = None,
 ) -> list[tuple[int, str]]:
     """(id, stage) of clients whose last message either way is older than
-    ``before``, not in a stage of ``skip``, not merged."""
+    ``before``, not in a stage of ``skip``, not merged, and (with
+    ``by_hand_before``) whose stage no person set since then."""
     c, i = clients.c, interactions.c
     # The latest message read from the end of the client's (client_id, id) index:
     # the cost follows the clients, not the length of the log.
@@ -202,12 +208,12 @@ async def quiet_since(
         .correlate(clients)
         .scalar_subquery()
     )
-    rows = await conn.execute(
-        select(c.id, c.stage)
-        .where(last < before, c.stage.not_in(list(skip)), c.merged_into.is_(None))
-        .order_by(c.id)
-        .limit(limit)
+    query = select(c.id, c.stage).where(
+        last < before, c.stage.not_in(list(skip)), c.merged_into.is_(None)
     )
+    if by_hand_before is not None:
+        query = query.where(or_(c.stage_by_hand_at.is_(None), c.stage_by_hand_at < by_hand_before))
+    rows = await conn.execute(query.order_by(c.id).limit(limit))
     return [(int(a), str(b)) for a, b in rows.all()]
 
 

@@ -23,7 +23,8 @@ from typing import Any, TextIO
 
 from rapidfuzz import fuzz
 
-from hub.clients.stages import move
+from hub.clients.stage_rules import StageRules, after_tags, day_start
+from hub.clients.stages import Move, apply
 from hub.kernel import loggers
 from hub.kernel.clock import Clock
 from hub.kernel.errors import HubError
@@ -61,10 +62,20 @@ class ImportReport:
 
 
 class ClientBook:
-    def __init__(self, db: Database, clock: Clock, *, region: str = "RU") -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        *,
+        region: str = "RU",
+        stage_rules: Callable[[], StageRules] | None = None,
+    ) -> None:
+        """``stage_rules``: the rules in force (a reload changes them), for the
+        tags an import adds."""
         self.db = db
         self.clock = clock
         self.region = region
+        self.stage_rules = stage_rules or StageRules
 
     # -- merge and unmerge ------------------------------------------------------------
 
@@ -192,14 +203,22 @@ class ClientBook:
 
     # -- the stage rule ----------------------------------------------------------------------
 
-    async def lapse(self, days: int, *, limit: int = 1000) -> int:
-        """Clients with no message either way for ``days`` days become lapsed."""
+    async def lapse(self, days: int, *, limit: int = 1000, timezone: str = "UTC") -> int:
+        """Clients with no message either way for ``days`` days become lapsed (the
+        stage they leave kept for their return), but for those whose stage a
+        person set today (in ``timezone``)."""
         now = self.clock.now()
         why = f"no contact for {days} days"
         async with self.db.write() as conn:
-            quiet = await q.quiet_since(conn, now - timedelta(days=days), [LAPSED], limit)
-            for client_id, stage in quiet:
-                await move(conn, client_id, stage, LAPSED, who="rule", why=why, now=now)
+            quiet = await q.quiet_since(
+                conn,
+                now - timedelta(days=days),
+                [LAPSED],
+                limit,
+                by_hand_before=day_start(now, timezone),
+            )
+            moves = [Move(cid, stage, LAPSED, "rule", why, by_hand=False) for cid, stage in quiet]
+            await conn.run_sync(apply, moves, now)
         if quiet:
             loggers.event(log, "clients.lapsed", count=len(quiet), days=days)
         return len(quiet)
@@ -223,6 +242,7 @@ class ClientBook:
             for name, client_id in (await q.telegram_writers(conn, hints)).items():
                 existing[(TELEGRAM_HINT, name)] = client_id
             seen: dict[tuple[str, str], int] = {}
+            tagged: dict[int, set[str]] = {}  # client -> the tags the import gave them
             for done, (number, fields, pairs) in enumerate(rows, start=1):
                 owners = {existing[p] for p in pairs if p in existing} | {
                     seen[p] for p in pairs if p in seen
@@ -235,13 +255,17 @@ class ClientBook:
                 new = [p for p in pairs if p not in existing and p not in seen]
                 if owners:
                     client_id = owners.pop()
-                    if await self._update(conn, client_id, fields, now) or new:
+                    added = await self._update(conn, client_id, fields, now)
+                    if added is not None or new:
                         report.updated += 1
                     else:
                         report.unchanged += 1
                 else:
                     client_id = await q.new_client(conn, {**fields, "created_at": now})
                     report.added += 1
+                    added = set(fields["tags"] or ())
+                if added:
+                    tagged.setdefault(client_id, set()).update(added)
                 await q.add_identities(
                     conn,
                     [
@@ -253,6 +277,7 @@ class ClientBook:
                     seen[p] = client_id
                 if progress is not None:
                     progress(done, len(rows))
+            await after_tags(conn, self.stage_rules(), tagged, now)
         report.errors.sort()
         loggers.event(
             log,
@@ -332,12 +357,12 @@ class ClientBook:
 
     async def _update(
         self, conn: Any, client_id: int, fields: dict[str, Any], now: datetime
-    ) -> bool:
-        """Fill what the record lacks; never overwrite what is there. Whether it
-        changed anything."""
+    ) -> set[str] | None:
+        """Fill what the record lacks; never overwrite what is there. The tags it
+        added when it changed anything, else None."""
         current = await q.record(conn, client_id)
         if current is None:
-            return False
+            return None
         values: dict[str, Any] = {}
         if fields["name"] and not current.name:
             values["name"] = fields["name"]
@@ -349,9 +374,10 @@ class ClientBook:
             values["custom"] = custom
         if fields["language"] and not current.language:
             values["language"] = fields["language"]
-        if values:
-            await q.update_client(conn, client_id, {**values, "updated_at": now})
-        return bool(values)
+        if not values:
+            return None
+        await q.update_client(conn, client_id, {**values, "updated_at": now})
+        return set(tags) - set(current.tags)
 
     async def export_csv(self, out: TextIO) -> int:
         """Every client as a CSV row (custom fields as their own columns)."""
