@@ -584,6 +584,54 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Здравствуйте{name}!\n\nМы получили вашу заявку и скоро ответим.\n\n{summary}",
         "en": "Hello{name},\n\nWe have received your request and will answer soon.\n\n{summary}",
     },
+    # Satisfaction ([csat]): to the client on resolve, their rating, the staff's alert
+    "csat_note": {
+        "ru": "Ваше обращение решено. Спасибо, что написали нам!",
+        "en": "Your request has been resolved. Thank you for contacting us!",
+    },
+    "csat_ask": {
+        "ru": "Оцените, пожалуйста, как мы помогли: от 1 (плохо) до 5 (отлично).",
+        "en": "How did we do? Please rate us from 1 (poor) to 5 (excellent).",
+    },
+    "csat_ask_links": {
+        "ru": "{links}\n\nМожно ответить на это письмо: ответ станет комментарием к оценке.",
+        "en": "{links}\n\nYou may reply to this email: your reply becomes your rating's comment.",
+    },
+    "csat_subject": {"ru": "Ваше обращение решено", "en": "Your request is resolved"},
+    "csat_thanks": {
+        "ru": "Спасибо за оценку {score} из 5! Если хотите, напишите пару слов в ответ.",
+        "en": "Thank you for rating us {score} of 5! Feel free to write us a few words.",
+    },
+    "csat_not_yours": {
+        "ru": "Эту оценку поставить нельзя",
+        "en": "This rating cannot be given here",
+    },
+    "csat_page_title": {"ru": "Ваша оценка: {score} из 5", "en": "Your rating: {score} of 5"},
+    "csat_page_button": {"ru": "Отправить оценку", "en": "Send my rating"},
+    "csat_page_done": {
+        "ru": "Спасибо! Оценка {score} из 5 сохранена.",
+        "en": "Thank you! Your rating {score} of 5 is saved.",
+    },
+    "csat_bad_link": {"ru": "Ссылка недействительна", "en": "This link is not valid"},
+    "csat_event": {"ru": "Оценка клиента: {score} из 5", "en": "The client rated {score} of 5"},
+    "csat_event_changed": {
+        "ru": "Клиент изменил оценку: {old} → {score} из 5",
+        "en": "The client changed their rating: {old} → {score} of 5",
+    },
+    "csat_alert": {
+        "ru": "⚠️ Низкая оценка {score} из 5: {client} (#{id}), закрыто: {manager}. /c {id}",
+        "en": "⚠️ Low rating {score} of 5: {client} (#{id}), resolved by {manager}. /c {id}",
+    },
+    "csat_comment": {
+        "ru": "💬 Комментарий к оценке {score} из 5: {comment}",
+        "en": "💬 A comment on the rating {score} of 5: {comment}",
+    },
+    "report_satisfaction": {
+        "ru": "Оценки клиентов: {count}, средняя {average}",
+        "en": "Client ratings: {count}, average {average}",
+    },
+    "chart_satisfaction": {"ru": "Оценки клиентов", "en": "Client ratings"},
+    "chart_average": {"ru": "средняя", "en": "average"},
 }
 
 
