@@ -5,10 +5,11 @@ running hub takes at once and what waits for a restart, the new parts swapped in
 
 What a reload takes is :data:`RELOADABLE`: managers (synced as at start: added,
 changed, deactivated; who is away untouched), routing rules, SLA policies,
-stages, auto-replies, canned answers, the forms, and the rounds those run. The
-running parts are given small new objects they read afresh each time (the
-ingestor's rules and policies, the desk's templates, the form server's forms,
-the mail worker's ingestor through its socket). Any other key that changed keeps
+stages, auto-replies, canned answers, the forms, the webhooks, and the rounds
+those run. The running parts are given small new objects they read afresh each
+time (the ingestor's rules and policies, the desk's templates, the form server's
+forms, the webhook channel's targets, the mail worker's ingestor through its
+socket). Any other key that changed keeps
 its old value until a restart, and the answer names it.
 """
 
@@ -34,6 +35,7 @@ from hub.admin.access import actor
 from hub.app import schedule
 from hub.app.wiring import WorkerSetup, auto_replies
 from hub.config import Config, FormSection, split_listen
+from hub.delivery import webhooks as outgoing
 from hub.desk.canned import CannedAnswers
 from hub.ingest.ingestor import Tuning
 from hub.ingest.rules import compile_policies, compile_rules
@@ -64,6 +66,7 @@ RELOADABLE: tuple[str, ...] = (
     "reminders.stages",
     "reminders.scan_every_s",
     "privacy",
+    "webhooks",
 )
 
 
@@ -253,6 +256,10 @@ def _swap(hub: Hub, config: Config, tuned: Tuning) -> None:
     if hub.desk is not None:
         hub.desk.canned = CannedAnswers(config.desk.templates)
         hub.desk.hours = config.hub.hours
+    if hub.webhooks is not None:
+        hub.webhooks.configure(config.webhooks)
+        if config.webhooks and hub.dispatcher is not None:
+            hub.dispatcher.channels.setdefault(outgoing.CHANNEL, hub.webhooks)
     forms = hub.channels.get("webform")
     if isinstance(forms, FormServer):
         forms.set_forms(config.webform.forms)
@@ -278,6 +285,7 @@ async def apply(hub: Hub, new: Config, *, by: str) -> ReloadResult:
             async with db.write() as conn:
                 await managers_q.sync(conn, manager_rows(config), at)
                 tuned = tuning(config, await managers_q.ids_by_name(conn))
+                await outgoing.sync(conn, config.webhooks)
                 await desk_q.audit(
                     conn,
                     {
