@@ -262,6 +262,17 @@ class StaffReports(Protocol):
         """The figures of ``week`` or ``month``; ReportError for another name."""
 
 
+class ClientRatings(Protocol):
+    """What a client's channel hands the hub when the client rates a resolved request
+    (a Telegram button under the hub's ask)."""
+
+    async def rate(self, channel: str, address: str, rating_id: int, score: int) -> str | None:
+        """Record ``score`` (1-5) for rating ``rating_id``, given by the holder of the
+        identity ``address`` on ``channel`` (a Telegram user id): only when the rating
+        is that client's; the last score wins. The thanks to show the client, in their
+        language; None when refused (not theirs, no such rating)."""
+
+
 class CampaignDesk(Protocol):
     """What a staff surface offers for campaigns: call-task outcomes and the
     marketers' commands. Optional: a surface without it has neither."""
