@@ -38,7 +38,7 @@ log = loggers.dispatcher
 
 # Kinds whose outbox row delivers its interaction (the reply itself); the rest
 # (mirror, assigned, alerts) only point at the interaction they are about.
-DELIVERS_INTERACTION = frozenset({"reply", "auto_reply", "campaign", "confirmation"})
+DELIVERS_INTERACTION = frozenset({"reply", "auto_reply", "campaign", "confirmation", "closed"})
 # Kinds for other systems (outgoing events): one that fails for good is parked for a
 # replay, not news for the client's record or the staff.
 PARKED_KINDS = frozenset({"webhook"})
