@@ -129,23 +129,24 @@ class _CampaignApi:
         language = self.campaigns.language
         verified = self.campaigns.unsubscribe and self.campaigns.unsubscribe.verify(token)
         if not verified:
-            return _page(text("campaign_bad_link", language), 404)
+            return page(text("campaign_bad_link", language), 404)
         form = (
             f'<form method="post" action="?t={html.escape(token)}">'
             f'<button type="submit" name="List-Unsubscribe" value="One-Click">'
             f"{html.escape(text('campaign_unsubscribe_button', language))}</button></form>"
         )
-        return _page(text("campaign_unsubscribe_page", language), 200, form)
+        return page(text("campaign_unsubscribe_page", language), 200, form)
 
     async def unsubscribe(self, request: web.Request) -> web.Response:
         language = self.campaigns.language
         done = await self.campaigns.opt_out(request.query.get("t", ""))
         if done is None:
-            return _page(text("campaign_bad_link", language), 404)
-        return _page(text("campaign_unsubscribed_page", language), 200)
+            return page(text("campaign_bad_link", language), 404)
+        return page(text("campaign_unsubscribed_page", language), 200)
 
 
-def _page(title: str, status: int, body: str = "") -> web.Response:
+def page(title: str, status: int, body: str = "") -> web.Response:
+    """A small public page (unsubscribe, rating): a title, and a form when given."""
     page = (
         '<!DOCTYPE html><html><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width">'
