@@ -147,10 +147,10 @@ class _CampaignApi:
 
 def page(title: str, status: int, body: str = "") -> web.Response:
     """A small public page (unsubscribe, rating): a title, and a form when given."""
-    page = (
+    markup = (
         '<!DOCTYPE html><html><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width">'
         f"<title>{html.escape(title)}</title></head>"
         f'<body style="font-family:sans-serif"><h1>{html.escape(title)}</h1>{body}</body></html>'
     )
-    return web.Response(text=page, status=status, content_type="text/html", charset="utf-8")
+    return web.Response(text=markup, status=status, content_type="text/html", charset="utf-8")
