@@ -36,6 +36,14 @@ ERASED = "[erased]"  # storage.privacy's tombstone: an erased body is never repl
 UNCONFIGURED = "its webhook is no longer in the config ([[webhooks]])"
 
 
+TEXT_LIMIT = 4000  # characters of a message's text an event carries
+
+
+def clip(text: str | None) -> str | None:
+    """A message's text as an event carries it: at most :data:`TEXT_LIMIT` characters."""
+    return text if text is None or len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 1] + "…"
+
+
 def queue_key(webhook: str, client_id: int | None) -> str | None:
     """What a row's delivery is ordered by while it waits: its client's events to
     one webhook go out one after another. None (no order) for an event of no client."""

@@ -1,8 +1,9 @@
 """The batch writer: one batch of messages written in one transaction, as a pipeline.
 
 deduplicate -> resolve clients -> thread and route -> write the conversations ->
-count the requests (flood control) -> write the log -> results. Each step is
-set-based (a few statements for the whole batch, never one per message) and
+count the requests (flood control) -> write the log -> outgoing events
+(:mod:`hub.ingest.events`) -> results. Each step is set-based (a few
+statements for the whole batch, never one per message) and
 hands the next what it found: the per-message part on each
 :class:`~hub.ingest.records.Entry`, the rest as a small typed value.
 
@@ -23,7 +24,7 @@ from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy.engine import Connection
 
-from hub.ingest import rows
+from hub.ingest import events, rows
 from hub.ingest.auto_replies import AutoReplies, auto_replies
 from hub.ingest.deadlines import open_deadlines
 from hub.ingest.flood import Burst, split
@@ -121,6 +122,7 @@ class BatchWriter:
         self.write_conversations(seen.fresh, threads)
         burst = self.count_requests(seen.fresh, senders)
         self.write_log(seen.fresh, threads, senders, burst)
+        events.emit(self.conn, seen.fresh, threads.routed, senders.new, self.router, self.now)
         return self.results(seen, senders)
 
     # 1. Deduplicate
