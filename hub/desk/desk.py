@@ -20,7 +20,7 @@ from hub.clients.attachments import AttachmentStore, StoredFile
 from hub.clients.search import client_search
 from hub.config import TemplateSection
 from hub.delivery.outbox import Outgoing
-from hub.desk import replies
+from hub.desk import csat, replies
 from hub.desk.canned import CannedAnswers
 from hub.desk.canned import fields as canned_fields
 from hub.jobs import reminders
@@ -204,6 +204,7 @@ class Desk:
         # The channels the hub can send on (set once they are built): an answer
         # routed to another one would wait in the outbox for ever, unseen.
         self.sending: frozenset[str] | None = None
+        self.csat: csat.Csat | None = None  # [csat]: the client told and asked on resolve
 
     async def manager(self, telegram_id: int) -> ManagerRef | None:
         async with self.db.read() as conn:
@@ -464,6 +465,7 @@ class Desk:
         )
         for conv_id in c.ids:  # resolved: every deadline of it is met
             await sla_q.meet(c.conn, conv_id, c.now, (*sla_q.RESPONSES, "resolution"))
+        await csat.on_resolved(c.conn, self.csat, c.ids, c.manager.id, c.now)
         return _Said(text("resolved", c.language, manager=c.manager.name))
 
     async def _wait(self, c: _Command) -> _Said:
