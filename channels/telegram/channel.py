@@ -20,7 +20,7 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramBadRequest, TelegramNotFound
 from aiogram.types import Message, Update
 
-from channels.telegram import inbound
+from channels.telegram import inbound, ratings
 from channels.telegram.base import STAFF_KINDS, StaffSurface
 from channels.telegram.errors import delivery_error
 from channels.telegram.outbound import BotBudget, ClientSender
@@ -38,6 +38,7 @@ from hub.kernel.ports import (
     AttachmentSource,
     Budgeted,
     ChannelLimits,
+    ClientRatings,
     InboundSink,
     RateLimit,
     RecentSends,
@@ -85,8 +86,10 @@ class TelegramChannel:
         grace: float = 10.0,
         budget: BotBudget | None = None,
         edges: Edges | None = None,
+        ratings: ClientRatings | None = None,
     ) -> None:
         self.config = config
+        self.ratings = ratings  # a client's press of a rating button goes there
         self.budget = budget
         self.staff = staff
         self.files = files
@@ -195,6 +198,9 @@ class TelegramChannel:
                 )
                 return
             await self._client_message(message, edited=update.message is None)
+            return
+        if update.callback_query is not None:  # a client's button: a rating
+            await ratings.press(bot, update.callback_query, self.ratings)
             return
         if update.my_chat_member is not None:
             member = update.my_chat_member

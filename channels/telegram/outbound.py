@@ -31,6 +31,7 @@ from aiogram.utils.text_decorations import html_decoration
 
 from channels.telegram.errors import delivery_error
 from channels.telegram.inbound import message_id
+from channels.telegram.ratings import keyboard
 from channels.telegram.text import fit, utf16_len
 from hub.kernel import loggers
 from hub.kernel.errors import PermanentDeliveryError, TemporaryDeliveryError
@@ -145,13 +146,18 @@ class ClientSender:
         key = message.idempotency_key
         done = self._progress.pop(key, 0)
         last: int | None = None
+        rating = message.extras.get("rating")  # the buttons of a rating's ask, at its end
+        markup = keyboard(rating) if isinstance(rating, int) and not attached else None
         for index in range(done, len(parts)):
             await self._turn(chat_id)
             try:
                 step = parts[index]
                 if isinstance(step, str):
                     sent = await self.bot.send_message(
-                        chat_id, html_decoration.quote(step), parse_mode=ParseMode.HTML
+                        chat_id,
+                        html_decoration.quote(step),
+                        parse_mode=ParseMode.HTML,
+                        reply_markup=markup if index == len(parts) - 1 else None,
                     )
                 else:
                     sent = await self._send_file(chat_id, step)
