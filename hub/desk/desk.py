@@ -19,6 +19,7 @@ from hub.clients import stages
 from hub.clients.attachments import AttachmentStore, StoredFile
 from hub.clients.search import client_search
 from hub.config import TemplateSection
+from hub.delivery import events
 from hub.delivery.outbox import Outgoing
 from hub.desk import csat, replies
 from hub.desk.canned import CannedAnswers
@@ -338,6 +339,18 @@ class Desk:
                 await q.set_conversations(conn, [conv.id], now, status="pending")
             if conv.assignee_id is None:
                 await q.set_conversations(conn, [conv.id], now, assignee_id=manager.id)
+            if unsent is None:
+                await events.answered(
+                    conn,
+                    client_id=conv.client_id,
+                    conversation_id=conv.id,
+                    interaction_id=queued.interaction_id,
+                    channel=replies.REPLY_ROUTE.get(conv.channel, (conv.channel, ""))[0],
+                    text=said.text,
+                    manager=manager.name,
+                    now=now,
+                    assigned=conv.assignee_id is None,
+                )
         await q.add_attachments(conn, _attachment_rows(queued.interaction_id, said.files))
         if said.mirror and self.staff_channel is not None:
             copy = replies.topic_copy(
@@ -440,6 +453,9 @@ class Desk:
         if not c.ids:
             return _only(text("no_open", c.language))
         await q.set_conversations(c.conn, c.ids, c.now, assignee_id=c.manager.id)
+        await events.assigned(
+            c.conn, c.client_id, c.ids, manager=c.manager.name, by="take", now=c.now
+        )
         return _Said(text("taken", c.language, manager=c.manager.name))
 
     async def _accept(self, c: _Command) -> _Said:
@@ -455,6 +471,9 @@ class Desk:
         if not got:  # somebody was quicker (the update is conditional)
             holder = await q.manager_name(c.conn, c.open[0].assignee_id)
             return _only(text("already_taken", c.language, manager=holder or "—"))
+        await events.assigned(
+            c.conn, c.client_id, got, manager=c.manager.name, by="accept", now=c.now
+        )
         return _Said(text("taken", c.language, manager=c.manager.name))
 
     async def _resolve(self, c: _Command) -> _Said:
@@ -466,6 +485,7 @@ class Desk:
         for conv_id in c.ids:  # resolved: every deadline of it is met
             await sla_q.meet(c.conn, conv_id, c.now, (*sla_q.RESPONSES, "resolution"))
         await csat.on_resolved(c.conn, self.csat, c.ids, c.manager.id, c.now)
+        await events.resolved(c.conn, c.client_id, c.ids, manager=c.manager.name, now=c.now)
         return _Said(text("resolved", c.language, manager=c.manager.name))
 
     async def _wait(self, c: _Command) -> _Said:
@@ -503,6 +523,9 @@ class Desk:
         if not c.ids:
             return _only(text("no_open", c.language))
         await q.set_conversations(c.conn, c.ids, c.now, assignee_id=target.id)
+        await events.assigned(
+            c.conn, c.client_id, c.ids, manager=target.name, by="transfer", now=c.now
+        )
         reply = text("transferred", c.language, target=target.name, manager=c.manager.name)
         if self.staff_channel is not None:
             notice = Outgoing(
