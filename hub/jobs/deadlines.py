@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hub.delivery import events
 from hub.delivery.outbox import Outgoing
 from hub.jobs.waiting import Assigner
 from hub.kernel import loggers
@@ -107,6 +108,15 @@ class Escalator:
             told = (await self._whom(conn)).supervisors
         await self._tell(conn, due, told, message, now, step=2)
         await self._topic(conn, due, message, now, step=2)
+        await events.missed(
+            conn,
+            client_id=due.client_id,
+            conversation_id=due.conversation_id,
+            kind=due.kind,
+            policy=due.policy,
+            due_at=due.due_at,
+            now=now,
+        )
 
     async def _reassign(self, conn: AsyncConnection, due: q.Due, now: datetime) -> None:
         if self._snapshot is None:  # read once a round, then kept up to date
@@ -125,6 +135,9 @@ class Escalator:
         assignee = snapshot.by_id(decision.assignee_id)
         name = assignee.name if assignee is not None else str(decision.assignee_id)
         message = text("sla_reassigned", self.language, manager=name)
+        await events.assigned(
+            conn, due.client_id, [due.conversation_id], manager=name, by="sla", now=now
+        )
         await self._event(conn, due, message, now)
         await self._tell(conn, due, [decision.assignee_id], message, now, step=3, kind="assigned")
 

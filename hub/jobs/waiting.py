@@ -23,6 +23,7 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hub.delivery import events
 from hub.delivery.outbox import Outgoing
 from hub.kernel import loggers
 from hub.kernel.clock import Clock
@@ -167,6 +168,15 @@ class Assigner:
                 return
             snapshot.add_load(decision.assignee_id)
             await q.set_owner_if_none(conn, w.client_id, decision.assignee_id)
+            manager = snapshot.by_id(decision.assignee_id)
+            await events.assigned(
+                conn,
+                w.client_id,
+                [w.conversation_id],
+                manager=manager.name if manager else str(decision.assignee_id),
+                by="routing",
+                now=now,
+            )
             targets = [(decision.assignee_id, "assigned")]
         else:
             targets = [(manager_id, "offer") for manager_id in decision.offered]
