@@ -33,6 +33,7 @@ from hub.kernel.types import LAPSED, STAGES, Direction
 from storage import Database
 from storage import clients as q
 from storage import desk as desk_q
+from storage import webhooks as webhooks_q
 
 log = loggers.core
 
@@ -59,6 +60,12 @@ class ImportReport:
     updated: int = 0
     unchanged: int = 0  # matched a client and told it nothing new
     errors: list[tuple[int, str]] = field(default_factory=list)  # (row number, problem)
+
+
+def _merged(keep: int, other: int, merge_id: int, now: datetime) -> webhooks_q.Emitted:
+    """The outgoing event of a merge: ``other`` went into ``keep``."""
+    data = {"client_id": keep, "merged_id": other, "merge_id": merge_id}
+    return webhooks_q.Emitted("client.merged", keep, now, data)
 
 
 class ClientBook:
@@ -124,6 +131,7 @@ class ClientBook:
             )
             label = gone.name or f"#{other}"
             await self._event(conn, keep, f"merged: {label} (#{other}) into #{keep}", actor, now)
+            await webhooks_q.emit(conn, [_merged(keep, other, merge_id, now)], now)
             await desk_q.audit(
                 conn,
                 {
