@@ -30,6 +30,7 @@ from hub.ingest.deadlines import open_deadlines
 from hub.ingest.flood import Burst, split
 from hub.ingest.notices import staff_notices
 from hub.ingest.records import Conv, Entry, Pending, Routed
+from hub.ingest.resumed import resume_waiting
 from hub.ingest.router import Router, RoutingSettings
 from hub.kernel.identities import TELEGRAM_HINT
 from hub.kernel.types import IngestResult
@@ -104,6 +105,7 @@ class Threads:
     owners: dict[int, int] = field(default_factory=dict)  # client -> first assignee
     tags: dict[int, tuple[str, ...]] = field(default_factory=dict)  # client -> rule tags
     rule_replies: dict[Entry, Decision] = field(default_factory=dict)  # a rule's reply
+    resumed: list[Conv] = field(default_factory=list)  # waiting on the client until now
 
 
 class BatchWriter:
@@ -287,7 +289,9 @@ class BatchWriter:
                 self._route(e, conv, senders, threads, queued)
             if conv.row is None:
                 threads.joined[conv.id] = conv
-                if conv.status != "open":  # pending or resolved: the client wrote again
+                if conv.status != "open":  # pending, waiting, resolved: the client wrote again
+                    if conv.status == "waiting":
+                        threads.resumed.append(conv)
                     conv.status = "open"
                     conv.changed = True
             e.conv = conv
@@ -380,6 +384,7 @@ class BatchWriter:
         for conv, conv_id in zip(threads.new, conv_ids, strict=True):
             conv.id = conv_id
         changed = [(c.id, c.assignee_id) for c in threads.joined.values() if c.changed]
+        resume_waiting(conn, threads.resumed, now, self.settings.language)
         q.reopen_or_assign(conn, changed, now)
         q.set_owners(conn, threads.owners)
         self.router.add_tags(threads.tags)
