@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.sla import RESPONSES
-from storage.tables import clients, conversations, deadlines, identities, interactions
+from storage.tables import clients, conversations, deadlines, identities, interactions, outbox
 
 WAITING = "waiting"
 HELD_FROM = ("open", "pending")
@@ -186,3 +186,19 @@ async def reach(conn: AsyncConnection, closed: list[Closed]) -> Reach:
         )
     }
     return Reach(addresses, languages, threads)
+
+
+async def append(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
+    """Interactions, in one statement; their ids in the order given."""
+    if not rows:
+        return []
+    found = await conn.execute(
+        insert(interactions).returning(interactions.c.id, sort_by_parameter_order=True), rows
+    )
+    return [int(row[0]) for row in found.all()]
+
+
+async def enqueue(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Outbox rows, in one statement."""
+    if rows:
+        await conn.execute(insert(outbox), rows)

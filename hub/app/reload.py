@@ -4,13 +4,13 @@ running hub takes at once and what waits for a restart, the new parts swapped in
 ``hub reload``).
 
 What a reload takes is :data:`RELOADABLE`: managers (synced as at start: added,
-changed, deactivated; who is away untouched), routing rules, SLA policies,
-stages, auto-replies, canned answers, the forms, the webhooks, and the rounds
-those run. The running parts are given small new objects they read afresh each
-time (the ingestor's rules and policies, the desk's templates, the form server's
-forms, the webhook channel's targets, the mail worker's ingestor through its
-socket). Any other key that changed keeps
-its old value until a restart, and the answer names it.
+changed, deactivated; who is away untouched), routing rules, SLA policies, stages,
+auto-replies, canned answers, the forms, the webhooks, waiting requests' closing,
+and the rounds those run. The running parts are given small new objects they read
+afresh each time (the ingestor's rules and policies, the desk's templates, the form
+server's forms, the webhook channel's targets, the mail worker's ingestor through
+its socket). Any other key that changed keeps its old value until a restart, and the
+answer names it.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ RELOADABLE: tuple[str, ...] = (
     "reminders.scan_every_s",
     "privacy",
     "webhooks",
+    "waiting",
 )
 
 

@@ -32,6 +32,7 @@ from hub.desk.desk import Desk
 from hub.ingest.ingestor import Ingestor
 from hub.jobs.deadlines import Escalator
 from hub.jobs.reminders import ReminderLoop, scan
+from hub.jobs.silence import Silence, close_silent
 from hub.jobs.waiting import Assigner
 from hub.kernel import loggers
 from hub.kernel.clock import Clock, SystemClock
@@ -414,6 +415,15 @@ class Hub:
             storage = self.config.storage
             files = AttachmentStore(storage.attachments_dir, storage.max_attachment_bytes)
             await self._job("retention", lambda: Privacy(db, self.clock, files).retain(days))
+
+    async def close_silent(self) -> None:
+        """Requests waiting on the client closed after ``waiting.close_after_days``."""
+        db, waiting = self.db, self.config.waiting
+        if db is not None:
+            staff = self.desk.staff_channel if self.desk is not None else None
+            language = self.config.hub.language
+            silence = Silence(waiting.close_after_days, waiting.note, staff, language)
+            await self._job("waiting", lambda: close_silent(db, self.clock, silence), wake=True)
 
     async def give_out(self) -> None:
         if self.assigner is not None:

@@ -34,6 +34,8 @@ class Rounds(Protocol):
 
     async def retain(self) -> None: ...
 
+    async def close_silent(self) -> None: ...
+
 
 def _always(config: Config, dialect: str) -> bool:
     return True
@@ -81,6 +83,14 @@ SCHEDULE: tuple[Every, ...] = (
         lambda r: r.retain,
         lambda c: c.privacy.check_every_s,
         when=lambda c, _: c.privacy.keep_days is not None,
+        at_start=True,
+    ),
+    # Requests waiting on the client close themselves after days of silence.
+    Every(
+        "waiting",
+        lambda r: r.close_silent,
+        lambda c: c.waiting.check_every_s,
+        when=lambda c, _: c.waiting.close_after_days > 0,
         at_start=True,
     ),
 )
