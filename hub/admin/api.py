@@ -32,10 +32,13 @@ from hub.admin.access import CALLER, Caller, actor, refusal
 from hub.admin.audit import add_routes as add_audit_routes
 from hub.admin.campaigns import add_routes as add_campaign_routes
 from hub.admin.clients import add_routes as add_client_routes
+from hub.admin.events import add_routes as add_event_routes
 from hub.admin.metrics import CONTENT_TYPE, Metrics
 from hub.admin.tokens import CONFIG_NAME, Tokens
 from hub.campaigns.campaigns import Campaigns
 from hub.clients.book import ClientBook
+from hub.clients.event_writer import EventRecorder
+from hub.clients.stage_rules import StageRules
 from hub.clients.search import client_search
 from hub.kernel import loggers
 from hub.kernel.clock import SystemClock
@@ -80,12 +83,14 @@ def create_app(
     metrics: Metrics | None = None,
     reporter: Reporter | None = None,
     campaigns: Campaigns | None = None,
+    stage_rules: Callable[[], StageRules] = StageRules,
 ) -> web.Application:
     """The admin application; ``ready()`` tells whether every channel is listening.
 
     ``default_region`` (``hub.default_region``) reads phone numbers written in a
     national format (``8 916 …``) in searches. ``reporter`` answers ``/api/reports``
-    (by default: UTC days and the system clock).
+    (by default: UTC days and the system clock). ``stage_rules``: the rules in
+    force (a reload changes them) for business events and imports.
     """
     if not token:
         raise ValueError("the admin API needs a non-empty token")
@@ -103,7 +108,9 @@ def create_app(
     add_audit_routes(app, db)
     if campaigns is not None:
         add_campaign_routes(app, campaigns)
-    add_client_routes(app, ClientBook(db, SystemClock(), region=default_region or "RU"))
+    book = ClientBook(db, SystemClock(), region=default_region or "RU", stage_rules=stage_rules)
+    add_client_routes(app, book)
+    add_event_routes(app, EventRecorder(db, SystemClock(), stage_rules), default_region)
     return app
 
 
