@@ -53,6 +53,7 @@ RULES: tuple[tuple[str, str, Right], ...] = (
     ("POST", "/api/merges", Right.CLIENTS),
     ("POST", "/api/events", Right.CLIENTS),
     ("POST", "/api/campaigns", Right.CAMPAIGNS),
+    ("GET", "/api/webhooks", Right.ADMIN),  # what integrations were sent, and their errors
 )
 
 
