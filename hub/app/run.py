@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from hub.admin.api import AdminServer, create_app
 from hub.admin.metrics import Metrics, Sources
+from hub.admin.webhooks import Parking
+from hub.admin.webhooks import add_routes as add_webhook_routes
 from hub.app import datalock, reload, schedule
 from hub.app.reload import ReloadResult
 from hub.app.wiring import build_channels, build_ingestor, edge_limits, reporter
@@ -289,6 +291,7 @@ class Hub:
             metrics=metrics,
         )
         reload.add_route(app, self.reload_file)
+        add_webhook_routes(app, Parking(db, self.clock, wake=self._wake))
         host, port = split_listen(config.admin.listen)
         admin = self.admin = AdminServer(app, edges=self.edges)
         await admin.start(host, port)
