@@ -19,6 +19,7 @@ from hub.kernel import loggers
 from hub.kernel.clock import Clock
 from storage import Database
 from storage import metrics as q
+from storage import webhooks as webhooks_q
 
 log = loggers.admin
 
@@ -43,6 +44,7 @@ class Metrics:
         self.clock = clock
         self.sources = sources
         self._gauges: q.Gauges | None = None
+        self._webhooks: dict[str, webhooks_q.Queued] = {}
         self._spool: tuple[int, int] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -52,6 +54,7 @@ class Metrics:
         try:
             async with self.db.read() as conn:
                 self._gauges = await q.gauges(conn)
+                self._webhooks = await webhooks_q.counts(conn)
         except Exception as exc:
             loggers.event(log, "metrics.database_down", 30, error=type(exc).__name__)
             self._gauges = None
@@ -113,3 +116,19 @@ class Metrics:
         yield GaugeMetricFamily(
             "hub_reminders_pending", "Reminders not fired yet", value=g.reminders_pending
         )
+        yield from self._webhook_gauges()
+
+    def _webhook_gauges(self) -> Iterable[Metric]:
+        pending = GaugeMetricFamily(
+            "hub_webhook_pending", "Outgoing events waiting for delivery", labels=["webhook"]
+        )
+        parked = GaugeMetricFamily(
+            "hub_webhook_parked",
+            "Outgoing events that failed past their retries, kept for a replay",
+            labels=["webhook"],
+        )
+        for name, queued in sorted(self._webhooks.items()):
+            pending.add_metric([name], queued.pending)
+            parked.add_metric([name], queued.parked)
+        yield pending
+        yield parked
