@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy.engine import Connection
 
-from hub.ingest import events, rows
+from hub.ingest import comments, events, rows
 from hub.ingest.auto_replies import AutoReplies, auto_replies
 from hub.ingest.deadlines import open_deadlines
 from hub.ingest.flood import Burst, split
@@ -51,6 +51,7 @@ class Settings(RoutingSettings, Protocol):
     auto_replies: AutoReplies | None
     flood_per_minute: int  # 0: no flood control
     language: str  # the staff's, for the notices the hub writes
+    csat: comments.CommentWindow | None  # a rating's comment: no request of its own
 
 
 @dataclass(slots=True)
@@ -120,10 +121,12 @@ class BatchWriter:
     def run(self, batch: list[Pending]) -> list[IngestResult]:
         seen = self.deduplicate(batch)
         senders = self.resolve_clients(seen.fresh)
+        comments.find(self.conn, self.settings.csat, seen.fresh, senders.blocked, self.now)
         threads = self.thread_and_route(seen.fresh, senders)
         self.write_conversations(seen.fresh, threads)
         burst = self.count_requests(seen.fresh, senders)
         self.write_log(seen.fresh, threads, senders, burst)
+        self.write_comments(seen.fresh)
         events.emit(self.conn, seen.fresh, threads.routed, senders.new, self.router, self.now)
         return self.results(seen, senders)
 
@@ -275,11 +278,14 @@ class BatchWriter:
         blocked = senders.blocked
         for e in fresh:
             extras = e.message.extras
-            if (extras and (extras.get("service") or extras.get("auto"))) or (
-                blocked and e.client_id in blocked
+            if (
+                (extras and (extras.get("service") or extras.get("auto")))
+                or (blocked and e.client_id in blocked)
+                or e.rated is not None
             ):
                 # A bare /start or /stop, an auto-reply, a bounce of mail the hub did
-                # not send, a blocked client's message: logged on the client, but no
+                # not send, a blocked client's message, a comment on a rating (logged
+                # on the rated request, hub.ingest.comments): logged on the client, but no
                 # request to route.
                 continue
             conv = self._conversation(e, hints, senders.open_convs, hinted)
@@ -447,6 +453,16 @@ class BatchWriter:
             conn,
             [r.outbox_row(iid, now) for r, iid in zip(replies, reply_ids, strict=True)],
         )
+
+    # 6b. A rating's comment
+
+    def write_comments(self, fresh: list[Entry]) -> None:
+        """The comments on ratings, stored, and the staff's notices about them."""
+        settings = self.settings
+        notices = comments.write(
+            self.conn, settings.csat, fresh, settings.staff_channel, settings.language, self.now
+        )
+        q.insert_notifications(self.conn, notices)
 
     # 7. Results
 

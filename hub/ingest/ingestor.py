@@ -29,6 +29,7 @@ from hub.clients.attachments import AttachmentStore
 from hub.delivery.bounces import record_bounce
 from hub.ingest.auto_replies import AutoReplies
 from hub.ingest.batch import BatchWriter
+from hub.ingest.comments import CommentWindow
 from hub.ingest.records import AttachedFile, Pending
 from hub.ingest.rules import needs_profile
 from hub.kernel import loggers
@@ -94,8 +95,10 @@ class Ingestor:
         policies: tuple[Policy, ...] = (),
         flood_per_minute: int = 0,
         language: str = "ru",
+        csat: CommentWindow | None = None,
     ) -> None:
         self.db = db
+        self.csat = csat  # [csat]: a client's reply right after rating is its comment
         self.policies = policies
         self.flood_per_minute = flood_per_minute  # desk.flood_per_minute; 0: off
         self.language = language  # the staff's (a flood's notice)

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 from hub.kernel.types import InboundMessage, IngestResult
 from routing import Decision
+from storage.ratings import Recent
 
 
 class AttachedFile(NamedTuple):
@@ -43,6 +44,7 @@ class Entry:
     client_id: int = 0
     conv: Conv | None = None
     interaction_id: int = 0
+    rated: Recent | None = None  # a comment on this rating: no request of its own
 
 
 @dataclass(slots=True, eq=False)

@@ -72,10 +72,12 @@ def inbound(entry: Entry, language: str) -> InteractionRow:
     if skipped:
         extras = extras or {}
         extras["attachments_skipped"] = skipped
-    conv = entry.conv
+    conv, rated = entry.conv, entry.rated
+    if rated is not None:  # a comment on a rating: logged on the rated request
+        extras = {**(extras or {}), "rating_comment": rated.id}
     return InteractionRow(
         entry.client_id,
-        conv.id if conv is not None else None,
+        conv.id if conv is not None else rated.conversation_id if rated is not None else None,
         IN,
         CHANNEL[m.channel],
         m.account,
