@@ -34,12 +34,14 @@ from hub.admin.campaigns import add_routes as add_campaign_routes
 from hub.admin.clients import add_routes as add_client_routes
 from hub.admin.events import add_routes as add_event_routes
 from hub.admin.metrics import CONTENT_TYPE, Metrics
+from hub.admin.ratings import add_routes as add_rating_routes
 from hub.admin.tokens import CONFIG_NAME, Tokens
 from hub.campaigns.campaigns import Campaigns
 from hub.clients.book import ClientBook
 from hub.clients.event_writer import EventRecorder
 from hub.clients.stage_rules import StageRules
 from hub.clients.search import client_search
+from hub.desk.csat import Csat
 from hub.kernel import loggers
 from hub.kernel.clock import SystemClock
 from hub.kernel.edges import Edges
@@ -83,6 +85,7 @@ def create_app(
     metrics: Metrics | None = None,
     reporter: Reporter | None = None,
     campaigns: Campaigns | None = None,
+    csat: Csat | None = None,
     stage_rules: Callable[[], StageRules] = StageRules,
 ) -> web.Application:
     """The admin application; ``ready()`` tells whether every channel is listening.
@@ -108,6 +111,8 @@ def create_app(
     add_audit_routes(app, db)
     if campaigns is not None:
         add_campaign_routes(app, campaigns)
+    if csat is not None:  # the rating links' page, public like /u
+        add_rating_routes(app, csat)
     book = ClientBook(db, SystemClock(), region=default_region or "RU", stage_rules=stage_rules)
     add_client_routes(app, book)
     add_event_routes(app, EventRecorder(db, SystemClock(), stage_rules), default_region)

@@ -30,6 +30,7 @@ from hub.clients.privacy import Privacy
 from hub.config import Config, split_listen
 from hub.delivery import webhooks as outgoing
 from hub.delivery.dispatcher import Dispatcher
+from hub.desk import csat
 from hub.desk.desk import Desk
 from hub.ingest.ingestor import Ingestor
 from hub.jobs.deadlines import Escalator
@@ -136,6 +137,7 @@ class Hub:
             staff_channel=staff_channel,
             templates=config.desk.templates,
         )
+        desk.csat = csat.build(config, db, self.clock, staff_channel=staff_channel)
         campaigns = self.campaigns = build_campaigns(
             config, db, self.clock, staff_channel=staff_channel, on_queued=self._wake
         )
@@ -145,6 +147,8 @@ class Hub:
             else self._given_channels
         )
         desk.sending = frozenset(self.channels)
+        if desk.csat is not None:
+            desk.csat.sending = desk.sending
         return _Parts(db, files, staff_channel)
 
     def _open_edges(self, stack: AsyncExitStack) -> None:
@@ -289,6 +293,7 @@ class Hub:
             reporter=reporter(config, db, self.clock),
             campaigns=self.campaigns,
             metrics=metrics,
+            csat=self.desk.csat if self.desk is not None else None,
         )
         reload.add_route(app, self.reload_file)
         add_webhook_routes(app, Parking(db, self.clock, wake=self._wake))

@@ -11,6 +11,7 @@ from hub.campaigns.campaigns import Campaigns
 from hub.clients.attachments import AttachmentStore
 from hub.config import Config
 from hub.desk.desk import Desk
+from hub.ingest import comments
 from hub.ingest.cursors import DbCursorStore, DbMailboxLocks
 from hub.ingest.ingestor import AutoReplies, Ingestor
 from hub.ingest.rules import compile_policies, compile_rules
@@ -119,6 +120,7 @@ def _telegram(
         max_attachment_bytes=config.storage.max_attachment_bytes,
         default_region=config.hub.default_region,
         edges=edges,
+        ratings=desk.csat,
     )
 
 
@@ -173,6 +175,7 @@ def build_ingestor(
         policies=compile_policies(config, manager_ids),
         flood_per_minute=config.desk.flood_per_minute,
         language=config.hub.language,
+        csat=comments.window(config),
     )
 
 
