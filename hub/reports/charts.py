@@ -28,6 +28,7 @@ KINDS = (
     "breaches",
     "stages",
     "campaigns",
+    "satisfaction",
 )
 SIZE_IN = 7.2
 DPI = 150
@@ -36,6 +37,7 @@ TITLE_PT = 22
 LABEL_PT = 16
 VALUE_PT = 14
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
+SCORE_COLORS = ("#d62728", "#ff7f0e", "#bcbd22", "#8fd175", "#2ca02c")  # 1 (red) to 5 (green)
 _SOURCE = {
     "first_response": "first_response_by_manager",
     "resolution": "resolution_by_manager",
@@ -45,6 +47,7 @@ _SOURCE = {
     "breaches": "breaches_by_kind",
     "stages": "stage_moves",
     "campaigns": "campaigns",
+    "satisfaction": "satisfaction_by_manager",
 }
 _COUNT = {
     "first_response": "answered",
@@ -55,6 +58,7 @@ _COUNT = {
     "breaches": "due",
     "stages": "moves",
     "campaigns": "sent",
+    "satisfaction": "ratings",
 }
 
 
@@ -158,6 +162,28 @@ def _campaigns(axes: Axes, table: Table, language: str) -> None:
     )
 
 
+def _satisfaction(axes: Axes, table: Table, language: str) -> None:
+    """Per manager, how many of each score (stacked, 1 red to 5 green), with the average."""
+    top = _top(table, "ratings")
+    labels = [_name(v, language) for v in top.column("manager")]
+    positions = list(range(len(labels)))
+    left = [0.0] * len(labels)
+    for score, color in zip(range(1, 6), SCORE_COLORS, strict=True):
+        values = _numbers(top.column(f"s{score}"))
+        axes.barh(positions, values, left=left, color=color, label=str(score), height=0.6)
+        left = [a + b for a, b in zip(left, values, strict=True)]
+    averages = [f"{text('chart_average', language)} {v}" for v in top.column("average")]
+    for place, total, said in zip(positions, left, averages, strict=True):
+        axes.text(total, place, f"  {said}", va="center", fontsize=VALUE_PT)
+    axes.set_yticks(positions, labels)
+    axes.invert_yaxis()
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.margins(x=0.35)
+    axes.tick_params(labelsize=LABEL_PT)
+    axes.legend(fontsize=LABEL_PT, frameon=False, ncols=5, loc="lower right")
+    axes.spines[["top", "right"]].set_visible(False)
+
+
 _DRAW: dict[str, Callable[[Axes, Table, str], None]] = {
     "first_response": _first_response,
     "resolution": _resolution,
@@ -167,6 +193,7 @@ _DRAW: dict[str, Callable[[Axes, Table, str], None]] = {
     "breaches": _breaches,
     "stages": _stages,
     "campaigns": _campaigns,
+    "satisfaction": _satisfaction,
 }
 
 

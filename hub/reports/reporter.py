@@ -27,7 +27,13 @@ class Reporter:
     clock: Clock
     timezone: str = "UTC"
     language: str = "ru"
-    telegram_charts: tuple[str, ...] = ("first_response", "volume_hour", "load", "breaches")
+    telegram_charts: tuple[str, ...] = (
+        "first_response",
+        "volume_hour",
+        "load",
+        "breaches",
+        "satisfaction",
+    )
     reply_window_days: float = DEFAULT_REPLY_WINDOW_DAYS  # campaigns.reply_window_days
     tz: ZoneInfo = field(init=False)
 

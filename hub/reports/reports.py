@@ -5,7 +5,8 @@ and resolution time (a request resolved in the period, from its opening), as
 median and 90th percentile by manager (the request's assignee), channel and
 day; deadlines that came due in the period and how many were missed (step 2 of
 the escalation reached); inbound and outbound volume by channel and by hour of
-day; open requests per manager now; stage moves; campaign results.
+day; open requests per manager now; stage moves; campaign results; the clients'
+satisfaction scores (``hub.reports.satisfaction``).
 
 Days and hours are those of ``hub.timezone``. ``week`` is the last 7 days and
 ``month`` the last 30, today included, up to now; ``--from``/``--to`` dates
@@ -33,6 +34,7 @@ from hub.kernel.texts import text
 from hub.kernel.types import Channel
 from storage import Database
 from storage import campaigns as campaigns_q
+from storage import ratings as ratings_q
 from storage import reports as q
 from storage.campaigns import VariantStats
 
@@ -203,6 +205,8 @@ class Summary:
     inbound: dict[str, int]
     outbound: int
     stage_moves: int
+    ratings: int = 0  # satisfaction scores given in the period
+    rating_average: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +246,8 @@ class Report:
                 "inbound": s.inbound,
                 "outbound": s.outbound,
                 "stage_moves": s.stage_moves,
+                "ratings": s.ratings,
+                "rating_average": s.rating_average,
             },
             "tables": {t.key: t.records() for t in self.tables},
             "campaigns_available": self.campaigns,
@@ -524,6 +530,7 @@ async def build(
             for c in campaigns or ()
         }
         outcomes = await q.campaign_outcomes(conn, [c.id for c in campaigns]) if campaigns else {}
+        scores = await ratings_q.scores(conn, p.start, p.end)
     tables, first, done, requests = _response_tables(times, p, tz)
     deadline_tables, due_count, missed = _deadline_tables(due)
     opened = Counter(r.channel for r in times if p.start <= r.created_at < p.end)
@@ -532,6 +539,10 @@ async def build(
     tables += deadline_tables + volume_tables + [_load_table(load), stage_table]
     if campaigns is not None:
         tables.append(_campaign_table(campaigns, results, outcomes))
+    # Imported here: satisfaction builds its tables of this module's Table.
+    from hub.reports import satisfaction
+
+    tables += satisfaction.tables(scores, p.days(), tz)
     summary = Summary(
         requests=requests,
         first_response=first,
@@ -544,6 +555,8 @@ async def build(
         inbound=inbound,
         outbound=outbound,
         stage_moves=sum(r[2] for r in stage_table.rows if isinstance(r[2], int)),
+        ratings=len(scores),
+        rating_average=satisfaction.average([r.score for r in scores]),
     )
     return Report(p, tz.key, summary, tuple(tables), campaigns is not None)
 
@@ -657,4 +670,7 @@ def summary_text(report: Report, language: str) -> str:
     ]
     if s.stage_moves:
         lines.append(text("report_stages", language, moves=s.stage_moves))
+    if s.ratings:
+        average = f"{s.rating_average:.1f}" if s.rating_average is not None else "—"
+        lines.append(text("report_satisfaction", language, count=s.ratings, average=average))
     return "\n".join(lines)
