@@ -15,6 +15,7 @@ from hub.app import backup as backup_command
 from hub.app import reload as reload_command
 from hub.campaigns import cli as campaign_command
 from hub.clients import cli as clients_command
+from hub.clients import events_cli as event_command
 from hub.kernel import loggers
 from hub.kernel.errors import ConfigError, HubError
 from hub.reports import cli as report_command
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(handler=handler)
     report_command.add_parser(sub)
     clients_command.add_parsers(sub, erase_spool=mail_spool.erase)
+    event_command.add_parser(sub)
     campaign_command.add_parser(sub)
     admin_command.add_parsers(sub)
     backup_command.add_parsers(sub)
