@@ -171,7 +171,10 @@ async def open_load(conn: AsyncConnection, now: datetime) -> list[Load]:
     """Open (not resolved) conversations per manager, and how many of them are past a
     deadline now; every active manager is listed, with a row for nobody's."""
     v, m, d = conversations.c, managers.c, deadlines.c
-    overdue = exists().where(d.conversation_id == v.id, d.status == "open", d.due_at < now)
+    # A clock paused while the request waits on the client is not overdue meanwhile.
+    overdue = exists().where(
+        d.conversation_id == v.id, d.status == "open", d.paused_at.is_(None), d.due_at < now
+    )
     counts = (
         select(
             v.assignee_id.label("manager_id"),
