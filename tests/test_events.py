@@ -20,8 +20,7 @@ from sqlalchemy import func, select
 from hub.admin.api import AdminServer, create_app
 from hub.kernel.identities import identity
 from hub.kernel.types import Channel
-from storage import Database
-from storage import webhooks
+from storage import Database, webhooks
 from storage.models import Audit, BusinessEvent, Client, Identity, Interaction, Outbox
 from tests.test_admin_clients import TOKEN, call
 from tests.test_ingest import message, rows, running
