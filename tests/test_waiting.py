@@ -29,15 +29,18 @@ from hub.jobs.silence import Silence, close_silent
 from hub.jobs.waiting import Assigner
 from hub.kernel.clock import FrozenClock
 from hub.kernel.identities import identity
-from hub.kernel.types import Channel, InboundMessage, IngestResult, ManagerRef
+from hub.kernel.types import Channel, InboundMessage, IngestResult, ManagerRef, OutboundMessage
 from routing import Rule, Rules
 from routing.sla import Policy
 from storage import Database
+from storage import reports as reports_q
 from storage import webhooks as webhooks_q
 from storage.models import Audit, Client, Conversation, Deadline, Interaction, Manager, Outbox
 from tests.botapi import BotApiServer, Limits
 from tests.cluster import free_port, to_toml
 from tests.fakes import RecordingChannel
+from tests.test_email_build import read as email_read
+from tests.test_email_build import sender as email_sender
 from tests.test_mail_worker import until
 from tests.test_telegram_staff import conversation, staff_desk, visible
 
@@ -200,6 +203,9 @@ async def test_wait_stops_the_resolution_clock_and_the_clients_next_message_rest
     for hours in (7, 9, 20, 30):
         w.at(T0 + hours * HOUR)
         assert await w.escalator.run() == 0, hours
+    async with w.db.read() as conn:  # nor is it overdue in the load report
+        [olga] = [x for x in await reports_q.open_load(conn, w.clock.now()) if x.manager == "Olga"]
+    assert (olga.open, olga.overdue) == (1, 0)
     # The manager's answer keeps it waiting: the ball is still with the client.
     await w.desk.answer(cid, "Still waiting for the number", manager=w.olga, key="a2")
     assert (await _status(w.db, conv))[0] == "waiting"
@@ -487,3 +493,21 @@ async def test_the_round_follows_the_config_on_reload_and_its_note_is_delivered(
             return [r.delivery for r in found] == ["sent"]
 
         await until(delivered)
+
+
+def test_the_email_note_is_in_the_thread_and_asks_for_no_auto_reply() -> None:
+    note = OutboundMessage(
+        outbox_id=1,
+        channel="email",
+        account="support",
+        recipient="bob@example.org",
+        kind="closed",
+        text="We have not heard back from you",
+        idempotency_key="closed:9",
+        subject="Order 42",
+        conversation_id=7,
+    )
+    data, _ = email_sender("Shop").build(note, in_reply_to="<m2@client>", references=[])
+    back = email_read(data)
+    assert (back["In-Reply-To"], back["Subject"]) == ("<m2@client>", "Re: Order 42")
+    assert back["Auto-Submitted"] == "auto-generated"

@@ -283,6 +283,10 @@ class SmtpSender:
         if message.kind == "auto_reply":
             msg["Auto-Submitted"] = "auto-replied"
             msg["X-Auto-Response-Suppress"] = "All"
+        if message.kind == "closed":
+            # A request closed by the hub itself (RFC 3834): no vacation replies to it.
+            msg["Auto-Submitted"] = "auto-generated"
+            msg["X-Auto-Response-Suppress"] = "All"
         if message.kind == "campaign":
             # RFC 2369 and RFC 8058: a one-click unsubscribe the mail client can offer.
             url = message.extras.get("unsubscribe_url")
