@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql import Select
 
+from storage.stages import LAPSED
 from storage.tables import (
     UNRESOLVED,
     attachments,
@@ -61,6 +62,7 @@ class KnownIdentity(NamedTuple):
     owner_id: int | None
     blocked: bool = False
     flood: int = 0  # the client's requests in their current minute (0: none, or it is over)
+    lapsed: bool = False  # the client's stage is lapsed (writing again may bring them back)
 
 
 @dataclass(slots=True)
@@ -180,6 +182,7 @@ def _clients_query(dialect: str) -> Select[Any]:
             v.assignee_id,
             c.blocked_at.is_not(None),
             flood,
+            c.stage == LAPSED,
         )
         .join_from(identities, clients, i.client_id == c.id)
         .outerjoin(
@@ -213,8 +216,11 @@ def find_clients(
                 "since": since,
             },
         )
-        for value, client_id, owner_id, conv_id, status, assignee_id, blocked, flood in rows:
-            found[(kind, value)] = KnownIdentity(client_id, owner_id, bool(blocked), int(flood))
+        for value, client_id, owner_id, conv_id, status, assignee_id, *client in rows:
+            blocked, flood, lapsed = client
+            found[(kind, value)] = KnownIdentity(
+                client_id, owner_id, bool(blocked), int(flood), bool(lapsed)
+            )
             if conv_id is not None:
                 seen = open_.get(client_id)
                 if seen is None or seen.id < conv_id:
