@@ -253,6 +253,19 @@ async def test_a_manager_not_allowed_is_refused_and_nothing_waits(world: World) 
     assert await w.desk.act(cid, w.vera, "wait") == "No open requests"
 
 
+async def test_reopen_takes_the_ball_back_and_the_clock_runs_again(world: World) -> None:
+    w = world
+    asked = await w.writes()
+    w.at(T0 + HOUR)
+    await w.desk.act(asked.client_id, w.olga, "wait")
+    w.at(T0 + 5 * HOUR)
+    assert await w.desk.act(asked.client_id, w.olga, "reopen") == "Reopened by Olga"
+    assert await _status(w.db, asked.conversation_id) == ("open", None)
+    [resolution] = [d for d in await _deadlines(w.db) if d[0] == "resolution"]
+    shifted = T0 + 8 * HOUR + 4 * HOUR
+    assert resolution == ("resolution", "open", shifted, T0 + 8 * HOUR * 0.8 + 4 * HOUR, None)
+
+
 # -- after days of silence it closes itself -----------------------------------------------
 
 

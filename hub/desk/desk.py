@@ -511,6 +511,8 @@ class Desk:
     async def _reopen(self, c: _Command) -> _Said:
         if c.latest is None:
             return _only(text("no_open", c.language))
+        if c.latest.status == waiting_q.WAITING:  # the ball is back: the clock runs again
+            await c.conn.run_sync(waiting_q.resume, [c.latest.id], c.now)
         await q.set_conversations(c.conn, [c.latest.id], c.now, status="open", resolved_at=None)
         return _Said(text("reopened", c.language, manager=c.manager.name))
 
