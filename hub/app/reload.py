@@ -34,6 +34,7 @@ from hub import config as config_module
 from hub.admin.access import actor
 from hub.app import schedule
 from hub.app.wiring import WorkerSetup, auto_replies
+from hub.clients.stage_rules import compile_stage_rules
 from hub.config import Config, FormSection, split_listen
 from hub.delivery import webhooks as outgoing
 from hub.desk.canned import CannedAnswers
@@ -216,6 +217,7 @@ def tuning(config: Config, manager_ids: dict[str, int]) -> Tuning:
         auto_replies=auto_replies(config),
         holidays=frozenset(config.routing.holidays),
         flood_per_minute=config.desk.flood_per_minute,
+        stage_rules=compile_stage_rules(config),
     )
 
 
@@ -257,6 +259,7 @@ def _swap(hub: Hub, config: Config, tuned: Tuning) -> None:
     if hub.desk is not None:
         hub.desk.canned = CannedAnswers(config.desk.templates)
         hub.desk.hours = config.hub.hours
+        hub.desk.stage_rules = tuned.stage_rules
     if hub.webhooks is not None:
         hub.webhooks.configure(config.webhooks)
         if config.webhooks and hub.dispatcher is not None:

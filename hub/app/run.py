@@ -27,6 +27,7 @@ from hub.campaigns.campaigns import build as build_campaigns
 from hub.clients.attachments import AttachmentStore
 from hub.clients.book import ClientBook
 from hub.clients.privacy import Privacy
+from hub.clients.stage_rules import compile_stage_rules
 from hub.config import Config, split_listen
 from hub.delivery import webhooks as outgoing
 from hub.delivery.dispatcher import Dispatcher
@@ -138,6 +139,7 @@ class Hub:
             templates=config.desk.templates,
         )
         desk.csat = csat.build(config, db, self.clock, staff_channel=staff_channel)
+        desk.stage_rules = compile_stage_rules(config)
         campaigns = self.campaigns = build_campaigns(
             config, db, self.clock, staff_channel=staff_channel, on_queued=self._wake
         )
@@ -294,6 +296,7 @@ class Hub:
             campaigns=self.campaigns,
             metrics=metrics,
             csat=self.desk.csat if self.desk is not None else None,
+            stage_rules=lambda: ingestor.stage_rules,
         )
         reload.add_route(app, self.reload_file)
         add_webhook_routes(app, Parking(db, self.clock, wake=self._wake))
@@ -402,7 +405,8 @@ class Hub:
         days = self.config.stages.lapse_after_days
         if self.db is not None:
             book = ClientBook(self.db, self.clock)
-            await self._job("lapse", lambda: book.lapse(days))
+            zone = self.config.hub.timezone
+            await self._job("lapse", lambda: book.lapse(days, timezone=zone))
 
     async def forget_private(self) -> None:
         """The map of the bot's private messages to clients keeps ``PRIVATE_KEPT``."""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from hub.campaigns.campaigns import Campaigns
 from hub.clients.attachments import AttachmentStore
+from hub.clients.stage_rules import compile_stage_rules
 from hub.config import Config
 from hub.desk.desk import Desk
 from hub.ingest import comments
@@ -176,6 +177,7 @@ def build_ingestor(
         flood_per_minute=config.desk.flood_per_minute,
         language=config.hub.language,
         csat=comments.window(config),
+        stage_rules=compile_stage_rules(config),
     )
 
 

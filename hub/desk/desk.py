@@ -15,9 +15,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hub.clients import stages
+from hub.clients import stage_rules, stages
 from hub.clients.attachments import AttachmentStore, StoredFile
 from hub.clients.search import client_search
+from hub.clients.stage_rules import StageRules
 from hub.config import TemplateSection
 from hub.delivery import events
 from hub.delivery.outbox import Outgoing
@@ -206,6 +207,7 @@ class Desk:
         # routed to another one would wait in the outbox for ever, unseen.
         self.sending: frozenset[str] | None = None
         self.csat: csat.Csat | None = None  # [csat]: the client told and asked on resolve
+        self.stage_rules = StageRules()  # [[stages.rules]] (a reload replaces them)
 
     async def manager(self, telegram_id: int) -> ManagerRef | None:
         async with self.db.read() as conn:
@@ -549,8 +551,11 @@ class Desk:
         if not words:
             return _only(text("need_argument", c.language, usage="/tag WORD …"))
         client = await q.client(c.conn, c.client_id)
-        tags = list(dict.fromkeys([*(client.tags or [] if client else []), *words]))
+        had = client.tags or [] if client else []
+        tags = list(dict.fromkeys([*had, *words]))
         await q.set_client(c.conn, c.client_id, c.now, tags=tags)
+        added = {c.client_id: set(tags) - set(had)}
+        await stage_rules.after_tags(c.conn, self.stage_rules, added, c.now)
         return _Said(text("tagged", c.language, tags=", ".join(tags)))
 
     async def _stage(self, c: _Command) -> _Said:

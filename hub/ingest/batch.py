@@ -2,9 +2,9 @@
 
 deduplicate -> resolve clients -> thread and route -> write the conversations ->
 count the requests (flood control) -> write the log -> outgoing events
-(:mod:`hub.ingest.events`) -> results. Each step is set-based (a few
-statements for the whole batch, never one per message) and
-hands the next what it found: the per-message part on each
+(:mod:`hub.ingest.events`) -> stage rules (:mod:`hub.ingest.stages`) -> results.
+Each step is set-based (a few statements for the whole batch, never one per
+message) and hands the next what it found: the per-message part on each
 :class:`~hub.ingest.records.Entry`, the rest as a small typed value.
 
 A blocked client's message is logged on the client like a service message: no
@@ -24,7 +24,8 @@ from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy.engine import Connection
 
-from hub.ingest import comments, events, rows
+from hub.clients.stage_rules import StageRules
+from hub.ingest import comments, events, rows, stages
 from hub.ingest.auto_replies import AutoReplies, auto_replies
 from hub.ingest.deadlines import open_deadlines
 from hub.ingest.flood import Burst, split
@@ -52,6 +53,7 @@ class Settings(RoutingSettings, Protocol):
     flood_per_minute: int  # 0: no flood control
     language: str  # the staff's, for the notices the hub writes
     csat: comments.CommentWindow | None  # a rating's comment: no request of its own
+    stage_rules: StageRules
 
 
 @dataclass(slots=True)
@@ -87,6 +89,7 @@ class Senders:
     open_convs: dict[tuple[str, int], Conv]
     blocked: set[int] = field(default_factory=set)
     flood: dict[int, int] = field(default_factory=dict)  # client -> requests this minute
+    lapsed: set[int] = field(default_factory=set)  # clients whose stage is lapsed
 
 
 class Hints(NamedTuple):
@@ -117,6 +120,7 @@ class BatchWriter:
         self.conn = conn
         self.now = now
         self.router = Router(settings, conn, now)
+        self.tagged: dict[int, set[str]] = {}  # client -> the tags routing rules added
 
     def run(self, batch: list[Pending]) -> list[IngestResult]:
         seen = self.deduplicate(batch)
@@ -128,6 +132,10 @@ class BatchWriter:
         self.write_log(seen.fresh, threads, senders, burst)
         self.write_comments(seen.fresh)
         events.emit(self.conn, seen.fresh, threads.routed, senders.new, self.router, self.now)
+        lapsed = senders.lapsed - senders.blocked
+        stages.follow(
+            self.conn, self.settings.stage_rules, seen.fresh, lapsed, self.tagged, self.now
+        )
         return self.results(seen, senders)
 
     # 1. Deduplicate
@@ -248,6 +256,8 @@ class BatchWriter:
                 senders.blocked.add(sender.client_id)
             if sender.flood:
                 senders.flood[sender.client_id] = sender.flood
+            if sender.lapsed:
+                senders.lapsed.add(sender.client_id)
             for ident in e.message.identities:
                 pair = (ident.kind, ident.value)
                 if pair not in identities:
@@ -393,7 +403,7 @@ class BatchWriter:
         resume_waiting(conn, threads.resumed, now, self.settings.language)
         q.reopen_or_assign(conn, changed, now)
         q.set_owners(conn, threads.owners)
-        self.router.add_tags(threads.tags)
+        self.tagged = self.router.add_tags(threads.tags)
         policies = self.settings.policies
         if policies:
             open_deadlines(conn, policies, threads.new, threads.joined, threads.routed, now)

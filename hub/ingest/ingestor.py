@@ -26,6 +26,7 @@ from datetime import date
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from hub.clients.attachments import AttachmentStore
+from hub.clients.stage_rules import StageRules
 from hub.delivery.bounces import record_bounce
 from hub.ingest.auto_replies import AutoReplies
 from hub.ingest.batch import BatchWriter
@@ -73,6 +74,7 @@ class Tuning:
     auto_replies: AutoReplies | None
     holidays: frozenset[date]
     flood_per_minute: int
+    stage_rules: StageRules = dataclasses.field(default_factory=StageRules)
 
 
 class Ingestor:
@@ -96,8 +98,10 @@ class Ingestor:
         flood_per_minute: int = 0,
         language: str = "ru",
         csat: CommentWindow | None = None,
+        stage_rules: StageRules | None = None,
     ) -> None:
         self.db = db
+        self.stage_rules = stage_rules or StageRules()  # [[stages.rules]], and the return
         self.csat = csat  # [csat]: a client's reply right after rating is its comment
         self.policies = policies
         self.flood_per_minute = flood_per_minute  # desk.flood_per_minute; 0: off
@@ -287,6 +291,7 @@ class Ingestor:
             self.auto_replies = tuning.auto_replies
             self.holidays = tuning.holidays
             self.flood_per_minute = tuning.flood_per_minute
+            self.stage_rules = tuning.stage_rules
 
     async def _write(self, batch: list[Pending]) -> list[IngestResult]:
         now = self.clock.now()

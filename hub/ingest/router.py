@@ -70,21 +70,24 @@ class Router:
             self.telegram_ids.update(q.manager_telegram_ids(self.conn))
         return self.telegram_ids[manager_id]
 
-    def add_tags(self, tags: dict[int, tuple[str, ...]]) -> None:
-        """Give clients the tags matched rules add (client id -> tags), in one statement."""
+    def add_tags(self, tags: dict[int, tuple[str, ...]]) -> dict[int, set[str]]:
+        """Give clients the tags matched rules add (client id -> tags), in one
+        statement; the tags each client did not have (for the stage rules)."""
         if not tags:
-            return
+            return {}
         # The batch's profiles, when a rule already read them, are still current:
         # nothing in the batch writes tags before this.
         current = self.profiles
         if current is None:
             current = q.client_profiles(self.conn, list(tags))
-        merged = {}
+        merged, new = {}, {}
         for client_id, added in tags.items():
             old = current[client_id].tags if client_id in current else frozenset()
             if not set(added) <= old:
                 merged[client_id] = sorted(old | set(added))
+                new[client_id] = set(added) - old
         q.set_client_tags(self.conn, merged)
+        return new
 
     def _profile(self, client_id: int) -> q.ClientProfile | None:
         """The client's tags, stage and language; read (for the whole batch) only
