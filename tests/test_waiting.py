@@ -334,6 +334,7 @@ async def test_silence_closes_a_waiting_request_once_with_one_note_to_the_client
         w.db, select(Outbox.text).where(Outbox.channel == "webhook").order_by(Outbox.id)
     )
     assert len(events) == 2 and all('"conversation.resolved"' in e.text for e in events)
+    assert all('"reason":"silence"' in e.text for e in events)
     timeline = await rows(
         w.db,
         select(Interaction.direction, Interaction.text)

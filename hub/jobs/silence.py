@@ -93,7 +93,13 @@ async def _told(
                 "conversation.resolved",
                 x.client_id,
                 now,
-                {"conversation_id": x.id, "channel": x.channel, "by": "hub", "reason": "silence"},
+                {
+                    "conversation_id": x.id,
+                    "channel": x.channel,
+                    "by": "hub",
+                    "reason": "silence",
+                    "waiting_since": x.waiting_since.isoformat(),
+                },
             )
             for x in closed
         ],
