@@ -8,7 +8,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
 from storage.ingest import insert_many
@@ -43,17 +43,16 @@ def live_clients(conn: Connection, client_ids: Collection[int]) -> dict[int, int
 
 
 def holders(conn: Connection, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    """(kind, value) -> the client holding that identity, for those held."""
+    """(kind, value) -> the client holding that identity, for those held: one
+    statement per kind (whose form SQLAlchemy caches, however many values)."""
     i = identities.c
+    by_kind: dict[str, list[str]] = {}
+    for kind, value in pairs:
+        by_kind.setdefault(kind, []).append(value)
     found: dict[tuple[str, str], int] = {}
-    for start in range(0, len(pairs), 500):
-        chunk = pairs[start : start + 500]
-        rows = conn.execute(
-            select(i.kind, i.value, i.client_id).where(
-                or_(*(and_(i.kind == k, i.value == v) for k, v in chunk))
-            )
-        )
-        found.update({(str(k), str(v)): int(c) for k, v, c in rows})
+    for kind, values in by_kind.items():
+        rows = conn.execute(select(i.value, i.client_id).where(i.kind == kind, i.value.in_(values)))
+        found.update({(kind, str(v)): int(c) for v, c in rows})
     return found
 
 

@@ -150,6 +150,14 @@ class _Ladder:
         self.states = q.states(conn, ids)
         self.today = day_start(now, rules.timezone)
         self.moves: list[Move] = []
+        self._counts: dict[frozenset[str], dict[int, int]] = {}
+
+    def counts(self, client_ids: Collection[int], kinds: frozenset[str]) -> dict[int, int]:
+        """The clients' events of ``kinds``, read once for the rules that share them."""
+        found = self._counts.get(kinds)
+        if found is None:
+            found = self._counts[kinds] = q.event_counts(self.conn, client_ids, kinds)
+        return found
 
     def stage(self, client_id: int) -> str | None:
         state = self.states.get(client_id)
@@ -220,7 +228,7 @@ def _purchase(ladder: _Ladder, rule: Rule, facts: Sequence[Fact]) -> None:
             added.setdefault(f.client_id, []).append(f)
     if not added:
         return
-    counts = q.event_counts(ladder.conn, added, rule.kinds)
+    counts = ladder.counts(added, rule.kinds)
     for client_id, mine in added.items():
         after = counts.get(client_id, 0)
         before = after - len(mine)
