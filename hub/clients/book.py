@@ -243,12 +243,7 @@ class ClientBook:
         rows = await asyncio.to_thread(self._read, source, report)
         now = self.clock.now()
         async with self.db.write() as conn:
-            wanted = [p for _, _, pairs in rows for p in pairs]
-            existing = await q.owners_of(conn, wanted)
-            # A username hint of somebody who has written already: that client.
-            hints = [v for k, v in wanted if k == TELEGRAM_HINT and (k, v) not in existing]
-            for name, client_id in (await q.telegram_writers(conn, hints)).items():
-                existing[(TELEGRAM_HINT, name)] = client_id
+            existing = await _holders(conn, [p for _, _, pairs in rows for p in pairs])
             seen: dict[tuple[str, str], int] = {}
             tagged: dict[int, set[str]] = {}  # client -> the tags the import gave them
             for done, (number, fields, pairs) in enumerate(rows, start=1):
@@ -431,6 +426,16 @@ class ClientBook:
                 "at": now,
             },
         )
+
+
+async def _holders(conn: Any, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The clients holding these identities; a username hint of somebody who has
+    written already: that client."""
+    existing = await q.owners_of(conn, wanted)
+    hints = [v for k, v in wanted if k == TELEGRAM_HINT and (k, v) not in existing]
+    for name, client_id in (await q.telegram_writers(conn, hints)).items():
+        existing[(TELEGRAM_HINT, name)] = client_id
+    return existing
 
 
 def _normal(name: str) -> str:
