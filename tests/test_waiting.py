@@ -491,8 +491,12 @@ async def test_the_round_follows_the_config_on_reload_and_its_note_is_delivered(
         job = hub.scheduler.get_job("waiting")
         assert job is not None and job.trigger.interval == timedelta(seconds=60)
 
-        await hub.close_silent()
-        assert (await _status(hub.db, asked.conversation_id))[0] == "resolved"
+        async def resolved() -> bool:  # by the round the reload scheduled, at once
+            assert hub.db is not None
+            return (await _status(hub.db, asked.conversation_id))[0] == "resolved"
+
+        await until(resolved)
+        await hub.close_silent()  # and once: a round more closes nothing more
         note = "Мы не получили от вас ответа"  # the hub's language: the client's is unknown
         await channel.wait_for(lambda: any(m.text.startswith(note) for m in channel.sent))
         [sent] = [m for m in channel.sent if m.text.startswith(note)]
