@@ -337,3 +337,18 @@ async def test_two_instances_racing_for_one_new_client_and_one_key(db_url: str) 
     finally:
         for d in dbs:
             await d.dispose()
+
+
+async def test_who_may_post_events(db: Database, base: str) -> None:
+    """The ``clients`` right: admins and supervisors (an integration gets a
+    supervisor's token); managers and marketers are refused."""
+    from hub.admin.tokens import Tokens
+
+    tokens = Tokens(db)
+    body = {"kind": "call", "client": {"email": "who@x.org"}}
+    for n, role in enumerate(("supervisor", "manager", "marketer")):
+        secret = await tokens.add(f"crm-{role}", role)
+        status, _ = await call("POST", base, token=secret, json={**body, "id": n})
+        assert status == (201 if role == "supervisor" else 403)
+    [row] = await rows(db, select(Audit.actor).where(Audit.action == "event"))
+    assert row.actor == "api:crm-supervisor"
