@@ -21,6 +21,7 @@ from storage.tables import (
     managers,
     merges,
     outbox,
+    ratings,
     reminders,
     topics,
 )
@@ -33,6 +34,7 @@ MOVABLE: dict[str, Table] = {
     "reminders": reminders,
     "deadlines": deadlines,
     "outbox": outbox,
+    "ratings": ratings,
 }
 
 

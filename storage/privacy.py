@@ -30,6 +30,7 @@ from storage.tables import (
     merges,
     outbox,
     private_messages,
+    ratings,
     reminders,
     topics,
 )
@@ -166,6 +167,12 @@ async def forget(
     await conn.execute(update(conversations).where(cv.client_id.in_(ids)).values(subject=None))
     r = reminders.c
     await conn.execute(update(reminders).where(r.client_id.in_(ids)).values(text=TOMBSTONE))
+    rated = ratings.c  # the score stays (the team's figures), the client's words go
+    await conn.execute(
+        update(ratings)
+        .where(rated.client_id.in_(ids), rated.comment.is_not(None))
+        .values(comment=TOMBSTONE)
+    )
     await conn.execute(
         update(reminders)
         .where(r.client_id.in_(ids), r.status == "pending")
