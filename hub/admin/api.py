@@ -39,8 +39,8 @@ from hub.admin.tokens import CONFIG_NAME, Tokens
 from hub.campaigns.campaigns import Campaigns
 from hub.clients.book import ClientBook
 from hub.clients.event_writer import EventRecorder
-from hub.clients.stage_rules import StageRules
 from hub.clients.search import client_search
+from hub.clients.stage_rules import StageRules
 from hub.desk.csat import Csat
 from hub.kernel import loggers
 from hub.kernel.clock import SystemClock
