@@ -175,8 +175,8 @@ class StageRuleSection(Section):
 
     @property
     def label(self) -> str:
-        """How the log names the rule: its name, else what it does."""
-        return self.name or f"{self.when} → {self.to or 'the stage before lapse'}"
+        """How the log names the rule: its name, else its ``to`` stage (else its kind)."""
+        return self.name or self.to or self.when
 
 
 RULE_KEY = {"from_": "from"}  # a field as the file spells it
