@@ -58,15 +58,39 @@ def _in_turn() -> Any:
         e.id < o.id,
         e.status.in_(("pending", "sending")),
     )
-    return or_(o.channel != WEBHOOK, o.external_id.is_(None), ~ahead)
+    return or_(o.external_id.is_(None), ~ahead)
 
 
-def _claimable(now: datetime, channels: Sequence[str]) -> list[Any]:
+_CLAIMED = (
+    outbox.c.id,
+    outbox.c.idempotency_key,
+    outbox.c.channel,
+    outbox.c.account,
+    outbox.c.recipient,
+    outbox.c.kind,
+    outbox.c.subject,
+    outbox.c.text,
+    outbox.c.extras,
+    outbox.c.client_id,
+    outbox.c.conversation_id,
+    outbox.c.interaction_id,
+    outbox.c.attempts,
+)
+
+
+async def _take(
+    conn: AsyncConnection, which: Any, *, lease_until: datetime, worker: str
+) -> list[OutboxRow]:
     o = outbox.c
-    where = [_due(now), o.channel.in_(channels)]
-    if WEBHOOK in channels:
-        where.append(_in_turn())
-    return where
+    result = await conn.execute(
+        update(outbox)
+        .where(o.id.in_(which))
+        .values(
+            status="sending", claimed_until=lease_until, claimed_by=worker, attempts=o.attempts + 1
+        )
+        .returning(*_CLAIMED)
+    )
+    return [OutboxRow(*row) for row in result]
 
 
 async def claim(
@@ -79,45 +103,59 @@ async def claim(
     limit: int,
     later: Sequence[str] = (),
 ) -> list[OutboxRow]:
-    """Due rows, oldest first; rows of the ``later`` kinds after all others due; a
-    webhook's row only in its turn (:func:`_in_turn`)."""
+    """Due rows, oldest first; rows of the ``later`` kinds after all others due;
+    outgoing events (webhooks) with what room is left, each in its turn
+    (:func:`_in_turn`): what people wait for goes first."""
     o = outbox.c
     order: list[Any] = [o.next_attempt_at, o.id]
     if later:
         order.insert(0, case((o.kind.in_(list(later)), 1), else_=0))
-    due_ids = (
-        select(o.id)
-        .where(*_claimable(now, channels))
-        .order_by(*order)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    result = await conn.execute(
-        update(outbox)
-        .where(o.id.in_(due_ids))
-        .values(
-            status="sending", claimed_until=lease_until, claimed_by=worker, attempts=o.attempts + 1
+    rows: list[OutboxRow] = []
+    others = [c for c in channels if c != WEBHOOK]
+    if others:
+        due_ids = (
+            select(o.id)
+            .where(_due(now), o.channel.in_(others))
+            .order_by(*order)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
         )
-        .returning(
-            o.id,
-            o.idempotency_key,
-            o.channel,
-            o.account,
-            o.recipient,
-            o.kind,
-            o.subject,
-            o.text,
-            o.extras,
-            o.client_id,
-            o.conversation_id,
-            o.interaction_id,
-            o.attempts,
-        )
-    )
-    rows = [OutboxRow(*row) for row in result]
+        rows = await _take(conn, due_ids, lease_until=lease_until, worker=worker)
+    if WEBHOOK in channels and len(rows) < limit:
+        ids = await _webhooks_due(conn, now, limit - len(rows))
+        if ids:
+            rows += await _take(conn, ids, lease_until=lease_until, worker=worker)
     rows.sort(key=lambda r: r.id)
     return rows
+
+
+async def _webhooks_due(conn: AsyncConnection, now: datetime, limit: int) -> list[int]:
+    """Up to ``limit`` webhook rows in their turn: leases run out first, then the
+    pending, oldest first. Two queries, so that each walks its index in order and
+    stops at ``limit`` instead of sorting every row due (a backlog of thousands)."""
+    o = outbox.c
+    expired = await conn.execute(
+        select(o.id)
+        .where(o.status == "sending", o.claimed_until < now, o.channel == WEBHOOK, _in_turn())
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = [int(r[0]) for r in expired]
+    if len(ids) < limit:
+        pending = await conn.execute(
+            select(o.id)
+            .where(
+                o.status == "pending", o.next_attempt_at <= now, o.channel == WEBHOOK, _in_turn()
+            )
+            # not by id too: PostgreSQL then walks ix_outbox_due in order (ties are
+            # other clients' rows, whose order does not matter)
+            .order_by(o.next_attempt_at)
+            .limit(limit - len(ids))
+            .with_for_update(skip_locked=True)
+        )
+        ids += [int(r[0]) for r in pending]
+    return ids
 
 
 async def next_due(conn: AsyncConnection, channels: Sequence[str]) -> datetime | None:
@@ -126,7 +164,7 @@ async def next_due(conn: AsyncConnection, channels: Sequence[str]) -> datetime |
     o = outbox.c
     where = [o.status == "pending", o.channel.in_(channels)]
     if WEBHOOK in channels:
-        where.append(_in_turn())
+        where.append(or_(o.channel != WEBHOOK, _in_turn()))
     return cast(
         "datetime | None",
         (await conn.execute(select(func.min(o.next_attempt_at)).where(*where))).scalar_one(),
