@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import inspect
 import json
+import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,9 +23,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from hub import config as hub_config
+from hub.admin.tokens import Tokens
+from hub.app.cli import main
 from hub.app.run import Hub
 from hub.clients.book import ClientBook
 from hub.config.sections import WEBHOOK_EVENTS
@@ -245,10 +248,12 @@ def in_order(rec: Receiver, ids: list[int], per_client: int) -> None:
         assert seqs == list(range(per_client)), (c, seqs)
 
 
-async def api(hub: Hub, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+async def api(
+    hub: Hub, method: str, path: str, *, token: str = TOKEN, **kwargs: Any
+) -> tuple[int, Any]:
     assert hub.admin is not None
     url = f"http://127.0.0.1:{hub.admin.port}{path}"
-    headers = {"Authorization": f"Bearer {TOKEN}"}
+    headers = {"Authorization": f"Bearer {token}"}
     async with (
         aiohttp.ClientSession() as http,
         http.request(method, url, headers=headers, **kwargs) as response,
@@ -363,8 +368,9 @@ async def test_every_event_type_arrives_signed_with_the_contracts_body(
 
 
 async def test_a_failing_receiver_recovers_and_every_event_arrives_in_order(
-    db_url: str, tmp_path: Path
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     rng = random.Random(18)
     async with receiver() as rec:
         failures = 0
@@ -393,6 +399,11 @@ async def test_a_failing_receiver_recovers_and_every_event_arrives_in_order(
     assert failures == 120
     assert rec.forged == []
     in_order(rec, ids, 8)
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("hub"))
+    assert "outbox.retry" in ours
+    leaked = [r.name for r in caplog.records if SECRET in r.getMessage()]
+    assert leaked == []
+    assert "/hook" not in ours  # nor the URL
 
 
 async def test_an_event_failing_past_its_retries_is_parked_shown_and_replayed(
@@ -428,6 +439,9 @@ async def test_an_event_failing_past_its_retries_is_parked_shown_and_replayed(
             assert row["webhook"] == "crm" and row["type"] == "event.recorded"
             assert row["client_id"] == a and row["attempts"] == 3
             assert row["last_error"] == "gave up after 3 attempts: the receiver answered 500"
+            supervisor = await Tokens(hub.db).add("mary", "supervisor")
+            status, _ = await api(hub, "GET", "/api/webhooks/parked", token=supervisor)
+            assert status == 403
             status, metrics = await api(hub, "GET", "/metrics")
             assert 'hub_webhook_parked{webhook="crm"} 1.0' in metrics
             assert 'hub_webhook_pending{webhook="crm"} 0.0' in metrics
@@ -541,3 +555,70 @@ async def test_two_instances_on_one_database_keep_each_clients_order(
             await db.dispose()
     assert rec.forged == []
     in_order(rec, ids, 10)
+
+
+# -- the command line --------------------------------------------------------------
+
+
+def hub_command(*args: str) -> int:
+    with pytest.raises(SystemExit) as done:
+        main(list(args))
+    return int(done.value.code or 0)
+
+
+def test_the_command_line_lists_and_replays_parked_events(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/hub.db"
+    path = tmp_path / "hub.toml"
+    path.write_text(f'[admin]\ntoken = "t"\n[storage]\nurl = "{url}"\n')
+    assert hub_command("migrate", "--config", str(path)) == 0
+    capsys.readouterr()
+
+    async def park() -> tuple[int, int]:
+        db = Database(url)
+        try:
+            (client,) = await new_clients(db, 1)
+            now = datetime.now(UTC)
+            async with db.write() as conn:
+                await webhooks_q.sync(conn, [("crm", ["*"])])
+                events = [webhooks_q.Emitted("message.in", client, now, {"n": n}) for n in (1, 2)]
+                await webhooks_q.emit(conn, events, now)
+                await conn.execute(
+                    update(Outbox).values(
+                        status="failed", attempts=3, last_error="the receiver answered 500"
+                    )
+                )
+                ids = (await conn.execute(select(Outbox.id).order_by(Outbox.id))).scalars()
+                return client, next(iter(ids))
+        finally:
+            await db.dispose()
+
+    client, first = asyncio.run(park())
+    assert hub_command("webhooks", "parked", "--config", str(path)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{first}\tcrm\tmessage.in\tclient {client}\t3 attempts\t")
+    assert lines[0].endswith("the receiver answered 500")
+
+    assert hub_command("webhooks", "replay", "--config", str(path)) == 2
+    assert "expected" in capsys.readouterr().err
+    assert hub_command("webhooks", "replay", "--config", str(path), str(first)) == 0
+    assert capsys.readouterr().out.strip() == f"replayed 1 event(s): {first}"
+    assert hub_command("webhooks", "replay", "--config", str(path), "--webhook", "crm") == 0
+    assert capsys.readouterr().out.strip() == f"replayed 1 event(s): {first + 1}"
+    assert hub_command("webhooks", "parked", "--config", str(path)) == 0
+    assert capsys.readouterr().out == ""
+
+    async def audited() -> list[str]:
+        db = Database(url)
+        try:
+            async with db.read() as conn:
+                found = await conn.execute(
+                    select(Audit.actor).where(Audit.action == "webhooks.replay")
+                )
+                return list(found.scalars())
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(audited()) == ["cli", "cli"]
