@@ -182,8 +182,9 @@ class StaffDesk(Protocol):
         *,
         key: str | None = None,
     ) -> str:
-        """take, resolve, wait (on the client), reopen, transfer NAME, tag WORDS, remind WHEN TEXT, stage NAME:
-        do it, log it on the client, return the confirmation to show (localized).
+        """take, resolve, wait (on the client), reopen, transfer NAME, tag WORDS,
+        remind WHEN TEXT, stage NAME: do it, log it on the client, return the
+        confirmation to show (localized).
         ``key`` (the id of the manager's message or button press) makes a repeated
         call return the first confirmation without acting again."""
 
