@@ -622,3 +622,31 @@ def test_the_command_line_lists_and_replays_parked_events(
             await db.dispose()
 
     assert asyncio.run(audited()) == ["cli", "cli"]
+
+
+async def test_bad_calls_of_the_parked_events_get_a_clear_400(db_url: str, tmp_path: Path) -> None:
+    hub = Hub(config(db_url, tmp_path, None), channels={})
+    async with hub.lifespan():
+        for query in ("limit=0", "limit=abc", "limit=1001", "webhook=" + "x" * 101):
+            status, answer = await api(hub, "GET", f"/api/webhooks/parked?{query}")
+            assert status == 400 and answer["error"], query
+        replay = "/api/webhooks/parked/replay"
+        for body in (
+            b"not json",
+            b"[1]",
+            b'{"ids": []}',
+            b'{"ids": [true]}',
+            b'{"ids": ["1"]}',
+            b'{"ids": [1e3]}',
+            b'{"ids": [99999999999999999999]}',
+            b'{"ids": [1], "webhook": "crm"}',
+            b'{"webhook": ""}',
+            b'{"webhook": 5}',
+            b"[" * 100_000 + b"]" * 100_000,
+        ):
+            status, answer = await api(hub, "POST", replay, data=body)
+            assert status == 400 and answer["error"], body[:40]
+        status, answer = await api(hub, "POST", replay, json={"ids": [12345]})
+        assert status == 200 and answer == {"replayed": []}  # nothing parked: nothing done
+        status, answer = await api(hub, "GET", "/api/webhooks/parked?webhook=nobody")
+        assert status == 200 and answer == []
