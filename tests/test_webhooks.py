@@ -650,3 +650,22 @@ async def test_bad_calls_of_the_parked_events_get_a_clear_400(db_url: str, tmp_p
         assert status == 200 and answer == {"replayed": []}  # nothing parked: nothing done
         status, answer = await api(hub, "GET", "/api/webhooks/parked?webhook=nobody")
         assert status == 200 and answer == []
+
+
+async def test_a_webhook_added_by_a_reload_gets_the_events_from_then_on(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with receiver() as rec:
+        channel = RecordingChannel("telegram")
+        hub = Hub(config(db_url, tmp_path, None), channels={"telegram": channel})
+        async with hub.lifespan():
+            assert hub.dispatcher is not None and "webhook" not in hub.dispatcher.channels
+            before = await say(channel, hub, 91, "before")
+            new = config(db_url, tmp_path, rec.url, events=["message.in"])
+            result = await hub.reload(new.model_copy(update={"admin": hub.config.admin}))
+            assert result.ok and result.changed == ("webhooks",)
+            after = await say(channel, hub, 91, "after")
+            await rec.wait_for(lambda: len(rec.got) == 1)
+            (said,) = rec.of("message.in")
+            assert said["interaction_id"] == after.interaction_id != before.interaction_id
+    assert rec.forged == []
