@@ -10,9 +10,11 @@ answer. The baseline is the standard library's sqlite3 with the same PRAGMAs
 inserting an equivalent row (the event's columns) and committing, once per
 event, the same count: what durability alone costs. Target: ratio ≥ 0.3.
 
-Then the outgoing events' section, when ``bench/webhooks.py`` is there.
+Then the outgoing events: webhook deliveries per second through the dispatcher to
+a local receiver, against bare aiohttp POSTs (``bench/webhooks.py``; target ≥ 500/s).
 
     python -m bench.events [--events 10000] [--callers 20] [--clients 500]
+                           [--deliveries 10000] [--db URL]
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 
 import aiohttp
 
+from bench import webhooks
 from tests.cluster import HubProcess, free_port
 
 TOKEN = "bench-token-0123456789"
@@ -154,10 +157,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--callers", type=int, default=20)
     parser.add_argument("--clients", type=int, default=500)
+    parser.add_argument("--deliveries", type=int, default=10_000, help="webhook events")
+    parser.add_argument("--db", metavar="URL", help="the webhook section's database URL")
     args = parser.parse_args()
     run_events(args)
-    # --- outgoing events: the webhook deliveries' section (bench/webhooks.py) goes
-    # here, run after the business events' in the same run (the lead wires it in).
+    webhooks.report(argparse.Namespace(events=args.deliveries, clients=1_000, db=args.db))
 
 
 if __name__ == "__main__":

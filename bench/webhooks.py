@@ -234,9 +234,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main() -> None:
+    report(parser().parse_args())
+
+
+def report(args: argparse.Namespace) -> None:
+    """Run once and print the figures (``bench.events`` runs this section too)."""
     # One log line per delivery is for operators, not part of delivering.
     logging.getLogger("hub").setLevel(logging.WARNING)
-    args = parser().parse_args()
     r = asyncio.run(run(args))
     print(
         f"webhooks: {r['events']:,} events of {r['clients']:,} clients "

@@ -106,7 +106,7 @@ def rows_of(m: Move, now: datetime) -> stages_q.MoveRows:
             "object_id": m.client_id,
             "details": {"from": m.old, "to": m.new, "why": m.why},
         },
-        emitted=Emitted("stage.moved", m.client_id, now, said),
+        emitted=Emitted("stage.moved", m.client_id, now, {"client_id": m.client_id, **said}),
     )
 
 

@@ -249,6 +249,7 @@ class Csat:
         await q.set_score(conn, rating.id, score, now)
         data = {
             "id": rating.id,
+            "client_id": rating.client_id,
             "score": score,
             "previous": rating.score,
             "conversation_id": rating.conversation_id,
