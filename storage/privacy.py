@@ -422,6 +422,13 @@ async def erase_before(
         .values(text=TOMBSTONE, subject=None, extras=None)
     )
     erased.counts["outbox"] = int(done.rowcount or 0)
+    r = ratings.c  # a rating's comment is the client's words too (its score is kept)
+    done = await conn.execute(
+        update(ratings)
+        .where(r.commented_at < cutoff, r.comment != TOMBSTONE)
+        .values(comment=TOMBSTONE)
+    )
+    erased.counts["ratings"] = int(done.rowcount or 0)
     return erased
 
 

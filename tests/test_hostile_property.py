@@ -859,10 +859,12 @@ LINK_ID = st.one_of(st.integers(1, 40), st.integers(min_value=0, max_value=10**1
     data=st.data(),
     method=st.sampled_from(["GET", "POST"]),
     form=st.one_of(st.none(), st.binary(max_size=200)),
+    where=st.sampled_from(["/u", "/u", "/r"]),
 )
-async def test_the_unsubscribe_page_answers_any_link(
-    public: Public, data: st.DataObject, method: str, form: bytes | None
+async def test_the_unsubscribe_and_rating_pages_answer_any_link(
+    public: Public, data: st.DataObject, method: str, form: bytes | None, where: str
 ) -> None:
+    """``/u`` (unsubscribe) and ``/r`` (a satisfaction rating) face the internet."""
     forged = st.one_of(
         TEXT,
         st.from_regex(r"[0-9]{1,12}\.[0-9]{1,12}\.[A-Za-z0-9_-]{22}", fullmatch=True),
@@ -873,11 +875,11 @@ async def test_the_unsubscribe_page_answers_any_link(
     query.update(data.draw(QUERY) if rarely(data.draw) else {})
     status, _ = await public.request(
         method,
-        f"{public.admin}/u{query_string(query)}",
+        f"{public.admin}{where}{query_string(query)}",
         body=form,
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
-    await public.answered(f"{method} /u", status)
+    await public.answered(f"{method} {where}", status)
     assert status in (200, 404)
 
 
@@ -931,6 +933,9 @@ API_ROUTES: dict[tuple[str, str], st.SearchStrategy[dict[str, str]]] = {
     ("POST", "/api/campaigns"): NONE,
     ("POST", "/api/campaigns/{id}/start"): NONE,
     ("POST", "/api/campaigns/{id}/pause"): NONE,
+    ("POST", "/api/events"): NONE,
+    ("GET", "/api/webhooks/parked"): params(webhook=TEXT, limit=ID_TEXT),
+    ("POST", "/api/webhooks/parked/replay"): NONE,
 }
 
 
@@ -940,6 +945,25 @@ STAGE = st.one_of(st.sampled_from(STAGES), JSON_ANY)
 API_BODIES = {
     "/api/clients/{id}/merge": st.fixed_dictionaries({"other": OTHER}),
     "/api/clients/{id}/stage": st.fixed_dictionaries({"stage": STAGE}, optional={"why": JSON_ANY}),
+    "/api/events": st.fixed_dictionaries(
+        {
+            "id": st.one_of(TEXT, JSON_ANY),
+            "kind": st.one_of(st.sampled_from(["purchase", "order", "call"]), JSON_ANY),
+            "client": st.one_of(
+                st.fixed_dictionaries({}, optional={"id": OTHER, "email": TEXT, "phone": TEXT}),
+                JSON_ANY,
+            ),
+        },
+        optional={
+            "amount": st.one_of(st.decimals(allow_nan=True).map(str), JSON_ANY),
+            "currency": st.one_of(st.just("RUB"), TEXT),
+            "at": st.one_of(DAY_OR_TIME, TEXT),
+            "fields": JSON_ANY,
+        },
+    ),
+    "/api/webhooks/parked/replay": st.fixed_dictionaries(
+        {}, optional={"ids": st.one_of(st.lists(OTHER, max_size=5), JSON_ANY), "webhook": TEXT}
+    ),
 }
 
 

@@ -42,6 +42,7 @@ from storage.tables import (
     interactions,
     outbox,
     private_messages,
+    ratings,
     topics,
 )
 from tests.botapi import BotApiServer, Limits
@@ -373,6 +374,28 @@ async def test_retention_erases_old_bodies_and_keeps_new_ones(db: Database, tmp_
         )
         await ingest(old)
         await ingest(message(Channel.EMAIL, "<new@example.org>", BORIS, text="new words", at=T0))
+    async with db.write() as conn:  # a rating's comment is the client's words too
+        i = interactions.c
+        client, conv = (await conn.execute(select(i.client_id, i.conversation_id).limit(1))).one()
+        await conn.execute(
+            insert(ratings),
+            [
+                {
+                    "conversation_id": conv,
+                    "client_id": client,
+                    "channel": "email",
+                    "score": score,
+                    "comment": comment,
+                    "asked_at": at,
+                    "rated_at": at,
+                    "commented_at": at,
+                }
+                for score, comment, at in [
+                    (2, "old complaint", T0 - timedelta(days=100)),
+                    (5, "new praise", T0),
+                ]
+            ],
+        )
     before = await _report(db)
     privacy = Privacy(db, FrozenClock(T0), files)
     assert await privacy.retain(30) == 1
@@ -388,7 +411,9 @@ async def test_retention_erases_old_bodies_and_keeps_new_ones(db: Database, tmp_
             ).all()
         )
         names = (await conn.execute(select(attachments.c.filename))).scalars().all()
+        kept = (await conn.execute(select(ratings.c.score, ratings.c.comment))).all()
     assert said == {"<old@example.org>": TOMBSTONE, "<new@example.org>": "new words"}
+    assert sorted(kept) == [(2, TOMBSTONE), (5, "new praise")]
     assert names == [TOMBSTONE]
     assert not files.path(_sha(b"old file")).exists()
     assert await _report(db) == before
