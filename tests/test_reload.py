@@ -120,19 +120,24 @@ def _reloaded(config: dict[str, Any]) -> dict[str, Any]:
         },
         "desk": {"templates": [{"name": "thanks", "ru": "Спасибо, {{ first_name }}!"}]},
         "replies": {"greeting_ru": "Здравствуйте! Ответим в течение часа."},
-        "stages": {"lapse_after_days": 90},
+        "stages": {
+            "lapse_after_days": 90,
+            "rules": [{"name": "happy", "when": "rating", "score_at_least": 5, "to": "supporter"}],
+        },
     }
 
 
 async def test_reload_takes_managers_rules_policies_and_templates(
     db_url: str, tmp_path: Path
 ) -> None:
-    config = _base(db_url, tmp_path)
+    config = {**_base(db_url, tmp_path), "csat": {"notify": True}}
     path = _write(tmp_path / "hub.toml", config)
     channel = RecordingChannel("telegram")
     hub = Hub(hub_config.load(path), channels={"telegram": channel}, config_path=str(path))
     async with hub.lifespan():
         assert hub.db is not None and hub.desk is not None and hub.scheduler is not None
+        assert hub.desk.csat is not None and hub.desk.csat.rules is not None
+        assert hub.desk.csat.rules.of("rating") == ()
         before = await _say(hub, channel, 71, "vip: where is my order?")
         assert await _assignee(hub.db, before.conversation_id) in ("Анна", "Вера")
         anna = await hub.desk.manager(501)
@@ -157,8 +162,12 @@ async def test_reload_takes_managers_rules_policies_and_templates(
             "desk.templates",
             "replies.greeting_ru",
             "stages.lapse_after_days",
+            "stages.rules",
         }
         assert result.restart == ()
+        # the rating rule reaches the desk and the satisfaction service alike
+        assert [r.name for r in hub.desk.stage_rules.of("rating")] == ["happy"]
+        assert [r.name for r in hub.desk.csat.rules.of("rating")] == ["happy"]
         staff = await _managers(hub.db)
         assert staff["Борис"] == (True, False, 20)
         assert staff["Вера"][0] is False  # gone from the file: deactivated, kept

@@ -260,6 +260,8 @@ def _swap(hub: Hub, config: Config, tuned: Tuning) -> None:
         hub.desk.canned = CannedAnswers(config.desk.templates)
         hub.desk.hours = config.hub.hours
         hub.desk.stage_rules = tuned.stage_rules
+        if hub.desk.csat is not None:  # a ``rating`` rule moves the client
+            hub.desk.csat.rules = tuned.stage_rules
     if hub.webhooks is not None:
         hub.webhooks.configure(config.webhooks)
         if config.webhooks and hub.dispatcher is not None:

@@ -158,8 +158,13 @@ class StageRuleSection(Section):
     @model_validator(mode="after")
     def _keys_of_when(self) -> StageRuleSection:
         """The keys its ``when`` reads, all there, and no other: a key another kind
-        of rule reads would be silently ignored here."""
-        given = {RULE_KEY.get(name, name) for name in self.model_fields_set}
+        of rule reads would be silently ignored here. A key counts as given by its
+        value (not its default): a reload validates the config's dump again."""
+        given = {
+            RULE_KEY.get(name, name)
+            for name, field in type(self).model_fields.items()
+            if field.is_required() or getattr(self, name) != field.get_default()
+        }
         foreign = sorted(given - RULE_KEYS[self.when])
         if foreign:
             raise ValueError(f"when = {self.when!r} takes no {', '.join(foreign)}")
