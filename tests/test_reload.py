@@ -356,7 +356,7 @@ async def test_hub_run_reloads_on_sighup_and_on_hub_reload(db_url: str, tmp_path
         lines = out.splitlines()
         assert lines[0] == (
             "reloaded: replies.greeting_ru, managers, routing.rules, sla.policies, "
-            "stages.lapse_after_days, desk.templates"
+            "stages.lapse_after_days, stages.rules, desk.templates"
         )
         assert lines[1] == "changed, takes effect after a restart: storage.group_commit_ms"
         assert (await _managers(db))["Борис"][0] is True
