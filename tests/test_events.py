@@ -340,15 +340,21 @@ async def test_two_instances_racing_for_one_new_client_and_one_key(db_url: str) 
 
 
 async def test_who_may_post_events(db: Database, base: str) -> None:
-    """The ``clients`` right: admins and supervisors (an integration gets a
-    supervisor's token); managers and marketers are refused."""
+    """The ``events`` right: admins, supervisors and a business system's
+    ``integration`` token (which may read nothing); managers and marketers are refused."""
     from hub.admin.tokens import Tokens
 
     tokens = Tokens(db)
     body = {"kind": "call", "client": {"email": "who@x.org"}}
-    for n, role in enumerate(("supervisor", "manager", "marketer")):
-        secret = await tokens.add(f"crm-{role}", role)
+    posted = {"supervisor", "integration"}
+    secrets = {}
+    for n, role in enumerate(("supervisor", "integration", "manager", "marketer")):
+        secrets[role] = secret = await tokens.add(f"crm-{role}", role)
         status, _ = await call("POST", base, token=secret, json={**body, "id": n})
-        assert status == (201 if role == "supervisor" else 403)
-    [row] = await rows(db, select(Audit.actor).where(Audit.action == "event"))
-    assert row.actor == "api:crm-supervisor"
+        assert status == (201 if role in posted else 403)
+    actors = await rows(db, select(Audit.actor).where(Audit.action == "event"))
+    assert sorted(r.actor for r in actors) == ["api:crm-integration", "api:crm-supervisor"]
+    root = base.removesuffix("/api/events")
+    for path in ("/api/clients", "/api/clients/1", "/api/conversations", "/api/audit"):
+        status, _ = await call("GET", root + path, token=secrets["integration"])
+        assert status == 403, path

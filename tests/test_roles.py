@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import insert, select, update
 
 from hub.clients.attachments import AttachmentStore
@@ -156,7 +157,10 @@ async def test_without_teams_everybody_is_one_team(db: Database, team: Team) -> 
 def test_the_roles_are_one_vocabulary() -> None:
     """The config, the desk and campaigns speak of hub.kernel.types.Role; storage,
     which imports nothing of the hub, spells the two roles it reads the same way."""
-    assert [ManagerSection(name="M", telegram_id=1, role=r).role for r in Role] == list(Role)
+    people = [r for r in Role if r is not Role.INTEGRATION]
+    assert [ManagerSection(name="M", telegram_id=1, role=r).role for r in people] == people
+    with pytest.raises(ValidationError, match="not a person's role"):
+        ManagerSection(name="M", telegram_id=1, role=Role.INTEGRATION)
     assert (sla_q.SUPERVISOR, campaigns_q.MANAGER) == (Role.SUPERVISOR, Role.MANAGER)
     assert {"supervisor", "admin"} == OVERSEERS
     assert {"marketer", "admin"} == MARKETERS

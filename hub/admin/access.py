@@ -6,9 +6,10 @@ One table each, read top to bottom:
 role        rights
 ==========  ==========================================================
 admin       every call (so has ``admin.token`` of the config)
-supervisor  read, conversations, clients, audit
+supervisor  read, conversations, clients, events, audit
 marketer    read, campaigns
 manager     read, conversations
+integration events (a business system's token: nothing to read)
 ==========  ==========================================================
 
 A call needs the right of the first rule whose method and route start as the
@@ -31,6 +32,7 @@ class Right(enum.StrEnum):
     READ = "read"  # clients, cards, reports, campaigns: look only
     CONVERSATIONS = "conversations"  # what clients wrote: timelines, conversations
     CLIENTS = "clients"  # change or export client records: merge, stage, import, events
+    EVENTS = "events"  # record business events (which may add a client)
     CAMPAIGNS = "campaigns"  # create, start and pause campaigns
     AUDIT = "audit"  # read the audit log
     ADMIN = "admin"  # any other change
@@ -38,9 +40,12 @@ class Right(enum.StrEnum):
 
 RIGHTS: Mapping[Role, frozenset[Right]] = {
     Role.ADMIN: frozenset(Right),
-    Role.SUPERVISOR: frozenset({Right.READ, Right.CONVERSATIONS, Right.CLIENTS, Right.AUDIT}),
+    Role.SUPERVISOR: frozenset(
+        {Right.READ, Right.CONVERSATIONS, Right.CLIENTS, Right.EVENTS, Right.AUDIT}
+    ),
     Role.MARKETER: frozenset({Right.READ, Right.CAMPAIGNS}),
     Role.MANAGER: frozenset({Right.READ, Right.CONVERSATIONS}),
+    Role.INTEGRATION: frozenset({Right.EVENTS}),
 }
 
 # (method, route prefix, right): routes as registered, ``{id}`` and all
@@ -51,7 +56,7 @@ RULES: tuple[tuple[str, str, Right], ...] = (
     ("GET", "/api/clients.csv", Right.CLIENTS),
     ("POST", "/api/clients", Right.CLIENTS),
     ("POST", "/api/merges", Right.CLIENTS),
-    ("POST", "/api/events", Right.CLIENTS),
+    ("POST", "/api/events", Right.EVENTS),
     ("POST", "/api/campaigns", Right.CAMPAIGNS),
     ("GET", "/api/webhooks", Right.ADMIN),  # what integrations were sent, and their errors
 )

@@ -120,6 +120,13 @@ class ManagerSection(Section):
     language: Literal["ru", "en"] | None = None
     holidays: list[date] = []
 
+    @field_validator("role")
+    @classmethod
+    def _a_person(cls, value: Role) -> Role:
+        if value is Role.INTEGRATION:
+            raise ValueError("'integration' is a business system's API token, not a person's role")
+        return value
+
 
 class StageContactSection(Section):
     stage: str

@@ -172,6 +172,9 @@ class Role(enum.StrEnum):
     SUPERVISOR = "supervisor"  # oversees the managers: every client, missed deadlines
     MARKETER = "marketer"  # campaigns and reports, no client's conversation
     ADMIN = "admin"  # everything
+    # Not a person: a business system's API token, which only records business
+    # events (an order system, a shop); never a manager's role.
+    INTEGRATION = "integration"
 
 
 # Who sees every client and may act on another manager's work (a call outcome).
