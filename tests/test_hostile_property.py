@@ -1066,7 +1066,7 @@ def api_calls(draw: st.DrawFn) -> tuple[str, str, bytes | None, dict[str, str]]:
     return f"{method} {template}", path, body, headers
 
 
-@examples(400)
+@examples(500)  # with three routes more, 400 drew no card of a client that exists
 @given(call=api_calls())
 async def test_admin_api_calls_of_any_id_query_and_body_get_a_clear_answer(
     public: Public, call: tuple[str, str, bytes | None, dict[str, str]]
