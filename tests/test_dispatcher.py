@@ -420,9 +420,9 @@ async def test_a_group_of_sends_is_recorded_at_once_except_a_row_taken_over(
         ("sent", f"ext-{rows[2].id}"),
     ]
     async with db.read() as conn:
-        delivery = dict(
-            (await conn.execute(select(Interaction.id, Interaction.delivery))).tuples().all()
-        )
+        delivery = {
+            i: d for i, d in await conn.execute(select(Interaction.id, Interaction.delivery))
+        }
     assert delivery[rows[0].interaction_id] == "sent"
     assert delivery[rows[2].interaction_id] == "sent"
 

@@ -227,8 +227,9 @@ class Dispatcher:
                 claimed = 0
             if claimed or self._stopping:
                 continue
+            idle = await self._idle_wait()  # before the wait's coroutine: a stop may cut this
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), await self._idle_wait())
+                await asyncio.wait_for(self._wake.wait(), idle)
 
     async def _idle_wait(self) -> float:
         wait = self.settings.idle_poll_s
