@@ -59,6 +59,8 @@ class Database:
         self._writer_engine: Engine | None = None
         self._writer_conn: Connection | None = None
         self._writer: ThreadPoolExecutor | None = None
+        self._reader_engine: Engine | None = None
+        self._readers: ThreadPoolExecutor | None = None
         self._turn = asyncio.Lock()  # SQLite: one writer of this process at a time
 
     @property
@@ -91,6 +93,37 @@ class Database:
         async with self.engine.connect() as conn, conn.begin() as tx:
             yield conn
             await tx.rollback()
+
+    async def run_read(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work(conn)`` in one read-only unit of work (rolled back); return its result.
+
+        For reads of several statements (a client's card, its timeline). On SQLite
+        the work runs in a reader thread over a plain pysqlite connection: one
+        thread hop for the whole read, where aiosqlite takes several per statement.
+        On PostgreSQL (and SQLite in memory, which another engine cannot see) it
+        runs through the async driver (``run_sync``).
+        """
+        if not self.is_sqlite or in_memory(str(self.url)):
+            async with self.read() as conn:
+                return await conn.run_sync(work)
+        if self._readers is None:
+            self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sqlite-reader")
+            self._reader_engine = create_engine(
+                self.url.set(drivername="sqlite"), pool_size=4, max_overflow=4
+            )
+            event.listen(self._reader_engine, "connect", self._connect)
+            event.listen(self._reader_engine, "begin", _sqlite_begin)
+        engine = self._reader_engine
+        assert engine is not None
+
+        def transaction() -> T:
+            with engine.connect() as conn, conn.begin() as tx:
+                try:
+                    return work(conn)
+                finally:
+                    tx.rollback()
+
+        return await asyncio.get_running_loop().run_in_executor(self._readers, transaction)
 
     async def run_write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work(conn)`` in one write transaction and commit; return its result.
@@ -132,6 +165,12 @@ class Database:
         return await asyncio.get_running_loop().run_in_executor(self._writer, transaction)
 
     async def dispose(self) -> None:
+        if self._readers is not None:
+            readers, reader_engine = self._readers, self._reader_engine
+            self._readers = self._reader_engine = None
+            if reader_engine is not None:
+                await asyncio.get_running_loop().run_in_executor(readers, reader_engine.dispose)
+            readers.shutdown(wait=True)
         if self._writer is not None:
             writer, engine = self._writer, self._writer_engine
             self._writer = self._writer_engine = None
