@@ -14,7 +14,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, literal, or_, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage import search as full_text
@@ -127,57 +139,31 @@ async def search_clients(
 
 
 async def client_card(conn: AsyncConnection, client_id: int) -> ClientRecord | None:
-    """The client's card with its open (not resolved) conversations; ``None`` if unknown."""
-    c, m = clients.c, managers.c
-    row = (
-        await conn.execute(
-            select(
-                c.id,
-                c.name,
-                c.stage,
-                m.name.label("owner"),
-                c.tags,
-                c.language,
-                c.source,
-                c.created_at,
-                c.custom,
-                c.merged_into,
-            )
-            .join_from(clients, managers, c.owner_id == m.id, isouter=True)
-            .where(c.id == client_id)
-        )
-    ).one_or_none()
+    """The client's card with its open (not resolved) conversations; ``None`` if unknown.
+    (:func:`read_card` in ``Database.run_read`` reads it in one hop on SQLite.)"""
+    return await conn.run_sync(read_card, client_id)
+
+
+def read_card(conn: Connection, client_id: int) -> ClientRecord | None:
+    """:func:`client_card` on a sync connection: four statements, rows as plain tuples."""
+    row = conn.execute(_CARD, {"client_id": client_id}).first()
     if row is None:
         return None
-    found = await _identities(conn, [client_id])
-    open_conversations = await _conversations(
-        conn,
-        _conversation_query()
-        .where(conversations.c.client_id == client_id, conversations.c.status != "resolved")
-        .order_by(conversations.c.id),
-    )
-    r = reminders.c
-    due = await conn.execute(
-        select(r.id, r.due_at, r.text, m.name)
-        .join_from(reminders, managers, r.manager_id == m.id, isouter=True)
-        .where(r.client_id == client_id, r.status == "pending")
-        .order_by(r.due_at, r.id)
-        .limit(20)
-    )
+    ident, open_, due = (conn.execute(q, {"client_id": client_id}).all() for q in _CARD_PARTS)
     return ClientRecord(
-        id=row.id,
-        name=row.name,
-        stage=row.stage,
-        owner=row.owner,
-        identities=found.get(client_id, ()),
-        tags=tuple(row.tags or ()),
-        language=row.language,
-        source=row.source,
-        created_at=row.created_at,
-        open_conversations=tuple(open_conversations),
-        custom=dict(row.custom or {}),
-        reminders=tuple(ReminderView(*x) for x in due.all()),
-        merged_into=row.merged_into,
+        id=row[0],
+        name=row[1],
+        stage=row[2],
+        owner=row[3],
+        identities=tuple([IdentityView(kind, value) for kind, value in ident]),
+        tags=tuple(row[4] or ()),
+        language=row[5],
+        source=row[6],
+        created_at=row[7],
+        open_conversations=tuple([ConversationView(*r) for r in open_]),
+        custom=dict(row[8] or {}),
+        reminders=tuple([ReminderView(*r) for r in due]),
+        merged_into=row[9],
     )
 
 
@@ -192,16 +178,28 @@ async def timeline(
     """Every interaction of the client, oldest first (ties by id, the order of
     writing); ``last``: only the latest so many written, read from the end of the
     client's index without sorting the whole log."""
-    t = interactions.c
-    columns = (t.id, t.at, t.direction, t.channel, t.author, t.text, t.conversation_id, t.delivery)
+    return await conn.run_sync(read_timeline, client_id, last)
+
+
+def read_timeline(
+    conn: Connection, client_id: int, last: int | None = None
+) -> list[InteractionView]:
+    """:func:`timeline` on a sync connection."""
     if last is not None:
-        newest = await conn.execute(
-            select(*columns).where(t.client_id == client_id).order_by(t.id.desc()).limit(last)
-        )
-        found = [InteractionView(*row) for row in newest]
-        return sorted(found, key=lambda v: (v.at, v.id))
-    rows = await conn.execute(select(*columns).where(t.client_id == client_id).order_by(t.at, t.id))
-    return [InteractionView(*row) for row in rows]
+        rows = conn.execute(_NEWEST, {"client_id": client_id, "last": last}).all()
+        found = [InteractionView(*row) for row in reversed(rows)]
+        found.sort(key=lambda v: (v.at, v.id))  # written order is nearly always time order
+        return found
+    return [InteractionView(*row) for row in conn.execute(_WHOLE, {"client_id": client_id})]
+
+
+def read_timeline_of(
+    conn: Connection, client_id: int, last: int | None = None
+) -> list[InteractionView] | None:
+    """:func:`read_timeline`, or ``None`` when there is no such client."""
+    if conn.execute(_EXISTS, {"client_id": client_id}).first() is None:
+        return None
+    return read_timeline(conn, client_id, last)
 
 
 async def list_conversations(
@@ -229,6 +227,56 @@ def _conversation_query() -> Select[Any]:
         v.first_response_at,
         v.due_at,
     ).join_from(conversations, managers, v.assignee_id == m.id, isouter=True)
+
+
+def _card_statements() -> tuple[Select[Any], tuple[Select[Any], ...]]:
+    """The card's statements, built once (their compiled form is cached by key)."""
+    c, m, i, r = clients.c, managers.c, identities.c, reminders.c
+    wanted: BindParameter[int] = bindparam("client_id")
+    card = (
+        select(
+            c.id,
+            c.name,
+            c.stage,
+            m.name.label("owner"),
+            c.tags,
+            c.language,
+            c.source,
+            c.created_at,
+            c.custom,
+            c.merged_into,
+        )
+        .join_from(clients, managers, c.owner_id == m.id, isouter=True)
+        .where(c.id == wanted)
+    )
+    ident = select(i.kind, i.value).where(i.client_id == wanted).order_by(i.id)
+    open_ = (
+        _conversation_query()
+        .where(conversations.c.client_id == wanted, conversations.c.status != "resolved")
+        .order_by(conversations.c.id)
+    )
+    due = (
+        select(r.id, r.due_at, r.text, m.name)
+        .join_from(reminders, managers, r.manager_id == m.id, isouter=True)
+        .where(r.client_id == wanted, r.status == "pending")
+        .order_by(r.due_at, r.id)
+        .limit(20)
+    )
+    return card, (ident, open_, due)
+
+
+def _timeline_statements() -> tuple[Select[Any], Select[Any], Select[Any]]:
+    t = interactions.c
+    columns = (t.id, t.at, t.direction, t.channel, t.author, t.text, t.conversation_id, t.delivery)
+    wanted = t.client_id == bindparam("client_id")
+    newest = select(*columns).where(wanted).order_by(t.id.desc()).limit(bindparam("last"))
+    whole = select(*columns).where(wanted).order_by(t.at, t.id)
+    exists = select(clients.c.id).where(clients.c.id == bindparam("client_id"))
+    return newest, whole, exists
+
+
+_CARD, _CARD_PARTS = _card_statements()
+_NEWEST, _WHOLE, _EXISTS = _timeline_statements()
 
 
 async def _conversations(conn: AsyncConnection, query: Select[Any]) -> list[ConversationView]:
