@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import BindParameter, Connection, Select, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.tables import (
@@ -257,6 +257,88 @@ async def last_interactions(
         .limit(limit)
     )
     return [(at, d, ch, text) for at, d, ch, text in reversed(rows.all())]
+
+
+@dataclass(frozen=True, slots=True)
+class CardRows:
+    """What the managers' card shows of a client, read in one unit of work."""
+
+    client: ClientRow
+    identities: list[tuple[str, str]]
+    open_requests: int
+    assignee: str | None  # of the most recently active open conversation
+    due: datetime | None  # that conversation's next response deadline
+    recent: list[tuple[datetime, str, str | None, str]]  # oldest first
+    reminders: list[tuple[datetime, str]]
+
+
+def card_rows(conn: Connection, client_id: int, recent: int = 5) -> CardRows | None:
+    """The card of ``client_id`` on a sync connection (``Database.run_read``): five
+    statements, each built once, the rows kept as plain tuples."""
+    wanted = {"client_id": client_id}
+    row = conn.execute(_CARD_CLIENT, wanted).first()
+    if row is None:
+        return None
+    idents = conn.execute(_CARD_IDENTITIES, wanted).all()
+    open_ = conn.execute(_CARD_OPEN, wanted).all()
+    said = conn.execute(_CARD_RECENT, {"client_id": client_id, "recent": recent}).all()
+    pending = conn.execute(_CARD_REMINDERS, wanted).all()
+    return CardRows(
+        client=ClientRow(*row),
+        identities=[(kind, value) for kind, value in idents],
+        open_requests=len(open_),
+        assignee=open_[0][0] if open_ else None,
+        due=open_[0][1] if open_ else None,
+        recent=[(at, d, ch, text) for at, d, ch, text in reversed(said)],
+        reminders=[(at, str(t or "")) for at, t in pending],
+    )
+
+
+def _card_statements() -> tuple[Select[Any], ...]:
+    c, m, i, v, r = clients.c, managers.c, identities.c, conversations.c, reminders.c
+    x = interactions.c
+    wanted: BindParameter[int] = bindparam("client_id")
+    blocker = managers.alias("blocker")
+    client = (
+        select(
+            c.id,
+            c.name,
+            c.stage,
+            m.name,
+            c.language,
+            c.source,
+            c.tags,
+            c.custom,
+            c.blocked_at,
+            blocker.c.name,
+        )
+        .join_from(clients, managers, c.owner_id == m.id, isouter=True)
+        .join(blocker, c.blocked_by == blocker.c.id, isouter=True)
+        .where(c.id == wanted)
+    )
+    idents = select(i.kind, i.value).where(i.client_id == wanted).order_by(i.id)
+    open_ = (  # the most recently active first, as open_conversations
+        select(m.name, v.due_at)
+        .join_from(conversations, managers, v.assignee_id == m.id, isouter=True)
+        .where(v.client_id == wanted, v.status != "resolved")
+        .order_by(v.updated_at.desc(), v.id.desc())
+    )
+    recent = (
+        select(x.at, x.direction, x.channel, x.text)
+        .where(x.client_id == wanted, x.direction.in_(("in", "out")))
+        .order_by(x.id.desc())
+        .limit(bindparam("recent"))
+    )
+    pending = (
+        select(r.due_at, r.text)
+        .where(r.client_id == wanted, r.status == "pending")
+        .order_by(r.due_at, r.id)
+        .limit(5)
+    )
+    return client, idents, open_, recent, pending
+
+
+_CARD_CLIENT, _CARD_IDENTITIES, _CARD_OPEN, _CARD_RECENT, _CARD_REMINDERS = _card_statements()
 
 
 async def attachments_of(

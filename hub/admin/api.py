@@ -182,8 +182,7 @@ class _Api:
 
     async def client(self, request: web.Request) -> web.Response:
         client_id = _client_id(request)
-        async with self.db.read() as conn:
-            card = await q.client_card(conn, client_id)
+        card = await self.db.run_read(lambda conn: q.read_card(conn, client_id))
         if card is None:
             return _not_found(request)
         await self._audit(request, "card", client_id)
@@ -191,10 +190,10 @@ class _Api:
 
     async def timeline(self, request: web.Request) -> web.Response:
         client_id = _client_id(request)
-        async with self.db.read() as conn:
-            if not await q.client_exists(conn, client_id):
-                return _not_found(request)
-            items = await q.timeline(conn, client_id, last=_last(request))
+        last = _last(request)
+        items = await self.db.run_read(lambda conn: q.read_timeline_of(conn, client_id, last))
+        if items is None:
+            return _not_found(request)
         await self._audit(request, "timeline", client_id)
         return json_response([dataclasses.asdict(i) for i in items])
 

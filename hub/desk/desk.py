@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.clients import stage_rules, stages
@@ -237,37 +238,7 @@ class Desk:
             return await q.client_of_topic(conn, topic.chat_id, topic.thread_id)
 
     async def card(self, client_id: int) -> ClientCard | None:
-        async with self.db.read() as conn:
-            return await self._card(conn, client_id)
-
-    async def _card(self, conn: Any, client_id: int) -> ClientCard | None:
-        client = await q.client(conn, client_id)
-        if client is None:
-            return None
-        idents = await q.identities_of(conn, client_id)
-        open_convs = await q.open_conversations(conn, client_id)
-        assignee = await q.manager_name(conn, open_convs[0].assignee_id) if open_convs else None
-        recent = await q.last_interactions(conn, client_id, 5)
-        dues = [c.id for c in open_convs]
-        due = await sla_q.due_of(conn, dues[0]) if dues else None
-        pending = await q.reminders_due(conn, client_id)
-        return ClientCard(
-            id=client.id,
-            name=client.name,
-            stage=client.stage,
-            owner=client.owner,
-            identities=tuple(idents),
-            open_requests=len(open_convs),
-            assignee=assignee,
-            language=client.language,
-            source=client.source,
-            tags=tuple(client.tags or ()),
-            last_contacts=tuple(Contact(at, d, ch, t) for at, d, ch, t in recent),
-            due=due,
-            custom=tuple((str(k), str(v)) for k, v in (client.custom or {}).items()),
-            reminders=tuple(pending),
-            blocked=Blocked(client.blocked_at, client.blocked_by) if client.blocked_at else None,
-        )
+        return await self.db.run_read(lambda conn: _card(conn, client_id))
 
     async def deadline(self, conversation_id: int) -> datetime | None:
         """When the conversation's next response is due (SLA); None: no deadline."""
@@ -821,7 +792,7 @@ class Desk:
             hits = [s.id for s in found]
             kept = await clients_q.keepers_of(conn, hits) if self._limited(manager) else {}
             visible = [i for i in hits if self._may_see(manager, kept.get(i, []))][:10]
-            cards = [card for i in visible if (card := await self._card(conn, i)) is not None]
+            cards = await conn.run_sync(_cards, visible)
         async with self.db.write() as conn:  # the writer only for the audit row
             await q.audit(
                 conn,
@@ -912,3 +883,32 @@ _HANDLERS: dict[str, Callable[[Desk, _Command], Awaitable[_Said]]] = {
     "unblock": Desk._unblock,
 }
 ACTIONS = tuple(_HANDLERS)
+
+
+def _card(conn: Connection, client_id: int) -> ClientCard | None:
+    """The managers' card of ``client_id`` (one read unit of work: ``Database.run_read``)."""
+    found = q.card_rows(conn, client_id)
+    if found is None:
+        return None
+    client = found.client
+    return ClientCard(
+        id=client.id,
+        name=client.name,
+        stage=client.stage,
+        owner=client.owner,
+        identities=tuple(found.identities),
+        open_requests=found.open_requests,
+        assignee=found.assignee,
+        language=client.language,
+        source=client.source,
+        tags=tuple(client.tags or ()),
+        last_contacts=tuple([Contact(at, d, ch, t) for at, d, ch, t in found.recent]),
+        due=found.due,
+        custom=tuple([(str(k), str(v)) for k, v in (client.custom or {}).items()]),
+        reminders=tuple(found.reminders),
+        blocked=Blocked(client.blocked_at, client.blocked_by) if client.blocked_at else None,
+    )
+
+
+def _cards(conn: Connection, client_ids: Sequence[int]) -> list[ClientCard]:
+    return [card for i in client_ids if (card := _card(conn, i)) is not None]
