@@ -13,7 +13,7 @@ clients:
   shown), in one read unit of work;
 - staff card: what the managers' Telegram ``/card`` runs (``hub.desk.desk.Desk.card``);
 - search: ``storage.read.search_clients`` over ``hub.clients.search.client_search`` for
-  a name, an email address, a phone number, or a word of the log.
+  a name, an email address, a phone number, a Telegram @username, or a word of the log.
 
 The bare baseline replays the exact statements (SQL and parameters) the hub
 sent for each request, captured from the engine, on a plain ``sqlite3``
@@ -125,6 +125,8 @@ def generate(path: Path, clients: int, total: int, seed: int) -> dict[str, Any]:
         client = order[min(int(clients * rng.random() ** 2), clients - 1)]
         direction = "in" if n % 2 == 0 else "out"
         text = " ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
+        # A Telegram client's own messages carry their @username (inbound extras).
+        said_by = direction == "in" and channel_of[client] == "telegram"
         at = T0 + timedelta(seconds=span * n / total)
         rows.append(
             (
@@ -136,11 +138,12 @@ def generate(path: Path, clients: int, total: int, seed: int) -> dict[str, Any]:
                 text,
                 stamp(at),
                 None if direction == "in" else "sent",
+                f'{{"username": "{username(client)}"}}' if said_by else None,
             )
         )
     db.executemany(
         "INSERT INTO interactions (client_id, conversation_id, direction, channel, external_id,"
-        " text, at, delivery) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " text, at, delivery, extras) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
     # The full-text index, as storage.search.index_new fills it behind ingest.
@@ -155,7 +158,18 @@ def generate(path: Path, clients: int, total: int, seed: int) -> dict[str, Any]:
     db.execute("COMMIT")
     db.execute("ANALYZE")
     db.close()
-    return {"names": names, "emails": emails, "phones": phones, "words": words}
+    usernames = [username(n) for n in range(1, clients + 1) if channel_of[n] == "telegram"]
+    return {
+        "names": names,
+        "emails": emails,
+        "phones": phones,
+        "words": words,
+        "usernames": usernames,
+    }
+
+
+def username(client: int) -> str:
+    return f"User_{client}_tg"
 
 
 Statement = tuple[str, Any]
@@ -275,6 +289,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 "email": [rng.choice(data["emails"]) for _ in range(args.samples // 4)],
                 "phone": ["8 " + rng.choice(data["phones"])[2:] for _ in range(args.samples // 4)],
                 "log word": [rng.choice(data["words"]) for _ in range(args.samples // 4)],
+                "username": ["@" + rng.choice(data["usernames"]) for _ in range(args.samples // 4)],
             }
             busiest = [
                 int(row[0])
