@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, and_, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage import terms
 from storage.tables import (
     UNRESOLVED,
     clients,
@@ -130,6 +131,8 @@ async def put_topic(conn: AsyncConnection, row: dict[str, Any]) -> None:
 
 async def update_client(conn: AsyncConnection, client_id: int, values: dict[str, Any]) -> None:
     await conn.execute(update(clients).where(clients.c.id == client_id).values(**values))
+    if "name" in values:  # a merge, an unmerge or an import: search finds the new name
+        await terms.renamed(conn, [client_id])
 
 
 async def add_merge(conn: AsyncConnection, values: dict[str, Any]) -> int:

@@ -18,6 +18,7 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage import terms
 from storage.models import Erasure
 from storage.tables import (
     attachments,
@@ -184,6 +185,7 @@ async def forget(
         outbox.c.conversation_id.in_(select(cv.id).where(cv.client_id.in_(ids))),
     )
     erased.counts["outbox"] = await _erase_outbox(conn, about, keep_extras, staff_kinds)
+    await terms.forget(conn, ids)
     gone = await conn.execute(delete(identities).where(identities.c.client_id.in_(ids)))
     erased.counts["identities"] = int(gone.rowcount or 0)
     await conn.execute(
@@ -477,6 +479,7 @@ async def purge_index(conn: AsyncConnection) -> None:
     if conn.dialect.name != "sqlite":
         return
     await conn.execute(text("INSERT INTO interactions_fts(interactions_fts) VALUES ('optimize')"))
+    await terms.purge(conn)
 
 
 async def _secure(conn: AsyncConnection) -> None:

@@ -1,10 +1,8 @@
 """The read queries behind the admin API: client search, client card, timeline, conversations.
 
-Read-only; every function takes a connection from ``Database.read()``. Name search
-folds case per character in the pattern itself (``[аА][нН]…``: GLOB on SQLite, a
-regular expression on PostgreSQL), because both ``lower()`` implementations fold
-only ASCII (SQLite always, PostgreSQL under the C locale) and clients' names are
-often Cyrillic.
+Read-only; every function takes a connection from ``Database.read()``. Client search
+goes through indexes only (``storage.terms`` for fragments of names, addresses, phones
+and usernames, ``storage.search`` for words of the log), each way giving client ids.
 """
 
 from __future__ import annotations
@@ -16,24 +14,19 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
-    ColumnElement,
+    CompoundSelect,
     Connection,
     Select,
-    and_,
     bindparam,
     false,
-    func,
-    literal,
-    or_,
     select,
+    union,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage import search as full_text
+from storage import terms
 from storage.tables import clients, conversations, identities, interactions, managers, reminders
-
-_GLOB_SPECIAL = frozenset("*?[")
-_REGEX_SPECIAL = frozenset("\\^$.|?*+()[]{}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +123,7 @@ async def search_clients(
     )
     query = query.where(c.merged_into.is_(None))  # a merged record lives on in the kept one
     if search is not None:
-        query = query.where(_matches(search, conn.dialect.name))
+        query = query.where(c.id.in_(_matching(search, conn.dialect.name, limit + offset)))
     rows = (await conn.execute(query.order_by(c.id).limit(limit).offset(offset))).all()
     found = await _identities(conn, [row.id for row in rows])
     return [
@@ -298,91 +291,31 @@ async def _identities(
     return {k: tuple(v) for k, v in found.items()}
 
 
-def _matches(search: ClientSearch, dialect: str) -> ColumnElement[bool]:
-    c, i = clients.c, identities.c
-    by_identity: list[ColumnElement[bool]] = []
-    by_name: ColumnElement[bool] = false()
-    if search.text:
-        if dialect == "sqlite":
-            by_name = c.name.op("GLOB")(f"*{_glob(search.text)}*")
-        else:
-            by_name = c.name.regexp_match(_regex(search.text))
-        by_identity.append(
-            and_(
-                i.kind == "email",
-                i.value.like(f"%{_like(search.text.lower())}%", escape="\\"),
-            )
-        )
-    if search.phone_digits:
-        by_identity.append(
-            and_(i.kind == "phone", i.value.like(f"%{_like(search.phone_digits)}%", escape="\\"))
-        )
-    by_identity.extend(and_(i.kind == kind, i.value == value) for kind, value in search.exact)
-    found: list[ColumnElement[bool]] = [by_name]
-    if by_identity:
-        found.append(c.id.in_(select(i.client_id).where(or_(*by_identity))))
-    username = search.text.strip().lstrip("@") if search.text.strip().startswith("@") else ""
-    if username:
+def _matching(search: ClientSearch, dialect: str, first: int) -> CompoundSelect[Any]:
+    """The ids of the clients ``search`` finds, each way through an index (the
+    first ``first`` by id where a way may find thousands)."""
+    i = identities.c
+    found: list[Select[Any]] = [
+        select(i.client_id.label("id")).where(i.kind == kind, i.value == value)
+        for kind, value in search.exact
+    ]
+    query = search.text
+    if len(query) >= terms.SHORTEST:
+        found += terms.name_hits(dialect, query, first)
+        found += terms.identity_hits(dialect, "email", query.lower())
+    elif query:
+        found += terms.name_prefix_hits(dialect, query)
+    if len(search.phone_digits) >= terms.SHORTEST:
+        found += terms.identity_hits(dialect, "phone", search.phone_digits)
+    username = query.strip().lstrip("@").lower() if query.strip().startswith("@") else ""
+    if len(username) >= terms.SHORTEST:
         # A Telegram @username: the client's own messages carry it, or an import gave
         # it as a hint (kind "tg_username", hub.kernel.identities.TELEGRAM_HINT).
-        hint = and_(i.kind == "tg_username", i.value == username.lower())
-        found.append(c.id.in_(select(i.client_id).where(hint)))
-        x = interactions.c
-        said: ColumnElement[Any]
-        if dialect == "sqlite":
-            said = func.json_extract(x.extras, "$.username")
-        else:
-            said = x.extras.op("->>")(literal("username"))
-        found.append(
-            c.id.in_(
-                select(x.client_id).where(
-                    x.channel == "telegram",
-                    x.direction == "in",
-                    func.lower(said) == username.lower(),
-                )
-            )
-        )
-    in_log = full_text.matching(dialect, search.text) if search.text and not username else None
+        found += terms.identity_hits(dialect, "tg_username", username)
+        found += terms.username_hits(dialect, username)
+    in_log = full_text.matching(dialect, query) if query and not username else None
     if in_log is not None:
-        x = interactions.c
-        found.append(c.id.in_(select(x.client_id).where(in_log)))
-    return or_(*found)
-
-
-def _cases(char: str) -> str:
-    """The one-character spellings of ``char`` in either case, itself first."""
-    variants = [char]
-    for other in (char.lower(), char.upper()):
-        if len(other) == 1 and other not in variants:
-            variants.append(other)
-    return "".join(variants)
-
-
-def _glob(text: str) -> str:
-    """A SQLite GLOB pattern matching ``text`` in any letter case."""
-    out = []
-    for char in text:
-        cases = _cases(char)
-        if len(cases) > 1 or char in _GLOB_SPECIAL:
-            out.append(f"[{cases}]")
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-def _regex(text: str) -> str:
-    """A PostgreSQL regular expression (ARE) matching ``text`` in any letter case."""
-    out = []
-    for char in text:
-        cases = _cases(char)
-        if len(cases) > 1:
-            out.append(f"[{cases}]")
-        elif char in _REGEX_SPECIAL:
-            out.append(f"\\{char}")
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-def _like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        found.append(select(interactions.c.client_id.label("id")).where(in_log))
+    if not found:
+        found.append(select(clients.c.id).where(false()))
+    return union(*found)

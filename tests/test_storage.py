@@ -24,7 +24,7 @@ from tests import pg
 
 
 async def test_migrations_are_applied_once(db: Database) -> None:
-    assert await current(db) == "0015"
+    assert await current(db) == "0016"
     assert await upgrade(db) == []
 
 
@@ -83,9 +83,10 @@ async def test_migrations_match_the_models(db: Database) -> None:
     from storage.models import Base
 
     def modelled(obj: Any, name: str | None, type_: str, reflected: bool, other: Any) -> bool:
-        # The full-text index lives outside the models: an FTS5 table and its
-        # shadow tables on SQLite, a GIN expression index on PostgreSQL.
-        return not (name or "").startswith(("interactions_fts", "ix_interactions_fts"))
+        # The search indexes live outside the models: FTS5 tables and their shadow
+        # tables on SQLite, GIN (and pattern) indexes on PostgreSQL.
+        prefixes = ("interactions_fts", "ix_interactions_fts", "search_terms", "ix_search_terms")
+        return not (name or "").startswith(prefixes)
 
     async with db.engine.connect() as conn:
         diff = await conn.run_sync(

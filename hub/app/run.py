@@ -42,7 +42,7 @@ from hub.kernel import loggers
 from hub.kernel.clock import Clock, SystemClock
 from hub.kernel.edges import Edges, raise_fd_limit
 from hub.kernel.ports import ChannelPort
-from storage import Database
+from storage import Database, terms
 from storage import desk as desk_q
 from storage import managers as managers_q
 from storage import search as full_text
@@ -378,17 +378,23 @@ class Hub:
             await self._job("sla", self.escalator.run, wake=True)
 
     async def index_log(self) -> None:
-        """Full-text index the log behind ingest (SQLite's FTS5)."""
+        """Index behind ingest (SQLite's FTS5): the log's words, and the clients'
+        addresses, phones, names and usernames for substring search."""
         db = self.db
         if db is None:
             return
 
         async def index() -> int:
             async with db.read() as conn:
-                if not await full_text.behind(conn):
-                    return 0
-            async with db.write() as conn:
-                return await full_text.index_new(conn)
+                log_behind, terms_behind = await full_text.behind(conn), await terms.behind(conn)
+            done = 0
+            if log_behind:
+                async with db.write() as conn:
+                    done += await full_text.index_new(conn)
+            if terms_behind:  # a transaction of its own: the write lock held briefly
+                async with db.write() as conn:
+                    done += await terms.index_new(conn)
+            return done
 
         await self._job("search_index", index)
 

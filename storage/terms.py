@@ -1,0 +1,347 @@
+"""Substring search on clients' email addresses, phones, names and Telegram usernames
+through trigram indexes, never a scan of every client.
+
+SQLite: three FTS5 tables with the trigram tokenizer (Unicode case folding: "анна"
+finds "Анна"), filled in batches behind ingest by :func:`index_new` like the log's
+full-text index, so that ingest never pays for them. Each row points at the row it
+was read from: ``search_terms_identities`` at an identity (email, phone, username
+hint), ``search_terms_names`` at a client, ``search_terms_usernames`` at the first
+inbound Telegram message that carried a client's username. A hit is joined back to
+that row and takes its client from there, so merges and unmerges (which move
+identities and messages) need nothing from the index; the row's own condition is
+checked again, so that a term left stale never finds the wrong client. What the
+round has not reached yet (ids past its positions, a few seconds of ingest) is
+matched directly, so results never lag ingest. The paths that change a client's name
+(merge, unmerge, import) re-index it in their transaction (:func:`renamed`), and
+forgetting deletes every term of the person (:func:`forget`).
+
+PostgreSQL: ``pg_trgm`` GIN indexes on ``identities.value``, ``clients.name`` and the
+username of inbound Telegram messages, which the database keeps itself.
+
+Trigrams need three characters: a shorter query matches the beginning of names only,
+through a btree index, once per spelling of its letters in either case (both
+``lower()`` functions fold only ASCII, and names are often Cyrillic).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    Table,
+    and_,
+    column,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    table,
+    text,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import UnaryExpression
+
+from storage.tables import clients, identities, interactions, search_positions
+
+SHORTEST = 3  # the fewest characters a trigram index can look up
+# The identity kinds matched by a fragment (a Telegram id only as a whole, by ``exact``).
+KINDS = ("email", "phone", "tg_username")
+
+_IDENTITIES = table("search_terms_identities", column("rowid", Integer), column("term"))
+_NAMES = table("search_terms_names", column("rowid", Integer), column("term"))
+_USERNAMES = table("search_terms_usernames", column("rowid", Integer), column("term"))
+_POSITIONS = {
+    "identities": "terms:identities",
+    "names": "terms:names",
+    "usernames": "terms:usernames",
+}
+_GLOB_SPECIAL = frozenset("*?[")
+_REGEX_SPECIAL = frozenset("\\^$.|?*+()[]{}")
+
+
+# -- the queries ---------------------------------------------------------------------
+
+
+def identity_hits(dialect: str, kind: str, fragment: str) -> list[Select[Any]]:
+    """Clients holding an identity of ``kind`` whose value contains ``fragment``
+    (as stored: emails lower-case, phones in E.164, username hints lower-case)."""
+    i = identities.c
+    holds = and_(
+        _unindexed(i.kind, dialect) == kind, i.value.like(f"%{_like(fragment)}%", escape="\\")
+    )
+    if dialect != "sqlite":
+        return [select(i.client_id.label("id")).where(holds)]
+    found = select(_IDENTITIES.c.rowid).where(_IDENTITIES.c.term.op("MATCH")(_phrase(fragment)))
+    return [
+        select(i.client_id.label("id")).where(i.id.in_(found), holds),
+        select(i.client_id.label("id")).where(i.id > _position("identities"), holds),
+    ]
+
+
+def name_hits(dialect: str, fragment: str, first: int) -> list[Select[Any]]:
+    """The first ``first`` clients (by id, merged ones left out) whose name contains
+    ``fragment`` in any letter case."""
+    c = clients.c
+    current = c.merged_into.is_(None)
+    if dialect != "sqlite":
+        return [select(c.id).where(c.name.regexp_match(_regex(fragment)), current)]
+    named = c.name.op("GLOB")(f"*{_glob(fragment)}*")
+    t = _NAMES.c
+    # Driven by the index in rowid (= client id) order, so that a common name stops
+    # at the first few clients rather than reading every one of them.
+    indexed = (
+        select(c.id)
+        .join_from(_NAMES, clients, c.id == t.rowid)
+        .where(t.term.op("MATCH")(_phrase(fragment)), named, current)
+        .order_by(t.rowid)
+        .limit(first)
+    )
+    tail = select(c.id).where(c.id > _position("names"), named, current).order_by(c.id)
+    return [_first(indexed), _first(tail.limit(first))]
+
+
+def name_prefix_hits(dialect: str, prefix: str) -> list[Select[Any]]:
+    """The clients whose name begins with ``prefix`` (shorter than trigrams), read
+    from the name index once per case spelling of ``prefix``; every one of them, as
+    ordering by id would walk every client for a rare prefix."""
+    c = clients.c
+    spellings = ["".join(p) for p in itertools.product(*(_cases(ch) for ch in prefix))]
+    if dialect == "sqlite":
+        begins = [c.name.op("GLOB")(_glob_literal(s) + "*") for s in spellings]
+    else:
+        begins = [c.name.like(_like(s) + "%", escape="\\") for s in spellings]
+    return [select(c.id).where(or_(*begins), c.merged_into.is_(None))]
+
+
+def username_hits(dialect: str, fragment: str) -> list[Select[Any]]:
+    """Clients whose inbound Telegram messages carried a username containing
+    ``fragment`` (lower-case)."""
+    x = interactions.c
+    said: ColumnElement[Any]
+    if dialect == "sqlite":
+        said = func.json_extract(x.extras, "$.username")
+    else:
+        said = x.extras.op("->>")(literal_column("'username'"))
+    holds = and_(
+        _unindexed(x.channel, dialect) == "telegram",
+        _unindexed(x.direction, dialect) == "in",
+        said.is_not(None),  # as PostgreSQL's partial index says, so that it applies
+        func.lower(said).like(f"%{_like(fragment)}%", escape="\\"),
+    )
+    if dialect != "sqlite":
+        return [select(x.client_id.label("id")).where(holds)]
+    found = select(_USERNAMES.c.rowid).where(_USERNAMES.c.term.op("MATCH")(_phrase(fragment)))
+    return [
+        select(x.client_id.label("id")).where(x.id.in_(found), holds),
+        select(x.client_id.label("id")).where(x.id > _position("usernames"), holds),
+    ]
+
+
+def _unindexed(column: ColumnElement[str], dialect: str) -> ColumnElement[str]:
+    """``column`` as an expression no btree index of it serves (SQLite's ``+column``),
+    so that the trigram index's hits lead the lookup rather than every row of one
+    kind or channel."""
+    if dialect == "sqlite":
+        return UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type)
+    return column.concat("")
+
+
+def _first(query: Select[Any]) -> Select[Any]:
+    """``query`` (ordered and limited) as a member a compound select may take."""
+    inner = query.subquery()
+    return select(inner.c.id)
+
+
+def _position(name: str) -> Any:
+    p = search_positions.c
+    return (
+        select(func.coalesce(func.max(p.last_id), 0))
+        .where(p.name == _POSITIONS[name])
+        .scalar_subquery()
+    )
+
+
+def _phrase(fragment: str) -> str:
+    """An FTS5 query matching ``fragment`` as a substring (trigrams in a row)."""
+    return '"' + fragment.replace('"', '""') + '"'
+
+
+# -- filling the index (SQLite) -----------------------------------------------------------
+
+
+async def behind(conn: AsyncConnection) -> bool:
+    """Whether identities, clients or messages were written since the index last
+    caught up (a read: an idle check takes no write lock)."""
+    if conn.dialect.name != "sqlite":
+        return False
+    query = text(
+        "SELECT EXISTS (SELECT 1 FROM identities WHERE id > coalesce("
+        "(SELECT last_id FROM search_positions WHERE name = :i), 0))"
+        " OR EXISTS (SELECT 1 FROM clients WHERE id > coalesce("
+        "(SELECT last_id FROM search_positions WHERE name = :n), 0))"
+        " OR EXISTS (SELECT 1 FROM interactions WHERE id > coalesce("
+        "(SELECT last_id FROM search_positions WHERE name = :u), 0))"
+    )
+    names = {"i": _POSITIONS["identities"], "n": _POSITIONS["names"], "u": _POSITIONS["usernames"]}
+    return bool((await conn.execute(query, names)).scalar())
+
+
+# Each source: the table read, and the statement indexing its rows in (:last, :top].
+_FILL = {
+    "identities": (
+        identities,
+        "INSERT OR REPLACE INTO search_terms_identities(rowid, term) SELECT id, value"
+        " FROM identities WHERE id > :last AND id <= :top"
+        " AND kind IN ('email', 'phone', 'tg_username')",
+    ),
+    "names": (
+        clients,
+        "INSERT OR REPLACE INTO search_terms_names(rowid, term) SELECT id, name FROM clients"
+        " WHERE id > :last AND id <= :top AND name IS NOT NULL AND name != ''",
+    ),
+    # A client's username once (the first message that carried it), not per message;
+    # one they were indexed under already (a hit on the same client) is skipped.
+    "usernames": (
+        interactions,
+        "INSERT OR REPLACE INTO search_terms_usernames(rowid, term)"
+        " SELECT first, said FROM (SELECT min(id) AS first, client_id, said FROM ("
+        "SELECT id, client_id, lower(json_extract(extras, '$.username')) AS said"
+        " FROM interactions WHERE id > :last AND id <= :top"
+        " AND channel = 'telegram' AND direction = 'in') WHERE said IS NOT NULL AND said != ''"
+        " GROUP BY client_id, said) AS fresh WHERE NOT EXISTS ("
+        "SELECT 1 FROM search_terms_usernames AS t JOIN interactions AS x ON x.id = t.rowid"
+        " WHERE t.term MATCH '\"' || replace(fresh.said, '\"', '\"\"') || '\"'"
+        " AND t.term = fresh.said AND x.client_id = fresh.client_id)",
+    ),
+}
+
+
+async def index_new(conn: AsyncConnection, limit: int = 20_000) -> int:
+    """Index up to ``limit`` rows of each source written since the last call; how
+    many rows were read."""
+    if conn.dialect.name != "sqlite":
+        return 0
+    done = 0
+    for name, (source, fill) in _FILL.items():
+        done += await _index_from(conn, _POSITIONS[name], source, fill, limit)
+    return done
+
+
+async def _index_from(
+    conn: AsyncConnection, position: str, source: Table, fill: str, limit: int
+) -> int:
+    row = (
+        await conn.execute(
+            text("SELECT last_id FROM search_positions WHERE name = :name"), {"name": position}
+        )
+    ).first()
+    last = int(row[0]) if row else 0
+    t = source.c
+    batch = select(t.id).where(t.id > last).order_by(t.id).limit(limit).subquery()
+    span = (await conn.execute(select(func.count(), func.max(batch.c.id)))).one()
+    if span[1] is None:
+        return 0
+    await conn.execute(text(fill), {"last": last, "top": span[1]})
+    await conn.execute(
+        text(
+            "INSERT INTO search_positions(name, last_id) VALUES (:name, :top) "
+            "ON CONFLICT(name) DO UPDATE SET last_id = excluded.last_id"
+        ),
+        {"name": position, "top": span[1]},
+    )
+    return int(span[0])
+
+
+async def renamed(conn: AsyncConnection, client_ids: Sequence[int]) -> None:
+    """Index these clients' names as they are now (a merge, an unmerge or an import
+    changed them), in the caller's transaction."""
+    if conn.dialect.name != "sqlite" or not client_ids:
+        return
+    c = clients.c
+    await conn.execute(delete(_NAMES).where(_NAMES.c.rowid.in_(client_ids)))
+    named = select(c.id, c.name).where(c.id.in_(client_ids), c.name.is_not(None), c.name != "")
+    await conn.execute(insert(_NAMES).from_select(["rowid", "term"], named))
+
+
+async def forget(conn: AsyncConnection, client_ids: Sequence[int]) -> None:
+    """Delete every term of these clients (before their identities go), in the
+    erasure's transaction: a forgotten person is found by nothing they were."""
+    if conn.dialect.name != "sqlite" or not client_ids:
+        return
+    ids = list(client_ids)
+    owned = {
+        _IDENTITIES: select(identities.c.id).where(identities.c.client_id.in_(ids)),
+        _NAMES: select(clients.c.id).where(clients.c.id.in_(ids)),
+        _USERNAMES: select(interactions.c.id).where(interactions.c.client_id.in_(ids)),
+    }
+    for terms, rows in owned.items():
+        await conn.execute(delete(terms).where(terms.c.rowid.in_(rows)))
+
+
+_OPTIMIZE = (
+    "INSERT INTO search_terms_identities(search_terms_identities) VALUES ('optimize')",
+    "INSERT INTO search_terms_names(search_terms_names) VALUES ('optimize')",
+    "INSERT INTO search_terms_usernames(search_terms_usernames) VALUES ('optimize')",
+)
+
+
+async def purge(conn: AsyncConnection) -> None:
+    """Merge each index into one segment, so that deleted terms are gone from the
+    file and not only marked deleted."""
+    if conn.dialect.name != "sqlite":
+        return
+    for statement in _OPTIMIZE:
+        await conn.execute(text(statement))
+
+
+# -- patterns in any letter case --------------------------------------------------------
+
+
+def _cases(char: str) -> str:
+    """The one-character spellings of ``char`` in either case, itself first."""
+    variants = [char]
+    for other in (char.lower(), char.upper()):
+        if len(other) == 1 and other not in variants:
+            variants.append(other)
+    return "".join(variants)
+
+
+def _glob(fragment: str) -> str:
+    """A SQLite GLOB pattern matching ``fragment`` in any letter case."""
+    out = []
+    for char in fragment:
+        cases = _cases(char)
+        out.append(f"[{cases}]" if len(cases) > 1 or char in _GLOB_SPECIAL else char)
+    return "".join(out)
+
+
+def _glob_literal(fragment: str) -> str:
+    """``fragment`` as a GLOB pattern matching it exactly (its literal characters
+    lead, so that SQLite reads the pattern as a range of its index)."""
+    return "".join(f"[{ch}]" if ch in _GLOB_SPECIAL else ch for ch in fragment)
+
+
+def _regex(fragment: str) -> str:
+    """A PostgreSQL regular expression (ARE) matching ``fragment`` in any letter case."""
+    out = []
+    for char in fragment:
+        cases = _cases(char)
+        if len(cases) > 1:
+            out.append(f"[{cases}]")
+        elif char in _REGEX_SPECIAL:
+            out.append(f"\\{char}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _like(fragment: str) -> str:
+    return fragment.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
