@@ -9,13 +9,19 @@ interactions, outbox) with ``executemany``, into the same schema with the same
 PRAGMAs (WAL, synchronous=FULL), committed in as many transactions as the hub's
 group commit used: the same durability, without the hub's work.
 
+With ``--search-index both`` the hub's ingest runs twice in the run, with the
+substring search's indexes and their round (as ``hub run`` has them) and without:
+their cost is the ratio of the two.
+
     python bench/ingest.py [--messages 50000] [--clients 2000] [--senders 500]
+        [--search-index on|off|both]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import sqlite3
@@ -29,6 +35,7 @@ from hub.ingest.ingestor import Ingestor
 from hub.kernel.clock import SystemClock
 from hub.kernel.identities import identity
 from hub.kernel.types import Channel, InboundMessage
+from storage import terms
 from storage.db import SQLITE_PRAGMAS, Database
 from storage.migrate import upgrade
 
@@ -60,11 +67,24 @@ async def seed_managers(db: Database) -> None:
 
 
 async def run_hub(
-    path: Path, messages: list[InboundMessage], senders: int, max_batch: int = 2000
+    path: Path,
+    messages: list[InboundMessage],
+    senders: int,
+    max_batch: int = 2000,
+    *,
+    search_index: bool = True,
 ) -> tuple[float, int]:
+    """The hub's ingest of ``messages``, timed; ``search_index``: with the substring
+    search's indexes (migration 0016) and their round filling them every 2 s, as
+    ``hub run`` does, else without either."""
     db = Database(f"sqlite+aiosqlite:///{path}")
     await upgrade(db)
     await seed_managers(db)
+    async with db.write() as conn:
+        if not search_index:
+            for statement in NO_SEARCH_INDEX:
+                await conn.exec_driver_sql(statement)
+    rounds = asyncio.create_task(index_behind(db)) if search_index else None
     ingestor = Ingestor(
         db,
         SystemClock(),
@@ -82,9 +102,32 @@ async def run_hub(
     start = time.perf_counter()
     await asyncio.gather(*(sender() for _ in range(senders)))
     elapsed = time.perf_counter() - start
+    if rounds is not None:
+        rounds.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await rounds
     await ingestor.stop()
     await db.dispose()
     return elapsed, ingestor.batches
+
+
+NO_SEARCH_INDEX = (
+    "DROP TABLE search_terms_identities",
+    "DROP TABLE search_terms_names",
+    "DROP TABLE search_terms_usernames",
+    "DROP INDEX ix_search_terms_name_prefix",
+)
+
+
+async def index_behind(db: Database) -> None:
+    """The hub's search-index round for the substring search, every 2 s."""
+    while True:
+        await asyncio.sleep(2)
+        async with db.read() as conn:
+            if not await terms.behind(conn):
+                continue
+        async with db.write() as conn:
+            await terms.index_new(conn)
 
 
 def run_raw(source: Path, target: Path, transactions: int) -> tuple[float, int]:
@@ -95,7 +138,8 @@ def run_raw(source: Path, target: Path, transactions: int) -> tuple[float, int]:
         for (sql,) in src.execute(
             "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
             # an FTS5 table makes its own shadow tables
-            "AND name NOT LIKE 'interactions_fts_%' ORDER BY type = 'table' DESC"
+            "AND name NOT LIKE 'interactions_fts_%' AND name NOT GLOB 'search_terms_*_*' "
+            "ORDER BY type = 'table' DESC"
         )
     ]
     data = {t: src.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES}
@@ -147,6 +191,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2_000)
     parser.add_argument("--senders", type=int, default=500)
     parser.add_argument("--max-batch", type=int, default=2000, help="storage.group_commit_max")
+    parser.add_argument(
+        "--search-index",
+        choices=("on", "off", "both"),
+        default="on",
+        help="the substring search's indexes and round: with, without, or both in one run",
+    )
     args = parser.parse_args()
     now = datetime.now(UTC)
     messages = [
@@ -166,7 +216,16 @@ def main() -> None:
     gc.freeze()
     with tempfile.TemporaryDirectory() as tmp:
         hub_db, raw_db = Path(tmp) / "hub.db", Path(tmp) / "raw.db"
-        hub_s, batches = asyncio.run(run_hub(hub_db, messages, args.senders, args.max_batch))
+        if args.search_index == "both":
+            without = Path(tmp) / "without" / "hub.db"
+            without.parent.mkdir()
+            off_s, _ = asyncio.run(
+                run_hub(without, messages, args.senders, args.max_batch, search_index=False)
+            )
+        on = args.search_index != "off"
+        hub_s, batches = asyncio.run(
+            run_hub(hub_db, messages, args.senders, args.max_batch, search_index=on)
+        )
         raw_s, rows = run_raw(hub_db, raw_db, batches)
     hub_rate, raw_rate = args.messages / hub_s, args.messages / raw_s
     print(f"messages {args.messages}, senders {args.senders}, clients {args.clients}")
@@ -179,6 +238,11 @@ def main() -> None:
         f"{raw_s:.2f} s, {raw_rate:,.0f} messages/s"
     )
     print(f"ratio hub/raw: {hub_rate / raw_rate:.2f} (target >= 0.5; and >= 20,000/s)")
+    if args.search_index == "both":
+        print(
+            f"without the search indexes: {off_s:.2f} s, {args.messages / off_s:,.0f}"
+            f" interactions/s; ratio with/without: {off_s / hub_s:.2f} (target >= 0.9)"
+        )
 
 
 if __name__ == "__main__":
