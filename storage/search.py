@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, literal_column, select, text
+from sqlalchemy import ColumnClause, ColumnElement, Select, func, literal_column, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.tables import interactions
 
 _POSITION = "interactions"
+NEWEST = 1000  # the latest messages with a word that a client search looks at
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -78,23 +79,37 @@ def words(query: str) -> list[str]:
 
 
 def matching(dialect: str, query: str) -> ColumnElement[bool] | None:
-    """A condition on ``interactions``: the text has every word of ``query``
-    (None when the query has no words)."""
+    """A condition on ``interactions``: one of the ``NEWEST`` latest interactions whose
+    text has every word of ``query`` (None when the query has no words).
+
+    Newest first, and no further: a word said ten thousand times would otherwise
+    read every message that holds it to find a page of clients. FTS5 walks its
+    index by descending rowid and stops at the limit, without sorting."""
     found = words(query)
     if not found:
         return None
     i = interactions.c
     if dialect == "sqlite":
         phrase = " ".join('"' + w.replace('"', '""') + '"' for w in found)
+        rowid: ColumnClause[Any] = literal_column("rowid")
         ids: Select[Any] = (
-            select(literal_column("rowid"))
+            select(rowid)
             .select_from(text("interactions_fts"))
             .where(text("interactions_fts MATCH :fts_query").bindparams(fts_query=phrase))
+            .order_by(rowid.desc())
+            .limit(NEWEST)
         )
         return i.id.in_(ids)
-    return and_(
-        i.direction != "event",  # what was said and written, not the hub's own notes
-        func.to_tsvector("simple", i.text).op("@@")(
-            func.plainto_tsquery("simple", " ".join(found))
-        ),
+    said = interactions.alias("said")
+    newest = (
+        select(said.c.id)
+        .where(
+            said.c.direction != "event",  # what was said and written, not the hub's own notes
+            func.to_tsvector("simple", said.c.text).op("@@")(
+                func.plainto_tsquery("simple", " ".join(found))
+            ),
+        )
+        .order_by(said.c.id.desc())
+        .limit(NEWEST)
     )
+    return i.id.in_(newest)
