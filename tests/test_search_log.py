@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hub.clients.search import client_search
 from hub.kernel.types import Channel
 from storage import Database
@@ -58,3 +60,21 @@ async def test_a_telegram_username_finds_its_client(db: Database, tmp_path: Path
         await ingest(message(Channel.TELEGRAM, "t2", BORIS_TG, text="@anna_pe is my friend"))
     assert await _found(db, "@anna_pe") == [anna.client_id]
     assert await _found(db, "@nobody_here") == []
+
+
+async def test_a_word_said_often_finds_the_clients_of_its_newest_messages(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19: a common word reads its newest ``NEWEST`` messages, not every one."""
+    monkeypatch.setattr(full_text, "NEWEST", 2)
+    async with running(db, tmp_path) as ingest:
+        anna = await ingest(message(Channel.TELEGRAM, "t1", ANNA_TG, text="заказ один"))
+        boris = await ingest(message(Channel.TELEGRAM, "t2", BORIS_TG, text="заказ два"))
+        again = await ingest(message(Channel.TELEGRAM, "t3", BORIS_TG, text="заказ три"))
+    assert again.client_id == boris.client_id
+    if db.engine.dialect.name == "sqlite":
+        await _index(db)
+    assert await _found(db, "заказ") == [boris.client_id]  # Anna's is the third newest
+    assert await _found(db, "один") == [anna.client_id]  # a rarer word still finds her
+    monkeypatch.setattr(full_text, "NEWEST", 3)
+    assert sorted(await _found(db, "заказ")) == sorted([anna.client_id, boris.client_id])
