@@ -310,6 +310,16 @@ async def test_hub_event_and_its_csv_import(db: Database, db_url: str, tmp_path:
     assert second.stdout.splitlines()[0] == "recorded 0, already recorded 2, refused 2"
     assert await count(db, BusinessEvent) == 3
 
+    # a file that turns to no CSV (a lone CR in a field) or no UTF-8 midway: said, no traceback
+    broken = tmp_path / "broken.csv"
+    for tail in (b"r7,call,c@x.org,\xff\xfe\n", b'r7,call,"c@x.org\r",\n'):
+        broken.write_bytes(b"id,kind,email,note\nr6,call,b@x.org,fine\n" + tail)
+        done = await asyncio.to_thread(
+            hub, "event", "import", "--config", config, str(broken), cwd=tmp_path
+        )
+        assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stderr
+    assert "r6" in {r.key for r in await rows(db, select(BusinessEvent.key))}
+
 
 async def test_two_instances_racing_for_one_new_client_and_one_key(db_url: str) -> None:
     """Two hubs' recorders (two engines) writing the same new client and the same

@@ -98,7 +98,7 @@ class _ClientsApi:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
             return error_response(400, "the file is not UTF-8 text")
-        report = await self.book.import_csv(io.StringIO(text))
+        report = await self.book.import_csv(io.StringIO(text, newline=""))  # as csv reads
         body = {
             "added": report.added,
             "updated": report.updated,

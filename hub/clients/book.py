@@ -297,21 +297,24 @@ class ClientBook:
     ) -> list[tuple[int, dict[str, Any], list[tuple[str, str]]]]:
         """The good rows, numbered as in the file; the others go to ``report``."""
         reader = csv.DictReader(source)
-        if reader.fieldnames is None:
-            report.errors.append((1, "empty file: a header row (name,email,phone,…) is needed"))
-            return []
-        header = [h.strip().lower() for h in reader.fieldnames]
-        if not {"email", "phone", "telegram"} & set(header):
-            report.errors.append((1, "a column email, phone or telegram is needed"))
-            return []
         rows: list[tuple[int, dict[str, Any], list[tuple[str, str]]]] = []
-        for number, raw in enumerate(reader, start=2):
-            values = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}
-            parsed = self._row(values)
-            if isinstance(parsed, str):
-                report.errors.append((number, parsed))
-            else:
-                rows.append((number, *parsed))
+        try:
+            if reader.fieldnames is None:
+                report.errors.append((1, "empty file: a header row (name,email,phone,…) is needed"))
+                return []
+            header = [h.strip().lower() for h in reader.fieldnames]
+            if not {"email", "phone", "telegram"} & set(header):
+                report.errors.append((1, "a column email, phone or telegram is needed"))
+                return []
+            for number, raw in enumerate(reader, start=2):
+                values = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}
+                parsed = self._row(values)
+                if isinstance(parsed, str):
+                    report.errors.append((number, parsed))
+                else:
+                    rows.append((number, *parsed))
+        except (csv.Error, UnicodeDecodeError) as exc:  # the rest is no CSV (or no UTF-8)
+            report.errors.append((max(reader.line_num, 1), f"not CSV from here on: {exc}"))
         return rows
 
     def _identities(self, values: dict[str, str], problems: list[str]) -> list[tuple[str, str]]:

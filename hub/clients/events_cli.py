@@ -157,16 +157,29 @@ def read_rows(source: Any, region: str | None, report: ImportReport) -> list[tup
     """The good rows of a CSV file as events, numbered as in the file (the header
     is row 1); each bad row's problems go to ``report``."""
     reader = csv.DictReader(source)
-    if reader.fieldnames is None:
-        report.errors.append((1, "empty file: a header row (id,kind,email,…) is needed"))
-        return []
-    header = {h.strip().lower() for h in reader.fieldnames if h}
-    if not {"id", "kind"} <= header or not header & set(CLIENT_COLUMNS):
-        report.errors.append(
-            (1, f"the columns id, kind and one of {', '.join(CLIENT_COLUMNS)} are needed")
-        )
-        return []
     events: list[tuple[int, EventIn]] = []
+    try:
+        if reader.fieldnames is None:
+            report.errors.append((1, "empty file: a header row (id,kind,email,…) is needed"))
+            return []
+        header = {h.strip().lower() for h in reader.fieldnames if h}
+        if not {"id", "kind"} <= header or not header & set(CLIENT_COLUMNS):
+            report.errors.append(
+                (1, f"the columns id, kind and one of {', '.join(CLIENT_COLUMNS)} are needed")
+            )
+            return []
+        _read_events(reader, region, report, events)
+    except (csv.Error, UnicodeDecodeError) as exc:  # the rest is no CSV (or no UTF-8)
+        report.errors.append((max(reader.line_num, 1), f"not CSV from here on: {exc}"))
+    return events
+
+
+def _read_events(
+    reader: csv.DictReader[str],
+    region: str | None,
+    report: ImportReport,
+    events: list[tuple[int, EventIn]],
+) -> None:
     for number, raw in enumerate(reader, start=2):
         values = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}
         client = {CLIENT_COLUMNS[k]: v for k, v in values.items() if k in CLIENT_COLUMNS and v}
@@ -180,7 +193,6 @@ def read_rows(source: Any, region: str | None, report: ImportReport) -> list[tup
             events.append((number, parse(data, region=region)))
         except BadEvent as exc:
             report.errors.append((number, str(exc)))
-    return events
 
 
 def _import(args: argparse.Namespace) -> int:
