@@ -339,6 +339,8 @@ async def test_the_audit_log_over_the_api(db: Database, api: Api) -> None:
         ({"client": "²"}, "client: must be a whole number"),
         ({"since": "2026-01-07", "until": "2026-01-06"}, "since: must come before until"),
         ({"actor": "x" * 201}, "actor: longer than 200 characters"),
+        ({"actor": "api:\x00"}, "actor: control characters"),  # PostgreSQL's text refuses NUL
+        ({"action": "read\n"}, "action: control characters"),
     ]:
         status, body, _ = await api.call("GET", "/api/audit", "sue", params=query)
         assert status == 400 and body["error"].startswith(error), (query, body)

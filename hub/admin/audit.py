@@ -48,6 +48,8 @@ def _text(raw: str | None, name: str) -> str | None:
         return None
     if len(raw) > _MAX_TEXT:
         raise BadParameter(f"{name}: longer than {_MAX_TEXT} characters")
+    if not raw.isprintable():  # a NUL or a control character: no actor or action has one
+        raise BadParameter(f"{name}: control characters are not allowed")
     return raw
 
 

@@ -57,14 +57,19 @@ class Replay:
     webhook: str | None = None
 
 
+def _a_name(value: Any) -> bool:
+    """A webhook's name as the config can give one (PostgreSQL's text refuses a NUL)."""
+    return isinstance(value, str) and 1 <= len(value) <= _NAME and value.isprintable()
+
+
 def replay_of(body: dict[str, Any]) -> Replay:
     """``{"ids": [...]}`` or ``{"webhook": NAME}``; BadParameter saying what is wrong."""
     ids, webhook = body.get("ids"), body.get("webhook")
     if (ids is None) == (webhook is None):
         raise BadParameter('expected {"ids": [ID, …]} or {"webhook": NAME}')
     if webhook is not None:
-        if not isinstance(webhook, str) or not 1 <= len(webhook) <= _NAME:
-            raise BadParameter(f"webhook: a name of 1 to {_NAME} characters")
+        if not _a_name(webhook):
+            raise BadParameter(f"webhook: a name of 1 to {_NAME} printable characters")
         return Replay(webhook=webhook)
     if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_IDS:
         raise BadParameter(f"ids: a list of 1 to {MAX_IDS} outbox ids")
@@ -115,8 +120,8 @@ class Parking:
 def add_routes(app: web.Application, parking: Parking) -> None:
     async def listing(request: web.Request) -> web.Response:
         webhook = request.query.get("webhook") or None
-        if webhook is not None and len(webhook) > _NAME:
-            return error_response(400, f"webhook: at most {_NAME} characters")
+        if webhook is not None and not _a_name(webhook):
+            return error_response(400, f"webhook: a name of 1 to {_NAME} printable characters")
         raw = request.query.get("limit")
         limit = decimal(raw, "limit", high=MAX_LIMIT) if raw else MAX_LIMIT
         return json_response([shown(r) for r in await parking.listing(webhook, limit)])

@@ -13,6 +13,8 @@ import hashlib
 import hmac
 import re
 
+from hub.kernel.http import is_decimal
+
 _TOKEN = re.compile(
     r"^(?P<client>[0-9]{1,12})\.(?P<campaign>[0-9]{1,12})\.(?P<mac>[A-Za-z0-9_-]{22})$"
 )
@@ -39,6 +41,8 @@ class Unsubscribe:
         if match is None:
             return None
         client_id, campaign_id = int(match["client"]), int(match["campaign"])
+        if not (is_decimal(match["client"]) and is_decimal(match["campaign"])):
+            return None  # no row has such an id (a database would refuse to compare it)
         if not hmac.compare_digest(match["mac"], self._mac(client_id, campaign_id)):
             return None
         return client_id, campaign_id

@@ -15,6 +15,8 @@ import hmac
 import re
 from typing import NamedTuple
 
+from hub.kernel.http import is_decimal
+
 _TOKEN = re.compile(r"^(?P<rating>[0-9]{1,12})\.(?P<score>[1-5])\.(?P<mac>[A-Za-z0-9_-]{22})$")
 
 
@@ -44,6 +46,8 @@ class RatingLinks:
         if match is None:
             return None
         rating_id, score = int(match["rating"]), int(match["score"])
+        if not is_decimal(match["rating"]):
+            return None  # no row has such an id (a database would refuse to compare it)
         if not hmac.compare_digest(match["mac"], self._mac(rating_id, score)):
             return None
         return Rated(rating_id, score)
