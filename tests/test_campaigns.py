@@ -595,3 +595,17 @@ async def test_admin_api_creates_starts_pauses_and_reports(db: Database) -> None
                 assert response.status == 404
     finally:
         await server.stop()
+
+
+def test_signed_links_naming_an_id_beyond_the_columns_range_are_no_links() -> None:
+    """A token the hub never made (an id no row can have) is refused before the
+    database is asked: PostgreSQL refuses to compare an integer column with it."""
+    from hub.desk.rating_links import RatingLinks
+
+    unsubscribe = Unsubscribe(b"test-key", "https://hub.example.com")
+    assert unsubscribe.verify(unsubscribe.token(7, 3)) == (7, 3)
+    assert unsubscribe.verify(unsubscribe.token(2**31, 3)) is None
+    assert unsubscribe.verify(unsubscribe.token(7, 0)) is None
+    links = RatingLinks(b"test-key", "https://hub.example.com")
+    assert links.verify(links.token(7, 5)) == (7, 5)
+    assert links.verify(links.token(2**31, 5)) is None
