@@ -7,10 +7,10 @@ and usernames, ``storage.search`` for words of the log), each way giving client 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BindParameter,
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage import search as full_text
 from storage import terms
+from storage.rows import gathered, moment
 from storage.tables import clients, conversations, identities, interactions, managers, reminders
 
 
@@ -116,19 +117,26 @@ class InteractionView:
 async def search_clients(
     conn: AsyncConnection, search: ClientSearch | None, *, limit: int = 100, offset: int = 0
 ) -> list[ClientSummary]:
-    """Clients matching ``search`` (all clients when ``None``), ordered by id."""
-    c, m = clients.c, managers.c
-    query = select(c.id, c.name, c.stage, m.name.label("owner")).join_from(
-        clients, managers, c.owner_id == m.id, isouter=True
-    )
-    query = query.where(c.merged_into.is_(None))  # a merged record lives on in the kept one
-    if search is not None:
-        query = query.where(c.id.in_(_matching(search, conn.dialect.name, limit + offset)))
-    rows = (await conn.execute(query.order_by(c.id).limit(limit).offset(offset))).all()
-    found = await _identities(conn, [row.id for row in rows])
-    return [
-        ClientSummary(row.id, row.name, row.stage, row.owner, found.get(row.id, ())) for row in rows
-    ]
+    """Clients matching ``search`` (all clients when ``None``), ordered by id.
+    (:func:`read_clients` in ``Database.run_read`` reads them in one hop on SQLite.)"""
+    return await conn.run_sync(read_clients, search, limit, offset)
+
+
+def read_clients(
+    conn: Connection, search: ClientSearch | None, limit: int = 100, offset: int = 0
+) -> list[ClientSummary]:
+    """:func:`search_clients` on a sync connection: two statements built once per
+    shape of query, rows as plain tuples."""
+    dialect = conn.dialect.name
+    shape, values = _ways(search, dialect) if search is not None else (None, {})
+    values |= {"first": limit + offset, "limit": limit, "offset": offset}
+    rows = conn.execute(_search_statement(dialect, shape), values).all()
+    if not rows:
+        return []
+    found: dict[int, list[IdentityView]] = {row[0]: [] for row in rows}
+    for client_id, kind, value in conn.execute(_IDENTITIES_OF, {"ids": list(found)}):
+        found[client_id].append(IdentityView(kind, value))
+    return [ClientSummary(row[0], row[1], row[2], row[3], tuple(found[row[0]])) for row in rows]
 
 
 async def client_card(conn: AsyncConnection, client_id: int) -> ClientRecord | None:
@@ -138,24 +146,35 @@ async def client_card(conn: AsyncConnection, client_id: int) -> ClientRecord | N
 
 
 def read_card(conn: Connection, client_id: int) -> ClientRecord | None:
-    """:func:`client_card` on a sync connection: four statements, rows as plain tuples."""
-    row = conn.execute(_CARD, {"client_id": client_id}).first()
+    """:func:`client_card` on a sync connection, in one statement (the identities, open
+    conversations and reminders gathered as JSON arrays)."""
+    row = conn.execute(_card_statement(conn.dialect.name), {"client_id": client_id}).first()
     if row is None:
         return None
-    ident, open_, due = (conn.execute(q, {"client_id": client_id}).all() for q in _CARD_PARTS)
+    ident, open_, due = (sorted(found or ()) for found in row[10:])
     return ClientRecord(
         id=row[0],
         name=row[1],
         stage=row[2],
         owner=row[3],
-        identities=tuple([IdentityView(kind, value) for kind, value in ident]),
+        identities=tuple([IdentityView(kind, value) for _, kind, value in ident]),
         tags=tuple(row[4] or ()),
         language=row[5],
         source=row[6],
         created_at=row[7],
-        open_conversations=tuple([ConversationView(*r) for r in open_]),
+        open_conversations=tuple(
+            [
+                ConversationView(i, c, ch, st, who, subj, moment(at), moment(first), moment(at_))
+                for i, c, ch, st, who, subj, at, first, at_ in open_
+            ]
+        ),
         custom=dict(row[8] or {}),
-        reminders=tuple([ReminderView(*r) for r in due]),
+        reminders=tuple(
+            sorted(
+                [ReminderView(i, moment(at), text, who) for i, at, text, who in due],
+                key=lambda r: (r.due_at, r.id),
+            )
+        ),
         merged_into=row[9],
     )
 
@@ -222,11 +241,26 @@ def _conversation_query() -> Select[Any]:
     ).join_from(conversations, managers, v.assignee_id == m.id, isouter=True)
 
 
-def _card_statements() -> tuple[Select[Any], tuple[Select[Any], ...]]:
-    """The card's statements, built once (their compiled form is cached by key)."""
-    c, m, i, r = clients.c, managers.c, identities.c, reminders.c
+def _card_statement(dialect: str) -> Select[Any]:
+    """The card's one statement for ``dialect``, built once (its compiled form is cached)."""
+    if dialect not in _CARD:
+        _CARD[dialect] = _build_card(dialect)
+    return _CARD[dialect]
+
+
+def _build_card(dialect: str) -> Select[Any]:
+    c, m, i, v, r = clients.c, managers.c, identities.c, conversations.c, reminders.c
     wanted: BindParameter[int] = bindparam("client_id")
-    card = (
+    ident = select(i.id, i.kind, i.value).where(i.client_id == wanted)
+    open_ = _conversation_query().where(v.client_id == wanted, v.status != "resolved")
+    due = (
+        select(r.id, r.due_at, r.text, m.name)
+        .join_from(reminders, managers, r.manager_id == m.id, isouter=True)
+        .where(r.client_id == wanted, r.status == "pending")
+        .order_by(r.due_at, r.id)
+        .limit(20)
+    )
+    return (
         select(
             c.id,
             c.name,
@@ -238,24 +272,11 @@ def _card_statements() -> tuple[Select[Any], tuple[Select[Any], ...]]:
             c.created_at,
             c.custom,
             c.merged_into,
+            *(gathered(dialect, q) for q in (ident, open_, due)),
         )
         .join_from(clients, managers, c.owner_id == m.id, isouter=True)
         .where(c.id == wanted)
     )
-    ident = select(i.kind, i.value).where(i.client_id == wanted).order_by(i.id)
-    open_ = (
-        _conversation_query()
-        .where(conversations.c.client_id == wanted, conversations.c.status != "resolved")
-        .order_by(conversations.c.id)
-    )
-    due = (
-        select(r.id, r.due_at, r.text, m.name)
-        .join_from(reminders, managers, r.manager_id == m.id, isouter=True)
-        .where(r.client_id == wanted, r.status == "pending")
-        .order_by(r.due_at, r.id)
-        .limit(20)
-    )
-    return card, (ident, open_, due)
 
 
 def _timeline_statements() -> tuple[Select[Any], Select[Any], Select[Any]]:
@@ -268,7 +289,7 @@ def _timeline_statements() -> tuple[Select[Any], Select[Any], Select[Any]]:
     return newest, whole, exists
 
 
-_CARD, _CARD_PARTS = _card_statements()
+_CARD: dict[str, Select[Any]] = {}
 _NEWEST, _WHOLE, _EXISTS = _timeline_statements()
 
 
@@ -276,46 +297,92 @@ async def _conversations(conn: AsyncConnection, query: Select[Any]) -> list[Conv
     return [ConversationView(*row) for row in await conn.execute(query)]
 
 
-async def _identities(
-    conn: AsyncConnection, client_ids: Sequence[int]
-) -> dict[int, tuple[IdentityView, ...]]:
-    if not client_ids:
-        return {}
-    i = identities.c
-    rows = await conn.execute(
-        select(i.client_id, i.kind, i.value).where(i.client_id.in_(client_ids)).order_by(i.id)
-    )
-    found: dict[int, list[IdentityView]] = {}
-    for client_id, kind, value in rows:
-        found.setdefault(client_id, []).append(IdentityView(kind, value))
-    return {k: tuple(v) for k, v in found.items()}
+class _Shape(NamedTuple):
+    """Which ways a search goes (its statement is built once per shape)."""
+
+    exact: int  # identities it normalizes to
+    fragment: bool  # names and emails by trigrams
+    prefix: int  # spellings of a name's beginning, for a query under three characters
+    phone: bool
+    username: bool
+    log: bool  # words of the log
 
 
-def _matching(search: ClientSearch, dialect: str, first: int) -> CompoundSelect[Any]:
-    """The ids of the clients ``search`` finds, each way through an index (the
-    first ``first`` by id where a way may find thousands)."""
-    i = identities.c
-    found: list[Select[Any]] = [
-        select(i.client_id.label("id")).where(i.kind == kind, i.value == value)
-        for kind, value in search.exact
-    ]
+def _ways(search: ClientSearch, dialect: str) -> tuple[_Shape, dict[str, Any]]:
+    """The shape of ``search`` and the values its statement binds."""
+    values: dict[str, Any] = {}
+    for n, (kind, value) in enumerate(search.exact):
+        values[f"exact_kind_{n}"], values[f"exact_value_{n}"] = kind, value
     query = search.text
-    if len(query) >= terms.SHORTEST:
-        found += terms.name_hits(dialect, query, first)
-        found += terms.identity_hits(dialect, "email", query.lower())
+    fragment = len(query) >= terms.SHORTEST
+    prefix: dict[str, str] = {}
+    if fragment:
+        values |= terms.name_values(dialect, query)
+        values |= terms.identity_values("email", query.lower())
     elif query:
-        found += terms.name_prefix_hits(dialect, query)
-    if len(search.phone_digits) >= terms.SHORTEST:
-        found += terms.identity_hits(dialect, "phone", search.phone_digits)
+        prefix = terms.prefix_values(dialect, query)
+        values |= prefix
+    phone = len(search.phone_digits) >= terms.SHORTEST
+    if phone:
+        values |= terms.identity_values("phone", search.phone_digits)
+    # A Telegram @username: the client's own messages carry it, or an import gave it
+    # as a hint (kind "tg_username", hub.kernel.identities.TELEGRAM_HINT).
     username = query.strip().lstrip("@").lower() if query.strip().startswith("@") else ""
     if len(username) >= terms.SHORTEST:
-        # A Telegram @username: the client's own messages carry it, or an import gave
-        # it as a hint (kind "tg_username", hub.kernel.identities.TELEGRAM_HINT).
-        found += terms.identity_hits(dialect, "tg_username", username)
-        found += terms.username_hits(dialect, username)
-    in_log = full_text.matching(dialect, query) if query and not username else None
-    if in_log is not None:
-        found.append(select(interactions.c.client_id.label("id")).where(in_log))
+        values |= terms.identity_values("tg_username", username)
+    said = full_text.matching_values(dialect, query) if query and not username else {}
+    values |= said
+    shape = _Shape(
+        len(search.exact), fragment, len(prefix), phone, len(username) >= terms.SHORTEST, bool(said)
+    )
+    return shape, values
+
+
+@functools.lru_cache(maxsize=512)
+def _search_statement(dialect: str, shape: _Shape | None) -> Select[Any]:
+    """The search's statement for ``shape`` (every client when ``None``), built once."""
+    c, m = clients.c, managers.c
+    query = (
+        select(c.id, c.name, c.stage, m.name.label("owner"))
+        .join_from(clients, managers, c.owner_id == m.id, isouter=True)
+        .where(c.merged_into.is_(None))  # a merged record lives on in the kept one
+    )
+    if shape is not None:
+        query = query.where(c.id.in_(_matching(dialect, shape)))
+    return query.order_by(c.id).limit(bindparam("limit")).offset(bindparam("offset"))
+
+
+def _matching(dialect: str, shape: _Shape) -> CompoundSelect[Any]:
+    """The ids of the clients a search of ``shape`` finds, each way through an index
+    (the first ``first`` by id where a way may find thousands)."""
+    i = identities.c
+    found: list[Select[Any]] = [
+        select(i.client_id.label("id")).where(
+            i.kind == bindparam(f"exact_kind_{n}"), i.value == bindparam(f"exact_value_{n}")
+        )
+        for n in range(shape.exact)
+    ]
+    if shape.fragment:
+        found += terms.name_hits(dialect)
+        found += terms.identity_hits(dialect, "email")
+    if shape.prefix:
+        found += terms.name_prefix_hits(dialect, shape.prefix)
+    if shape.phone:
+        found += terms.identity_hits(dialect, "phone")
+    if shape.username:
+        found += terms.identity_hits(dialect, "tg_username")
+        found += terms.username_hits(dialect)
+    if shape.log:
+        found.append(
+            select(interactions.c.client_id.label("id")).where(full_text.matching(dialect))
+        )
     if not found:
         found.append(select(clients.c.id).where(false()))
     return union(*found)
+
+
+_IDENTITIES_OF = (
+    select(identities.c.client_id, identities.c.kind, identities.c.value)
+    .where(identities.c.client_id.in_(bindparam("ids", expanding=True)))
+    .order_by(identities.c.id)
+)
