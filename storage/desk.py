@@ -11,6 +11,7 @@ from typing import Any, cast
 from sqlalchemy import BindParameter, Connection, Select, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage.rows import gathered, moment
 from storage.tables import (
     UNRESOLVED,
     attachments,
@@ -272,34 +273,55 @@ class CardRows:
     reminders: list[tuple[datetime, str]]
 
 
-def card_rows(conn: Connection, client_id: int, recent: int = 5) -> CardRows | None:
-    """The card of ``client_id`` on a sync connection (``Database.run_read``): five
-    statements, each built once, the rows kept as plain tuples."""
-    wanted = {"client_id": client_id}
-    row = conn.execute(_CARD_CLIENT, wanted).first()
+def card_rows(conn: Connection, client_id: int) -> CardRows | None:
+    """The card of ``client_id`` on a sync connection (``Database.run_read``), in one
+    statement: the identities, open conversations, last five said and pending
+    reminders gathered as JSON arrays."""
+    dialect = conn.dialect.name
+    if dialect not in _CARD:
+        _CARD[dialect] = _card_statement(dialect)
+    row = conn.execute(_CARD[dialect], {"client_id": client_id}).first()
     if row is None:
         return None
-    idents = conn.execute(_CARD_IDENTITIES, wanted).all()
-    open_ = conn.execute(_CARD_OPEN, wanted).all()
-    said = conn.execute(_CARD_RECENT, {"client_id": client_id, "recent": recent}).all()
-    pending = conn.execute(_CARD_REMINDERS, wanted).all()
+    idents, open_, said, pending = (found or () for found in row[10:])
+    # The most recently active open conversation first, as open_conversations orders them.
+    latest = max(open_, key=lambda o: (moment(o[0]), o[1]), default=None)
+    due = sorted((moment(at), i, str(text or "")) for at, i, text in pending)
     return CardRows(
-        client=ClientRow(*row),
-        identities=[(kind, value) for kind, value in idents],
+        client=ClientRow(*row[:10]),
+        identities=[(kind, value) for _, kind, value in sorted(idents)],
         open_requests=len(open_),
-        assignee=open_[0][0] if open_ else None,
-        due=open_[0][1] if open_ else None,
-        recent=[(at, d, ch, text) for at, d, ch, text in reversed(said)],
-        reminders=[(at, str(t or "")) for at, t in pending],
+        assignee=latest[2] if latest else None,
+        due=moment(latest[3]) if latest else None,
+        recent=[(moment(at), d, ch, text) for _, at, d, ch, text in sorted(said)],
+        reminders=[(at, text) for at, _, text in due],
     )
 
 
-def _card_statements() -> tuple[Select[Any], ...]:
+def _card_statement(dialect: str) -> Select[Any]:
     c, m, i, v, r = clients.c, managers.c, identities.c, conversations.c, reminders.c
     x = interactions.c
     wanted: BindParameter[int] = bindparam("client_id")
     blocker = managers.alias("blocker")
-    client = (
+    idents = select(i.id, i.kind, i.value).where(i.client_id == wanted)
+    open_ = (
+        select(v.updated_at, v.id, m.name, v.due_at)
+        .join_from(conversations, managers, v.assignee_id == m.id, isouter=True)
+        .where(v.client_id == wanted, v.status != "resolved")
+    )
+    recent = (
+        select(x.id, x.at, x.direction, x.channel, x.text)
+        .where(x.client_id == wanted, x.direction.in_(("in", "out")))
+        .order_by(x.id.desc())
+        .limit(5)
+    )
+    pending = (
+        select(r.due_at, r.id, r.text)
+        .where(r.client_id == wanted, r.status == "pending")
+        .order_by(r.due_at, r.id)
+        .limit(5)
+    )
+    return (
         select(
             c.id,
             c.name,
@@ -311,34 +333,15 @@ def _card_statements() -> tuple[Select[Any], ...]:
             c.custom,
             c.blocked_at,
             blocker.c.name,
+            *(gathered(dialect, q) for q in (idents, open_, recent, pending)),
         )
         .join_from(clients, managers, c.owner_id == m.id, isouter=True)
         .join(blocker, c.blocked_by == blocker.c.id, isouter=True)
         .where(c.id == wanted)
     )
-    idents = select(i.kind, i.value).where(i.client_id == wanted).order_by(i.id)
-    open_ = (  # the most recently active first, as open_conversations
-        select(m.name, v.due_at)
-        .join_from(conversations, managers, v.assignee_id == m.id, isouter=True)
-        .where(v.client_id == wanted, v.status != "resolved")
-        .order_by(v.updated_at.desc(), v.id.desc())
-    )
-    recent = (
-        select(x.at, x.direction, x.channel, x.text)
-        .where(x.client_id == wanted, x.direction.in_(("in", "out")))
-        .order_by(x.id.desc())
-        .limit(bindparam("recent"))
-    )
-    pending = (
-        select(r.due_at, r.text)
-        .where(r.client_id == wanted, r.status == "pending")
-        .order_by(r.due_at, r.id)
-        .limit(5)
-    )
-    return client, idents, open_, recent, pending
 
 
-_CARD_CLIENT, _CARD_IDENTITIES, _CARD_OPEN, _CARD_RECENT, _CARD_REMINDERS = _card_statements()
+_CARD: dict[str, Select[Any]] = {}
 
 
 async def attachments_of(
