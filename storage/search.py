@@ -12,7 +12,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import ColumnClause, ColumnElement, Select, func, literal_column, select, text
+from sqlalchemy import (
+    ColumnClause,
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.tables import interactions
@@ -78,26 +89,24 @@ def words(query: str) -> list[str]:
     return _WORD.findall(query)
 
 
-def matching(dialect: str, query: str) -> ColumnElement[bool] | None:
+def matching(dialect: str) -> ColumnElement[bool]:
     """A condition on ``interactions``: one of the ``NEWEST`` latest interactions whose
-    text has every word of ``query`` (None when the query has no words).
+    text has every word of a query (binds :func:`matching_values`).
 
     Newest first, and no further: a word said ten thousand times would otherwise
     read every message that holds it to find a page of clients. FTS5 walks its
     index by descending rowid and stops at the limit, without sorting."""
-    found = words(query)
-    if not found:
-        return None
     i = interactions.c
+    said_words = bindparam("log_words", type_=String)
+    newest_first = bindparam("log_newest", type_=Integer)
     if dialect == "sqlite":
-        phrase = " ".join('"' + w.replace('"', '""') + '"' for w in found)
         rowid: ColumnClause[Any] = literal_column("rowid")
         ids: Select[Any] = (
             select(rowid)
             .select_from(text("interactions_fts"))
-            .where(text("interactions_fts MATCH :fts_query").bindparams(fts_query=phrase))
+            .where(literal_column("interactions_fts").op("MATCH")(said_words))
             .order_by(rowid.desc())
-            .limit(NEWEST)
+            .limit(newest_first)
         )
         return i.id.in_(ids)
     said = interactions.alias("said")
@@ -106,10 +115,22 @@ def matching(dialect: str, query: str) -> ColumnElement[bool] | None:
         .where(
             said.c.direction != "event",  # what was said and written, not the hub's own notes
             func.to_tsvector("simple", said.c.text).op("@@")(
-                func.plainto_tsquery("simple", " ".join(found))
+                func.plainto_tsquery("simple", said_words)
             ),
         )
         .order_by(said.c.id.desc())
-        .limit(NEWEST)
+        .limit(newest_first)
     )
     return i.id.in_(newest)
+
+
+def matching_values(dialect: str, query: str) -> dict[str, Any]:
+    """What :func:`matching` binds for ``query`` (nothing when it has no words)."""
+    found = words(query)
+    if not found:
+        return {}
+    if dialect == "sqlite":
+        said = " ".join('"' + w.replace('"', '""') + '"' for w in found)
+    else:
+        said = " ".join(found)
+    return {"log_words": said, "log_newest": NEWEST}

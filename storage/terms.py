@@ -33,8 +33,10 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
+    String,
     Table,
     and_,
+    bindparam,
     column,
     delete,
     func,
@@ -68,62 +70,93 @@ _REGEX_SPECIAL = frozenset("\\^$.|?*+()[]{}")
 
 
 # -- the queries ---------------------------------------------------------------------
+#
+# Built once per query shape with bound parameters (``storage.read`` caches them); the
+# ``*_values`` functions give the values a fragment binds. On PostgreSQL each way gives
+# only the first ``first`` clients by id (not merged), so that a common name reads a
+# page of clients rather than every one of them: the first ``first`` of the union are
+# among the first ``first`` of its members.
 
 
-def identity_hits(dialect: str, kind: str, fragment: str) -> list[Select[Any]]:
-    """Clients holding an identity of ``kind`` whose value contains ``fragment``
-    (as stored: emails lower-case, phones in E.164, username hints lower-case)."""
+def identity_hits(dialect: str, kind: str) -> list[Select[Any]]:
+    """Clients holding an identity of ``kind`` whose value contains a fragment (as
+    stored: emails lower-case, phones in E.164, username hints lower-case); binds
+    :func:`identity_values` of ``kind``."""
     i = identities.c
-    holds = and_(
-        _unindexed(i.kind, dialect) == kind, i.value.like(f"%{_like(fragment)}%", escape="\\")
-    )
+    like = bindparam(f"{kind}_like", type_=String)
+    holds = and_(_unindexed(i.kind, dialect) == kind, i.value.like(like, escape="\\"))
     if dialect != "sqlite":
-        return [select(i.client_id.label("id")).where(holds)]
-    found = select(_IDENTITIES.c.rowid).where(_IDENTITIES.c.term.op("MATCH")(_phrase(fragment)))
+        return [_bounded(i.client_id, holds)]
+    phrase = bindparam(f"{kind}_phrase", type_=String)
+    found = select(_IDENTITIES.c.rowid).where(_IDENTITIES.c.term.op("MATCH")(phrase))
     return [
         select(i.client_id.label("id")).where(i.id.in_(found), holds),
         select(i.client_id.label("id")).where(i.id > _position("identities"), holds),
     ]
 
 
-def name_hits(dialect: str, fragment: str, first: int) -> list[Select[Any]]:
-    """The first ``first`` clients (by id, merged ones left out) whose name contains
-    ``fragment`` in any letter case."""
+def identity_values(kind: str, fragment: str) -> dict[str, str]:
+    """What :func:`identity_hits` (and for ``tg_username`` :func:`username_hits`) binds."""
+    return {f"{kind}_phrase": _phrase(fragment), f"{kind}_like": f"%{_like(fragment)}%"}
+
+
+def name_hits(dialect: str) -> list[Select[Any]]:
+    """The first ``first`` clients (by id, merged ones left out) whose name contains a
+    fragment in any letter case; binds :func:`name_values` and ``first``."""
     c = clients.c
     current = c.merged_into.is_(None)
+    pattern = bindparam("name_pattern", type_=String)
     if dialect != "sqlite":
-        return [select(c.id).where(c.name.regexp_match(_regex(fragment)), current)]
-    named = c.name.op("GLOB")(f"*{_glob(fragment)}*")
+        return [_first(select(c.id).where(c.name.regexp_match(pattern), current))]
+    named = c.name.op("GLOB")(pattern)
     t = _NAMES.c
     # Driven by the index in rowid (= client id) order, so that a common name stops
     # at the first few clients rather than reading every one of them.
     indexed = (
         select(c.id)
         .join_from(_NAMES, clients, c.id == t.rowid)
-        .where(t.term.op("MATCH")(_phrase(fragment)), named, current)
+        .where(t.term.op("MATCH")(bindparam("name_phrase", type_=String)), named, current)
         .order_by(t.rowid)
-        .limit(first)
+        .limit(_FIRST)
     )
     tail = select(c.id).where(c.id > _position("names"), named, current).order_by(c.id)
-    return [_first(indexed), _first(tail.limit(first))]
+    return [_sub(indexed), _sub(tail.limit(_FIRST))]
 
 
-def name_prefix_hits(dialect: str, prefix: str) -> list[Select[Any]]:
-    """The clients whose name begins with ``prefix`` (shorter than trigrams), read
-    from the name index once per case spelling of ``prefix``; every one of them, as
-    ordering by id would walk every client for a rare prefix."""
+def name_values(dialect: str, fragment: str) -> dict[str, str]:
+    """What :func:`name_hits` binds for ``fragment``."""
+    if dialect != "sqlite":
+        return {"name_pattern": _regex(fragment)}
+    return {"name_phrase": _phrase(fragment), "name_pattern": f"*{_glob(fragment)}*"}
+
+
+def name_prefix_hits(dialect: str, spellings: int) -> list[Select[Any]]:
+    """The clients whose name begins with a prefix (shorter than trigrams), read from
+    the name index once per case spelling of it (``spellings`` of them, bound by
+    :func:`prefix_values`). On SQLite every one of them, as ordering by id would walk
+    every client for a rare prefix."""
     c = clients.c
+    patterns = [bindparam(f"prefix_{n}", type_=String) for n in range(spellings)]
+    if dialect == "sqlite":
+        begins = [c.name.op("GLOB")(p) for p in patterns]
+        return [select(c.id).where(or_(*begins), c.merged_into.is_(None))]
+    begins = [c.name.like(p, escape="\\") for p in patterns]
+    return [_first(select(c.id).where(or_(*begins), c.merged_into.is_(None)))]
+
+
+def prefix_values(dialect: str, prefix: str) -> dict[str, str]:
+    """What :func:`name_prefix_hits` binds for ``prefix``: one pattern per spelling."""
     spellings = ["".join(p) for p in itertools.product(*(_cases(ch) for ch in prefix))]
     if dialect == "sqlite":
-        begins = [c.name.op("GLOB")(_glob_literal(s) + "*") for s in spellings]
+        patterns = [_glob_literal(s) + "*" for s in spellings]
     else:
-        begins = [c.name.like(_like(s) + "%", escape="\\") for s in spellings]
-    return [select(c.id).where(or_(*begins), c.merged_into.is_(None))]
+        patterns = [_like(s) + "%" for s in spellings]
+    return {f"prefix_{n}": pattern for n, pattern in enumerate(patterns)}
 
 
-def username_hits(dialect: str, fragment: str) -> list[Select[Any]]:
-    """Clients whose inbound Telegram messages carried a username containing
-    ``fragment`` (lower-case)."""
+def username_hits(dialect: str) -> list[Select[Any]]:
+    """Clients whose inbound Telegram messages carried a username containing a
+    fragment (lower-case); binds :func:`identity_values` of ``tg_username``."""
     x = interactions.c
     said: ColumnElement[Any]
     if dialect == "sqlite":
@@ -134,11 +167,12 @@ def username_hits(dialect: str, fragment: str) -> list[Select[Any]]:
         _unindexed(x.channel, dialect) == "telegram",
         _unindexed(x.direction, dialect) == "in",
         said.is_not(None),  # as PostgreSQL's partial index says, so that it applies
-        func.lower(said).like(f"%{_like(fragment)}%", escape="\\"),
+        func.lower(said).like(bindparam("tg_username_like", type_=String), escape="\\"),
     )
     if dialect != "sqlite":
-        return [select(x.client_id.label("id")).where(holds)]
-    found = select(_USERNAMES.c.rowid).where(_USERNAMES.c.term.op("MATCH")(_phrase(fragment)))
+        return [_bounded(x.client_id, holds)]
+    phrase = bindparam("tg_username_phrase", type_=String)
+    found = select(_USERNAMES.c.rowid).where(_USERNAMES.c.term.op("MATCH")(phrase))
     return [
         select(x.client_id.label("id")).where(x.id.in_(found), holds),
         select(x.client_id.label("id")).where(x.id > _position("usernames"), holds),
@@ -154,7 +188,31 @@ def _unindexed(column: ColumnElement[str], dialect: str) -> ColumnElement[str]:
     return column.concat("")
 
 
-def _first(query: Select[Any]) -> Select[Any]:
+_FIRST = bindparam("first", type_=Integer)
+
+
+def _first(ids: Select[Any]) -> Select[Any]:
+    """``ids`` (client ids) as its first ``first`` by id, a member of a compound select."""
+    return _sub(ids.order_by(_unordered(clients.c.id)).limit(_FIRST))
+
+
+def _bounded(client_id: ColumnElement[int], holds: ColumnElement[bool]) -> Select[Any]:
+    """The first ``first`` distinct clients (by id) of the rows that ``holds`` picks, a
+    member of a compound select (no merged client among them: a merge moves the
+    identities and messages to the client kept)."""
+    key = _unordered(client_id).label("id")
+    picked = select(key).where(holds).distinct().order_by(key).limit(_FIRST)
+    return _sub(picked)
+
+
+def _unordered(column: ColumnElement[int]) -> ColumnElement[int]:
+    """``column + 0``: ordered by it, PostgreSQL still leads with the trigram index and
+    sorts the hits, where it might walk the primary key hoping to meet hits early (a
+    whole table for a rare fragment, when its guess of how many match is wrong)."""
+    return column + 0
+
+
+def _sub(query: Select[Any]) -> Select[Any]:
     """``query`` (ordered and limited) as a member a compound select may take."""
     inner = query.subquery()
     return select(inner.c.id)
