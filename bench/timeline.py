@@ -10,7 +10,7 @@ clients:
   timeline (``storage.read.read_card``, ``read_timeline``) in one read unit of work;
 - staff card: what the managers' Telegram ``/card`` and a topic's card read
   (``hub.desk.desk.Desk.card``);
-- search: ``storage.read.search_clients`` over ``hub.clients.search.client_search``,
+- search: ``storage.read.read_clients`` over ``hub.clients.search.client_search``,
   50 at most, for an email address, a phone number, a name, a Telegram
   @username, a rare word of the log (50 messages) and a common one (1 in 100).
 
@@ -174,8 +174,7 @@ def requests(db: Database, desk: Desk, spec: data.Spec, samples: int) -> dict[st
     def search(text: str) -> Request:
         async def run() -> Any:
             query = client_search(text, "RU")
-            async with db.read() as conn:
-                return await q.search_clients(conn, query, limit=50)
+            return await db.run_read(lambda conn: q.read_clients(conn, query, limit=50))
 
         return run
 
