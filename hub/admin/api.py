@@ -176,8 +176,9 @@ class _Api:
         text = _query_text(request)
         limit, offset = _paging(request)
         search = client_search(text, self.region) if text else None
-        async with self.db.read() as conn:
-            found = await q.search_clients(conn, search, limit=limit, offset=offset)
+        found = await self.db.run_read(
+            lambda conn: q.read_clients(conn, search, limit=limit, offset=offset)
+        )
         return json_response([dataclasses.asdict(c) for c in found])
 
     async def client(self, request: web.Request) -> web.Response:
