@@ -283,7 +283,7 @@ async def main_async(args: argparse.Namespace) -> None:
     args.data.mkdir(parents=True, exist_ok=True)
     print(f"{total:,} interactions over {clients:,} clients on {args.backend}", flush=True)
     if args.backend == "sqlite":
-        url = await data.ensure_sqlite(args.data, spec)
+        url = await data.ensure_sqlite(args.data, spec, catch_up=not args.behind)
         await run(args, url, BareSqlite(url.split("///", 1)[1]), spec)
         return
     cluster = None
@@ -317,6 +317,12 @@ def main() -> None:
         " a cluster the bench starts in --data",
     )
     parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument(
+        "--behind",
+        action="store_true",
+        help="SQLite: measure kept data without first catching up the indexes kept behind"
+        " the log (search then matches their tail directly)",
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 

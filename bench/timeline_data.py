@@ -261,14 +261,16 @@ async def fill_sqlite(url: str) -> int:
     return filled
 
 
-async def ensure_sqlite(folder: Path, spec: Spec) -> str:
-    """The URL of the generated SQLite database of ``spec`` (made when missing)."""
+async def ensure_sqlite(folder: Path, spec: Spec, *, catch_up: bool = True) -> str:
+    """The URL of the generated SQLite database of ``spec`` (made when missing); kept
+    data catches up the indexes kept behind the log unless ``catch_up`` is false."""
     path = folder / f"sqlite-{spec.size}" / "hub.db"
     url = f"sqlite+aiosqlite:///{path}"
     done = path.parent / "done.json"
     if done.exists():
         await _migrate(url)
-        await fill_sqlite(url)
+        if catch_up:
+            await fill_sqlite(url)
         print(f"SQLite {spec.size}: kept data {path} ({_took(done)})")
         return url
     shutil.rmtree(path.parent, ignore_errors=True)
