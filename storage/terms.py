@@ -73,9 +73,10 @@ _REGEX_SPECIAL = frozenset("\\^$.|?*+()[]{}")
 #
 # Built once per query shape with bound parameters (``storage.read`` caches them); the
 # ``*_values`` functions give the values a fragment binds. On PostgreSQL each way gives
-# only the first ``first`` clients by id (not merged), so that a common name reads a
-# page of clients rather than every one of them: the first ``first`` of the union are
-# among the first ``first`` of its members.
+# only the first ``first`` clients by id (not merged), so that a common name sends a
+# page of clients up to the union rather than every holder (the first ``first`` of the
+# union are among the first ``first`` of its members); the trigram index still finds
+# and rechecks every holder, as a GIN index has no order to stop early in.
 
 
 def identity_hits(dialect: str, kind: str) -> list[Select[Any]]:
