@@ -29,6 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from storage.tables import interactions
 
 _POSITION = "interactions"
+# Written into the statement, not bound: the GIN index is on to_tsvector('simple', text),
+# and a generic plan of a prepared statement matches an index expression only so.
+_SIMPLE: ColumnClause[Any] = literal_column("'simple'::regconfig")
 NEWEST = 1000  # the latest messages with a word that a client search looks at
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -95,7 +98,8 @@ def matching(dialect: str) -> ColumnElement[bool]:
 
     Newest first, and no further: a word said ten thousand times would otherwise
     read every message that holds it to find a page of clients. FTS5 walks its
-    index by descending rowid and stops at the limit, without sorting."""
+    index by descending rowid and stops at the limit, without sorting; PostgreSQL's
+    GIN index gives every match, sorted for the newest (a top-N sort)."""
     i = interactions.c
     said_words = bindparam("log_words", type_=String)
     newest_first = bindparam("log_newest", type_=Integer)
@@ -110,17 +114,21 @@ def matching(dialect: str) -> ColumnElement[bool]:
         )
         return i.id.in_(ids)
     said = interactions.alias("said")
-    newest = (
+    # Every match through the GIN index, then the newest: OFFSET 0 keeps PostgreSQL
+    # from walking the primary key backwards with the limit in view, computing
+    # to_tsvector row by row (800 ms for a word in 1 message of 100, at a million).
+    hits = (
         select(said.c.id)
         .where(
             said.c.direction != "event",  # what was said and written, not the hub's own notes
-            func.to_tsvector("simple", said.c.text).op("@@")(
-                func.plainto_tsquery("simple", said_words)
+            func.to_tsvector(_SIMPLE, said.c.text).op("@@")(
+                func.plainto_tsquery(_SIMPLE, said_words)
             ),
         )
-        .order_by(said.c.id.desc())
-        .limit(newest_first)
+        .offset(0)
+        .subquery("hits")
     )
+    newest = select(hits.c.id).order_by(hits.c.id.desc()).limit(newest_first)
     return i.id.in_(newest)
 
 
