@@ -20,6 +20,7 @@ from sqlalchemy import (
     bindparam,
     false,
     select,
+    true,
     union,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -347,9 +348,24 @@ def _search_statement(dialect: str, shape: _Shape | None) -> Select[Any]:
         .join_from(clients, managers, c.owner_id == m.id, isouter=True)
         .where(c.merged_into.is_(None))  # a merged record lives on in the kept one
     )
-    if shape is not None:
-        query = query.where(c.id.in_(_matching(dialect, shape)))
-    return query.order_by(c.id).limit(bindparam("limit")).offset(bindparam("offset"))
+    if shape is None:
+        return query.order_by(c.id).limit(bindparam("limit")).offset(bindparam("offset"))
+    hits = _matching(dialect, shape).subquery("hits")
+    if dialect == "sqlite":
+        query = query.where(c.id.in_(select(hits.c.id)))
+        return query.order_by(c.id).limit(bindparam("limit")).offset(bindparam("offset"))
+    # The found ids drive, sorted, each client looked up by key (LATERAL, kept apart
+    # by OFFSET 0): told of a few hundred ids, PostgreSQL would rather walk every
+    # client by key to merge them (30 ms at 100,000 clients, 10 times that at a million).
+    found = query.where(c.id == hits.c.id).offset(0).lateral("found")
+    return (
+        select(*found.c)
+        .select_from(hits)
+        .join(found, true())
+        .order_by(hits.c.id)
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
 
 
 def _matching(dialect: str, shape: _Shape) -> CompoundSelect[Any]:
