@@ -266,8 +266,11 @@ _FILL = {
         "INSERT OR REPLACE INTO search_terms_names(rowid, term) SELECT id, name FROM clients"
         " WHERE id > :last AND id <= :top AND name IS NOT NULL AND name != ''",
     ),
-    # A client's username once (the first message that carried it), not per message;
-    # one they were indexed under already (a hit on the same client) is skipped.
+    # A client's username once (the first message that carried it), not per message:
+    # one an earlier message of the same client carried is skipped. Looked up in the
+    # client's own messages (ix_interactions_client, newest first, stopping at the
+    # last one that carried a username), not by a MATCH in the trigram table, whose
+    # common trigrams ("use", "ser") made each lookup read most of it.
     "usernames": (
         interactions,
         "INSERT OR REPLACE INTO search_terms_usernames(rowid, term)"
@@ -275,10 +278,12 @@ _FILL = {
         "SELECT id, client_id, lower(json_extract(extras, '$.username')) AS said"
         " FROM interactions WHERE id > :last AND id <= :top"
         " AND channel = 'telegram' AND direction = 'in') WHERE said IS NOT NULL AND said != ''"
-        " GROUP BY client_id, said) AS fresh WHERE NOT EXISTS ("
-        "SELECT 1 FROM search_terms_usernames AS t JOIN interactions AS x ON x.id = t.rowid"
-        " WHERE t.term MATCH '\"' || replace(fresh.said, '\"', '\"\"') || '\"'"
-        " AND t.term = fresh.said AND x.client_id = fresh.client_id)",
+        " GROUP BY client_id, said) AS fresh WHERE coalesce(("
+        "SELECT lower(json_extract(y.extras, '$.username')) FROM interactions AS y"
+        " WHERE y.client_id = fresh.client_id AND y.id <= :last"
+        " AND y.channel = 'telegram' AND y.direction = 'in'"
+        " AND json_extract(y.extras, '$.username') IS NOT NULL"
+        " ORDER BY y.id DESC LIMIT 1), '') != fresh.said",
     ),
 }
 

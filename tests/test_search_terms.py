@@ -247,3 +247,19 @@ async def _plan(db: Database, query: str) -> str:
         await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
         rows = await conn.exec_driver_sql("EXPLAIN " + statement, params)
         return "\n".join(str(r[0]) for r in rows)
+
+
+async def test_a_username_is_indexed_once_per_client(db: Database, tmp_path: Path) -> None:
+    """Each later message with the same username adds no term (a new one does),
+    round after round: the check reads the client's last message, not the index."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's trigram index keeps itself")
+    async with running(db, tmp_path) as ingest:
+        for n, username in enumerate(["Anna_P", "anna_p", "Anna_P", "anna_new"]):
+            said = message(Channel.TELEGRAM, f"u{n}", *ANNA, text=f"hi {n}")
+            await ingest(dataclasses.replace(said, extras={"username": username}))
+            await catch_up(db)  # a round after each message
+    async with db.read() as conn:
+        kept = (await conn.execute(text("SELECT term FROM search_terms_usernames"))).scalars()
+        assert sorted(kept) == ["anna_new", "anna_p"]
+    assert len(await found(db, "@anna_p")) == 1
