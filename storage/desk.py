@@ -157,28 +157,33 @@ async def client_of_topic(conn: AsyncConnection, chat_id: int, thread_id: int) -
     )
 
 
-async def client(conn: AsyncConnection, client_id: int) -> ClientRow | None:
+def _client_select(*more: Any) -> Select[Any]:
+    """The columns of a :class:`ClientRow` (the owner's and the blocker's names joined
+    in), then ``more``."""
     c, m = clients.c, managers.c
     blocker = managers.alias("blocker")
-    row = (
-        await conn.execute(
-            select(
-                c.id,
-                c.name,
-                c.stage,
-                m.name,
-                c.language,
-                c.source,
-                c.tags,
-                c.custom,
-                c.blocked_at,
-                blocker.c.name,
-            )
-            .join_from(clients, managers, c.owner_id == m.id, isouter=True)
-            .join(blocker, c.blocked_by == blocker.c.id, isouter=True)
-            .where(c.id == client_id)
+    return (
+        select(
+            c.id,
+            c.name,
+            c.stage,
+            m.name,
+            c.language,
+            c.source,
+            c.tags,
+            c.custom,
+            c.blocked_at,
+            blocker.c.name,
+            *more,
         )
-    ).one_or_none()
+        .join_from(clients, managers, c.owner_id == m.id, isouter=True)
+        .join(blocker, c.blocked_by == blocker.c.id, isouter=True)
+    )
+
+
+async def client(conn: AsyncConnection, client_id: int) -> ClientRow | None:
+    query = _client_select().where(clients.c.id == client_id)
+    row = (await conn.execute(query)).one_or_none()
     return ClientRow(*tuple(row)) if row else None
 
 
@@ -302,7 +307,6 @@ def _card_statement(dialect: str) -> Select[Any]:
     c, m, i, v, r = clients.c, managers.c, identities.c, conversations.c, reminders.c
     x = interactions.c
     wanted: BindParameter[int] = bindparam("client_id")
-    blocker = managers.alias("blocker")
     idents = select(i.id, i.kind, i.value).where(i.client_id == wanted)
     open_ = (
         select(v.updated_at, v.id, m.name, v.due_at)
@@ -321,24 +325,8 @@ def _card_statement(dialect: str) -> Select[Any]:
         .order_by(r.due_at, r.id)
         .limit(5)
     )
-    return (
-        select(
-            c.id,
-            c.name,
-            c.stage,
-            m.name,
-            c.language,
-            c.source,
-            c.tags,
-            c.custom,
-            c.blocked_at,
-            blocker.c.name,
-            *(gathered(dialect, q) for q in (idents, open_, recent, pending)),
-        )
-        .join_from(clients, managers, c.owner_id == m.id, isouter=True)
-        .join(blocker, c.blocked_by == blocker.c.id, isouter=True)
-        .where(c.id == wanted)
-    )
+    gathers = (gathered(dialect, q) for q in (idents, open_, recent, pending))
+    return _client_select(*gathers).where(c.id == wanted)
 
 
 _CARD: dict[str, Select[Any]] = {}
