@@ -44,6 +44,7 @@ from hub.config.sections import DEFAULT_REPLY_WINDOW_DAYS as DEFAULT_REPLY_WINDO
 from hub.config.sections import SUPPORTED_DRIVERS as SUPPORTED_DRIVERS
 from hub.config.sections import AdminSection as AdminSection
 from hub.config.sections import CampaignsSection as CampaignsSection
+from hub.config.sections import ConsoleSection as ConsoleSection
 from hub.config.sections import DispatcherSection as DispatcherSection
 from hub.config.sections import HubSection as HubSection
 from hub.config.sections import ManagerSection as ManagerSection

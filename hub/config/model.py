@@ -16,6 +16,7 @@ from hub.config.rules import RoutingSection, SlaSection
 from hub.config.sections import (
     AdminSection,
     CampaignsSection,
+    ConsoleSection,
     CsatSection,
     DispatcherSection,
     EdgesSection,
@@ -52,6 +53,7 @@ class Config(Section):
     waiting: WaitingSection = WaitingSection()
     csat: CsatSection = CsatSection()
     webhooks: list[WebhookSection] = []
+    console: ConsoleSection = ConsoleSection()
 
     @field_validator("webhooks")
     @classmethod

@@ -312,6 +312,23 @@ class CampaignsSection(Section):
     unsubscribe_secret: SecretStr | None = None
 
 
+class ConsoleSection(Section):
+    """The web console: where it listens, the address people reach it at (for the
+    sign-in links the bot and email send), and how long a sign-in lasts."""
+
+    listen: Listen | None = None
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$")
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 90)
+    live_poll_s: float = Field(default=0.5, gt=0, le=60)  # how often the live feed reads the log
+    email_links_per_hour: int = Field(default=5, ge=1, le=1000)  # per person asking
+
+    def base_url(self) -> str | None:
+        """The console's address as people reach it, without a trailing slash."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.listen}" if self.listen else None
+
+
 class PrivacySection(Section):
     """Personal data kept no longer than needed: message bodies and files older than
     ``keep_days`` are erased (tombstoned) by a daily round; absent: kept."""
