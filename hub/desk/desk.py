@@ -805,6 +805,12 @@ class Desk:
             )
         return cards
 
+    async def allows(self, manager: ManagerRef, client_id: int) -> bool:
+        """Whether ``manager`` may see and act on the client (the rule of every action;
+        nothing is audited: the caller audits what it shows or refuses)."""
+        async with self.db.read() as conn:
+            return await self._allowed(conn, manager, client_id)
+
     async def card_for(self, manager: ManagerRef, client_id: int) -> ClientCard | None:
         """The card as ``manager`` asked for it: None when not theirs to see; the
         read is in the audit log either way."""
