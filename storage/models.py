@@ -110,6 +110,8 @@ class Conversation(Base):
     __table_args__ = (
         Index("ix_conversations_client_channel", "client_id", "channel", "status"),
         Index("ix_conversations_status_assignee", "status", "assignee_id"),
+        # the console's live feed: the newest change of any request
+        Index("ix_conversations_updated_at", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -491,3 +493,55 @@ class WebhookSubscription(Base):
 
     webhook: Mapped[str] = mapped_column(String(100), primary_key=True)
     type: Mapped[str] = mapped_column(String(40), primary_key=True)
+
+
+class ConsoleLink(Base):
+    """A one-time sign-in link to the web console for a manager: only the SHA-256 of
+    its secret is kept; it signs in once (``used_at``) before ``expires_at``.
+    ``sent_by``: ``cli``, ``telegram`` or ``email``."""
+
+    __tablename__ = "console_links"
+    __table_args__ = (Index("ix_console_links_manager", "manager_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    manager_id: Mapped[int] = mapped_column(ForeignKey("managers.id"))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    sent_by: Mapped[str] = mapped_column(String(16))
+
+
+class ConsoleSession(Base):
+    """A person signed in to the web console: the session id kept as its SHA-256;
+    ``ended_at`` once they sign out or lose the right (token revoked, removed)."""
+
+    __tablename__ = "console_sessions"
+    __table_args__ = (Index("ix_console_sessions_manager", "manager_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    manager_id: Mapped[int] = mapped_column(ForeignKey("managers.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+
+
+class ConsoleKey(Base):
+    """The key signing the console's cookies, shared by every instance."""
+
+    __tablename__ = "console_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+
+
+class ConsoleRead(Base):
+    """A client a console session has read: the first read is audited, not the rest."""
+
+    __tablename__ = "console_reads"
+
+    session_id: Mapped[int] = mapped_column(ForeignKey("console_sessions.id"), primary_key=True)
+    client_id: Mapped[int] = mapped_column(Integer, primary_key=True)
