@@ -143,20 +143,25 @@ def parse(data: dict[str, Any]) -> Config:
     return config
 
 
-def load(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a TOML config file; raise :class:`ConfigError` naming each problem."""
+def read(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A TOML config file as written (``${NAME}`` not yet read); :class:`ConfigError`
+    when it cannot be read or is no TOML."""
     file = Path(path)
     try:
         raw = file.read_bytes()
     except OSError as exc:
         raise ConfigError([f"{file}: cannot read: {exc.strerror}"]) from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError([f"{file}: not UTF-8 text"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{file}: invalid TOML: {exc}"]) from None
-    return anchor(parse(data), file.resolve().parent)
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML config file; raise :class:`ConfigError` naming each problem."""
+    return anchor(parse(read(path)), Path(path).resolve().parent)
 
 
 def sqlite_file(url: str) -> Path | None:
