@@ -545,3 +545,24 @@ class ConsoleRead(Base):
 
     session_id: Mapped[int] = mapped_column(ForeignKey("console_sessions.id"), primary_key=True)
     client_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class SettingOverride(Base):
+    """A reloadable config key set in the console or the admin API: its value (as
+    the file would spell it, under ``value``) overrides the file's on every instance."""
+
+    __tablename__ = "setting_overrides"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[dict[str, Any]]
+    changed_at: Mapped[datetime]
+    changed_by: Mapped[str] = mapped_column(String(200))
+
+
+class SettingsVersion(Base):
+    """One row: bumped by every change of the overrides, polled by every instance."""
+
+    __tablename__ = "settings_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
