@@ -1,0 +1,156 @@
+"""The reads of the web console's client page: the card with its stage history,
+business events, ratings and one page of the timeline, in one read unit of work.
+
+Synchronous, over one :class:`~sqlalchemy.engine.Connection` (``Database.run_read``:
+one hop to a reader thread on SQLite). Each list is bounded and read from the
+client's own index, newest first, so that the busiest client's page costs what a
+quiet one's does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, BindParameter, Select, bindparam, select, type_coerce
+from sqlalchemy.engine import Connection
+
+from storage.read import ClientRecord, InteractionView, read_card
+from storage.tables import business_events, interactions, managers, ratings
+
+HISTORY = 20  # stage moves, business events and ratings shown on the card
+
+
+@dataclass(frozen=True, slots=True)
+class StageMoveView:
+    at: datetime
+    old: str | None
+    new: str
+    who: str | None
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventView:
+    id: int
+    kind: str
+    at: datetime
+    amount: Decimal | None
+    currency: str | None
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RatingView:
+    id: int
+    conversation_id: int
+    manager: str | None
+    channel: str
+    score: int | None
+    comment: str | None
+    asked_at: datetime
+    rated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelinePage:
+    """Interactions newest first; ``older``: the ``before`` of the next page, if any."""
+
+    items: tuple[InteractionView, ...]
+    older: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPage:
+    card: ClientRecord
+    stages: tuple[StageMoveView, ...]
+    events: tuple[EventView, ...]
+    ratings: tuple[RatingView, ...]
+    timeline: TimelinePage
+
+
+def read_client_page(
+    conn: Connection, client_id: int, *, before: int | None = None, page: int = 50
+) -> ClientPage | None:
+    """The client's page (``None`` when there is no such client); the timeline's
+    page holds the ``page`` newest interactions written before the id ``before``."""
+    card = read_card(conn, client_id)
+    if card is None:
+        return None
+    return ClientPage(
+        card=card,
+        stages=tuple(_stages(conn, client_id)),
+        events=tuple(
+            EventView(i, kind, at, amount, currency, dict(fields or {}))
+            for i, kind, at, amount, currency, fields in conn.execute(
+                _EVENTS, {"client_id": client_id, "last": HISTORY}
+            )
+        ),
+        ratings=tuple(
+            RatingView(*row)
+            for row in conn.execute(_RATINGS, {"client_id": client_id, "last": HISTORY})
+        ),
+        timeline=read_timeline_page(conn, client_id, before=before, page=page),
+    )
+
+
+def read_timeline_page(
+    conn: Connection, client_id: int, *, before: int | None = None, page: int = 50
+) -> TimelinePage:
+    """The ``page`` newest interactions of the client written before ``before``
+    (from the newest when ``None``), read backwards along the client's index."""
+    values = {"client_id": client_id, "last": page + 1}
+    statement = _NEWEST if before is None else _OLDER
+    if before is not None:
+        values["before"] = before
+    rows = [InteractionView(*row) for row in conn.execute(statement, values)]
+    older = rows[page - 1].id if len(rows) > page else None
+    return TimelinePage(tuple(rows[:page]), older)
+
+
+def _stages(conn: Connection, client_id: int) -> list[StageMoveView]:
+    found = conn.execute(_STAGES, {"client_id": client_id, "last": HISTORY})
+    return [
+        StageMoveView(at, move.get("from"), str(move["to"]), author, text)
+        for at, author, text, extras in found
+        if isinstance(move := (extras or {}).get("stage_move"), dict) and move.get("to")
+    ]
+
+
+def _statements() -> tuple[Select[Any], Select[Any], Select[Any], Select[Any], Select[Any]]:
+    t, e, r, m = interactions.c, business_events.c, ratings.c, managers.c
+    columns = (t.id, t.at, t.direction, t.channel, t.author, t.text, t.conversation_id, t.delivery)
+    client: BindParameter[int] = bindparam("client_id")
+    newest = (
+        select(*columns).where(t.client_id == client).order_by(t.id.desc()).limit(bindparam("last"))
+    )
+    older = newest.where(t.id < bindparam("before"))
+    # Every move is written with extras["stage_move"] (hub.clients.stages), which
+    # the reports count too.
+    moved = type_coerce(t.extras, JSON)[("stage_move", "to")].as_string()
+    stages = (
+        select(t.at, t.author, t.text, t.extras)
+        .where(t.client_id == client, t.direction == "event", moved.is_not(None))
+        .order_by(t.id.desc())
+        .limit(bindparam("last"))
+    )
+    events = (
+        select(e.id, e.kind, e.at, e.amount, e.currency, e.fields)
+        .where(e.client_id == client)
+        .order_by(e.at.desc(), e.id.desc())
+        .limit(bindparam("last"))
+    )
+    rated = (
+        select(r.id, r.conversation_id, m.name, r.channel, r.score, r.comment, r.asked_at)
+        .add_columns(r.rated_at)
+        .join_from(ratings, managers, r.manager_id == m.id, isouter=True)
+        .where(r.client_id == client)
+        .order_by(r.asked_at.desc(), r.id.desc())
+        .limit(bindparam("last"))
+    )
+    return newest, older, stages, events, rated
+
+
+_NEWEST, _OLDER, _STAGES, _EVENTS, _RATINGS = _statements()
