@@ -21,6 +21,7 @@ scheduler = logging.getLogger("hub.scheduler")
 admin = logging.getLogger("hub.admin")
 storage = logging.getLogger("hub.storage")
 channels = logging.getLogger("hub.channels")
+console = logging.getLogger("hub.console")
 
 # Libraries that log routine work at INFO: APScheduler every job's every round,
 # aiosmtpd's "mail.log" every SMTP command (and the senders' addresses). Their
