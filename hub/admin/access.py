@@ -59,6 +59,7 @@ RULES: tuple[tuple[str, str, Right], ...] = (
     ("POST", "/api/events", Right.EVENTS),
     ("POST", "/api/campaigns", Right.CAMPAIGNS),
     ("GET", "/api/webhooks", Right.ADMIN),  # what integrations were sent, and their errors
+    ("GET", "/api/settings", Right.ADMIN),  # the settings over the config file
 )
 
 
