@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from hub.admin.api import AdminServer, create_app
 from hub.admin.metrics import Metrics, Sources
+from hub.admin.settings import add_routes as add_settings_routes
 from hub.admin.webhooks import Parking
 from hub.admin.webhooks import add_routes as add_webhook_routes
-from hub.app import datalock, reload, schedule
+from hub.app import datalock, overrides, reload, schedule
 from hub.app.reload import ReloadResult
 from hub.app.wiring import build_channels, build_ingestor, edge_limits, reporter
 from hub.campaigns.campaigns import Campaigns
@@ -92,6 +93,7 @@ class Hub:
         self.desk: Desk | None = None
         self.webhooks: outgoing.WebhookChannel | None = None
         self.scheduler: Scheduler | None = None
+        self.settings: overrides.Follower | None = None  # set over the file in the console
         self._reloading = asyncio.Lock()
         self._reloads: set[asyncio.Task[ReloadResult]] = set()
 
@@ -108,6 +110,7 @@ class Hub:
             ingestor = await self._open_ingest(stack, parts, manager_ids)
             await self._open_dispatcher(stack)
             await self._open_reminders(stack, parts)
+            self.settings = await overrides.open_settings(self, stack)
             await self._open_admin(stack, parts.db, ingestor)
             await self._open_channels(stack, ingestor)
             self.ready = True
@@ -299,6 +302,8 @@ class Hub:
             stage_rules=lambda: ingestor.stage_rules,
         )
         reload.add_route(app, self.reload_file)
+        if self.settings is not None:
+            add_settings_routes(app, self.settings.settings)
         add_webhook_routes(app, Parking(db, self.clock, wake=self._wake))
         host, port = split_listen(config.admin.listen)
         admin = self.admin = AdminServer(app, edges=self.edges)
@@ -330,7 +335,10 @@ class Hub:
         return result
 
     async def reload_file(self, by: str = "signal") -> ReloadResult:
-        """The config file the hub started from, read again and reloaded."""
+        """The config file the hub started from, read again (the settings over it)
+        and reloaded."""
+        if self.settings is not None:
+            return await self.settings.reload_file(by)
         new = await reload.read_file(self.config_path)
         if isinstance(new, ReloadResult):
             reload.said(new, by)
