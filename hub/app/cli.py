@@ -12,6 +12,7 @@ from hub import config as config_module
 from hub.admin import cli as admin_command
 from hub.admin import webhooks as webhooks_command
 from hub.app import backup as backup_command
+from hub.app import overrides as settings_command
 from hub.app import reload as reload_command
 from hub.campaigns import cli as campaign_command
 from hub.clients import cli as clients_command
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin_command.add_parsers(sub)
     backup_command.add_parsers(sub)
     reload_command.add_parser(sub)
+    settings_command.add_parser(sub)
     webhooks_command.add_parser(sub)
     return parser
 
