@@ -58,6 +58,9 @@ class Follower:
                 if self.seen is not None and await store.version(conn) == self.seen:
                     return ReloadResult()
                 snap = await store.snapshot(conn)
+            if self.seen is None and not snap.items:  # the file alone: as the hub runs
+                self.seen = snap.version
+                return ReloadResult()
             result = await self._take(self.file, snap, by)
             if result.ok or self.hub.ready:  # refused for good: said once, not every round
                 self.seen = snap.version
