@@ -292,6 +292,14 @@ class CampaignDesk(Protocol):
         and admins only); the answer to show, or None for another command."""
 
 
+class ConsoleLinks(Protocol):
+    """One-time sign-in links to the web console (the bot's ``/web``)."""
+
+    async def sign_in_link(self, manager: ManagerRef) -> str | None:
+        """A link for the registered manager asking (good once, for 15 minutes),
+        or None when the console is off."""
+
+
 class CursorStore(Protocol):
     """Where a mailbox's (UIDVALIDITY, last delivered UID) survives restarts."""
 
