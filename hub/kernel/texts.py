@@ -362,6 +362,16 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Вы отошли: новых обращений не будет до /back",
         "en": "You are away: no new requests until /back",
     },
+    "web_link": {
+        "ru": "Ссылка для входа в консоль (действует 15 минут, один раз; никому её не "
+        "пересылайте):\n{url}",
+        "en": "Your sign-in link to the console (works once, for 15 minutes; forward it "
+        "to nobody):\n{url}",
+    },
+    "web_off": {
+        "ru": "Веб-консоль не включена (console.listen в настройках)",
+        "en": "The web console is not on (console.listen in the config)",
+    },
     "away_off": {
         "ru": "С возвращением! Ожидающие обращения скоро придут",
         "en": "Welcome back! Waiting requests are on their way",
