@@ -39,7 +39,13 @@ from channels.telegram.staff.group import ACTIONS, NOTE_MARK
 from hub.kernel import loggers
 from hub.kernel.clock import Clock
 from hub.kernel.errors import DeliveryError, HubError, StorageUnavailable
-from hub.kernel.ports import CampaignDesk, ReportDigest, StaffDesk, StaffReports
+from hub.kernel.ports import (
+    CampaignDesk,
+    ConsoleLinks,
+    ReportDigest,
+    StaffDesk,
+    StaffReports,
+)
 from hub.kernel.texts import text
 from hub.kernel.types import ManagerRef
 
@@ -119,6 +125,7 @@ class PrivateChat:
         reports: StaffReports | None,
         campaigns: CampaignDesk | None,
         digests: Digests | None = None,
+        console: ConsoleLinks | None = None,
     ) -> None:
         self.desk = desk
         self.calls = calls
@@ -128,6 +135,7 @@ class PrivateChat:
         self.clock = clock
         self.reports = reports
         self.campaigns = campaigns
+        self.console = console
         # Commands about the manager's own work.
         self.commands: dict[str, PrivateCommand] = {
             "inbox": self._inbox,
@@ -138,6 +146,7 @@ class PrivateChat:
             "c": self._current,
             "r": self._numbered,
             "help": self._help,
+            "web": self._web,
         }
         # Commands about a client: the one replied to, else the current one.
         self.about: dict[str, ClientCommand] = {
@@ -351,6 +360,13 @@ class PrivateChat:
             render.inbox_html(items, said.language, self.clock.now()),
             keyboard=render.inbox_keyboard(items),
         )
+
+    async def _web(self, said: Said) -> Reply:
+        """A one-time sign-in link to the web console, here in the private chat only."""
+        url = await self.console.sign_in_link(said.manager) if self.console else None
+        if url is None:
+            return _said(text("web_off", said.language))
+        return _said(text("web_link", said.language, url=url))
 
     async def _away(self, said: Said) -> Reply:
         assert said.command is not None
