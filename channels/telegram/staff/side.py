@@ -20,7 +20,7 @@ from channels.telegram.staff.private import PrivateChat
 from channels.telegram.staff.topics import Topics
 from hub.config import TelegramSection
 from hub.kernel.clock import Clock, SystemClock
-from hub.kernel.ports import CampaignDesk, RecentSends, StaffDesk, StaffReports
+from hub.kernel.ports import CampaignDesk, ConsoleLinks, RecentSends, StaffDesk, StaffReports
 from hub.kernel.types import ManagerRef, OutboundMessage, SendResult
 
 __all__ = ["StaffSide"]
@@ -68,6 +68,7 @@ class StaffSide:
         coalesce_for: float = 120.0,
         reports: StaffReports | None = None,
         campaigns: CampaignDesk | None = None,
+        console: ConsoleLinks | None = None,
     ) -> None:
         self.desk = desk
         self.language = language
@@ -93,6 +94,7 @@ class StaffSide:
             reports=reports,
             campaigns=campaigns,
             digests=self.notices.digests,
+            console=console,
         )
         self.buttons = Buttons(
             desk,
