@@ -4,7 +4,8 @@ mail worker process)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import secrets
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from hub.campaigns.campaigns import Campaigns
@@ -18,7 +19,8 @@ from hub.ingest.ingestor import AutoReplies, Ingestor
 from hub.ingest.rules import compile_policies, compile_rules
 from hub.kernel.clock import Clock
 from hub.kernel.edges import EdgeLimits, Edges
-from hub.kernel.ports import ChannelPort
+from hub.kernel.ports import ChannelPort, ConsoleLinks
+from hub.kernel.types import OutboundMessage
 from hub.reports.reporter import Reporter
 from routing.hours import parse_hours
 from storage import Database
@@ -60,13 +62,14 @@ def build_channels(
     *,
     campaigns: Campaigns | None = None,
     edges: Edges | None = None,
+    console: ConsoleLinks | None = None,
 ) -> dict[str, ChannelPort]:
     """The enabled channels, their listening servers in ``edges`` (the process's
     connection table). The composition root is the one place in ``hub`` that
     knows the channel packages."""
     channels: dict[str, ChannelPort] = {}
     if config.telegram.enabled:
-        channels["telegram"] = _telegram(config, desk, clock, campaigns, edges)
+        channels["telegram"] = _telegram(config, desk, clock, campaigns, edges, console)
     if config.email.smtp.listen or config.email.outbound or config.email.imap:
         from channels.email.channel import EmailChannel
 
@@ -96,7 +99,12 @@ def build_channels(
 
 
 def _telegram(
-    config: Config, desk: Desk, clock: Clock, campaigns: Campaigns | None, edges: Edges | None
+    config: Config,
+    desk: Desk,
+    clock: Clock,
+    campaigns: Campaigns | None,
+    edges: Edges | None,
+    console: ConsoleLinks | None,
 ) -> ChannelPort:
     """The Telegram channel with its staff side, one budget for both."""
     from channels.telegram import TelegramChannel
@@ -112,6 +120,7 @@ def _telegram(
         reports=reporter(config, desk.db, clock),
         campaigns=campaigns,
         pacer=pacer,
+        console=console,
     )
     return TelegramChannel(
         config.telegram,
@@ -194,3 +203,21 @@ def auto_replies(config: Config) -> AutoReplies:
         hours=parse_hours(config.hub.hours) if config.hub.hours else None,
         timezone=config.hub.timezone,
     )
+
+
+def console_mail(config: Config, clock: Clock) -> Callable[[str, str, str], Awaitable[None]] | None:
+    """The console's sign-in links by email (to, subject, text), when email can go out."""
+    outbound = config.email.outbound
+    if outbound is None:
+        return None
+    from channels.email.sender import SmtpSender
+
+    domain = outbound.from_.rpartition("@")[2].strip(">").strip() or "localhost"
+    sender = SmtpSender(outbound, domain=domain, clock=clock, connections=1)
+
+    async def send(to: str, subject: str, text: str) -> None:
+        key = f"console-signin:{secrets.token_hex(8)}"
+        message = OutboundMessage(0, "email", "console", to, "console.signin", text, key, subject)
+        await sender.send(message, in_reply_to=None, references=[])
+
+    return send
