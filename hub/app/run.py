@@ -22,7 +22,7 @@ from hub.admin.webhooks import Parking
 from hub.admin.webhooks import add_routes as add_webhook_routes
 from hub.app import datalock, overrides, reload, schedule
 from hub.app.reload import ReloadResult
-from hub.app.wiring import build_channels, build_ingestor, edge_limits, reporter
+from hub.app.wiring import build_channels, build_ingestor, console_mail, edge_limits, reporter
 from hub.campaigns.campaigns import Campaigns
 from hub.campaigns.campaigns import build as build_campaigns
 from hub.clients.attachments import AttachmentStore
@@ -30,6 +30,10 @@ from hub.clients.book import ClientBook
 from hub.clients.privacy import Privacy
 from hub.clients.stage_rules import compile_stage_rules
 from hub.config import Config, split_listen
+from hub.console.app import ConsoleContext, ConsoleServer
+from hub.console.app import create_app as create_console
+from hub.console.auth import Links
+from hub.console.live import Live
 from hub.delivery import webhooks as outgoing
 from hub.delivery.dispatcher import Dispatcher
 from hub.desk import csat
@@ -93,6 +97,8 @@ class Hub:
         self.desk: Desk | None = None
         self.webhooks: outgoing.WebhookChannel | None = None
         self.scheduler: Scheduler | None = None
+        self.console_ctx: ConsoleContext | None = None
+        self.console: ConsoleServer | None = None
         self.settings: overrides.Follower | None = None  # set over the file in the console
         self._reloading = asyncio.Lock()
         self._reloads: set[asyncio.Task[ReloadResult]] = set()
@@ -112,6 +118,7 @@ class Hub:
             await self._open_reminders(stack, parts)
             self.settings = await overrides.open_settings(self, stack)
             await self._open_admin(stack, parts.db, ingestor)
+            await self._open_console(stack)
             await self._open_channels(stack, ingestor)
             self.ready = True
             loggers.event(log, "hub.ready", channels=",".join(self.channels) or "none")
@@ -146,8 +153,21 @@ class Hub:
         campaigns = self.campaigns = build_campaigns(
             config, db, self.clock, staff_channel=staff_channel, on_queued=self._wake
         )
+        console = self.console_ctx = ConsoleContext(
+            db,
+            lambda: self.config,
+            self.clock,
+            desk=desk,
+            campaigns=campaigns,
+            reporter=reporter(config, db, self.clock),
+            send_mail=console_mail(config, self.clock),
+            reload=self.reload_file,
+        )
+        links = Links(console) if config.console.listen else None
         self.channels = (
-            build_channels(config, desk, self.clock, campaigns=campaigns, edges=self.edges)
+            build_channels(
+                config, desk, self.clock, campaigns=campaigns, edges=self.edges, console=links
+            )
             if self._given_channels is None
             else self._given_channels
         )
@@ -310,6 +330,21 @@ class Hub:
         await admin.start(host, port)
         stack.push_async_callback(admin.stop)
         loggers.event(log, "admin.listening", address=f"{host}:{admin.port}")
+
+    async def _open_console(self, stack: AsyncExitStack) -> None:
+        """The web console at ``console.listen``, when set; its live feed's streams
+        end before its server stops."""
+        ctx, listen = self.console_ctx, self.config.console.listen
+        if ctx is None or listen is None:
+            return
+        await ctx.load_key()
+        live = ctx.live = Live(ctx.db, self.config.console.live_poll_s)
+        server = self.console = ConsoleServer(create_console(ctx))
+        await server.start(listen, edges=self.edges)
+        stack.push_async_callback(server.stop)
+        await live.start()
+        stack.push_async_callback(live.stop)
+        loggers.event(log, "console.listening", address=f"{split_listen(listen)[0]}:{server.port}")
 
     async def _open_channels(self, stack: AsyncExitStack, ingestor: Ingestor) -> None:
         for name, channel in self.channels.items():
