@@ -17,6 +17,7 @@ from hub.app import reload as reload_command
 from hub.campaigns import cli as campaign_command
 from hub.clients import cli as clients_command
 from hub.clients import events_cli as event_command
+from hub.console import cli as console_command
 from hub.kernel import loggers
 from hub.kernel.errors import ConfigError, HubError
 from hub.reports import cli as report_command
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     reload_command.add_parser(sub)
     settings_command.add_parser(sub)
     webhooks_command.add_parser(sub)
+    console_command.add_parser(sub)
     return parser
 
 
