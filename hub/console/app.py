@@ -26,6 +26,7 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub.admin.access import RIGHTS, Right
+from hub.admin.settings import Settings
 from hub.campaigns.campaigns import Campaigns
 from hub.config import Config
 from hub.console.i18n import Catalog
@@ -111,6 +112,7 @@ class ConsoleContext:
     reporter: Reporter | None = None
     send_mail: SendMail | None = None  # sign-in links by email, when email can go out
     reload: Callable[[], Awaitable[object]] | None = None  # reread what the hub takes on reload
+    settings: Settings | None = None  # the settings over the config file (admin section)
     catalog: Catalog = field(default_factory=Catalog)
     env: jinja2.Environment = field(
         default_factory=lambda: jinja2.Environment(
@@ -458,6 +460,6 @@ class ConsoleServer:
 
 # Sections are listed here, not discovered: each line brings one in. They import
 # this module for the context and helpers above, so they come last.
-from hub.console import auth, inbox, live  # noqa: E402
+from hub.console import admin, audit, auth, inbox, live  # noqa: E402
 
-SECTIONS: tuple[ModuleType, ...] = (auth, live, inbox)
+SECTIONS: tuple[ModuleType, ...] = (auth, live, inbox, admin, audit)
