@@ -117,6 +117,8 @@ class Hub:
             await self._open_dispatcher(stack)
             await self._open_reminders(stack, parts)
             self.settings = await overrides.open_settings(self, stack)
+            if self.console_ctx is not None:
+                self.console_ctx.settings = self.settings.settings
             await self._open_admin(stack, parts.db, ingestor)
             await self._open_console(stack)
             await self._open_channels(stack, ingestor)
