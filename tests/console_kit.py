@@ -89,6 +89,23 @@ class ConsoleKit:
         """A role or a name → the person's name."""
         return self.roles.get(who, who)
 
+    def config_file(self, folder: Path) -> Path:
+        """A config file naming the same database, console and managers (for the CLI)."""
+        config = self.hub.config
+        lines = [
+            f'[admin]\ntoken = "{ADMIN_TOKEN}"',
+            f"[storage]\nurl = {json.dumps(config.storage.url)}",
+            f"[console]\nlisten = {json.dumps(config.console.listen)}",
+        ]
+        for m in config.managers:
+            lines.append(
+                f"[[managers]]\nname = {json.dumps(m.name, ensure_ascii=False)}\n"
+                f'telegram_id = {m.telegram_id}\nrole = "{m.role.value}"'
+            )
+        path = folder / "console.toml"
+        path.write_text("\n".join(lines) + "\n", "utf-8")
+        return path
+
     async def link(self, who: str) -> str:
         """A fresh one-time sign-in URL for the person (a role or a name)."""
         db = self.hub.db
