@@ -37,7 +37,7 @@ TEXTS = {
     "admin.source.file": ("файл", "the file"),
     "admin.source.default": ("по умолчанию (нет в файле)", "default (not in the file)"),
     "admin.source.console": ("задано здесь: {who}, {when}", "set here: {who}, {when}"),
-    "admin.edit": ("Изменить {key}", "Edit {key}"),
+    "admin.edit": ("Изменить {name}", "Edit {name}"),
     "admin.value": ("Значение (TOML, как в файле)", "Value (TOML, as the file writes it)"),
     "admin.value_hint": (
         "Только этот ключ. ${ИМЯ} (переменные окружения) — только в файле: "
