@@ -138,9 +138,11 @@ async def console_hub(
     *,
     config: Mapping[str, Any] | None = None,
     people: tuple[tuple[str, str, str], ...] = PEOPLE,
+    teams: Mapping[str, str] | None = None,
 ) -> AsyncIterator[ConsoleKit]:
     """A hub with Telegram on the local Bot API and the console on loopback.
-    ``config``: sections merged over the defaults (one level deep)."""
+    ``config``: sections merged over the defaults (one level deep); ``teams``: the
+    team of some people, by name."""
     async with BotApiServer(limits=Limits.off()) as server:
         users = {name: server.add_manager(name) for name, _, _ in people}
         port = free_port()
@@ -156,7 +158,13 @@ async def console_hub(
                 "staff_chat_id": server.forum.id,
             },
             "managers": [
-                {"name": name, "telegram_id": users[name].id, "role": role, "language": language}
+                {
+                    "name": name,
+                    "telegram_id": users[name].id,
+                    "role": role,
+                    "language": language,
+                    **({"team": teams[name]} if teams and name in teams else {}),
+                }
                 for name, role, language in people
             ],
             "console": {"listen": f"127.0.0.1:{port}", "live_poll_s": 0.2},
