@@ -101,22 +101,34 @@ def _source(request: web.Request, view: View, zone: ZoneInfo) -> str:
     return t("admin.source.console", who=view.changed_by or "-", when=when)
 
 
-def add_routes(app: web.Application, ctx: ConsoleContext) -> None:
-    def settings_or_none() -> Settings | None:
-        return ctx.settings
+class Pages:
+    """The section's pages over the hub's settings."""
 
-    def zone() -> ZoneInfo:
-        return ZoneInfo(ctx.config().hub.timezone)
+    def __init__(self, ctx: ConsoleContext) -> None:
+        self.ctx = ctx
+
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.ctx.config().hub.timezone)
+
+    def known(self, request: web.Request) -> tuple[Settings, str] | web.Response:
+        """The settings and the key the path names, or the page saying why not."""
+        settings, key = self.ctx.settings, request.match_info["key"]
+        if settings is None:
+            return refusal(request, 503, texts(request)("admin.unavailable"))
+        if key not in EDITABLE:
+            return refusal(request, 404, texts(request)("admin.unknown_key"))
+        return settings, key
 
     async def editor(
+        self,
         request: web.Request,
         settings: Settings,
         key: str,
         *,
         text: str | None = None,
         problems: list[str] | None = None,
-        status: int = 200,
     ) -> web.StreamResponse:
+        """The key's editor: the value in force (or what was typed, with its problems)."""
         view = await settings.view(key)
         done = request.query.get("done")
         response = await render(
@@ -125,53 +137,37 @@ def add_routes(app: web.Application, ctx: ConsoleContext) -> None:
             view=view,
             text=view.toml if text is None else text,
             problems=problems or [],
-            source=_source(request, view, zone()),
+            source=_source(request, view, self.zone()),
             done=done if done in ("saved", "unset", "not_set") else None,
         )
-        response.set_status(status)
+        response.set_status(422 if problems else 200)
         return response
 
-    def known(request: web.Request) -> tuple[Settings, str] | web.Response:
-        settings, key = settings_or_none(), request.match_info["key"]
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        settings = self.ctx.settings
         if settings is None:
             return refusal(request, 503, texts(request)("admin.unavailable"))
-        if key not in EDITABLE:
-            return refusal(request, 404, texts(request)("admin.unknown_key"))
-        return settings, key
-
-    @requires(*ADMINS)
-    async def index(request: web.Request) -> web.StreamResponse:
-        settings = settings_or_none()
-        if settings is None:
-            return refusal(request, 503, texts(request)("admin.unavailable"))
-        views = await settings.views()
-        rows = [(v, _source(request, v, zone())) for v in views]
+        rows = [(v, _source(request, v, self.zone())) for v in await settings.views()]
         return await render(request, "admin/index.html", rows=rows)
 
-    @requires(*ADMINS)
-    async def show(request: web.Request) -> web.StreamResponse:
-        found = known(request)
-        return found if isinstance(found, web.Response) else await editor(request, *found)
+    async def show(self, request: web.Request) -> web.StreamResponse:
+        found = self.known(request)
+        return found if isinstance(found, web.Response) else await self.editor(request, *found)
 
-    @requires(*ADMINS)
-    async def save(request: web.Request) -> web.StreamResponse:
-        found = known(request)
+    async def save(self, request: web.Request) -> web.StreamResponse:
+        found = self.known(request)
         if isinstance(found, web.Response):
             return found
         settings, key = found
-        form = await request.post()
-        text = str(form.get("toml", ""))
+        text = str((await request.post()).get("toml", ""))
         try:
             await settings.set(key, from_toml(key, text), person_of(request).actor)
         except ConfigError as exc:
-            return await editor(
-                request, settings, key, text=text, problems=exc.problems, status=422
-            )
+            return await self.editor(request, settings, key, text=text, problems=exc.problems)
         return see_other(f"/admin/{key}?done=saved")
 
-    @requires(*ADMINS)
-    async def unset(request: web.Request) -> web.StreamResponse:
-        found = known(request)
+    async def unset(self, request: web.Request) -> web.StreamResponse:
+        found = self.known(request)
         if isinstance(found, web.Response):
             return found
         settings, key = found
@@ -180,10 +176,14 @@ def add_routes(app: web.Application, ctx: ConsoleContext) -> None:
         except NotSet:
             return see_other(f"/admin/{key}?done=not_set")
         except ConfigError as exc:
-            return await editor(request, settings, key, problems=exc.problems, status=422)
+            return await self.editor(request, settings, key, problems=exc.problems)
         return see_other(f"/admin/{key}?done=unset")
 
-    app.router.add_get("/admin", index)
-    app.router.add_get("/admin/{key}", show)
-    app.router.add_post("/admin/{key}", save)
-    app.router.add_post("/admin/{key}/unset", unset)
+
+def add_routes(app: web.Application, ctx: ConsoleContext) -> None:
+    pages = Pages(ctx)
+    admins_only = requires(*ADMINS)
+    app.router.add_get("/admin", admins_only(pages.index))
+    app.router.add_get("/admin/{key}", admins_only(pages.show))
+    app.router.add_post("/admin/{key}", admins_only(pages.save))
+    app.router.add_post("/admin/{key}/unset", admins_only(pages.unset))
