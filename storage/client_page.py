@@ -9,6 +9,7 @@ quiet one's does.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -17,8 +18,22 @@ from typing import Any
 from sqlalchemy import JSON, BindParameter, Select, bindparam, select, type_coerce
 from sqlalchemy.engine import Connection
 
-from storage.read import ClientRecord, InteractionView, read_card
-from storage.tables import business_events, interactions, managers, ratings
+from storage.read import (
+    ClientRecord,
+    ClientSummary,
+    IdentityView,
+    InteractionView,
+    read_card,
+)
+from storage.tables import (
+    business_events,
+    clients,
+    identities,
+    interactions,
+    managers,
+    merges,
+    ratings,
+)
 
 HISTORY = 20  # stage moves, business events and ratings shown on the card
 
@@ -63,12 +78,25 @@ class TimelinePage:
 
 
 @dataclass(frozen=True, slots=True)
+class MergeView:
+    """A merge into the client not undone: ``merged_id`` went into ``kept_id``."""
+
+    id: int
+    kept_id: int
+    merged_id: int
+    merged_name: str | None
+    actor: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ClientPage:
     card: ClientRecord
     stages: tuple[StageMoveView, ...]
     events: tuple[EventView, ...]
     ratings: tuple[RatingView, ...]
     timeline: TimelinePage
+    merges: tuple[MergeView, ...] = ()
 
 
 def read_client_page(
@@ -93,7 +121,42 @@ def read_client_page(
             for row in conn.execute(_RATINGS, {"client_id": client_id, "last": HISTORY})
         ),
         timeline=read_timeline_page(conn, client_id, before=before, page=page),
+        merges=tuple(read_merges(conn, client_id)),
     )
+
+
+def read_merges(conn: Connection, client_id: int) -> list[MergeView]:
+    """The merges into the client that stand (not undone), newest first."""
+    g, c = merges.c, clients.c
+    rows = conn.execute(
+        select(g.id, g.kept_id, g.merged_id, c.name, g.actor, g.at)
+        .join_from(merges, clients, c.id == g.merged_id)
+        .where(g.kept_id == client_id, g.undone_at.is_(None))
+        .order_by(g.id.desc())
+        .limit(HISTORY)
+    )
+    return [MergeView(*row) for row in rows]
+
+
+def read_summaries(conn: Connection, client_ids: Collection[int]) -> dict[int, ClientSummary]:
+    """The named clients as the search lists them (merged ones too), by id."""
+    if not client_ids:
+        return {}
+    c, m, i = clients.c, managers.c, identities.c
+    wanted = sorted(set(client_ids))
+    found: dict[int, list[IdentityView]] = {n: [] for n in wanted}
+    for client_id, kind, value in conn.execute(
+        select(i.client_id, i.kind, i.value).where(i.client_id.in_(wanted)).order_by(i.id)
+    ):
+        found[client_id].append(IdentityView(kind, value))
+    rows = conn.execute(
+        select(c.id, c.name, c.stage, m.name)
+        .join_from(clients, managers, c.owner_id == m.id, isouter=True)
+        .where(c.id.in_(wanted))
+    )
+    return {
+        row[0]: ClientSummary(row[0], row[1], row[2], row[3], tuple(found[row[0]])) for row in rows
+    }
 
 
 def read_timeline_page(
