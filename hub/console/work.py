@@ -47,7 +47,7 @@ __all__ = [
     "new_token",
 ]
 
-log = loggers.core
+log = loggers.console
 
 # The desk's actions the page offers (the rest stay Telegram commands).
 ACTIONS = ("take", "resolve", "wait", "reopen", "transfer", "remind")
@@ -210,9 +210,10 @@ class RequestWork:
         )
 
     async def tail(self, manager: ManagerRef, conversation_id: int, after: int) -> list[Entry]:
-        """The client's entries written after ``after`` (the live part of the page;
-        neither checked again nor audited: the page was)."""
+        """The client's entries written after ``after`` (the live part of the page:
+        checked, not audited as a read; the page was)."""
         request = await self.request(conversation_id)
+        await self.check(manager, request.client_id, "read")
         return await self.desk.db.run_read(
             lambda conn: q.read_after(conn, request.client_id, after, TAIL)
         )
