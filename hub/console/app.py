@@ -460,6 +460,15 @@ class ConsoleServer:
 
 # Sections are listed here, not discovered: each line brings one in. They import
 # this module for the context and helpers above, so they come last.
-from hub.console import admin, audit, auth, clients, inbox, live, reports  # noqa: E402
+from hub.console import admin, audit, auth, clients, inbox, live, reports, requests  # noqa: E402
 
-SECTIONS: tuple[ModuleType, ...] = (auth, live, inbox, clients, reports, admin, audit)
+SECTIONS: tuple[ModuleType, ...] = (
+    auth,
+    live,
+    inbox,
+    requests,
+    clients,
+    reports,
+    admin,
+    audit,
+)
