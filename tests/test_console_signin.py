@@ -81,6 +81,13 @@ async def test_a_printed_link_signs_in_once_and_sign_out_ends_it(
         async with db.read() as conn:
             [session] = (await conn.execute(select(ConsoleSession))).all()
             links = (await conn.execute(select(ConsoleLink.secret_hash))).scalars().all()
+            audited = (
+                await conn.execute(select(Audit.actor, Audit.action).order_by(Audit.id))
+            ).all()
+        assert [tuple(a) for a in audited] == [
+            ("console:Мария", "console.sign_in"),
+            ("console:Мария", "console.sign_out"),
+        ]
         assert session.ended_at is not None and session.name == "Мария"
         assert url.rpartition("=")[2] not in links  # only hashes are kept
 
@@ -183,7 +190,9 @@ async def test_a_link_by_email(browser: Any, db_url: str, tmp_path: Path) -> Non
                 await page.wait_for_selector("#sent")  # the same answer for both
             [mail] = await mailbox.wait_for(1)
             assert mail["To"] == "OLGA@example.com"
-            body = mail.get_payload(decode=True).decode()
+            payload = mail.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            body = payload.decode()
             url = LINK.search(body)
             assert url is not None and "Olga" in body
             await page.goto(url.group(0))

@@ -16,6 +16,7 @@ import secrets
 import time
 from collections import deque
 from datetime import timedelta
+from typing import Any
 
 from aiohttp import web
 
@@ -38,6 +39,7 @@ from hub.kernel.errors import HubError
 from hub.kernel.types import ManagerRef
 from storage import Database
 from storage import console as q
+from storage import desk as desk_q
 
 log = loggers.console
 
@@ -209,6 +211,7 @@ class _SignIn:
                 name=person.name,
                 now=ctx.clock.now(),
             )
+            await desk_q.audit(conn, _audited(ctx, person.name, "console.sign_in", person.id))
         loggers.event(log, "console.signed_in", manager=person.id, session=session_id)
         return session_secret
 
@@ -227,10 +230,23 @@ class _SignIn:
         person = person_of(request)
         async with self.ctx.db.write() as conn:
             await q.end_session(conn, person.session_id, self.ctx.clock.now())
+            entry = _audited(self.ctx, person.name, "console.sign_out", person.id)
+            await desk_q.audit(conn, entry)
         loggers.event(log, "console.signed_out", manager=person.id, session=person.session_id)
         response = see_other("/signin?out=1")
         response.del_cookie(COOKIE, path="/")
         return response
+
+
+def _audited(ctx: ConsoleContext, name: str, action: str, manager_id: int) -> dict[str, Any]:
+    return {
+        "at": ctx.clock.now(),
+        "actor": f"console:{name}",
+        "action": action,
+        "object_type": "manager",
+        "object_id": manager_id,
+        "details": None,
+    }
 
 
 def add_routes(app: web.Application, ctx: ConsoleContext) -> None:
