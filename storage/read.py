@@ -127,10 +127,13 @@ def read_clients(
     conn: Connection, search: ClientSearch | None, limit: int = 100, offset: int = 0
 ) -> list[ClientSummary]:
     """:func:`search_clients` on a sync connection: two statements built once per
-    shape of query, rows as plain tuples."""
+    shape of query (on PostgreSQL a word of the log first finds its clients apart,
+    :func:`storage.search.newest_said`), rows as plain tuples."""
     dialect = conn.dialect.name
     shape, values = _ways(search, dialect) if search is not None else (None, {})
     values |= {"first": limit + offset, "limit": limit, "offset": offset}
+    if shape is not None and shape.log and dialect != "sqlite":
+        values["log_clients"] = full_text.newest_said(conn, values["log_words"])
     rows = conn.execute(_search_statement(dialect, shape), values).all()
     if not rows:
         return []
@@ -388,10 +391,12 @@ def _matching(dialect: str, shape: _Shape) -> CompoundSelect[Any]:
     if shape.username:
         found += terms.identity_hits(dialect, "tg_username")
         found += terms.username_hits(dialect)
-    if shape.log:
+    if shape.log and dialect == "sqlite":
         found.append(
             select(interactions.c.client_id.label("id")).where(full_text.matching(dialect))
         )
+    elif shape.log:  # the clients newest_said found, bound
+        found.append(select(clients.c.id).where(full_text.matching(dialect)))
     if not found:
         found.append(select(clients.c.id).where(false()))
     return union(*found)

@@ -18,21 +18,27 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
+    any_,
     bindparam,
+    cast,
     func,
     literal_column,
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY  # also registers to_tsvector's types
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.tables import interactions
+from storage.tables import clients, interactions
 
 _POSITION = "interactions"
 # Written into the statement, not bound: the GIN index is on to_tsvector('simple', text),
 # and a generic plan of a prepared statement matches an index expression only so.
 _SIMPLE: ColumnClause[Any] = literal_column("'simple'::regconfig")
 NEWEST = 1000  # the latest messages with a word that a client search looks at
+# PostgreSQL: how many messages with a word :func:`newest_said` reads in stretches.
+COMMON = 10 * NEWEST
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -93,43 +99,105 @@ def words(query: str) -> list[str]:
 
 
 def matching(dialect: str) -> ColumnElement[bool]:
-    """A condition on ``interactions``: one of the ``NEWEST`` latest interactions whose
-    text has every word of a query (binds :func:`matching_values`).
+    """A condition on ``interactions`` (SQLite) or on ``clients`` (PostgreSQL): one of
+    the ``NEWEST`` latest interactions whose text has every word of a query, or its
+    client (binds :func:`matching_values`, and on PostgreSQL :func:`newest_said`'s
+    clients as ``log_clients``).
 
     Newest first, and no further: a word said ten thousand times would otherwise
     read every message that holds it to find a page of clients. FTS5 walks its
-    index by descending rowid and stops at the limit, without sorting; PostgreSQL's
-    GIN index gives every match, sorted for the newest (a top-N sort)."""
-    i = interactions.c
-    said_words = bindparam("log_words", type_=String)
-    newest_first = bindparam("log_newest", type_=Integer)
+    index by descending rowid and stops at the limit, without sorting. PostgreSQL's
+    GIN index gives every match unordered, so :func:`newest_said` asks it for the
+    newest stretch of the log first and for older ones only while too few are found."""
     if dialect == "sqlite":
         rowid: ColumnClause[Any] = literal_column("rowid")
         ids: Select[Any] = (
             select(rowid)
             .select_from(text("interactions_fts"))
-            .where(literal_column("interactions_fts").op("MATCH")(said_words))
+            .where(
+                literal_column("interactions_fts").op("MATCH")(bindparam("log_words", type_=String))
+            )
             .order_by(rowid.desc())
-            .limit(newest_first)
+            .limit(bindparam("log_newest", type_=Integer))
         )
-        return i.id.in_(ids)
-    said = interactions.alias("said")
-    # Every match through the GIN index, then the newest: OFFSET 0 keeps PostgreSQL
-    # from walking the primary key backwards with the limit in view, computing
-    # to_tsvector row by row (800 ms for a word in 1 message of 100, at a million).
+        return interactions.c.id.in_(ids)
+    return clients.c.id == any_(cast(bindparam("log_clients"), ARRAY(Integer)))
+
+
+def newest_said(conn: Connection, said: str) -> list[int]:
+    """PostgreSQL: the clients of the ``NEWEST`` latest messages holding every word of
+    ``said`` (as :func:`matching_values` binds it), newest first.
+
+    The GIN index gives every match, unordered. A word that the index's statistics
+    count among the log's most common (``COMMON`` messages or more) is looked for in
+    stretches of the log from the newest, sized by its share to hold about twice
+    ``NEWEST`` of it (then ten times wider while too few are found): the GIN index and
+    the primary key's range intersected, a few thousand rows read rather than every
+    match. Any other word reads its every match, which are few."""
+    # A plan for the values at hand every time: the generic plan PostgreSQL settles on
+    # after a few runs of a prepared statement would intersect with the primary key's
+    # range even a word of fifty matches, reading millions of keys.
+    conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
+    # Room for the bitmap of a common word's every match (100,000 at 10,000,000
+    # messages): in the default 4 MB it turns lossy, and the rows of each lossy page
+    # are tested again by computing to_tsvector (40 ms more).
+    conn.exec_driver_sql("SET LOCAL work_mem = '32MB'")
+    share, high = conn.execute(_SHARE, {"log_words": said}).one()
+    found: list[int] = []
+    if not share or share * high < COMMON:
+        found += conn.execute(_EVERY, {"log_words": said, "limit": NEWEST}).scalars()
+    else:
+        width = int(2 * NEWEST / share)
+        while high > 0 and len(found) < NEWEST:
+            low = max(high - width, 0)
+            values = {"log_words": said, "low": low, "high": high, "limit": NEWEST - len(found)}
+            found += conn.execute(_STRETCH, values).scalars()
+            high, width = low, width * 10
+    conn.exec_driver_sql("RESET plan_cache_mode")  # the search's own statement as before
+    conn.exec_driver_sql("RESET work_mem")
+    return list(dict.fromkeys(found))
+
+
+def _said(*stretch: ColumnElement[bool]) -> Select[Any]:
+    """The clients of the newest ``limit`` messages with the words (in ``stretch``)."""
+    i = interactions.c
+    # OFFSET 0 keeps PostgreSQL from walking the primary key backwards with the limit in
+    # view, computing to_tsvector row by row: inside the fence it reads the GIN index's
+    # matches (intersected with the stretch's range of ids when there is one).
     hits = (
-        select(said.c.id)
+        select(i.id, i.client_id)
         .where(
-            said.c.direction != "event",  # what was said and written, not the hub's own notes
-            func.to_tsvector(_SIMPLE, said.c.text).op("@@")(
-                func.plainto_tsquery(_SIMPLE, said_words)
+            *stretch,
+            i.direction != "event",  # what was said and written, not the hub's own notes
+            func.to_tsvector(_SIMPLE, i.text).op("@@")(
+                func.plainto_tsquery(_SIMPLE, bindparam("log_words", type_=String))
             ),
         )
         .offset(0)
         .subquery("hits")
     )
-    newest = select(hits.c.id).order_by(hits.c.id.desc()).limit(newest_first)
-    return i.id.in_(newest)
+    return (
+        select(hits.c.client_id).order_by(hits.c.id.desc()).limit(bindparam("limit", type_=Integer))
+    )
+
+
+_EVERY = _said()
+_STRETCH = _said(
+    interactions.c.id > bindparam("low", type_=Integer),
+    interactions.c.id <= bindparam("high", type_=Integer),
+)
+# The smallest share among the index's statistics of the query's words (none when one
+# of them is not among the most common elements the last ANALYZE kept), and the
+# newest id. The frequencies array carries three more numbers than the elements
+# (minimum, maximum, nulls): unnest pairs them with no element.
+_SHARE = text(
+    "SELECT (SELECT min(coalesce(m.f, 0)) FROM unnest(tsvector_to_array("
+    "to_tsvector('simple'::regconfig, :log_words))) AS w(lexeme) LEFT JOIN ("
+    "SELECT e, f FROM pg_stats s, unnest(s.most_common_elems::text::text[],"
+    " s.most_common_elem_freqs) AS m(e, f) WHERE s.schemaname = current_schema()"
+    " AND s.tablename = 'ix_interactions_fts') AS m ON m.e = w.lexeme),"
+    " (SELECT coalesce(max(id), 0) FROM interactions)"
+)
 
 
 def matching_values(dialect: str, query: str) -> dict[str, Any]:

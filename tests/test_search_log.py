@@ -5,8 +5,11 @@ the log in batches (and picks up where it stopped)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
 
 from hub.clients.search import client_search
 from hub.kernel.types import Channel
@@ -78,3 +81,46 @@ async def test_a_word_said_often_finds_the_clients_of_its_newest_messages(
     assert await _found(db, "один") == [anna.client_id]  # a rarer word still finds her
     monkeypatch.setattr(full_text, "NEWEST", 3)
     assert sorted(await _found(db, "заказ")) == sorted([anna.client_id, boris.client_id])
+
+
+async def test_a_common_word_is_found_past_the_newest_stretch_of_the_log(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL looks for a word the statistics call common in stretches of the log
+    from the newest: a word said only before the first stretch, and one said in
+    several, still finds its clients, newest first up to ``NEWEST`` messages."""
+    monkeypatch.setattr(full_text, "COMMON", 1)
+    monkeypatch.setattr(full_text, "NEWEST", 2)
+    async with running(db, tmp_path) as ingest:
+        anna = await ingest(message(Channel.TELEGRAM, "t1", ANNA_TG, text="накладная старая"))
+        for n in range(5):
+            boris = await ingest(message(Channel.TELEGRAM, f"b{n}", BORIS_TG, text="накладная"))
+        for n in range(40):  # later messages without the word: the first stretch misses it
+            await ingest(message(Channel.TELEGRAM, f"x{n}", BORIS_TG, text=f"пусто {n}"))
+    if db.engine.dialect.name == "sqlite":
+        await _index(db)
+    else:
+        async with db.write() as conn:
+            await conn.execute(text("ANALYZE interactions"))
+        async with db.read() as conn:
+            stretches = await conn.run_sync(_stretches, "накладная")
+        assert stretches >= 2  # looked for in stretches, the newest first
+    assert await _found(db, "накладная") == [boris.client_id]  # the two newest are his
+    assert await _found(db, "старая") == [anna.client_id]
+    monkeypatch.setattr(full_text, "NEWEST", 6)
+    assert sorted(await _found(db, "накладная")) == sorted([anna.client_id, boris.client_id])
+
+
+def _stretches(conn: Connection, word: str) -> int:
+    """How many stretches :func:`full_text.newest_said` read for ``word``."""
+    seen: list[str] = []
+
+    def count(*args: Any) -> None:
+        seen.append(args[2])
+
+    event.listen(conn, "before_cursor_execute", count)
+    try:
+        full_text.newest_said(conn, word)
+    finally:
+        event.remove(conn, "before_cursor_execute", count)
+    return sum(" <= " in statement for statement in seen)
