@@ -11,11 +11,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import insert, select
 
 from hub.clients.event_writer import EventRecorder
 from hub.clients.events import ClientRef, EventIn
 from hub.clients.stages import move
+from hub.console import clients as console_clients
 from hub.kernel.clock import FrozenClock
 from hub.kernel.identities import identity
 from hub.kernel.types import Channel
@@ -217,6 +219,9 @@ async def test_a_supervisor_finds_reads_merges_undoes_imports_and_exports(
             refused.startswith("3\t") and "email:" in refused and "stage: unknown stage" in refused
         )
         assert await page.locator("progress#import-bar").count() == 1
+        polled = await page.request.get(page.url, headers={"HX-Request": "true"})
+        fragment = await polled.text()  # what htmx asks for: the progress alone, done
+        assert fragment.lstrip().startswith("<section") and "hx-trigger" not in fragment
         await axe(page)
         names = {r.name for r in await rows(db, select(Client.name))}
         assert {"Иван Хороший", "Пётр"} <= names and "Плохая Строка" not in names
@@ -233,8 +238,9 @@ async def test_a_supervisor_finds_reads_merges_undoes_imports_and_exports(
 
 
 async def test_who_may_see_and_change_clients(
-    browser: Any, db: Database, db_url: str, tmp_path: Path
+    browser: Any, db: Database, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(console_clients, "TIMELINE", 3)  # the timeline in pages of 3
     seeded = await seed_client(db, tmp_path)
     card = f"/clients/{seeded.client_id}"
     async with console_hub(db_url, tmp_path) as kit:
@@ -251,7 +257,18 @@ async def test_who_may_see_and_change_clients(
         manager = await kit.signed_in(browser, "manager")  # Мария: a client nobody keeps
         response = await manager.goto(kit.url(card))
         assert response is not None and response.status == 200
-        assert "Где мой заказ?" in await manager.inner_text("ol.timeline")
+        timeline = manager.locator("ol.timeline > li.entry")
+        assert await timeline.count() == 3
+        while await manager.locator("li.earlier a").count():  # each page put in place by htmx
+            shown = await timeline.count()
+            await manager.click("li.earlier a")
+            await manager.wait_for_function(
+                "(n) => document.querySelectorAll('ol.timeline > li.entry').length > n", arg=shown
+            )
+        assert manager.url == kit.url(card)  # never left the page
+        said = await timeline.all_inner_texts()
+        assert "Где мой заказ?" in said[-1] and len(said) == len(set(said))
+        await axe(manager)
         assert await manager.locator("#other").count() == 0  # no merge form: no right
         for path in ("/clients/merges", "/clients/import", "/clients.csv"):
             response = await manager.goto(kit.url(path))
