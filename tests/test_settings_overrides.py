@@ -20,7 +20,7 @@ from hub import config as hub_config
 from hub.admin.tokens import Tokens
 from hub.app.reload import RELOADABLE
 from hub.app.run import Hub
-from hub.config.overrides import EDITABLE, FileLayer, from_toml, layered, to_toml
+from hub.config.overrides import EDITABLE, FileLayer, from_toml, layered, to_toml, value_at
 from hub.kernel.errors import ConfigError
 from storage import Database
 from storage import overrides as store
@@ -32,6 +32,7 @@ from tests.test_mail_worker import until
 from tests.test_reload import DOMAIN, _assignee, _mail, _mailed, _say
 
 TOKEN = "settings-admin-token-0123456789"
+NAN = float("nan")
 VIP_TO_BORIS = (
     '[routing]\n[[routing.rules]]\nname = "vip"\nkeywords = ["vip"]\nmanagers = ["Борис"]\n'
 )
@@ -79,6 +80,25 @@ def test_toml_for_one_key_alone(key: str, text: str, problem: str) -> None:
     with pytest.raises(ConfigError) as caught:
         from_toml(key, text)
     assert caught.value.problems[0].startswith(problem)
+
+
+def test_a_config_without_a_file_shows_every_key_as_toml_that_reads_back() -> None:
+    """A hub started from a config object (no file) takes its config for the file."""
+    config = hub_config.parse(
+        {
+            "admin": {"token": "t" * 20},
+            "managers": [
+                {"name": "А", "telegram_id": 1, "role": "admin", "holidays": ["2026-01-02"]}
+            ],
+            "routing": {"holidays": ["2026-01-01"], "rules": [{"name": "r", "managers": ["А"]}]},
+            "webform": {"forms": [{"id": "contact"}]},
+        }
+    )
+    file = FileLayer.of(config)
+    shown = {key: to_toml(key, value_at(file.data, key)) for key in EDITABLE}
+    assert shown["hub.hours"] == ""  # always: no value to write
+    settings = {key: from_toml(key, text) for key, text in shown.items() if text}
+    assert layered(file, settings) == config
 
 
 def test_a_bad_setting_is_refused_with_its_key_path() -> None:
@@ -180,6 +200,8 @@ async def _refusals(http: aiohttp.ClientSession, url: str, db: Database) -> None
         http, "PUT", f"{url}/replies", value={"greeting_ru": "${HUB_ADMIN_TOKEN}"}
     )
     assert status == 422 and answer["problems"][0].startswith("replies.greeting_ru: ${…}")
+    status, answer = await _api(http, "PUT", f"{url}/waiting", value={"close_after_days": NAN})
+    assert status == 422 and answer["problems"] == ["waiting: NaN and infinity are no values here"]
     status, answer = await _api(http, "PUT", f"{url}/hub.hours", value="always")
     assert status == 422 and answer["problems"][0].startswith("hub.hours: ")
     status, answer = await _api(http, "PUT", f"{url}/admin.token", value="x" * 20)

@@ -9,6 +9,7 @@ second by polling the settings' version.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -117,6 +118,10 @@ class Settings:
         follows at once."""
         editable(key)
         value = plain(value)
+        try:  # what the database's JSON takes (no NaN, no infinity)
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ConfigError([f"{key}: NaN and infinity are no values here"]) from None
         async with self.db.write() as conn:
             snap = await store.begin_change(conn)
             layered(self.file(), {**snap.values(), key: value})

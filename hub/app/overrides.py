@@ -46,6 +46,7 @@ class Follower:
         self.hub = hub
         self.file = file
         self.seen: int | None = None
+        self.started = False  # the first snapshot taken, before the channels listen
         self._lock = asyncio.Lock()  # one snapshot taken at a time, in order
         self.settings = Settings(hub.db, hub.clock, lambda: self.file, self.follow)
 
@@ -73,7 +74,7 @@ class Follower:
             refused = ReloadResult(problems=tuple(exc.problems))
             reload.said(refused, by)
             return refused
-        if self.hub.ready:
+        if self.hub.ready or self.started:  # Hub.reload refuses while stopping
             return await self.hub.reload(config, by=by)
         # At start, before the channels listen: nothing else reloads yet.
         result = await reload.apply(self.hub, config, by=by)
@@ -127,6 +128,7 @@ async def open_settings(hub: Hub, stack: AsyncExitStack) -> Follower:
     )
     follower = Follower(hub, file)
     await follower.follow("start")
+    follower.started = True
     task = asyncio.get_running_loop().create_task(follower._poll(), name="settings")
 
     async def stop() -> None:

@@ -157,7 +157,7 @@ def _nest(key: str, value: object) -> dict[str, Any]:
 
 def to_toml(key: str, value: object) -> str:
     """``key``'s value as the file would write it (``[routing]``, ``[[managers]]``…)."""
-    if value is ABSENT:
+    if value is ABSENT or value is None:  # TOML has no null: the key unwritten
         return ""
     nested = _no_nulls(_nest(key, plain(value)))
     assert isinstance(nested, dict)
