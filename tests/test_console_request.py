@@ -150,6 +150,13 @@ async def test_a_new_message_appears_in_the_open_page(
         await page.wait_for_selector("#timeline >> text=second, while you look", timeout=10_000)
         assert await page.locator("#timeline >> text=second, while you look").count() == 1
 
+        # A take in the Telegram topic shows in the open page as it happens.
+        topic = await kit.server.wait_for(lambda: kit.server.topics(), timeout=TIMEOUT)
+        assert await page.inner_text(".request-assignee") != "Admin"
+        admin = kit.people["Admin"]
+        await kit.server.manager_sends_in_topic(admin, topic[0].message_thread_id, "/take")
+        await page.wait_for_selector(".request-assignee:text('Admin')", timeout=10_000)
+
 
 async def _mail(port: int, message_id: str) -> None:
     message = EmailMessage()

@@ -229,6 +229,24 @@ class RequestPages:
             **self._values(request),
         )
 
+    async def status(self, request: web.Request) -> web.StreamResponse:
+        """The request's status, assignee and deadlines as they are now."""
+        conversation = _conversation_id(request)
+        try:
+            row, deadlines = await self.work.status(self._manager(request), conversation)
+        except Missing:
+            raise web.HTTPNotFound() from None
+        except Refused as exc:
+            return refusal(request, 403, str(exc))
+        return await render(
+            request,
+            "request/status.html",
+            request_row=row,
+            deadlines=deadlines,
+            live=self.ctx.live is not None,
+            **self._values(request),
+        )
+
     async def _part(self, request: web.Request, template: str) -> web.StreamResponse:
         conversation = _conversation_id(request)
         before = _cursor(request.query.get("before"))
@@ -317,6 +335,7 @@ def add_routes(app: web.Application, ctx: ConsoleContext) -> None:
     app.router.add_get(r"/requests/{id}", pages.show)
     app.router.add_get(r"/requests/{id}/earlier", pages.earlier)
     app.router.add_get(r"/requests/{id}/tail", pages.tail)
+    app.router.add_get(r"/requests/{id}/status", pages.status)
     app.router.add_post(r"/requests/{id}/answer", _refused(pages.answer))
     app.router.add_post(r"/requests/{id}/template", _refused(pages.template))
     app.router.add_post(r"/requests/{id}/act", _refused(pages.act))

@@ -209,6 +209,17 @@ class RequestWork:
             colleagues=await self.desk.colleagues(manager),
         )
 
+    async def status(
+        self, manager: ManagerRef, conversation_id: int
+    ) -> tuple[RequestRow, list[DeadlineRow]]:
+        """The request and its deadlines as they are now (the live part of the page)."""
+        request = await self.request(conversation_id)
+        await self.check(manager, request.client_id, "read")
+        deadlines = await self.desk.db.run_read(
+            lambda conn: q.read_deadlines(conn, conversation_id)
+        )
+        return request, deadlines
+
     async def tail(self, manager: ManagerRef, conversation_id: int, after: int) -> list[Entry]:
         """The client's entries written after ``after`` (the live part of the page:
         checked, not audited as a read; the page was)."""
