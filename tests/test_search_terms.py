@@ -263,3 +263,13 @@ async def test_a_username_is_indexed_once_per_client(db: Database, tmp_path: Pat
         kept = (await conn.execute(text("SELECT term FROM search_terms_usernames"))).scalars()
         assert sorted(kept) == ["anna_new", "anna_p"]
     assert len(await found(db, "@anna_p")) == 1
+
+
+def test_a_whole_number_is_looked_up_by_its_normalized_form() -> None:
+    """A whole phone number is one identity, found by key; only a part of one is looked
+    for among the digits of every number (trigrams, which grow with the client base)."""
+    whole = client_search("8 (912) 345-67-89", "RU")
+    assert ("phone", "+79123456789") in whole.exact
+    assert whole.phone_digits == ""
+    part = client_search("345-67-89", "RU")
+    assert part.phone_digits == "3456789"  # also among the digits of every number

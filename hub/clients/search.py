@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+import phonenumbers
+
 from hub.kernel.identities import InvalidIdentity, identity
 from hub.kernel.types import IdentityKind
 from storage.read import ClientSearch
@@ -23,6 +25,15 @@ def visible(text: str) -> str:
     return "".join(kept).strip()
 
 
+def _valid(number: str) -> bool:
+    """Whether ``number`` (E.164) is a whole number of its country, not just digits
+    the identity rules let through as one (a part of a number typed alone)."""
+    try:
+        return bool(phonenumbers.is_valid_number(phonenumbers.parse(number)))
+    except phonenumbers.NumberParseException:
+        return False
+
+
 def client_search(text: str, region: str | None) -> ClientSearch:
     """Read a search box query: a name or address fragment, a phone written any way, an id.
     A query of nothing but control characters matches no client."""
@@ -34,5 +45,10 @@ def client_search(text: str, region: str | None) -> ClientSearch:
         except (InvalidIdentity, ValueError):  # idna refuses some hosts with ValueError
             continue
         exact.append((found.kind.value, found.value))
-    digits = "".join(ch for ch in text if ch.isdigit()) if _PHONE_LIKE.fullmatch(text) else ""
+    # A whole number is found by its normalized form, through the identities' key (the
+    # supervisor with the client on the line); only a part of one is looked for among
+    # the digits of every number (its trigrams, which grow with the client base).
+    whole = any(kind == IdentityKind.PHONE.value and _valid(value) for kind, value in exact)
+    phone_like = _PHONE_LIKE.fullmatch(text) and not whole
+    digits = "".join(ch for ch in text if ch.isdigit()) if phone_like else ""
     return ClientSearch(text=text, phone_digits=digits, exact=tuple(exact))
