@@ -37,13 +37,14 @@ class Started(NamedTuple):
     data: Path
 
 
-def _environment(admin: int, form: int, smtp: int) -> dict[str, str]:
+def _environment(admin: int, form: int, smtp: int, console: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env.update(
         HUB_ADMIN_TOKEN=TOKEN,
         HUB_ADMIN_LISTEN=f"127.0.0.1:{admin}",
         HUB_FORM_LISTEN=f"127.0.0.1:{form}",
         HUB_SMTP_LISTEN=f"127.0.0.1:{smtp}",
+        HUB_CONSOLE_LISTEN=f"127.0.0.1:{console}",
     )
     return env
 
@@ -67,14 +68,14 @@ async def scripts_run(tmp_path: Path) -> AsyncIterator[Started]:
     elsewhere.mkdir()
     config = home / "config.toml"
     shutil.copy(ROOT / "config.example.toml", config)
-    admin, form, smtp = free_port(), free_port(), free_port()
+    admin, form, smtp, console = free_port(), free_port(), free_port(), free_port()
     log = tmp_path / "hub.log"
     with open(log, "wb") as err:
         proc = await asyncio.create_subprocess_exec(
             str(ROOT / "scripts" / "run"),
             str(config),
             cwd=elsewhere,
-            env=_environment(admin, form, smtp),
+            env=_environment(admin, form, smtp, console),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=err,
@@ -141,6 +142,9 @@ async def test_scripts_run_serves_the_form_and_smtp_and_says_where(tmp_path: Pat
 
         async with http.get(f"{hub.admin}/healthz") as health:
             assert health.status == 200
+        [console] = re.findall(r"console\s+(http://\S+) \(sign in: hub console link", text)
+        async with http.get(f"{console}/signin") as signin:  # the web console's door
+            assert signin.status == 200
 
         address = await asyncio.to_thread(_send_mail, hub.smtp_port)
         client = await _client_found(http, hub.admin, address)

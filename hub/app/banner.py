@@ -1,5 +1,5 @@
 """What ``hub run`` prints once the hub is ready: where to look (the forms, the
-SMTP server, the admin API and which token it takes), never a secret."""
+SMTP server, the admin API and which token it takes, the web console), never a secret."""
 
 from __future__ import annotations
 
@@ -55,6 +55,11 @@ def text(config: Config, *, admin_port: int | None, token: str) -> str:
     admin = f"http://{_address(config.admin.listen, admin_port)}"
     lines.append(f"  admin API  {admin}/api/… (Authorization: Bearer <{token}>)")
     lines.append(f"  health     {admin}/healthz")
+    if config.console.listen is not None:
+        lines.append(
+            f"  console    {config.console.base_url()} (sign in: hub console link --config FILE NAME,"
+            " or /web to the bot)"
+        )
     if config.telegram.enabled:
         lines.append(
             f"  Telegram   on ({config.telegram.mode}), staff group {config.telegram.staff_chat_id}"
