@@ -123,6 +123,15 @@ async def set_status(
     return bool(result.rowcount)
 
 
+async def update_draft(conn: AsyncConnection, campaign_id: int, values: dict[str, Any]) -> bool:
+    """Change a campaign while it is a draft (nothing targeted yet)."""
+    c = campaigns.c
+    result = await conn.execute(
+        update(campaigns).where(c.id == campaign_id, c.status == "draft").values(**values)
+    )
+    return bool(result.rowcount)
+
+
 # -- targets -------------------------------------------------------------------------
 
 
@@ -619,3 +628,71 @@ async def opt_out(conn: AsyncConnection, client_id: int, event: dict[str, Any]) 
         return False
     await conn.execute(insert(interactions), event)
     return True
+
+
+# -- call lists ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallRow:
+    """A call of a call list: the client, who calls, and how it went."""
+
+    target_id: int
+    client_id: int
+    client: str | None
+    phone: str | None
+    variant: str
+    manager: str | None
+    status: str
+    reason: str | None
+    outcome: str | None
+    outcome_at: datetime | None
+
+
+async def call_list(
+    conn: AsyncConnection, campaign_id: int, *, offset: int = 0, limit: int = 100
+) -> list[CallRow]:
+    """A page of a campaign's targets, in the order they were targeted."""
+    t, c, m, i = campaign_targets.c, clients.c, managers.c, identities.c
+    phone = (
+        select(func.min(i.value))
+        .where(i.client_id == t.client_id, i.kind == "phone")
+        .scalar_subquery()
+    )
+    rows = await conn.execute(
+        select(
+            t.id.label("target_id"),
+            t.client_id,
+            c.name.label("client"),
+            phone.label("phone"),
+            t.variant,
+            m.name.label("manager"),
+            t.status,
+            t.reason,
+            t.outcome,
+            t.outcome_at,
+        )
+        .select_from(campaign_targets)
+        .join(clients, c.id == t.client_id)
+        .outerjoin(managers, m.id == t.manager_id)
+        .where(t.campaign_id == campaign_id)
+        .order_by(t.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return [CallRow(**row._mapping) for row in rows]
+
+
+async def outcomes_by_variant(
+    conn: AsyncConnection, campaign_id: int
+) -> list[tuple[str, str, int]]:
+    """(variant, outcome or "open", count) of a call list's calls not skipped."""
+    t = campaign_targets.c
+    outcome = func.coalesce(t.outcome, "open")
+    rows = await conn.execute(
+        select(t.variant, outcome, func.count())
+        .where(t.campaign_id == campaign_id, t.status != "skipped")
+        .group_by(t.variant, outcome)
+        .order_by(t.variant, outcome)
+    )
+    return [(str(v), str(o), int(n)) for v, o, n in rows]

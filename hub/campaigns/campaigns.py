@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.campaigns import scripts
-from hub.campaigns.spec import CampaignError, CampaignSpec, quiet_until
+from hub.campaigns.spec import CampaignError, CampaignSpec, SegmentSpec, quiet_until
 from hub.campaigns.status import OUTCOMES, PreviewItem, Status, render_status
 from hub.campaigns.unsubscribe import Unsubscribe
 from hub.config import CampaignsSection, Config
@@ -106,7 +106,7 @@ class Campaigns:
     async def create(self, spec: CampaignSpec, *, actor: str) -> int:
         now = self.clock.now()
         async with self.db.write() as conn:
-            await self._segment(conn, spec)  # the owners it names exist
+            await self._segment(conn, spec.segment)  # the owners it names exist
             campaign_id = await q.create(
                 conn,
                 {
@@ -134,8 +134,27 @@ class Campaigns:
         async with self.db.read() as conn:
             return await q.listing(conn, limit)
 
-    async def _segment(self, conn: AsyncConnection, spec: CampaignSpec) -> Segment:
-        s = spec.segment
+    async def update(self, campaign_id: int, spec: CampaignSpec, *, actor: str) -> None:
+        """Replace a draft's definition (checked as ``create`` checks it)."""
+        now = self.clock.now()
+        async with self.db.write() as conn:
+            await self._segment(conn, spec.segment)
+            values = {"name": spec.name, "mode": spec.mode, "updated_at": now}
+            if not await q.update_draft(
+                conn, campaign_id, {**values, "spec": spec.model_dump(mode="json")}
+            ):
+                if await q.get(conn, campaign_id) is None:
+                    raise CampaignError(f"no campaign {campaign_id}")
+                raise CampaignError(f"campaign {campaign_id} is no longer a draft")
+            await desk_q.audit(conn, self._audit(actor, "campaign.update", campaign_id, now))
+        loggers.event(log, "campaign.updated", campaign=campaign_id, actor=actor)
+
+    async def segment_size(self, segment: SegmentSpec) -> int:
+        """How many clients the segment holds now."""
+        async with self.db.read() as conn:
+            return await q.segment_size(conn, await self._segment(conn, segment))
+
+    async def _segment(self, conn: AsyncConnection, s: SegmentSpec) -> Segment:
         owners: list[int] = []
         names = [n for n in s.owners if n != "none"]
         if names:
@@ -177,8 +196,19 @@ class Campaigns:
     ) -> tuple[int, list[PreviewItem]]:
         """How many clients the segment holds now, and the message of a few (or of one)."""
         _, spec = await self.campaign(campaign_id)
+        return await self.preview_spec(spec, campaign_id, client_id=client_id, limit=limit)
+
+    async def preview_spec(
+        self,
+        spec: CampaignSpec,
+        campaign_id: int = 0,
+        *,
+        client_id: int | None = None,
+        limit: int = 3,
+    ) -> tuple[int, list[PreviewItem]]:
+        """``preview`` of a definition not saved yet (or saved as ``campaign_id``)."""
         async with self.db.read() as conn:
-            segment = await self._segment(conn, spec)
+            segment = await self._segment(conn, spec.segment)
             size = await q.segment_size(conn, segment)
             if client_id is not None:
                 sample = [client_id]
@@ -288,7 +318,7 @@ class Campaigns:
     async def _target(
         self, conn: AsyncConnection, campaign_id: int, spec: CampaignSpec, now: datetime
     ) -> int:
-        segment = await self._segment(conn, spec)
+        segment = await self._segment(conn, spec.segment)
         ids = await q.segment_clients(conn, segment)
         variants = spec.script()
         managers_of: dict[int, int | None] = {}
