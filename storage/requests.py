@@ -121,8 +121,9 @@ _FILES = (
     .where(attachments.c.interaction_id.in_(bindparam("ids", expanding=True)))
     .order_by(attachments.c.id)
 )
-# Beyond any id a column holds: "before the newest" reads from the end.
-NEWEST = 2**63 - 1
+# The largest id an id column holds (a 32-bit INTEGER on PostgreSQL); "before"
+# it reads from the end.
+NEWEST = 2**31 - 1
 
 
 def read_request(conn: Connection, conversation_id: int) -> RequestRow | None:

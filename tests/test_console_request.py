@@ -232,6 +232,15 @@ async def test_refusals_another_teams_client_a_marketer_and_a_form_without_csrf(
         )
         assert taken.status == 403
 
+        for path, status in (
+            ("/requests/99999999999", 404),  # beyond the id column: no such request
+            ("/requests/0", 404),
+            (f"/requests/{conversation}?before=x", 400),
+            (f"/requests/{conversation}/tail?after=99999999999", 400),
+        ):
+            got = await kept.request.get(kit.url(path))
+            assert got.status == status, path
+
         marketer = await kit.signed_in(browser, "marketer")
         shown = await marketer.goto(kit.url(f"/requests/{conversation}"))
         assert shown is not None and shown.status == 403

@@ -30,6 +30,7 @@ from hub.console.work import (
 )
 from hub.kernel import loggers
 from hub.kernel.types import ManagerRef
+from storage.requests import NEWEST
 
 log = loggers.console
 
@@ -142,19 +143,27 @@ def _when(zone: ZoneInfo) -> Callable[[datetime | None], str]:
     return when
 
 
-def _conversation_id(request: web.Request) -> int:
-    raw = request.match_info["id"]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise web.HTTPNotFound()
+def _id(raw: str) -> int | None:
+    """An id as a path or a query gives it: ASCII digits within the column's range."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > NEWEST:
+        return None
     return int(raw)
+
+
+def _conversation_id(request: web.Request) -> int:
+    found = _id(request.match_info["id"])
+    if found is None:
+        raise web.HTTPNotFound()
+    return found
 
 
 def _cursor(raw: str | None) -> int | None:
     if raw is None or raw == "":
         return None
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+    found = _id(raw)
+    if found is None:
         raise web.HTTPBadRequest(text="a cursor is an id: ASCII digits")
-    return int(raw)
+    return found
 
 
 class RequestPages:
