@@ -273,3 +273,31 @@ def test_a_whole_number_is_looked_up_by_its_normalized_form() -> None:
     assert whole.phone_digits == ""
     part = client_search("345-67-89", "RU")
     assert part.phone_digits == "3456789"  # also among the digits of every number
+
+
+async def test_a_name_is_read_from_the_first_clients_then_from_its_index(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL reads the first ``WALK`` clients in id order for a name and goes to
+    the trigram index only when fewer than a page are there; either way a page is the
+    first matching clients by id (SQLite reads its index alone)."""
+    names = ["Анна Первая", "Борис", "Анна Вторая", "Вера", "Анна Третья"]
+    async with running(db, tmp_path) as ingest:
+        ids = [
+            (await ingest(message(Channel.TELEGRAM, f"n{n}", ident("telegram", 500 + n, name))))
+            .client_id
+            for n, name in enumerate(names)
+        ]
+    await catch_up(db)
+    annas = [ids[0], ids[2], ids[4]]
+    monkeypatch.setattr(terms, "WALK", 2)
+
+    async def page(limit: int) -> list[int]:
+        async with db.read() as conn:
+            found = await search_clients(conn, client_search("анна", "RU"), limit=limit)
+        return [c.id for c in found]
+
+    assert await page(1) == annas[:1]  # the walk holds a page
+    assert await page(3) == annas  # it does not: the index, all of them in id order
+    monkeypatch.setattr(terms, "WALK", 0)
+    assert await page(2) == annas[:2]
