@@ -97,6 +97,12 @@ async def test_a_telegram_client_is_answered_from_the_console(
         assert "где мой заказ" in await page.inner_text("#timeline")
         await axe(page)
 
+        await page.fill("#answer-text", "   ")  # only spaces: said next to the field
+        await page.click("text=Отправить клиенту")
+        await page.wait_for_selector("#answer-error:text('Напишите текст')")
+        assert await page.get_attribute("#answer-text", "aria-invalid") == "true"
+        await axe(page)
+
         await page.fill("#answer-text", "Заказ <b>в пути</b>")
         await page.click("text=Отправить клиенту")
         await page.wait_for_selector("text=Ответ отправлен клиенту")
@@ -149,6 +155,12 @@ async def test_a_new_message_appears_in_the_open_page(
         await kit.server.user_sends(anna, "second, while you look")
         await page.wait_for_selector("#timeline >> text=second, while you look", timeout=10_000)
         assert await page.locator("#timeline >> text=second, while you look").count() == 1
+
+        # The log's earlier pages: a fragment for htmx, the whole page without it.
+        earlier = await page.request.get(kit.url(f"/requests/{conversation}/earlier?before=1000"))
+        assert earlier.status == 200 and "second, while you look" in await earlier.text()
+        whole = await page.request.get(kit.url(f"/requests/{conversation}?before=1000"))
+        assert "<h1>" in await whole.text()
 
         # A take in the Telegram topic shows in the open page as it happens.
         topic = await kit.server.wait_for(lambda: kit.server.topics(), timeout=TIMEOUT)
