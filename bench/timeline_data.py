@@ -261,6 +261,26 @@ async def fill_sqlite(url: str) -> int:
     return filled
 
 
+async def fill_postgresql(url: str) -> int:
+    """Catch up what PostgreSQL's hub keeps behind the log (the usernames' table), as
+    the hub's round does; its statistics after."""
+    db = Database(url)
+    filled = 0
+    try:
+        while True:
+            async with db.write() as conn:
+                done = await terms.index_new(conn, 1_000_000)
+            if not done:
+                break
+            filled += done
+        if filled:
+            async with db.write() as conn:
+                await conn.exec_driver_sql("ANALYZE search_terms_usernames")
+    finally:
+        await db.dispose()
+    return filled
+
+
 async def ensure_sqlite(folder: Path, spec: Spec, *, catch_up: bool = True) -> str:
     """The URL of the generated SQLite database of ``spec`` (made when missing); kept
     data catches up the indexes kept behind the log unless ``catch_up`` is false."""
@@ -438,6 +458,7 @@ async def ensure_postgresql(admin_dsn: str, spec: Spec) -> str:
                 await conn.close()
             if took:
                 await _migrate(url)
+                await fill_postgresql(url)
                 print(f"PostgreSQL {spec.size}: kept data, database {name} ({took})")
                 return dsn
             await admin.execute(f'DROP DATABASE "{name}"')
@@ -447,6 +468,7 @@ async def ensure_postgresql(admin_dsn: str, spec: Spec) -> str:
     started = time.perf_counter()
     await _migrate(url)
     await load_postgresql(dsn, spec)
+    await fill_postgresql(url)
     took = f"generated in {time.perf_counter() - started:.1f} s"
     conn = await asyncpg.connect(dsn)
     try:  # the mark of a finished load, kept with the data

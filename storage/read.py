@@ -134,6 +134,8 @@ def read_clients(
     values |= {"first": limit + offset, "limit": limit, "offset": offset}
     if shape is not None and shape.log and dialect != "sqlite":
         values["log_clients"] = full_text.newest_said(conn, values["log_words"])
+    if shape is not None and shape.username and dialect != "sqlite":
+        values |= terms.position_values(conn)
     rows = conn.execute(_search_statement(dialect, shape), values).all()
     if not rows:
         return []

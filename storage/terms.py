@@ -47,6 +47,7 @@ from sqlalchemy import (
     table,
     text,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
@@ -60,6 +61,10 @@ KINDS = ("email", "phone", "tg_username")
 _IDENTITIES = table("search_terms_identities", column("rowid", Integer), column("term"))
 _NAMES = table("search_terms_names", column("rowid", Integer), column("term"))
 _USERNAMES = table("search_terms_usernames", column("rowid", Integer), column("term"))
+# PostgreSQL's table of the same role (migration 0019): a plain table, GIN-indexed.
+_PG_USERNAMES = table(
+    "search_terms_usernames", column("interaction_id", Integer), column("term", String)
+)
 _POSITIONS = {
     "identities": "terms:identities",
     "names": "terms:names",
@@ -196,7 +201,13 @@ def username_hits(dialect: str) -> list[Select[Any]]:
         func.lower(said).like(bindparam("tg_username_like", type_=String), escape="\\"),
     )
     if dialect != "sqlite":
-        return [_bounded(x.client_id, holds)]
+        u = _PG_USERNAMES.c
+        like = bindparam("tg_username_like", type_=String)
+        found = select(u.interaction_id).where(u.term.like(like, escape="\\"))
+        # The tail not read yet, from the position bound apart (compared with a
+        # subquery, PostgreSQL would guess a third of the log and read it all).
+        tail = and_(x.id > bindparam("usernames_from", type_=Integer), holds)
+        return [_bounded(x.client_id, x.id.in_(found)), _bounded(x.client_id, tail)]
     phrase = bindparam("tg_username_phrase", type_=String)
     found = select(_USERNAMES.c.rowid).where(_USERNAMES.c.term.op("MATCH")(phrase))
     return [
@@ -244,6 +255,15 @@ def _sub(query: Select[Any]) -> Select[Any]:
     return select(inner.c.id)
 
 
+def position_values(conn: Connection) -> dict[str, int]:
+    """PostgreSQL: what :func:`username_hits` binds besides its fragment, read first
+    (the id up to which usernames are indexed)."""
+    query = text("SELECT coalesce(max(last_id), 0) FROM search_positions WHERE name = :name")
+    return {
+        "usernames_from": int(conn.execute(query, {"name": _POSITIONS["usernames"]}).scalar() or 0)
+    }
+
+
 def _position(name: str) -> Any:
     p = search_positions.c
     return (
@@ -264,8 +284,12 @@ def _phrase(fragment: str) -> str:
 async def behind(conn: AsyncConnection) -> bool:
     """Whether identities, clients or messages were written since the index last
     caught up (a read: an idle check takes no write lock)."""
-    if conn.dialect.name != "sqlite":
-        return False
+    if conn.dialect.name != "sqlite":  # PostgreSQL indexes the rest itself
+        query = text(
+            "SELECT EXISTS (SELECT 1 FROM interactions WHERE id > coalesce("
+            "(SELECT last_id FROM search_positions WHERE name = :u), 0))"
+        )
+        return bool((await conn.execute(query, {"u": _POSITIONS["usernames"]})).scalar())
     query = text(
         "SELECT EXISTS (SELECT 1 FROM identities WHERE id > coalesce("
         "(SELECT last_id FROM search_positions WHERE name = :i), 0))"
@@ -313,11 +337,32 @@ _FILL = {
 }
 
 
+# PostgreSQL: the same rows, and again the last ``REREAD`` ids before the position: on
+# several instances (and with group commit) a message may commit after one with a
+# higher id that a batch already read; ON CONFLICT makes reading one twice harmless.
+REREAD = 10_000
+_PG_FILL = (
+    "INSERT INTO search_terms_usernames(interaction_id, term)"
+    " SELECT first, said FROM (SELECT min(id) AS first, client_id, said FROM ("
+    "SELECT id, client_id, lower(extras ->> 'username') AS said"
+    " FROM interactions WHERE id > :last AND id <= :top"
+    " AND channel = 'telegram' AND direction = 'in') AS x WHERE said IS NOT NULL"
+    " AND said != '' GROUP BY client_id, said) AS fresh WHERE coalesce(("
+    "SELECT lower(y.extras ->> 'username') FROM interactions AS y"
+    " WHERE y.client_id = fresh.client_id AND y.id <= :last"
+    " AND y.channel = 'telegram' AND y.direction = 'in'"
+    " AND (y.extras ->> 'username') IS NOT NULL"
+    " ORDER BY y.id DESC LIMIT 1), '') != fresh.said"
+    " ON CONFLICT (interaction_id) DO NOTHING"
+)
+
+
 async def index_new(conn: AsyncConnection, limit: int = 20_000) -> int:
     """Index up to ``limit`` rows of each source written since the last call; how
     many rows were read."""
     if conn.dialect.name != "sqlite":
-        return 0
+        position = _POSITIONS["usernames"]
+        return await _index_from(conn, position, interactions, _PG_FILL, limit, REREAD)
     done = 0
     for name, (source, fill) in _FILL.items():
         done += await _index_from(conn, _POSITIONS[name], source, fill, limit)
@@ -325,7 +370,7 @@ async def index_new(conn: AsyncConnection, limit: int = 20_000) -> int:
 
 
 async def _index_from(
-    conn: AsyncConnection, position: str, source: Table, fill: str, limit: int
+    conn: AsyncConnection, position: str, source: Table, fill: str, limit: int, reread: int = 0
 ) -> int:
     row = (
         await conn.execute(
@@ -338,7 +383,7 @@ async def _index_from(
     span = (await conn.execute(select(func.count(), func.max(batch.c.id)))).one()
     if span[1] is None:
         return 0
-    await conn.execute(text(fill), {"last": last, "top": span[1]})
+    await conn.execute(text(fill), {"last": max(last - reread, 0), "top": span[1]})
     await conn.execute(
         text(
             "INSERT INTO search_positions(name, last_id) VALUES (:name, :top) "
@@ -363,9 +408,13 @@ async def renamed(conn: AsyncConnection, client_ids: Sequence[int]) -> None:
 async def forget(conn: AsyncConnection, client_ids: Sequence[int]) -> None:
     """Delete every term of these clients (before their identities go), in the
     erasure's transaction: a forgotten person is found by nothing they were."""
-    if conn.dialect.name != "sqlite" or not client_ids:
+    if not client_ids:
         return
     ids = list(client_ids)
+    if conn.dialect.name != "sqlite":
+        said = select(interactions.c.id).where(interactions.c.client_id.in_(ids))
+        await conn.execute(delete(_PG_USERNAMES).where(_PG_USERNAMES.c.interaction_id.in_(said)))
+        return
     owned = {
         _IDENTITIES: select(identities.c.id).where(identities.c.client_id.in_(ids)),
         _NAMES: select(clients.c.id).where(clients.c.id.in_(ids)),

@@ -56,10 +56,8 @@ def text(config: Config, *, admin_port: int | None, token: str) -> str:
     lines.append(f"  admin API  {admin}/api/… (Authorization: Bearer <{token}>)")
     lines.append(f"  health     {admin}/healthz")
     if config.console.listen is not None:
-        lines.append(
-            f"  console    {config.console.base_url()} (sign in: hub console link --config FILE NAME,"
-            " or /web to the bot)"
-        )
+        sign_in = "sign in: hub console link --config FILE NAME, or /web to the bot"
+        lines.append(f"  console    {config.console.base_url()} ({sign_in})")
     if config.telegram.enabled:
         lines.append(
             f"  Telegram   on ({config.telegram.mode}), staff group {config.telegram.staff_chat_id}"

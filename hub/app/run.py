@@ -423,8 +423,9 @@ class Hub:
             await self._job("sla", self.escalator.run, wake=True)
 
     async def index_log(self) -> None:
-        """Index behind ingest (SQLite's FTS5): the log's words, and the clients'
-        addresses, phones, names and usernames for substring search."""
+        """Index behind ingest: on SQLite (FTS5) the log's words, and the clients'
+        addresses, phones, names and usernames for substring search; on PostgreSQL
+        the usernames (its GIN indexes keep the rest)."""
         db = self.db
         if db is None:
             return

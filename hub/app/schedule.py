@@ -74,8 +74,9 @@ SCHEDULE: tuple[Every, ...] = (
         at_start=True,
     ),
     Every("campaigns", lambda r: r.run_campaigns, lambda c: c.campaigns.scan_every_s),
-    # PostgreSQL's full-text index keeps itself; SQLite's FTS5 is fed behind ingest.
-    Every("search-index", lambda r: r.index_log, lambda _: 2, when=lambda _, d: d == "sqlite"),
+    # The search indexes fed behind ingest: SQLite's FTS5 tables; on PostgreSQL, which
+    # keeps its other indexes itself, the table of Telegram usernames.
+    Every("search-index", lambda r: r.index_log, lambda _: 2),
     Every("sla", lambda r: r.escalate, lambda _: 5, when=lambda c, _: bool(c.sla.policies)),
     Every("forget-private", lambda r: r.forget_private, lambda _: 3600, at_start=True),
     Every(
