@@ -460,7 +460,17 @@ class ConsoleServer:
 
 # Sections are listed here, not discovered: each line brings one in. They import
 # this module for the context and helpers above, so they come last.
-from hub.console import admin, audit, auth, clients, inbox, live, reports, requests  # noqa: E402
+from hub.console import (  # noqa: E402
+    admin,
+    audit,
+    auth,
+    campaigns,
+    clients,
+    inbox,
+    live,
+    reports,
+    requests,
+)
 
 SECTIONS: tuple[ModuleType, ...] = (
     auth,
@@ -469,6 +479,7 @@ SECTIONS: tuple[ModuleType, ...] = (
     requests,
     clients,
     reports,
+    campaigns,
     admin,
     audit,
 )
