@@ -238,8 +238,7 @@ async def test_a_marketer_builds_runs_and_reads_a_campaign(
             got = await kit.server.wait_for(functools.partial(spring, user), timeout=15)
             assert f"{user.first_name}, spring" in got[0]
 
-        async def delivered() -> bool:
-            await page.reload()
+        async def delivered() -> bool:  # the page follows the deliveries by itself
             cells = await page.locator("#results tbody tr td:nth-child(6)").all_inner_texts()
             return sum(int(c) for c in cells) == 2
 
