@@ -74,7 +74,7 @@ def _seeing() -> frozenset[Role]:
     return frozenset(
         r
         for r in Role
-        if r is not Role.INTEGRATION and Desk._may_see(ManagerRef(0, "", 0, r.value), [])
+        if r is not Role.INTEGRATION and Desk.may_see(ManagerRef(0, "", 0, r.value), [])
     )
 
 
@@ -268,11 +268,11 @@ async def visible_to(
     db: Any, manager: ManagerRef, found: list[ClientSummary]
 ) -> list[ClientSummary]:
     """The clients of ``found`` the desk lets ``manager`` see (as ``/find`` does)."""
-    if not Desk._limited(manager):
-        return [s for s in found if Desk._may_see(manager, [])]
+    if not Desk.limited(manager):
+        return [s for s in found if Desk.may_see(manager, [])]
     async with db.read() as conn:
         kept = await clients_q.keepers_of(conn, [s.id for s in found])
-    return [s for s in found if Desk._may_see(manager, kept.get(s.id, []))]
+    return [s for s in found if Desk.may_see(manager, kept.get(s.id, []))]
 
 
 async def search(db: Any, region: str, manager: ManagerRef, text: str, number: int) -> Found:

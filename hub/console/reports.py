@@ -295,7 +295,7 @@ def chart_sources() -> dict[str, str]:
     half a second to import, and only the reports need it."""
     from hub.reports import charts
 
-    return dict(charts._SOURCE)  # the charts' own table, so that they never disagree
+    return dict(charts.SOURCE)  # the charts' own table, so that they never disagree
 
 
 # -- the pages -------------------------------------------------------------------------------

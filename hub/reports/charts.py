@@ -38,7 +38,7 @@ LABEL_PT = 16
 VALUE_PT = 14
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
 SCORE_COLORS = ("#d62728", "#ff7f0e", "#bcbd22", "#8fd175", "#2ca02c")  # 1 (red) to 5 (green)
-_SOURCE = {
+SOURCE = {
     "first_response": "first_response_by_manager",
     "resolution": "resolution_by_manager",
     "volume_hour": "volume_by_hour",
@@ -198,7 +198,7 @@ _DRAW: dict[str, Callable[[Axes, Table, str], None]] = {
 
 
 def _table(report: Report, kind: str) -> Table | None:
-    return next((t for t in report.tables if t.key == _SOURCE[kind]), None)
+    return next((t for t in report.tables if t.key == SOURCE[kind]), None)
 
 
 def _numbers(values: Sequence[object]) -> list[float]:
