@@ -5,15 +5,18 @@ never a 5xx, never a traceback — and a post without the token changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 from pathlib import Path
 
 import aiohttp
+import pytest
 from sqlalchemy import func, select
 
+from hub.console import live
 from storage.tables import audit as audit_log
-from tests.console_kit import console_hub
+from tests.console_kit import ConsoleKit, console_hub
 
 # Values people and tools put where an id, a page number or a date goes.
 ODD = [
@@ -100,6 +103,17 @@ async def _csrf(http: aiohttp.ClientSession, base: str) -> str:
     return found.group(1)
 
 
+async def _sign_in(http: aiohttp.ClientSession, kit: ConsoleKit, who: str) -> None:
+    """Sign ``http`` in as the person through a link, as a browser would."""
+    link = await kit.link(who)
+    async with http.get(link) as r:  # the button, with its form's token
+        form = re.search(r'name="csrf" value="([^"]+)"', await r.text())
+    assert form is not None
+    data = {"k": link.split("k=", 1)[1], "csrf": form.group(1)}
+    async with http.post(kit.url("/signin"), data=data) as r:
+        assert r.status == 200 and "/signin" not in str(r.url)
+
+
 async def test_every_route_answers_odd_input_clearly(db_url: str, tmp_path: Path) -> None:
     rng = random.Random(20)
     async with console_hub(db_url, tmp_path) as kit:
@@ -110,13 +124,7 @@ async def test_every_route_answers_odd_input_clearly(db_url: str, tmp_path: Path
             aiohttp.ClientSession(cookie_jar=jar) as signed,
             aiohttp.ClientSession() as stranger,
         ):
-            link = await kit.link("admin")
-            async with signed.get(link) as r:  # the button, with its form's token
-                form = re.search(r'name="csrf" value="([^"]+)"', await r.text())
-            assert form is not None
-            data = {"k": link.split("k=", 1)[1], "csrf": form.group(1)}
-            async with signed.post(kit.url("/signin"), data=data) as r:
-                assert r.status == 200 and "/signin" not in str(r.url)
+            await _sign_in(signed, kit, "admin")
             csrf = await _csrf(signed, kit.base)
             for http in (signed, stranger):
                 for route in GETS:
@@ -145,3 +153,25 @@ async def test_every_route_answers_odd_input_clearly(db_url: str, tmp_path: Path
                     body["csrf"] = csrf
                     async with signed.post(kit.url(path), data=body, allow_redirects=False) as r:
                         _clear(r.status, await r.text(errors="replace"), f"POST {path}")
+
+
+async def test_a_closed_live_stream_ends_quietly(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A page closed while its live stream is open: the next write finds the
+    connection gone and the stream ends, with no storage outage reported."""
+    monkeypatch.setattr(live, "HEARTBEAT_S", 0.05)  # a write soon after the close
+    async with console_hub(db_url, tmp_path) as kit:
+        feed = kit.hub.console_ctx.live if kit.hub.console_ctx is not None else None
+        assert feed is not None
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            await _sign_in(http, kit, "supervisor")
+            async with http.get(kit.url("/live")) as stream:
+                assert stream.status == 200
+                assert (await stream.content.readline()).startswith(b"retry:")
+                assert feed.listeners == 1
+        async with asyncio.timeout(10):
+            while feed.listeners:
+                await asyncio.sleep(0.02)
+        assert "console.unavailable" not in caplog.text

@@ -371,6 +371,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     ctx = request.app[CTX]
     try:
         return await _guarded(request, handler, ctx)
+    except ConnectionResetError:  # the browser went away mid-answer: no page to show
+        raise
     except (SQLAlchemyError, StorageUnavailable, OSError) as exc:
         loggers.event(log, "console.unavailable", 30, error=loggers.redact(str(exc)[:200]))
         return refusal(request, 503, texts_for(request)("unavailable"))

@@ -40,6 +40,10 @@ class Change:
     seq: int
     marks: q.Marks
 
+    def event(self) -> bytes:
+        """The change as a server-sent event."""
+        return f"event: change\ndata: {self.data()}\n\n".encode()
+
     def data(self) -> str:
         m = self.marks
         return json.dumps(
@@ -172,10 +176,11 @@ def add_routes(app: web.Application, ctx: ConsoleContext) -> None:
         async with live.subscribe() as subscription:
             while loop.time() < ends and not subscription.closed:
                 change = await subscription.next(min(HEARTBEAT_S, ends - loop.time()))
-                if change is None:
-                    await response.write(b": ping\n\n")
-                else:
-                    await response.write(f"event: change\ndata: {change.data()}\n\n".encode())
+                said = b": ping\n\n" if change is None else change.event()
+                try:
+                    await response.write(said)
+                except ConnectionResetError:  # the page went away: nothing is wrong
+                    break
         return response
 
     app.router.add_get("/live", stream)
