@@ -10,15 +10,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from hub.clients.attachments import AttachmentStore
 from hub.desk.desk import Desk
 from hub.ingest.ingestor import Ingestor
+from hub.jobs import waiting
 from hub.jobs.waiting import Assigner
 from hub.kernel.clock import FrozenClock
 from hub.kernel.types import Channel, ManagerRef
-from routing import Rule, Rules
+from routing import Rule, Rules, decide
 from storage import Database
 from storage.models import Client, Conversation, Interaction, Manager, Outbox
 from tests.test_ingest import ANNA, ANNA_TG, BORIS_TG, T0, add_manager, message, rows, scalar
@@ -133,6 +135,37 @@ async def test_nobody_available_waits_and_goes_out_when_somebody_is_back(
     assert await events(db) == ["routed: nobody available: queued", "routed: least loaded: Anna"]
     told = await rows(db, select(Outbox.recipient).where(Outbox.kind == "assigned"))
     assert [r.recipient for r in told] == ["1001"]
+
+
+async def test_a_round_with_nobody_free_decides_nothing(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every manager away: the round does not route each waiting request again only
+    to name nobody (on a busy desk that held the event loop 100 ms every 5 s); once
+    somebody is back, and after the round fills them up, it stops deciding."""
+    anna = await add_manager(db, "Anna", 1001)
+    async with db.write() as conn:
+        await conn.execute(update(Manager).where(Manager.id == anna).values(capacity=1))
+    await set_away(db, anna, True)
+    decided: list[str] = []
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        decided.append(args[1].text)
+        return decide(*args, **kwargs)
+
+    monkeypatch.setattr(waiting, "decide", counting)
+    clock = FrozenClock(T0)
+    async with ingest(db, tmp_path, Rules(), clock) as ingestor:
+        await ingestor(message(Channel.TELEGRAM, "t1", ANNA_TG, text="Есть кто?"))
+        await ingestor(message(Channel.TELEGRAM, "t2", BORIS_TG, text="И я жду"))
+        assigner = Assigner(db, clock, Rules(), staff_channel="telegram")
+        assert await assigner.give_out() == 0
+        assert decided == []  # nobody free: nothing decided at all
+        await set_away(db, anna, False)
+        assert await assigner.give_out() == 1  # Anna takes one, then is full
+        assert len(decided) == 1  # the other one is not decided for nobody
+        assert await assigner.give_out() == 0
+        assert len(decided) == 1
 
 
 async def test_an_offer_to_all_the_first_to_accept_gets_it(db: Database, tmp_path: Path) -> None:
