@@ -153,7 +153,7 @@ async def test_a_new_message_appears_in_the_open_page(
         await page.goto(kit.url(f"/requests/{conversation}"))
         await page.wait_for_selector("#timeline >> text=first")
         await kit.server.user_sends(anna, "second, while you look")
-        await page.wait_for_selector("#timeline >> text=second, while you look", timeout=10_000)
+        await page.wait_for_selector("#timeline >> text=second, while you look", timeout=TIMEOUT * 1000)
         assert await page.locator("#timeline >> text=second, while you look").count() == 1
 
         # The log's earlier pages: a fragment for htmx, the whole page without it.
@@ -167,7 +167,7 @@ async def test_a_new_message_appears_in_the_open_page(
         assert await page.inner_text(".request-assignee") != "Admin"
         admin = kit.people["Admin"]
         await kit.server.manager_sends_in_topic(admin, topic[0].message_thread_id, "/take")
-        await page.wait_for_selector(".request-assignee:text('Admin')", timeout=10_000)
+        await page.wait_for_selector(".request-assignee:text('Admin')", timeout=TIMEOUT * 1000)
 
 
 async def _mail(port: int, message_id: str) -> None:
