@@ -11,7 +11,14 @@ from sqlalchemy import Table, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.models import ApiToken, ConsoleKey, ConsoleLink, ConsoleRead, ConsoleSession
+from storage.models import (
+    ApiToken,
+    ConsoleImport,
+    ConsoleKey,
+    ConsoleLink,
+    ConsoleRead,
+    ConsoleSession,
+)
 from storage.tables import clients, conversations, interactions, managers
 
 links = cast(Table, ConsoleLink.__table__)
@@ -350,3 +357,41 @@ async def marks(conn: AsyncConnection) -> Marks:
         )
     ).one()
     return Marks(*row)
+
+
+# -- CSV imports ------------------------------------------------------------------------
+
+imports = cast(Table, ConsoleImport.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportRow:
+    id: str
+    manager_id: int
+    file: str
+    state: str  # running, done, failed
+    report: dict[str, Any] | None
+    started_at: datetime
+
+
+async def import_started(
+    conn: AsyncConnection, job_id: str, manager_id: int, file: str, now: datetime
+) -> None:
+    values = {"id": job_id, "manager_id": manager_id, "file": file[:200], "state": "running"}
+    await conn.execute(insert(imports).values(**values, started_at=now))
+
+
+async def import_finished(
+    conn: AsyncConnection, job_id: str, report: dict[str, Any] | None, now: datetime
+) -> None:
+    """The import done (its report) or, without one, failed."""
+    state = "done" if report is not None else "failed"
+    changed = {"state": state, "report": report, "finished_at": now}
+    await conn.execute(update(imports).where(imports.c.id == job_id).values(**changed))
+
+
+async def import_of(conn: AsyncConnection, job_id: str) -> ImportRow | None:
+    i = imports.c
+    query = select(i.id, i.manager_id, i.file, i.state, i.report, i.started_at)
+    row = (await conn.execute(query.where(i.id == job_id))).first()
+    return ImportRow(*row) if row is not None else None

@@ -566,3 +566,19 @@ class SettingsVersion(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
+
+
+class ConsoleImport(Base):
+    """A CSV import started in the console: its page on any instance reads the
+    outcome here (``state`` running, done or failed; ``report``: the counts and each
+    refused row). The progress of one under way lives in the process running it."""
+
+    __tablename__ = "console_imports"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    manager_id: Mapped[int] = mapped_column(ForeignKey("managers.id"))
+    file: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(8))
+    report: Mapped[dict[str, Any] | None]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]

@@ -279,3 +279,36 @@ async def test_who_may_see_and_change_clients(
         )
         assert response.status == 403
         assert await rows(db, select(Merge.id)) == []
+
+
+async def test_an_imports_page_answers_on_another_instance(db: Database) -> None:
+    """The import's outcome is kept in the database: another instance (another
+    ``ImportJobs``) shows its report; one left running by a process that stopped is
+    said to have failed after a while; nobody else's import is shown."""
+    from datetime import timedelta
+
+    from hub.clients.book import ClientBook
+    from storage import console as console_q
+    from tests.test_ingest import add_manager
+
+    olga = await add_manager(db, "Olga", 1001)
+    clock = FrozenClock(T0)
+    here = console_clients.ImportJobs(db, clock)
+    there = console_clients.ImportJobs(db, clock)
+    book = ClientBook(db, clock)
+    text = "name,email\nАнна,anna@example.org\nБорис,not an address\n"
+    job = await here.start(book, text, owner=olga, file="list.csv", actor="console:Olga")
+    await here.close()
+    seen = await there.get(job.id, olga)
+    assert seen is not None and seen.report is not None
+    assert (seen.report.added, len(seen.report.errors)) == (1, 1)
+    assert seen.report.errors[0][0] == 3  # the row's number, as the page shows it
+    assert await there.get(job.id, olga + 1) is None  # not theirs
+    assert await there.get("no-such-import", olga) is None
+    async with db.write() as conn:  # a process that stopped mid-import
+        await console_q.import_started(conn, "left-running", olga, "big.csv", T0)
+    running_job = await there.get("left-running", olga)
+    assert running_job is not None and not running_job.finished  # under way, elsewhere
+    clock.advance(console_clients.STALE_IMPORT + timedelta(minutes=1))
+    stopped = await there.get("left-running", olga)
+    assert stopped is not None and stopped.failed

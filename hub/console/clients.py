@@ -14,13 +14,14 @@ session too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -46,9 +47,12 @@ from hub.console.app import (
 )
 from hub.desk.desk import Desk
 from hub.kernel import loggers
+from hub.kernel.clock import Clock
 from hub.kernel.http import is_decimal
 from hub.kernel.types import ManagerRef, Role
+from storage import Database
 from storage import clients as clients_q
+from storage import console as console_q
 from storage import desk as desk_q
 from storage.client_page import ClientPage, read_client_page, read_summaries, read_timeline_page
 from storage.read import ClientSummary, read_clients
@@ -60,6 +64,9 @@ TIMELINE = 50  # interactions a page of the timeline shows
 SUGGESTIONS = 50  # merge suggestions listed
 MAX_QUERY = 200
 JOBS_KEPT = 20  # finished imports kept for their report, per process
+# An import still running after this was in a process that stopped (one transaction:
+# nothing of it was stored).
+STALE_IMPORT = timedelta(hours=1)
 POLL = "every 500ms"  # how often an import's page asks for its progress
 
 
@@ -306,14 +313,22 @@ class ImportJob:
 
 
 class ImportJobs:
-    """The imports of this process: one task each, their progress for the page."""
+    """The imports of this process: one task each, their progress for the page. Each
+    is also a row of ``console_imports`` (its outcome once done), so that its page
+    answers on another instance behind a load balancer too."""
 
-    def __init__(self) -> None:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
         self._jobs: OrderedDict[str, ImportJob] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def start(self, book: ClientBook, text: str, *, owner: int, file: str, actor: str) -> ImportJob:
+    async def start(
+        self, book: ClientBook, text: str, *, owner: int, file: str, actor: str
+    ) -> ImportJob:
         job = ImportJob(secrets.token_urlsafe(16), owner, file)
+        async with self.db.write() as conn:
+            await console_q.import_started(conn, job.id, owner, file, self.clock.now())
         self._jobs[job.id] = job
         task = asyncio.create_task(self._run(book, text, job, actor))
         self._tasks.add(task)
@@ -321,9 +336,26 @@ class ImportJobs:
         self._forget()
         return job
 
-    def get(self, job_id: str, owner: int) -> ImportJob | None:
+    async def get(self, job_id: str, owner: int) -> ImportJob | None:
+        """The job as this process runs it, else as the database holds it."""
         job = self._jobs.get(job_id)
+        if job is None:
+            job = await self._kept(job_id)
         return job if job is not None and job.owner == owner else None
+
+    async def _kept(self, job_id: str) -> ImportJob | None:
+        async with self.db.read() as conn:
+            row = await console_q.import_of(conn, job_id[:32])
+        if row is None:
+            return None
+        job = ImportJob(row.id, row.manager_id, row.file)
+        if row.state == "done" and row.report is not None:
+            r = row.report
+            errors = [(int(n), str(problem)) for n, problem in r.get("errors", [])]
+            job.report = ImportReport(r["added"], r["updated"], r["unchanged"], errors)
+        elif row.state == "failed" or self.clock.now() - row.started_at > STALE_IMPORT:
+            job.failed = True  # (a process that died mid-import stored none of it)
+        return job
 
     async def close(self) -> None:
         """Let the imports under way finish (each is one transaction)."""
@@ -339,10 +371,20 @@ class ImportJobs:
         except Exception:
             job.failed = True
             log.exception("console.import_failed job=%s", job.id)
+            with contextlib.suppress(Exception):  # the page then says it failed, in time
+                async with book.db.write() as conn:
+                    await console_q.import_finished(conn, job.id, None, book.clock.now())
             return
         job.total = job.total or 0
         job.report = report
+        kept = {
+            "added": report.added,
+            "updated": report.updated,
+            "unchanged": report.unchanged,
+            "errors": [[n, problem] for n, problem in report.errors],
+        }
         async with book.db.write() as conn:
+            await console_q.import_finished(conn, job.id, kept, book.clock.now())
             await desk_q.audit(
                 conn,
                 {
@@ -375,7 +417,7 @@ class _Clients:
     def __init__(self, ctx: ConsoleContext, desk: Desk) -> None:
         self.ctx = ctx
         self.desk = desk
-        self.jobs = ImportJobs()
+        self.jobs = ImportJobs(ctx.db, ctx.clock)
 
     def book(self) -> ClientBook:
         config = self.ctx.config()
@@ -569,14 +611,14 @@ class _Clients:
         except UnicodeDecodeError:
             return await self.import_form(request, t("clients.import.not_utf8"))
         person = person_of(request)
-        job = self.jobs.start(
+        job = await self.jobs.start(
             self.book(), text, owner=person.id, file=upload.filename, actor=person.actor
         )
         return see_other(f"/clients/import/{job.id}")
 
     async def import_progress(self, request: web.Request) -> web.StreamResponse:
         """The import's page; its progress alone when htmx asks."""
-        job = self.jobs.get(request.match_info["job"], person_of(request).id)
+        job = await self.jobs.get(request.match_info["job"], person_of(request).id)
         if job is None:
             return refusal(request, 404, texts_for(request)("clients.import.gone"))
         template = "clients/_progress.html" if "HX-Request" in request.headers else None
