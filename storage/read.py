@@ -359,18 +359,20 @@ def _search_statement(dialect: str, shape: _Shape | None) -> Select[Any]:
     if dialect == "sqlite":
         query = query.where(c.id.in_(select(hits.c.id)))
         return query.order_by(c.id).limit(bindparam("limit")).offset(bindparam("offset"))
-    # The found ids drive, sorted, each client looked up by key (LATERAL, kept apart
-    # by OFFSET 0): told of a few hundred ids, PostgreSQL would rather walk every
-    # client by key to merge them (30 ms at 100,000 clients, 10 times that at a million).
-    found = query.where(c.id == hits.c.id).offset(0).lateral("found")
-    return (
-        select(*found.c)
-        .select_from(hits)
-        .join(found, true())
+    # The found ids drive: sorted and cut to the page first, then each client looked up
+    # by key (LATERAL, kept apart by OFFSET 0). Told of a few hundred ids, PostgreSQL
+    # would rather walk every client by key to merge them (30 ms at 100,000 clients,
+    # 10 times that at a million); and looking each up before the cut read a thousand
+    # clients for a page of 50 (a common word of the log: 12 ms).
+    page = (
+        select(hits.c.id)
         .order_by(hits.c.id)
         .limit(bindparam("limit"))
         .offset(bindparam("offset"))
+        .subquery("page")
     )
+    found = query.where(c.id == page.c.id).offset(0).lateral("found")
+    return select(*found.c).select_from(page).join(found, true()).order_by(page.c.id)
 
 
 def _matching(dialect: str, shape: _Shape) -> CompoundSelect[Any]:

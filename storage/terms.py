@@ -157,7 +157,10 @@ def _walk_then_index(named: Callable[[Any], ColumnElement[bool]]) -> list[Select
 def name_values(dialect: str, fragment: str) -> dict[str, Any]:
     """What :func:`name_hits` binds for ``fragment``."""
     if dialect != "sqlite":
-        return {"name_pattern": _regex(fragment), "walk": WALK}
+        # A digit or an @ is in no common name: an address, a number or a word of the
+        # log goes to the index at once, not through the walk (3 ms for nothing).
+        walk = 0 if any(ch.isdigit() or ch == "@" for ch in fragment) else WALK
+        return {"name_pattern": _regex(fragment), "walk": walk}
     return {"name_phrase": _phrase(fragment), "name_pattern": f"*{_glob(fragment)}*"}
 
 
