@@ -12,14 +12,11 @@ import asyncio
 import email
 import email.header
 import email.message
-import os
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
@@ -30,36 +27,10 @@ from storage import Database
 from storage.models import Identity, Interaction
 from tests.botapi import BotApiServer, Limits
 from tests.botapi.world import User
+from tests.console_kit import browser, free_port
 
-CHROMIUM = os.environ.get("HUB_CHROMIUM", "/usr/bin/chromium")
+__all__ = ["browser"]  # the fixture, imported for pytest
 NAME = "Анна <b>Смирнова</b>"  # markup typed by a person stays text everywhere
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        pytest.skip("the playwright package is not installed (pip install -e '.[test]')")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (scripts/test installs Debian's chromium)")
-    async with async_playwright() as pw:
-        try:
-            chromium = await pw.chromium.launch(
-                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-            )
-        except Exception as exc:
-            pytest.skip(f"Chromium at {CHROMIUM} cannot start: {exc}")
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 class Relay:
@@ -100,7 +71,7 @@ async def hub_with_forms(
     shop_origin: str,
     relay_port: int | None = None,
 ) -> AsyncIterator[tuple[str, User]]:
-    port = _free_port()
+    port = free_port()
     manager = server.add_manager("Мария")
     outbound = (
         {
@@ -118,7 +89,7 @@ async def hub_with_forms(
         {
             "email": outbound,
             "storage": {"url": db_url, "attachments_dir": str(tmp_path / "files")},
-            "admin": {"listen": f"127.0.0.1:{_free_port()}", "token": "browser-admin-token-0123"},
+            "admin": {"listen": f"127.0.0.1:{free_port()}", "token": "browser-admin-token-0123"},
             "hub": {"language": "ru"},
             "dispatcher": {"idle_poll_s": 0.2},
             "telegram": {
@@ -277,7 +248,7 @@ async def test_a_person_fills_the_hosted_form(browser: Any, db_url: str, tmp_pat
 async def test_a_page_on_another_origin_embeds_the_form(
     browser: Any, db_url: str, tmp_path: Path
 ) -> None:
-    shop_port = _free_port()
+    shop_port = free_port()
     shop_origin = f"http://127.0.0.1:{shop_port}"
     async with (
         BotApiServer(limits=Limits.off()) as server,
