@@ -153,7 +153,9 @@ async def test_a_new_message_appears_in_the_open_page(
         await page.goto(kit.url(f"/requests/{conversation}"))
         await page.wait_for_selector("#timeline >> text=first")
         await kit.server.user_sends(anna, "second, while you look")
-        await page.wait_for_selector("#timeline >> text=second, while you look", timeout=TIMEOUT * 1000)
+        await page.wait_for_selector(
+            "#timeline >> text=second, while you look", timeout=TIMEOUT * 1000
+        )
         assert await page.locator("#timeline >> text=second, while you look").count() == 1
 
         # The log's earlier pages: a fragment for htmx, the whole page without it.
