@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -375,8 +375,18 @@ class ImportRow:
 
 
 async def import_started(
-    conn: AsyncConnection, job_id: str, manager_id: int, file: str, now: datetime
+    conn: AsyncConnection,
+    job_id: str,
+    manager_id: int,
+    file: str,
+    now: datetime,
+    *,
+    keep_since: datetime | None = None,
 ) -> None:
+    """A new import's row; the rows of imports started before ``keep_since`` go (their
+    reports may quote what the rows held: kept for their page, not for ever)."""
+    if keep_since is not None:
+        await conn.execute(delete(imports).where(imports.c.started_at < keep_since))
     values = {"id": job_id, "manager_id": manager_id, "file": file[:200], "state": "running"}
     await conn.execute(insert(imports).values(**values, started_at=now))
 

@@ -312,3 +312,8 @@ async def test_an_imports_page_answers_on_another_instance(db: Database) -> None
     clock.advance(console_clients.STALE_IMPORT + timedelta(minutes=1))
     stopped = await there.get("left-running", olga)
     assert stopped is not None and stopped.failed
+    clock.advance(console_clients.KEEP_IMPORTS)  # the next import clears those of long ago
+    later = await here.start(book, "name\nВера\n", owner=olga, file="b.csv", actor="console:Olga")
+    await here.close()
+    assert await there.get(job.id, olga) is None
+    assert await there.get(later.id, olga) is not None

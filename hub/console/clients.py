@@ -67,6 +67,8 @@ JOBS_KEPT = 20  # finished imports kept for their report, per process
 # An import still running after this was in a process that stopped (one transaction:
 # nothing of it was stored).
 STALE_IMPORT = timedelta(hours=1)
+# An import's page (and the report it keeps, which may quote the rows) lasts this long.
+KEEP_IMPORTS = timedelta(days=7)
 POLL = "every 500ms"  # how often an import's page asks for its progress
 
 
@@ -327,8 +329,10 @@ class ImportJobs:
         self, book: ClientBook, text: str, *, owner: int, file: str, actor: str
     ) -> ImportJob:
         job = ImportJob(secrets.token_urlsafe(16), owner, file)
+        now = self.clock.now()
         async with self.db.write() as conn:
-            await console_q.import_started(conn, job.id, owner, file, self.clock.now())
+            kept = now - KEEP_IMPORTS
+            await console_q.import_started(conn, job.id, owner, file, now, keep_since=kept)
         self._jobs[job.id] = job
         task = asyncio.create_task(self._run(book, text, job, actor))
         self._tasks.add(task)
