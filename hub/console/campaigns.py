@@ -47,7 +47,11 @@ POLL = "every 1s"  # how often a running campaign's page asks for its progress
 RUNNERS = frozenset(
     r for r in Role if r is not Role.INTEGRATION and needed("POST", "/api/campaigns") in RIGHTS[r]
 )
-NAV = (Nav("/campaigns", "campaigns.nav", RUNNERS),)
+# Whoever may read them there (a supervisor follows a campaign; a manager makes its calls).
+VIEWERS = frozenset(
+    r for r in Role if r is not Role.INTEGRATION and needed("GET", "/api/campaigns") in RIGHTS[r]
+)
+NAV = (Nav("/campaigns", "campaigns.nav", VIEWERS),)
 
 TEXTS = {
     "campaigns.nav": ("Кампании", "Campaigns"),
@@ -277,7 +281,9 @@ class _Pages:
         if mode == "calls":
             rows = [r for r in rows if r.mode == "calls"]
         shown = [(row, await self.campaigns.status(row.id)) for row in rows]
-        return await render(request, "campaigns/list.html", shown=shown, calls=mode == "calls")
+        can_run = person_of(request).role in RUNNERS
+        values = {"shown": shown, "calls": mode == "calls", "can_run": can_run}
+        return await render(request, "campaigns/list.html", **values)
 
     async def editor(self, request: web.Request) -> web.StreamResponse:
         """A new campaign's editor, or a draft's."""
@@ -397,6 +403,7 @@ class _Pages:
             "by_variant": _outcome_table(by_variant),
             "outcome_keys": CALL_OUTCOMES,
             "poll": POLL,
+            "can_run": person_of(request).role in RUNNERS,
         }
 
     async def progress(self, request: web.Request) -> web.StreamResponse:
@@ -469,15 +476,15 @@ def add_routes(app: web.Application, ctx: ConsoleContext) -> None:
     if ctx.campaigns is None:
         return
     pages = _Pages(ctx, ctx.campaigns)
-    allowed = requires(*RUNNERS)
-    app.router.add_get("/campaigns", allowed(pages.listing))
+    allowed, reading = requires(*RUNNERS), requires(*VIEWERS)
+    app.router.add_get("/campaigns", reading(pages.listing))
     app.router.add_get("/campaigns/new", allowed(pages.editor))
     app.router.add_post("/campaigns/new", allowed(pages.save))
     app.router.add_get("/campaigns/count", allowed(pages.count))
     app.router.add_post("/campaigns/preview", allowed(pages.preview))
-    app.router.add_get(r"/campaigns/{id:\d+}", allowed(pages.campaign))
+    app.router.add_get(r"/campaigns/{id:\d+}", reading(pages.campaign))
     app.router.add_get(r"/campaigns/{id:\d+}/edit", allowed(pages.editor))
     app.router.add_post(r"/campaigns/{id:\d+}/edit", allowed(pages.save))
-    app.router.add_get(r"/campaigns/{id:\d+}/progress", allowed(pages.progress))
+    app.router.add_get(r"/campaigns/{id:\d+}/progress", reading(pages.progress))
     app.router.add_post(r"/campaigns/{id:\d+}/{action:start|pause}", allowed(pages.move))
-    app.router.add_get(r"/campaigns/{id:\d+}/calls", allowed(pages.calls))
+    app.router.add_get(r"/campaigns/{id:\d+}/calls", reading(pages.calls))
