@@ -49,9 +49,6 @@ TEXTS = {
     "audit.col.object": ("О чём", "About"),
     "audit.col.details": ("Подробности", "Details"),
     "audit.empty": ("Записей нет.", "No entries."),
-    "audit.newer": ("← Новее", "← Newer"),
-    "audit.older": ("Старее →", "Older →"),
-    "audit.page": ("Страница {n}", "Page {n}"),
     "audit.bad_page": ("Нет такой страницы; показана первая.", "No such page; showing the first."),
 }
 

@@ -118,7 +118,6 @@ TEXTS = {
     "clients.nobody": ("—", "—"),
     "clients.newer": ("← Назад", "← Back"),
     "clients.older": ("Дальше →", "Next →"),
-    "clients.page": ("Страница {n}", "Page {n}"),
     "clients.export": ("Скачать всех клиентов (CSV)", "Download every client (CSV)"),
     "clients.not_yours": (
         "Этот клиент не ваш: его ведёт другой менеджер или команда.",

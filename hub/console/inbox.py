@@ -79,9 +79,6 @@ TEXTS = {
     "inbox.nobody": ("—", "—"),
     "inbox.unnamed": ("без имени", "no name"),
     "inbox.empty": ("Запросов нет.", "No requests."),
-    "inbox.newer": ("← Новее", "← Newer"),
-    "inbox.older": ("Старее →", "Older →"),
-    "inbox.page": ("Страница {n}", "Page {n}"),
     "inbox.live": ("Список обновляется сам.", "The list updates by itself."),
 }
 
