@@ -192,12 +192,7 @@ class RequestPages:
         """The page (``?before=ID``: the log before that entry)."""
         conversation = _conversation_id(request)
         before = _cursor(request.query.get("before"))
-        try:
-            shown = await self.work.page(self._manager(request), conversation, before=before)
-        except Missing:
-            raise web.HTTPNotFound() from None
-        except Refused as exc:
-            return refusal(request, 403, str(exc))
+        shown = await self.work.page(self._manager(request), conversation, before=before)
         await self.ctx.audit_first_read(request, shown.card.id)
         response = await render(
             request,
@@ -223,12 +218,7 @@ class RequestPages:
         conversation = _conversation_id(request)
         after = _cursor(request.query.get("after")) or 0
         manager = self._manager(request)
-        try:
-            entries = await self.work.tail(manager, conversation, after)
-        except Missing:
-            raise web.HTTPNotFound() from None
-        except Refused as exc:
-            return refusal(request, 403, str(exc))
+        entries = await self.work.tail(manager, conversation, after)
         return await render(
             request,
             "request/tail.html",
@@ -241,12 +231,7 @@ class RequestPages:
     async def status(self, request: web.Request) -> web.StreamResponse:
         """The request's status, assignee and deadlines as they are now."""
         conversation = _conversation_id(request)
-        try:
-            row, deadlines = await self.work.status(self._manager(request), conversation)
-        except Missing:
-            raise web.HTTPNotFound() from None
-        except Refused as exc:
-            return refusal(request, 403, str(exc))
+        row, deadlines = await self.work.status(self._manager(request), conversation)
         return await render(
             request,
             "request/status.html",
@@ -259,12 +244,7 @@ class RequestPages:
     async def _part(self, request: web.Request, template: str) -> web.StreamResponse:
         conversation = _conversation_id(request)
         before = _cursor(request.query.get("before"))
-        try:
-            shown = await self.work.page(self._manager(request), conversation, before=before)
-        except Missing:
-            raise web.HTTPNotFound() from None
-        except Refused as exc:
-            return refusal(request, 403, str(exc))
+        shown = await self.work.page(self._manager(request), conversation, before=before)
         return await render(request, template, page=shown, **self._values(request))
 
     async def answer(self, request: web.Request) -> web.StreamResponse:
@@ -322,7 +302,7 @@ class RequestPages:
 
 
 def _refused(handler: Callable[[web.Request], Any]) -> Callable[[web.Request], Any]:
-    """Refused and Missing from a POST's work as the 403 and 404 pages."""
+    """Refused and Missing from a page's work as the 403 and 404 pages."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         try:
@@ -341,10 +321,10 @@ def add_routes(app: web.Application, ctx: ConsoleContext) -> None:
         return  # no desk, no requests to show
     pages = RequestPages(ctx, RequestWork(ctx.desk))
     app[PAGES] = pages
-    app.router.add_get(r"/requests/{id}", pages.show)
-    app.router.add_get(r"/requests/{id}/earlier", pages.earlier)
-    app.router.add_get(r"/requests/{id}/tail", pages.tail)
-    app.router.add_get(r"/requests/{id}/status", pages.status)
+    app.router.add_get(r"/requests/{id}", _refused(pages.show))
+    app.router.add_get(r"/requests/{id}/earlier", _refused(pages.earlier))
+    app.router.add_get(r"/requests/{id}/tail", _refused(pages.tail))
+    app.router.add_get(r"/requests/{id}/status", _refused(pages.status))
     app.router.add_post(r"/requests/{id}/answer", _refused(pages.answer))
     app.router.add_post(r"/requests/{id}/template", _refused(pages.template))
     app.router.add_post(r"/requests/{id}/act", _refused(pages.act))
