@@ -210,15 +210,6 @@ async def end_session(conn: AsyncConnection, session_id: int, now: datetime) -> 
     )
 
 
-async def end_sessions_of(conn: AsyncConnection, name: str, now: datetime) -> int:
-    """Every open session of the person named ``name``."""
-    s = sessions.c
-    done = await conn.execute(
-        update(sessions).where(s.name == name, s.ended_at.is_(None)).values(ended_at=now)
-    )
-    return int(done.rowcount)
-
-
 async def first_read(conn: AsyncConnection, session_id: int, client_id: int) -> bool:
     """Note that the session read the client: True the first time."""
     values = {"session_id": session_id, "client_id": client_id}
@@ -325,12 +316,6 @@ async def team_ids(conn: AsyncConnection, team: str | None) -> list[int]:
     m = managers.c
     rows = await conn.execute(select(m.id, m.attrs).where(m.active.is_(True)))
     return [int(mid) for mid, attrs in rows if (attrs or {}).get("team") == team]
-
-
-async def manager_names(conn: AsyncConnection) -> list[tuple[int, str]]:
-    m = managers.c
-    rows = await conn.execute(select(m.id, m.name).where(m.active.is_(True)).order_by(m.name))
-    return [(int(a), str(b)) for a, b in rows]
 
 
 # -- the live feed ------------------------------------------------------------------

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from hub.admin.access import RIGHTS, Right
 from hub.admin.settings import Settings
+from hub.admin.tokens import digest
 from hub.campaigns.campaigns import Campaigns
 from hub.config import Config
 from hub.console.i18n import Catalog
@@ -121,6 +122,7 @@ class ConsoleContext:
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
+            auto_reload=False,  # the package's templates: no file checked at each render
         )
     )
     live: Live | None = None
@@ -271,10 +273,6 @@ def public(handler: H) -> H:
 
 
 # -- sessions and CSRF ----------------------------------------------------------
-
-
-def digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def session_cookie(ctx: ConsoleContext, secret: str) -> str:

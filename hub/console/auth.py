@@ -20,11 +20,11 @@ from typing import Any
 
 from aiohttp import web
 
+from hub.admin.tokens import digest
 from hub.console.app import (
     COOKIE,
     CTX,
     ConsoleContext,
-    digest,
     page,
     person_of,
     public,
@@ -35,7 +35,6 @@ from hub.console.app import (
 )
 from hub.kernel import loggers
 from hub.kernel.clock import Clock
-from hub.kernel.errors import HubError
 from hub.kernel.types import ManagerRef
 from storage import Database
 from storage import console as q
@@ -88,10 +87,6 @@ TEXTS = {
     ),
     "signout.done": ("Вы вышли из консоли.", "You have signed out."),
 }
-
-
-class LinkError(HubError):
-    """No link can be made as asked; the message says why."""
 
 
 async def make_link(
@@ -287,4 +282,4 @@ async def _send_by_email(ctx: ConsoleContext, address: str) -> None:
             )
 
 
-__all__ = ["CTX", "LINK_MINUTES", "LinkError", "Links", "add_routes", "make_link"]
+__all__ = ["CTX", "LINK_MINUTES", "Links", "add_routes", "make_link"]

@@ -25,9 +25,7 @@ from hub.campaigns.spec import CampaignSpec, SegmentSpec
 # The segment's fields as the campaign file has them: (key, how the form types it).
 SEGMENT_LISTS = ("tags", "tags_all", "not_tags", "stages", "owners", "sources", "languages")
 SEGMENT_DATES = ("last_contact_after", "last_contact_before")
-REACHABLE = ("telegram", "email", "phone")
 CHANNELS = ("telegram", "email")
-MODES = ("message", "calls")
 VARIANT_KEYS = ("name", "weight", "subject", "text", "fallback")
 NUMBERS = ("reply_window_days", "call_back_hours")
 MAX_VARIANTS = 6

@@ -140,7 +140,6 @@ TEXTS = {
     "clients.source": ("Откуда", "Source"),
     "clients.since": ("Клиент с", "Client since"),
     "clients.language": ("Язык", "Language"),
-    "clients.custom": ("Поля", "Fields"),
     "clients.identities": ("Контакты", "Identities"),
     "clients.open_requests": ("Открытые обращения", "Open requests"),
     "clients.request": ("Обращение №{id}", "Request #{id}"),

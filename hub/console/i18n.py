@@ -63,6 +63,3 @@ class Catalog:
             return key
         said = pair[1] if language == "en" else pair[0]
         return said.format(**values) if values else said
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._texts

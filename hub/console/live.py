@@ -118,10 +118,6 @@ class Live:
         finally:
             self._subscribers.discard(subscription)
 
-    def poke(self) -> None:
-        """Poll now (this process just wrote something worth showing)."""
-        self._wake.set()
-
     @property
     def listeners(self) -> int:
         return len(self._subscribers)

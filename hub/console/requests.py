@@ -90,7 +90,6 @@ TEXTS: dict[str, tuple[str, str]] = {
         "Заметку видят только сотрудники, клиенту она не уходит.",
         "A note is seen by staff only; it never goes to the client.",
     ),
-    "request.templates": ("Шаблоны", "Templates"),
     "request.template": ("Шаблон", "Template"),
     "request.send_template": ("Отправить шаблон", "Send the template"),
     "request.actions": ("Действия", "Actions"),
@@ -237,7 +236,6 @@ class RequestPages:
             "request/status.html",
             request_row=row,
             deadlines=deadlines,
-            live=self.ctx.live is not None,
             **self._values(request),
         )
 
@@ -320,7 +318,6 @@ def add_routes(app: web.Application, ctx: ConsoleContext) -> None:
     if ctx.desk is None:
         return  # no desk, no requests to show
     pages = RequestPages(ctx, RequestWork(ctx.desk))
-    app[PAGES] = pages
     app.router.add_get(r"/requests/{id}", _refused(pages.show))
     app.router.add_get(r"/requests/{id}/earlier", _refused(pages.earlier))
     app.router.add_get(r"/requests/{id}/tail", _refused(pages.tail))
@@ -330,5 +327,4 @@ def add_routes(app: web.Application, ctx: ConsoleContext) -> None:
     app.router.add_post(r"/requests/{id}/act", _refused(pages.act))
 
 
-PAGES = web.AppKey("console.requests", RequestPages)
-__all__ = ["PAGES", "TEXTS", "RequestPage", "RequestPages", "add_routes"]
+__all__ = ["TEXTS", "RequestPage", "RequestPages", "add_routes"]

@@ -244,11 +244,6 @@ class RequestWork:
         await self._audit(manager, "refused", client_id, {"what": what})
         raise Refused(text("not_yours", self._language(manager)))
 
-    async def audit_read(self, manager: ManagerRef, request: RequestRow) -> None:
-        """The person read the client (their first read of them in a session)."""
-        details = {"what": "request", "conversation": request.id}
-        await self._audit(manager, "read", request.client_id, details)
-
     # -- the answer box ------------------------------------------------------------------
 
     async def answer(
