@@ -31,16 +31,11 @@ from typing import Any
 
 import asyncpg
 
-from storage import Database
+from storage import Database, terms
 from storage import search as full_text
 from storage.migrate import upgrade
 
-try:  # the trigram indexes of names and identities, where the hub has them
-    from storage import terms
-
-    FILLERS = (full_text.index_new, terms.index_new)
-except ImportError:
-    FILLERS = (full_text.index_new,)
+FILLERS = (full_text.index_new, terms.index_new)
 
 SIZES = {
     "100k": (10_000, 100_000),  # a quick look only
@@ -239,7 +234,7 @@ def load_sqlite(path: Path, spec: Spec) -> None:
     db.close()
 
 
-async def fill_sqlite(url: str) -> int:
+async def fill_behind(url: str) -> int:
     """Catch the indexes kept behind the log up, as the hub does after ingest (kept
     data too: a migration may have added one); the planner's statistics after."""
     db = Database(url)
@@ -255,27 +250,10 @@ async def fill_sqlite(url: str) -> int:
             filled += done
         if filled:
             async with db.write() as conn:
-                await conn.exec_driver_sql("ANALYZE")
-    finally:
-        await db.dispose()
-    return filled
-
-
-async def fill_postgresql(url: str) -> int:
-    """Catch up what PostgreSQL's hub keeps behind the log (the usernames' table), as
-    the hub's round does; its statistics after."""
-    db = Database(url)
-    filled = 0
-    try:
-        while True:
-            async with db.write() as conn:
-                done = await terms.index_new(conn, 1_000_000)
-            if not done:
-                break
-            filled += done
-        if filled:
-            async with db.write() as conn:
-                await conn.exec_driver_sql("ANALYZE search_terms_usernames")
+                # SQLite's FTS tables; PostgreSQL's usernames table (the rest it keeps)
+                await conn.exec_driver_sql(
+                    "ANALYZE" if db.is_sqlite else "ANALYZE search_terms_usernames"
+                )
     finally:
         await db.dispose()
     return filled
@@ -290,7 +268,7 @@ async def ensure_sqlite(folder: Path, spec: Spec, *, catch_up: bool = True) -> s
     if done.exists():
         await _migrate(url)
         if catch_up:
-            await fill_sqlite(url)
+            await fill_behind(url)
         print(f"SQLite {spec.size}: kept data {path} ({_took(done)})")
         return url
     shutil.rmtree(path.parent, ignore_errors=True)
@@ -299,7 +277,7 @@ async def ensure_sqlite(folder: Path, spec: Spec, *, catch_up: bool = True) -> s
     await _migrate(url)
     await asyncio.to_thread(load_sqlite, path, spec)
     loaded = time.perf_counter() - started
-    await fill_sqlite(url)
+    await fill_behind(url)
     took = {"load_s": round(loaded, 1), "total_s": round(time.perf_counter() - started, 1)}
     done.write_text(json.dumps(took))
     print(f"SQLite {spec.size}: generated {path} ({_took(done)})")
@@ -458,7 +436,7 @@ async def ensure_postgresql(admin_dsn: str, spec: Spec) -> str:
                 await conn.close()
             if took:
                 await _migrate(url)
-                await fill_postgresql(url)
+                await fill_behind(url)
                 print(f"PostgreSQL {spec.size}: kept data, database {name} ({took})")
                 return dsn
             await admin.execute(f'DROP DATABASE "{name}"')
@@ -468,7 +446,7 @@ async def ensure_postgresql(admin_dsn: str, spec: Spec) -> str:
     started = time.perf_counter()
     await _migrate(url)
     await load_postgresql(dsn, spec)
-    await fill_postgresql(url)
+    await fill_behind(url)
     took = f"generated in {time.perf_counter() - started:.1f} s"
     conn = await asyncpg.connect(dsn)
     try:  # the mark of a finished load, kept with the data

@@ -169,6 +169,11 @@ class Snapshot:
     def by_id(self, manager_id: int) -> ManagerInfo | None:
         return next((m for m in self.managers if m.id == manager_id), None)
 
+    def anyone_available(self, now: datetime) -> bool:
+        """Whether some manager can take one more request now: with nobody, every
+        decision names nobody."""
+        return any(m.available(now, self.holidays) for m in self.managers)
+
 
 @dataclass(frozen=True, slots=True)
 class Rules:

@@ -43,13 +43,6 @@ def _hours(text: str) -> Hours:
     return parse_hours(text)
 
 
-def _anyone_free(snapshot: Snapshot, now: datetime) -> bool:
-    """Whether some manager can take one more request now (on duty, under capacity):
-    with nobody, deciding each of hundreds of waiting requests again every round only
-    cost the event loop (100 ms and more on a busy desk)."""
-    return any(m.available(now, snapshot.holidays) for m in snapshot.managers)
-
-
 def snapshot_of(
     rows: list[ingest_q.ManagerRow],
     timezone: str,
@@ -114,15 +107,15 @@ class Assigner:
         async with self.db.write() as conn:
             rows = await conn.run_sync(ingest_q.routing_managers)
             snapshot = self.snapshot(rows)
-            if not _anyone_free(snapshot, now):
-                return 0  # every decision would name nobody: none taken, none made
+            if not snapshot.anyone_available(now):
+                return 0  # deciding hundreds of requests for nobody held the loop 100 ms
             waiting = await q.waiting(conn)
             if not waiting:
                 return 0
             telegram_ids = {r.id: r.telegram_id for r in rows}
             offers = await q.offers(conn, [w.conversation_id for w in waiting])
             for w in waiting:
-                if not _anyone_free(snapshot, now):
+                if not snapshot.anyone_available(now):
                     break  # the round filled everybody up
                 request = Request(
                     w.channel,
