@@ -36,6 +36,7 @@ from hub.app import schedule
 from hub.app.wiring import WorkerSetup, auto_replies
 from hub.clients.stage_rules import compile_stage_rules
 from hub.config import Config, FormSection, split_listen
+from hub.config.overrides import EDITABLE
 from hub.delivery import webhooks as outgoing
 from hub.desk.canned import CannedAnswers
 from hub.ingest.ingestor import Tuning
@@ -53,23 +54,9 @@ if TYPE_CHECKING:
 
 log = loggers.core
 
-# Keys (and the sections under them) a running hub takes on reload.
-RELOADABLE: tuple[str, ...] = (
-    "managers",
-    "routing",
-    "sla",
-    "replies",
-    "stages",
-    "desk",
-    "webform.forms",
-    "hub.hours",
-    "reminders.follow_up_days",
-    "reminders.stages",
-    "reminders.scan_every_s",
-    "privacy",
-    "webhooks",
-    "waiting",
-)
+# Keys (and the sections under them) a running hub takes on reload: those a setting
+# may replace, and the webhooks (whose secrets stay in the file).
+RELOADABLE: tuple[str, ...] = (*EDITABLE, "webhooks")
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,8 +25,8 @@ from hub.config.load import anchor, parse, read
 from hub.config.model import Config
 from hub.kernel.errors import ConfigError
 
-# The keys a setting may replace: the reloadable ones (hub.app.reload.RELOADABLE)
-# but the webhooks, whose secrets stay in the file.
+# The keys a setting may replace: what a running hub takes on reload (with the
+# webhooks, whose secrets stay in the file, hub.app.reload.RELOADABLE).
 EDITABLE: tuple[str, ...] = (
     "managers",
     "routing",
