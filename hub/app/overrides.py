@@ -1,7 +1,7 @@
 """A running hub follows the settings set over its config file: at start, on every
-change (its own at once, another instance's or the command line's within
-:data:`POLL_S` by polling the settings' version), and on a reload of the file (the
-settings over the file read anew), each through the reload's own path
+change (its own at once, another instance's or the command line's within a round
+of the scheduler's "settings" job, which reads the settings' version), and on a
+reload of the file (the settings over the file read anew), each through the reload's own path
 (:meth:`hub.app.run.Hub.reload`): the same checks, the same parts swapped in, the
 mail worker retuned. And ``hub settings show|set|unset``.
 """
@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import logging
 import sys
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +18,7 @@ from hub import config as config_module
 from hub.admin.settings import NotSet, Settings
 from hub.app import reload
 from hub.app.reload import ReloadResult
+from hub.app.schedule import SETTINGS_POLL_S
 from hub.config.overrides import EDITABLE, FileLayer, editable, from_toml, layered
 from hub.kernel import loggers
 from hub.kernel.clock import SystemClock
@@ -32,7 +30,6 @@ from storage.migrate import upgrade
 if TYPE_CHECKING:
     from hub.app.run import Hub
 
-POLL_S = 1.0  # how often an instance reads the settings' version (one row)
 
 log = loggers.core
 
@@ -104,21 +101,8 @@ class Follower:
                 self.file, self.seen = file, snap.version
             return result
 
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(POLL_S)
-            try:
-                await self.follow()
-            except Exception as exc:  # the database may be down: the next round retries
-                loggers.event(
-                    log,
-                    "settings.poll_failed",
-                    logging.WARNING,
-                    error=loggers.redact(str(exc)[:200]),
-                )
 
-
-async def open_settings(hub: Hub, stack: AsyncExitStack) -> Follower:
+async def open_settings(hub: Hub) -> Follower:
     """The settings taken before the channels listen, then followed by a round."""
     path = hub.config_path
     file = (
@@ -128,15 +112,7 @@ async def open_settings(hub: Hub, stack: AsyncExitStack) -> Follower:
     )
     follower = Follower(hub, file)
     await follower.follow("start")
-    follower.started = True
-    task = asyncio.get_running_loop().create_task(follower._poll(), name="settings")
-
-    async def stop() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    stack.push_async_callback(stop)
+    follower.started = True  # then followed by the scheduler's "settings" round
     return follower
 
 
@@ -182,7 +158,7 @@ async def _act(args: argparse.Namespace, settings: Settings) -> int:
     key = editable(args.key)
     if args.action == "set":
         await settings.set(key, from_toml(key, _text(args.file)), "cli")
-        print(f"{key}: set; running hubs follow within {POLL_S:g} s")
+        print(f"{key}: set; running hubs follow within {SETTINGS_POLL_S:g} s")
         return 0
     try:
         await settings.unset(key, "cli")

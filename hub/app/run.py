@@ -116,7 +116,7 @@ class Hub:
             ingestor = await self._open_ingest(stack, parts, manager_ids)
             await self._open_dispatcher(stack)
             await self._open_reminders(stack, parts)
-            self.settings = await overrides.open_settings(self, stack)
+            self.settings = await overrides.open_settings(self)
             if self.console_ctx is not None:
                 self.console_ctx.settings = self.settings.settings
             await self._open_admin(stack, parts.db, ingestor)
@@ -417,6 +417,17 @@ class Hub:
             return
         if wake and done and self.dispatcher is not None:
             self.dispatcher.wake()
+
+    async def follow_settings(self) -> None:
+        """Take the settings changed since the last round (the console, another
+        instance, ``hub settings``)."""
+        follower = self.settings
+        if follower is not None:
+
+            async def follow() -> None:
+                await follower.follow()
+
+            await self._job("settings", follow)
 
     async def escalate(self) -> None:
         if self.escalator is not None:

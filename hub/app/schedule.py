@@ -36,6 +36,8 @@ class Rounds(Protocol):
 
     async def close_silent(self) -> None: ...
 
+    async def follow_settings(self) -> None: ...
+
 
 def _always(config: Config, dialect: str) -> bool:
     return True
@@ -55,7 +57,11 @@ class Every:
     at_start: bool = False
 
 
+SETTINGS_POLL_S = 1.0  # how often an instance reads the settings' version (one row)
+
 SCHEDULE: tuple[Every, ...] = (
+    # Settings changed in the console or on another instance: one row read a round.
+    Every("settings", lambda r: r.follow_settings, lambda _: SETTINGS_POLL_S),
     Every("queue-stats", lambda r: r.report_queue, lambda _: 60),
     Every(
         "follow-ups",
