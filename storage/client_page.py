@@ -19,6 +19,7 @@ from sqlalchemy import JSON, BindParameter, Select, bindparam, select, type_coer
 from sqlalchemy.engine import Connection
 
 from storage.read import (
+    NEWEST_OF_CLIENT,
     ClientRecord,
     ClientSummary,
     IdentityView,
@@ -184,11 +185,8 @@ def _stages(conn: Connection, client_id: int) -> list[StageMoveView]:
 
 def _statements() -> tuple[Select[Any], Select[Any], Select[Any], Select[Any], Select[Any]]:
     t, e, r, m = interactions.c, business_events.c, ratings.c, managers.c
-    columns = (t.id, t.at, t.direction, t.channel, t.author, t.text, t.conversation_id, t.delivery)
     client: BindParameter[int] = bindparam("client_id")
-    newest = (
-        select(*columns).where(t.client_id == client).order_by(t.id.desc()).limit(bindparam("last"))
-    )
+    newest = NEWEST_OF_CLIENT  # the timeline's own newest page, as the admin API reads it
     older = newest.where(t.id < bindparam("before"))
     # Every move is written with extras["stage_move"] (hub.clients.stages), which
     # the reports count too.

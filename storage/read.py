@@ -297,6 +297,7 @@ def _timeline_statements() -> tuple[Select[Any], Select[Any], Select[Any]]:
 
 _CARD: dict[str, Select[Any]] = {}
 _NEWEST, _WHOLE, _EXISTS = _timeline_statements()
+NEWEST_OF_CLIENT = _NEWEST  # a client's newest ``last`` interactions (binds client_id)
 
 
 async def _conversations(conn: AsyncConnection, query: Select[Any]) -> list[ConversationView]:
