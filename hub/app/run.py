@@ -161,7 +161,6 @@ class Hub:
             self.clock,
             desk=desk,
             campaigns=campaigns,
-            reporter=reporter(config, db, self.clock),
             send_mail=console_mail(config, self.clock),
             reload=self.reload_file,
         )

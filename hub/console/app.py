@@ -38,7 +38,6 @@ from hub.kernel.clock import Clock
 from hub.kernel.errors import StorageUnavailable
 from hub.kernel.http import bound_port, serve
 from hub.kernel.types import ManagerRef, Role
-from hub.reports.reporter import Reporter
 from storage import Database
 from storage import console as q
 from storage import desk as desk_q
@@ -110,7 +109,6 @@ class ConsoleContext:
     clock: Clock
     desk: Desk | None = None
     campaigns: Campaigns | None = None
-    reporter: Reporter | None = None
     send_mail: SendMail | None = None  # sign-in links by email, when email can go out
     reload: Callable[[], Awaitable[object]] | None = None  # reread what the hub takes on reload
     settings: Settings | None = None  # the settings over the config file (admin section)
