@@ -9,8 +9,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from hub.console.reports import asked, table_csv
-from hub.reports.reports import Column, Table
+from hub.console.reports import asked
+from hub.reports.reports import Column, Table, table_csv
 from storage import Database
 from tests.console_kit import axe, browser, console_hub
 from tests.test_console_clients import seed_client

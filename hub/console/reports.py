@@ -12,8 +12,6 @@ it is read from the database once, not once per chart.
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -28,7 +26,16 @@ from hub.admin.access import RIGHTS, needed
 from hub.console.app import ConsoleContext, Nav, person_of, render, requires
 from hub.kernel.types import Role
 from hub.reports.reporter import Reporter
-from hub.reports.reports import PERIODS, Column, Report, ReportError, Table, Value, duration
+from hub.reports.reports import (
+    PERIODS,
+    Column,
+    Report,
+    ReportError,
+    Table,
+    Value,
+    duration,
+    table_csv,
+)
 
 PRESETS = tuple(PERIODS)  # week, month
 KEEP_S = 30.0  # how long a period's report is kept for its charts and downloads
@@ -273,21 +280,6 @@ def summary_view(report: Report, language: str) -> list[tuple[str, str]]:
         ("ratings", f"{s.ratings} ({average})"),
     )
     return [(said(f"reports.s.{key}", language), value) for key, value in figures]
-
-
-def table_csv(table: Table) -> str:
-    """One report as CSV: its columns' keys, then its rows (durations in whole seconds)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([c.key for c in table.columns])
-    for row in table.rows:
-        writer.writerow(
-            [
-                "" if v is None else round(v) if c.kind == "seconds" and isinstance(v, float) else v
-                for v, c in zip(row, table.columns, strict=True)
-            ]
-        )
-    return out.getvalue()
 
 
 def chart_sources() -> dict[str, str]:

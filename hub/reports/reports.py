@@ -624,6 +624,16 @@ def as_csv(report: Report) -> str:
     return buffer.getvalue()
 
 
+def table_csv(table: Table) -> str:
+    """One table as CSV: its columns' keys, then its rows (durations in seconds, rounded)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([c.key for c in table.columns])
+    for row in table.rows:
+        writer.writerow([_csv_cell(v, c.kind) for v, c in zip(row, table.columns, strict=True)])
+    return buffer.getvalue()
+
+
 def _csv_cell(value: Value, kind: Kind) -> Value:
     if value is None:
         return ""
