@@ -14,7 +14,16 @@ from aiohttp import web
 
 from hub.admin.settings import NotSet, Settings, View
 from hub.config.overrides import EDITABLE, from_toml
-from hub.console.app import ConsoleContext, Nav, person_of, refusal, render, requires, see_other
+from hub.console.app import (
+    ConsoleContext,
+    Nav,
+    person_of,
+    refusal,
+    render,
+    requires,
+    see_other,
+    shown_at,
+)
 from hub.console.app import texts_for as texts
 from hub.kernel.errors import ConfigError
 from hub.kernel.types import Role
@@ -97,7 +106,7 @@ def _source(request: web.Request, view: View, zone: ZoneInfo) -> str:
     t = texts(request)
     if view.source != "console" or view.changed_at is None:
         return t(f"admin.source.{view.source}")
-    when = view.changed_at.astimezone(zone).strftime("%d.%m.%Y %H:%M")
+    when = shown_at(view.changed_at, zone)
     return t("admin.source.console", who=view.changed_by or "-", when=when)
 
 

@@ -16,10 +16,12 @@ import hmac
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
@@ -203,6 +205,13 @@ def _nav(person: Person | None) -> list[Nav]:
     return [n for module in SECTIONS for n in getattr(module, "NAV", ()) if person.role in n.roles]
 
 
+def shown_at(moment: datetime | None, zone: ZoneInfo, *, seconds: bool = False) -> str:
+    """A moment as every page shows it: in the hub's time zone, to the minute."""
+    if moment is None:
+        return "—"
+    return moment.astimezone(zone).strftime("%d.%m.%Y %H:%M:%S" if seconds else "%d.%m.%Y %H:%M")
+
+
 def page(request: web.Request, template: str, status: int = 200, **values: Any) -> web.Response:
     """``template`` rendered with the texts, the person, the CSRF token and the
     navigation, as an HTML response."""
@@ -216,6 +225,7 @@ def page(request: web.Request, template: str, status: int = 200, **values: Any) 
         "nav": _nav(person),
         "path": request.path,
         "live": False,  # True: the page listens to /live (hx-trigger="sse:change")
+        "when": functools.partial(shown_at, zone=ZoneInfo(ctx.config().hub.timezone)),
     }
     html = ctx.env.get_template(template).render(shared | values)
     return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from hub.admin.access import RIGHTS, Right
 from hub.admin.audit import audit_filter, read
-from hub.console.app import EVERYONE, ConsoleContext, Nav, render, requires
+from hub.console.app import EVERYONE, ConsoleContext, Nav, render, requires, shown_at
 from hub.console.app import texts_for as texts
 from hub.kernel.http import BadParameter
 from storage.audit import AuditEntry, AuditFilter
@@ -71,7 +71,7 @@ def _line(entry: AuditEntry, zone: ZoneInfo) -> Line:
         about = f"{about} #{entry.object_id}"
     details = json.dumps(entry.details, ensure_ascii=False) if entry.details else ""
     return Line(
-        at=entry.at.astimezone(zone).strftime("%d.%m.%Y %H:%M:%S"),
+        at=shown_at(entry.at, zone, seconds=True),
         actor=entry.actor,
         action=entry.action,
         about=about,

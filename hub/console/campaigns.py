@@ -439,7 +439,6 @@ class _Pages:
             rows = await q.call_list(
                 conn, found[0].id, offset=(number - 1) * CALLS_PAGE, limit=CALLS_PAGE + 1
             )
-        zone = self.campaigns.tz
         return await render(
             request,
             "campaigns/calls.html",
@@ -447,7 +446,6 @@ class _Pages:
             calls=rows[:CALLS_PAGE],
             more=len(rows) > CALLS_PAGE,
             number=number,
-            when=lambda at: at.astimezone(zone).strftime("%Y-%m-%d %H:%M") if at else "",
         )
 
 

@@ -19,11 +19,9 @@ import io
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -430,15 +428,6 @@ class _Clients:
             stage_rules=lambda: compile_stage_rules(self.ctx.config()),
         )
 
-    def when(self) -> Callable[[datetime | None], str]:
-        """Times as the page shows them: in the hub's time zone, to the minute."""
-        zone = ZoneInfo(self.ctx.config().hub.timezone)
-
-        def shown(moment: datetime | None) -> str:
-            return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M") if moment else "—"
-
-        return shown
-
     async def find(self, request: web.Request) -> web.StreamResponse:
         t = texts_for(request)
         person = person_of(request)
@@ -518,7 +507,6 @@ class _Clients:
             "clients/card.html",
             status=shown.pop("status", 200),
             client=found,
-            when=self.when(),
             show_timeline=person.role in WITH_CONVERSATIONS,
             may_merge=person.role in MERGING,
             may_undo=person.role in UNDOING,
@@ -546,7 +534,6 @@ class _Clients:
             "clients/_timeline.html",
             client_id=client_id,
             timeline=found,
-            when=self.when(),
         )
 
     async def merge(self, request: web.Request) -> web.StreamResponse:

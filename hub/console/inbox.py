@@ -24,6 +24,7 @@ from hub.console.app import (
     page,
     person_of,
     requires,
+    shown_at,
     texts_for,
 )
 from hub.kernel.types import OVERSEERS
@@ -166,9 +167,6 @@ class Row:
 
 
 def _rows(found: list[q.InboxRow], zone: ZoneInfo, now: datetime, unnamed: str) -> list[Row]:
-    def shown(at: datetime) -> str:
-        return at.astimezone(zone).strftime("%d.%m.%Y %H:%M")
-
     rows = []
     for r in found:
         due_class = ""
@@ -182,8 +180,8 @@ def _rows(found: list[q.InboxRow], zone: ZoneInfo, now: datetime, unnamed: str) 
                 channel=r.channel,
                 status=r.status,
                 assignee=r.assignee,
-                created=shown(r.created_at),
-                due=shown(r.due_at) if r.due_at is not None else None,
+                created=shown_at(r.created_at, zone),
+                due=shown_at(r.due_at, zone) if r.due_at is not None else None,
                 due_class=due_class,
                 last=last[:140] + ("…" if len(last) > 140 else ""),
             )

@@ -11,9 +11,7 @@ a page posted back shows what the desk said, in a status region.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -135,13 +133,6 @@ class _Form:
         return value if isinstance(value, str) else ""
 
 
-def _when(zone: ZoneInfo) -> Callable[[datetime | None], str]:
-    def when(moment: datetime | None) -> str:
-        return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M") if moment else "—"
-
-    return when
-
-
 def _id(raw: str) -> int | None:
     """An id as a path or a query gives it: ASCII digits within the column's range."""
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > NEWEST:
@@ -175,10 +166,6 @@ class RequestPages:
     def _manager(self, request: web.Request) -> ManagerRef:
         return person_of(request).as_manager()
 
-    def _values(self, request: web.Request) -> dict[str, Any]:
-        zone = ZoneInfo(self.ctx.config().hub.timezone)
-        return {"when": _when(zone)}
-
     async def show(
         self,
         request: web.Request,
@@ -203,7 +190,6 @@ class RequestPages:
             error=error,
             text=text,
             live=self.ctx.live is not None,
-            **self._values(request),
         )
         response.set_status(status)
         return response
@@ -224,7 +210,6 @@ class RequestPages:
             conversation=conversation,
             entries=entries,
             after=entries[-1].id if entries else after,
-            **self._values(request),
         )
 
     async def status(self, request: web.Request) -> web.StreamResponse:
@@ -236,14 +221,13 @@ class RequestPages:
             "request/status.html",
             request_row=row,
             deadlines=deadlines,
-            **self._values(request),
         )
 
     async def _part(self, request: web.Request, template: str) -> web.StreamResponse:
         conversation = _conversation_id(request)
         before = _cursor(request.query.get("before"))
         shown = await self.work.page(self._manager(request), conversation, before=before)
-        return await render(request, template, page=shown, **self._values(request))
+        return await render(request, template, page=shown)
 
     async def answer(self, request: web.Request) -> web.StreamResponse:
         """An answer (``mode=answer``) or a note (``mode=note``) from the answer box."""
