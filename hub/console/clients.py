@@ -49,7 +49,6 @@ from hub.kernel.clock import Clock
 from hub.kernel.http import is_decimal
 from hub.kernel.types import ManagerRef, Role
 from storage import Database
-from storage import clients as clients_q
 from storage import console as console_q
 from storage import desk as desk_q
 from storage.client_page import ClientPage, read_client_page, read_summaries, read_timeline_page
@@ -76,16 +75,8 @@ def _roles(method: str, route: str) -> frozenset[Role]:
     return frozenset(r for r in Role if r is not Role.INTEGRATION and right in RIGHTS[r])
 
 
-def _seeing() -> frozenset[Role]:
-    """The roles the desk lets see some client (a client nobody keeps, at least)."""
-    return frozenset(
-        r
-        for r in Role
-        if r is not Role.INTEGRATION and Desk.may_see(ManagerRef(0, "", 0, r.value), [])
-    )
-
-
-SEEING = _seeing()
+# The roles the desk lets see some client (a client nobody keeps, at least).
+SEEING = frozenset(r for r in Role if r is not Role.INTEGRATION and Desk.sees_clients(r))
 MERGING = _roles("POST", "/api/clients/{id}/merge")
 UNDOING = _roles("POST", "/api/merges/{id}/undo")
 IMPORTING = _roles("POST", "/api/clients.csv")
@@ -273,11 +264,9 @@ async def visible_to(
     db: Any, manager: ManagerRef, found: list[ClientSummary]
 ) -> list[ClientSummary]:
     """The clients of ``found`` the desk lets ``manager`` see (as ``/find`` does)."""
-    if not Desk.limited(manager):
-        return [s for s in found if Desk.may_see(manager, [])]
     async with db.read() as conn:
-        kept = await clients_q.keepers_of(conn, [s.id for s in found])
-    return [s for s in found if Desk.may_see(manager, kept.get(s.id, []))]
+        shown = set(await Desk.visible(conn, manager, [s.id for s in found]))
+    return [s for s in found if s.id in shown]
 
 
 async def search(db: Any, region: str, manager: ManagerRef, text: str, number: int) -> Found:

@@ -789,9 +789,7 @@ class Desk:
             found = await read.search_clients(
                 conn, client_search(text_.strip(), self.region), limit=50
             )
-            hits = [s.id for s in found]
-            kept = await clients_q.keepers_of(conn, hits) if self.limited(manager) else {}
-            visible = [i for i in hits if self.may_see(manager, kept.get(i, []))][:10]
+            visible = (await self.visible(conn, manager, [s.id for s in found]))[:10]
             cards = await conn.run_sync(_cards, visible)
         async with self.db.write() as conn:  # the writer only for the audit row
             await q.audit(
@@ -843,16 +841,29 @@ class Desk:
         """Roles: supervisors and admins see every client; marketers none (they
         work with campaigns and reports); a manager the clients nobody has yet,
         their own, and their team's (managers without a team are one team)."""
-        keepers = await clients_q.keepers(conn, client_id) if self.limited(manager) else []
-        return self.may_see(manager, keepers)
+        keepers = await clients_q.keepers(conn, client_id) if self._limited(manager) else []
+        return self._may_see(manager, keepers)
+
+    @classmethod
+    async def visible(cls, conn: Any, manager: ManagerRef, ids: Sequence[int]) -> list[int]:
+        """Those of ``ids`` that ``manager`` may see, in their order (one read of who
+        keeps them, when that matters for the role)."""
+        limited = cls._limited(manager)
+        kept = await clients_q.keepers_of(conn, list(ids)) if limited else {}
+        return [i for i in ids if cls._may_see(manager, kept.get(i, []))]
+
+    @classmethod
+    def sees_clients(cls, role: Role) -> bool:
+        """Whether the role sees any client at all (one nobody keeps, at least)."""
+        return cls._may_see(ManagerRef(0, "", 0, role.value), [])
 
     @staticmethod
-    def limited(manager: ManagerRef) -> bool:
+    def _limited(manager: ManagerRef) -> bool:
         """Whether what ``manager`` may see depends on who keeps the client."""
         return manager.role not in OVERSEERS and manager.role != Role.MARKETER
 
     @staticmethod
-    def may_see(manager: ManagerRef, keepers: list[tuple[int, str | None]]) -> bool:
+    def _may_see(manager: ManagerRef, keepers: list[tuple[int, str | None]]) -> bool:
         if manager.role in OVERSEERS:
             return True
         if manager.role == Role.MARKETER:
