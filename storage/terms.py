@@ -39,6 +39,7 @@ from sqlalchemy import (
     bindparam,
     column,
     delete,
+    exists,
     func,
     insert,
     literal_column,
@@ -261,10 +262,7 @@ def _sub(query: Select[Any]) -> Select[Any]:
 def position_values(conn: Connection) -> dict[str, int]:
     """PostgreSQL: what :func:`username_hits` binds besides its fragment, read first
     (the id up to which usernames are indexed)."""
-    query = text("SELECT coalesce(max(last_id), 0) FROM search_positions WHERE name = :name")
-    return {
-        "usernames_from": int(conn.execute(query, {"name": _POSITIONS["usernames"]}).scalar() or 0)
-    }
+    return {"usernames_from": int(conn.execute(select(_position("usernames"))).scalar() or 0)}
 
 
 def _position(name: str) -> Any:
@@ -287,22 +285,18 @@ def _phrase(fragment: str) -> str:
 async def behind(conn: AsyncConnection) -> bool:
     """Whether identities, clients or messages were written since the index last
     caught up (a read: an idle check takes no write lock)."""
-    if conn.dialect.name != "sqlite":  # PostgreSQL indexes the rest itself
-        query = text(
-            "SELECT EXISTS (SELECT 1 FROM interactions WHERE id > coalesce("
-            "(SELECT last_id FROM search_positions WHERE name = :u), 0))"
-        )
-        return bool((await conn.execute(query, {"u": _POSITIONS["usernames"]})).scalar())
-    query = text(
-        "SELECT EXISTS (SELECT 1 FROM identities WHERE id > coalesce("
-        "(SELECT last_id FROM search_positions WHERE name = :i), 0))"
-        " OR EXISTS (SELECT 1 FROM clients WHERE id > coalesce("
-        "(SELECT last_id FROM search_positions WHERE name = :n), 0))"
-        " OR EXISTS (SELECT 1 FROM interactions WHERE id > coalesce("
-        "(SELECT last_id FROM search_positions WHERE name = :u), 0))"
-    )
-    names = {"i": _POSITIONS["identities"], "n": _POSITIONS["names"], "u": _POSITIONS["usernames"]}
-    return bool((await conn.execute(query, names)).scalar())
+    sqlite = conn.dialect.name == "sqlite"
+    return bool((await conn.execute(_BEHIND_SQLITE if sqlite else _BEHIND_POSTGRESQL)).scalar())
+
+
+def _behind(kept: dict[str, Table]) -> Select[Any]:
+    """Whether any table of ``kept`` (index name → table) has rows past its position."""
+    return select(or_(*(exists().where(t.c.id > _position(name)) for name, t in kept.items())))
+
+
+_BEHIND_SQLITE = _behind({"identities": identities, "names": clients, "usernames": interactions})
+# PostgreSQL keeps its other indexes itself: only the usernames' table follows the log.
+_BEHIND_POSTGRESQL = _behind({"usernames": interactions})
 
 
 # Each source: the table read, and the statement indexing its rows in (:last, :top].
