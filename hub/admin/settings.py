@@ -9,6 +9,7 @@ second by polling the settings' version.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -122,23 +123,44 @@ class Settings:
             json.dumps(value, allow_nan=False)
         except ValueError:
             raise ConfigError([f"{key}: NaN and infinity are no values here"]) from None
+
+        def change(values: dict[str, object]) -> dict[str, object]:
+            return {**values, key: value}
+
+        checked = await self._check(change)
         async with self.db.write() as conn:
             snap = await store.begin_change(conn)
-            layered(self.file(), {**snap.values(), key: value})
+            if snap.version != checked + 1:  # another change came in between: again
+                layered(self.file(), change(snap.values()))
             at = self.clock.now()
             await store.put(conn, key, value, at, by)
             await _audit(conn, at, by, "settings.set", {"key": key, "value": value})
         return await self.follow(by)
 
+    async def _check(self, change: Callable[[dict[str, object]], dict[str, object]]) -> int:
+        """Check ``change`` of the settings as they stand (ConfigError when the config
+        would fail), in a thread and before the writer is taken: a whole config is
+        parsed and its paths looked at. The version it was checked at."""
+        async with self.db.read() as conn:
+            before = await store.snapshot(conn)
+        await asyncio.to_thread(layered, self.file(), change(before.values()))
+        return before.version
+
     async def unset(self, key: str, by: str) -> Outcome:
         """Back to the file's value for ``key`` (NotSet when it has no setting;
         ConfigError when the config would then fail its checks)."""
         editable(key)
+
+        def change(values: dict[str, object]) -> dict[str, object]:
+            return {k: v for k, v in values.items() if k != key}
+
+        checked = await self._check(change)
         async with self.db.write() as conn:
             snap = await store.begin_change(conn)
             if key not in snap.items:
                 raise NotSet(f"{key}: not set here; the config file's value is in force")
-            layered(self.file(), {k: v for k, v in snap.values().items() if k != key})
+            if snap.version != checked + 1:  # another change came in between: again
+                layered(self.file(), change(snap.values()))
             at = self.clock.now()
             await store.remove(conn, key)
             await _audit(conn, at, by, "settings.unset", {"key": key})
