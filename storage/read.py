@@ -130,7 +130,7 @@ def read_clients(
     shape of query (on PostgreSQL a word of the log first finds its clients apart,
     :func:`storage.search.newest_said`), rows as plain tuples."""
     dialect = conn.dialect.name
-    shape, values = _ways(search, dialect) if search is not None else (None, {})
+    shape, values = _ways(search, conn) if search is not None else (None, {})
     values |= {"first": limit + offset, "limit": limit, "offset": offset}
     if shape is not None and shape.log and dialect != "sqlite":
         values["log_clients"] = full_text.newest_said(conn, values["log_words"])
@@ -315,32 +315,40 @@ class _Shape(NamedTuple):
     log: bool  # words of the log
 
 
-def _ways(search: ClientSearch, dialect: str) -> tuple[_Shape, dict[str, Any]]:
-    """The shape of ``search`` and the values its statement binds."""
+def _ways(search: ClientSearch, conn: Connection) -> tuple[_Shape, dict[str, Any]]:
+    """The shape of ``search`` and the values its statement binds (long fragments read
+    by their rarest trigrams, counted in one statement first)."""
+    dialect = conn.dialect.name
     values: dict[str, Any] = {}
     for n, (kind, value) in enumerate(search.exact):
         values[f"exact_kind_{n}"], values[f"exact_value_{n}"] = kind, value
     query = search.text
     fragment = len(query) >= terms.SHORTEST
-    prefix: dict[str, str] = {}
-    if fragment:
-        values |= terms.name_values(dialect, query)
-        values |= terms.identity_values("email", query.lower())
-    elif query:
-        prefix = terms.prefix_values(dialect, query)
-        values |= prefix
     phone = len(search.phone_digits) >= terms.SHORTEST
-    if phone:
-        values |= terms.identity_values("phone", search.phone_digits)
     # A Telegram @username: the client's own messages carry it, or an import gave it
     # as a hint (kind "tg_username", hub.kernel.identities.TELEGRAM_HINT).
     username = query.strip().lstrip("@").lower() if query.strip().startswith("@") else ""
-    if len(username) >= terms.SHORTEST:
-        values |= terms.identity_values("tg_username", username)
+    by_kind = {
+        "email": query.lower() if fragment else "",
+        "phone": search.phone_digits if phone else "",
+        "tg_username": username if len(username) >= terms.SHORTEST else "",
+    }
+    known = terms.counted(conn, [text for text in by_kind.values() if text])
+    for kind, text in by_kind.items():
+        if text:
+            values |= terms.identity_values(dialect, kind, text, known)
+    if by_kind["tg_username"]:
+        values |= terms.identity_values(dialect, "usernames", username, known, "usernames")
+    prefix: dict[str, str] = {}
+    if fragment:
+        values |= terms.name_values(dialect, query)
+    elif query:
+        prefix = terms.prefix_values(dialect, query)
+        values |= prefix
     said = full_text.matching_values(dialect, query) if query and not username else {}
     values |= said
     shape = _Shape(
-        len(search.exact), fragment, len(prefix), phone, len(username) >= terms.SHORTEST, bool(said)
+        len(search.exact), fragment, len(prefix), phone, bool(by_kind["tg_username"]), bool(said)
     )
     return shape, values
 

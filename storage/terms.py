@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -34,7 +35,6 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
-    Table,
     and_,
     bindparam,
     column,
@@ -70,6 +70,8 @@ _POSITIONS = {
     "identities": "terms:identities",
     "names": "terms:names",
     "usernames": "terms:usernames",
+    "identity trigrams": "trigrams:identities",
+    "username trigrams": "trigrams:usernames",
 }
 _GLOB_SPECIAL = frozenset("*?[")
 _REGEX_SPECIAL = frozenset("\\^$.|?*+()[]{}")
@@ -91,9 +93,12 @@ def identity_hits(dialect: str, kind: str) -> list[Select[Any]]:
     :func:`identity_values` of ``kind``."""
     i = identities.c
     like = bindparam(f"{kind}_like", type_=String)
-    holds = and_(_unindexed(i.kind, dialect) == kind, i.value.like(like, escape="\\"))
+    of_kind = _unindexed(i.kind, dialect) == kind
     if dialect != "sqlite":
-        return [_bounded(i.client_id, holds)]
+        # The index reads the rarest trigrams' lists; each row is checked for the whole.
+        whole = _unindexed(i.value, dialect).like(like, escape="\\")
+        return [_bounded(i.client_id, and_(of_kind, *_rare_likes(i.value, kind), whole))]
+    holds = and_(of_kind, i.value.like(like, escape="\\"))
     phrase = bindparam(f"{kind}_phrase", type_=String)
     found = select(_IDENTITIES.c.rowid).where(_IDENTITIES.c.term.op("MATCH")(phrase))
     return [
@@ -102,9 +107,22 @@ def identity_hits(dialect: str, kind: str) -> list[Select[Any]]:
     ]
 
 
-def identity_values(kind: str, fragment: str) -> dict[str, str]:
-    """What :func:`identity_hits` (and for ``tg_username`` :func:`username_hits`) binds."""
-    return {f"{kind}_phrase": _phrase(fragment), f"{kind}_like": f"%{_like(fragment)}%"}
+def identity_values(
+    dialect: str, kind: str, fragment: str, known: Counts, source: str = "identities"
+) -> dict[str, str]:
+    """What :func:`identity_hits` binds (``kind`` names the way; :func:`username_hits`
+    binds these of ``usernames`` besides those of ``tg_username``): the fragment, and
+    the trigrams the index is read by, the rarest of ``source`` that ``known`` counts."""
+    picked = rarest(dialect, source, fragment, known)
+    like = f"%{_like(fragment)}%"
+    if dialect == "sqlite":
+        phrase = " AND ".join(map(_phrase, picked)) if picked else _phrase(fragment)
+        return {f"{kind}_phrase": phrase, f"{kind}_like": like}
+    patterns = [f"%{_like(gram)}%" for gram in picked] or [like]
+    values = {f"{kind}_like": like}
+    for n in range(PICK):  # fewer picked: the last one again (the same trigram read once)
+        values[f"{kind}_t{n}"] = patterns[min(n, len(patterns) - 1)]
+    return values
 
 
 def name_hits(dialect: str) -> list[Select[Any]]:
@@ -207,17 +225,110 @@ def username_hits(dialect: str) -> list[Select[Any]]:
     if dialect != "sqlite":
         u = _PG_USERNAMES.c
         like = bindparam("tg_username_like", type_=String)
-        found = select(u.interaction_id).where(u.term.like(like, escape="\\"))
+        whole = _unindexed(u.term, dialect).like(like, escape="\\")
+        found = select(u.interaction_id).where(*_rare_likes(u.term, "usernames"), whole)
         # The tail not read yet, from the position bound apart (compared with a
         # subquery, PostgreSQL would guess a third of the log and read it all).
         tail = and_(x.id > bindparam("usernames_from", type_=Integer), holds)
         return [_bounded(x.client_id, x.id.in_(found)), _bounded(x.client_id, tail)]
-    phrase = bindparam("tg_username_phrase", type_=String)
+    phrase = bindparam("usernames_phrase", type_=String)
     found = select(_USERNAMES.c.rowid).where(_USERNAMES.c.term.op("MATCH")(phrase))
     return [
         select(x.client_id.label("id")).where(x.id.in_(found), holds),
         select(x.client_id.label("id")).where(x.id > _position("usernames"), holds),
     ]
+
+
+# -- a long fragment is read by its rarest trigrams ----------------------------------------
+#
+# An index reads the whole list of every trigram it is asked for: an address like
+# ``client123456@example.org`` read the lists of "cli", "exa" and ".or", each as long as
+# the client base, to find one row. A fragment of more than ``PICK`` trigrams is read by
+# its ``PICK`` rarest instead (of those counted, in ``search_terms_trigrams``, filled
+# behind the indexes), and the whole fragment is checked on each row they find.
+
+PICK = 3
+_TRIGRAMS = table(
+    "search_terms_trigrams",
+    column("source", String),
+    column("term", String),
+    column("n", Integer),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """How many rows of each index (``source``) hold some trigrams, as counted so far."""
+
+    rows: dict[tuple[str, str], int]
+    complete: frozenset[str] = frozenset()  # the indexes whose every row is counted
+
+    def of(self, dialect: str, source: str, gram: str) -> int | None:
+        """Rows of ``source`` holding ``gram``; ``None`` when not known. A trigram not
+        counted in a complete count is in no row (on PostgreSQL only an ASCII one:
+        ``pg_trgm`` shows others hashed, and they are not counted)."""
+        n = self.rows.get((source, gram))
+        if n is None and source in self.complete and (dialect == "sqlite" or gram.isascii()):
+            return 0
+        return n
+
+
+NO_COUNTS = Counts({})
+
+
+def trigrams(dialect: str, fragment: str) -> list[str]:
+    """The trigrams of ``fragment`` an index holds, each once, in their order: every
+    three characters in a row (lower case) on SQLite, those of letters and digits on
+    PostgreSQL (``pg_trgm`` indexes words)."""
+    lowered = fragment.lower()
+    grams = [lowered[n : n + 3] for n in range(len(lowered) - 2)]
+    if dialect != "sqlite":
+        grams = [gram for gram in grams if gram.isalnum()]
+    return list(dict.fromkeys(grams))
+
+
+def counted(conn: Connection, fragments: Sequence[str]) -> Counts:
+    """How many rows of each index hold the trigrams of the fragments long enough to
+    pick from, and which counts are complete (two statements, none when no fragment
+    is long enough)."""
+    dialect = conn.dialect.name
+    wanted = {
+        gram
+        for fragment in fragments
+        if len(grams := trigrams(dialect, fragment)) > PICK
+        for gram in grams
+    }
+    if not wanted:
+        return NO_COUNTS
+    rows = conn.execute(_COUNTED, {"terms": sorted(wanted)})
+    behind = conn.execute(_COUNTS_BEHIND[dialect == "sqlite"]).one()
+    complete = frozenset(s for s, late in zip(_COUNTED_SOURCES, behind, strict=True) if not late)
+    return Counts({(source, term): n for source, term, n in rows}, complete)
+
+
+_COUNTED = select(_TRIGRAMS.c.source, _TRIGRAMS.c.term, _TRIGRAMS.c.n).where(
+    _TRIGRAMS.c.term.in_(bindparam("terms", expanding=True))
+)
+
+
+def rarest(dialect: str, source: str, fragment: str, known: Counts) -> list[str]:
+    """The trigrams of ``fragment`` the index of ``source`` is read by: its ``PICK``
+    rarest, or none (the whole fragment) when it has no more than ``PICK`` or none is
+    known. A trigram whose count is not known is taken as common: a wrong guess costs
+    time, never a result."""
+    grams = trigrams(dialect, fragment)
+    if len(grams) <= PICK:
+        return []
+    ranked = sorted(
+        (n, gram) for gram in grams if (n := known.of(dialect, source, gram)) is not None
+    )
+    return [gram for _, gram in ranked[:PICK]]
+
+
+def _rare_likes(column: ColumnElement[str], kind: str) -> list[ColumnElement[bool]]:
+    """PostgreSQL: ``column`` holds each trigram :func:`identity_values` picked for
+    ``kind`` (the GIN index reads their lists only)."""
+    return [column.like(bindparam(f"{kind}_t{n}", type_=String), escape="\\") for n in range(PICK)]
 
 
 def _unindexed(column: ColumnElement[str], dialect: str) -> ColumnElement[str]:
@@ -289,14 +400,43 @@ async def behind(conn: AsyncConnection) -> bool:
     return bool((await conn.execute(_BEHIND_SQLITE if sqlite else _BEHIND_POSTGRESQL)).scalar())
 
 
-def _behind(kept: dict[str, Table]) -> Select[Any]:
-    """Whether any table of ``kept`` (index name → table) has rows past its position."""
-    return select(or_(*(exists().where(t.c.id > _position(name)) for name, t in kept.items())))
+def _behind(kept: dict[str, ColumnElement[int]]) -> Select[Any]:
+    """Whether any key of ``kept`` (index name → the key its position counts) has
+    rows past its position."""
+    return select(or_(*(exists().where(key > _position(name)) for name, key in kept.items())))
 
 
-_BEHIND_SQLITE = _behind({"identities": identities, "names": clients, "usernames": interactions})
-# PostgreSQL keeps its other indexes itself: only the usernames' table follows the log.
-_BEHIND_POSTGRESQL = _behind({"usernames": interactions})
+_BEHIND_SQLITE = _behind(
+    {
+        "identities": identities.c.id,
+        "names": clients.c.id,
+        "usernames": interactions.c.id,
+        "identity trigrams": _IDENTITIES.c.rowid,
+        "username trigrams": _USERNAMES.c.rowid,
+    }
+)
+# Whether the counts of identities and of usernames are behind their index (SQLite,
+# PostgreSQL).
+_COUNTED_SOURCES = ("identities", "usernames")
+_COUNTS_BEHIND = {
+    True: select(
+        exists().where(_IDENTITIES.c.rowid > _position("identity trigrams")),
+        exists().where(_USERNAMES.c.rowid > _position("username trigrams")),
+    ),
+    False: select(
+        exists().where(identities.c.id > _position("identity trigrams")),
+        exists().where(_PG_USERNAMES.c.interaction_id > _position("username trigrams")),
+    ),
+}
+# PostgreSQL keeps its other indexes itself: only the usernames' table follows the
+# log, and the counts follow the identities and the usernames' table.
+_BEHIND_POSTGRESQL = _behind(
+    {
+        "usernames": interactions.c.id,
+        "identity trigrams": identities.c.id,
+        "username trigrams": _PG_USERNAMES.c.interaction_id,
+    }
+)
 
 
 # Each source: the table read, and the statement indexing its rows in (:last, :top].
@@ -354,29 +494,96 @@ _PG_FILL = (
 )
 
 
+# The trigrams of the rows indexed in (:last, :top], counted once per row (SQLite:
+# three characters in a row, as FTS5's trigram tokenizer reads them; PostgreSQL:
+# ``show_trgm``'s trigrams of letters and digits, not those padded at a word's edge).
+_COUNT_SQLITE = (
+    "WITH RECURSIVE cut(id, s, i) AS (SELECT rowid, lower(term), 1 FROM {table}"
+    " WHERE rowid > :last AND rowid <= :top AND length(term) >= 3"
+    " UNION ALL SELECT id, s, i + 1 FROM cut WHERE i + 3 <= length(s))"
+    " INSERT INTO search_terms_trigrams(source, term, n)"
+    " SELECT '{source}', gram, count(*) FROM (SELECT DISTINCT id, substr(s, i, 3) AS gram"
+    " FROM cut) WHERE true GROUP BY gram"
+    " ON CONFLICT(source, term) DO UPDATE SET n = n + excluded.n"
+)
+_COUNT_POSTGRESQL = (
+    "INSERT INTO search_terms_trigrams(source, term, n)"
+    " SELECT '{source}', gram, count(*) FROM {table}, unnest(show_trgm({text})) AS gram"
+    " WHERE {key} > :last AND {key} <= :top{only}"
+    " AND length(gram) = 3 AND strpos(gram, ' ') = 0 GROUP BY gram"
+    " ON CONFLICT (source, term) DO UPDATE SET n = search_terms_trigrams.n + excluded.n"
+)
+_KINDS_SQL = " AND kind IN (" + ", ".join(f"'{kind}'" for kind in KINDS) + ")"
+# Each count: its position's name, the key it follows and its statement.
+_COUNTS = {
+    "sqlite": (
+        (
+            "identity trigrams",
+            _IDENTITIES.c.rowid,
+            _COUNT_SQLITE.format(table="search_terms_identities", source="identities"),
+        ),
+        (
+            "username trigrams",
+            _USERNAMES.c.rowid,
+            _COUNT_SQLITE.format(table="search_terms_usernames", source="usernames"),
+        ),
+    ),
+    "postgresql": (
+        (
+            "identity trigrams",
+            identities.c.id,
+            _COUNT_POSTGRESQL.format(
+                source="identities", table="identities", text="value", key="id", only=_KINDS_SQL
+            ),
+        ),
+        (
+            "username trigrams",
+            _PG_USERNAMES.c.interaction_id,
+            _COUNT_POSTGRESQL.format(
+                source="usernames",
+                table="search_terms_usernames",
+                text="term",
+                key="interaction_id",
+                only="",
+            ),
+        ),
+    ),
+}
+
+
 async def index_new(conn: AsyncConnection, limit: int = 20_000) -> int:
-    """Index up to ``limit`` rows of each source written since the last call; how
-    many rows were read."""
-    if conn.dialect.name != "sqlite":
-        position = _POSITIONS["usernames"]
-        return await _index_from(conn, position, interactions, _PG_FILL, limit, REREAD)
+    """Index up to ``limit`` rows of each source written since the last call, then
+    count the trigrams of up to ``limit`` rows indexed; how many rows were read."""
     done = 0
-    for name, (source, fill) in _FILL.items():
-        done += await _index_from(conn, _POSITIONS[name], source, fill, limit)
+    sqlite = conn.dialect.name == "sqlite"
+    if not sqlite:
+        position = _POSITIONS["usernames"]
+        done += await _index_from(conn, position, interactions.c.id, _PG_FILL, limit, REREAD)
+    else:
+        for name, (source, fill) in _FILL.items():
+            done += await _index_from(conn, _POSITIONS[name], source.c.id, fill, limit)
+    for name, key, count in _COUNTS["sqlite" if sqlite else "postgresql"]:
+        done += await _index_from(conn, _POSITIONS[name], key, count, limit)
     return done
 
 
 async def _index_from(
-    conn: AsyncConnection, position: str, source: Table, fill: str, limit: int, reread: int = 0
+    conn: AsyncConnection,
+    position: str,
+    key: ColumnElement[int],
+    fill: str,
+    limit: int,
+    reread: int = 0,
 ) -> int:
+    """Run ``fill`` on the next ``limit`` rows by ``key`` past ``position``, and move
+    the position past them."""
     row = (
         await conn.execute(
             text("SELECT last_id FROM search_positions WHERE name = :name"), {"name": position}
         )
     ).first()
     last = int(row[0]) if row else 0
-    t = source.c
-    batch = select(t.id).where(t.id > last).order_by(t.id).limit(limit).subquery()
+    batch = select(key.label("id")).where(key > last).order_by(key).limit(limit).subquery()
     span = (await conn.execute(select(func.count(), func.max(batch.c.id)))).one()
     if span[1] is None:
         return 0

@@ -306,3 +306,64 @@ async def test_a_name_is_read_from_the_first_clients_then_from_its_index(
     assert await page(3) == annas  # it does not: the index, all of them in id order
     monkeypatch.setattr(terms, "WALK", 0)
     assert await page(2) == annas[:2]
+
+
+async def test_a_long_fragment_is_read_by_its_rarest_trigrams(db: Database) -> None:
+    """Addresses sharing a domain and a prefix: the trigrams counted behind the index
+    pick the rarest few of a long fragment ("123", not "cli" or "exa", which every
+    address holds); the whole fragment is still checked on each row they find, and an
+    address added after the count is found too."""
+    async with db.write() as conn:
+        await conn.execute(
+            insert(clients),
+            [{"id": n, "created_at": T0, "updated_at": T0} for n in range(1, 301)],
+        )
+        await conn.execute(
+            insert(identities),
+            [
+                {
+                    "client_id": n,
+                    "kind": "email",
+                    "value": f"client{n}@example.org",
+                    "created_at": T0,
+                }
+                for n in range(1, 301)
+            ],
+        )
+    await catch_up(db)
+    dialect = db.engine.dialect.name
+    async with db.read() as conn:
+        counts = await conn.run_sync(terms.counted, ["client123@example.org"])
+    assert counts.complete == {"identities", "usernames"}
+    assert counts.of(dialect, "identities", "exa") == 300
+    assert counts.of(dialect, "identities", "123") == 1
+    picked = terms.rarest(dialect, "identities", "client123@example.org", counts)
+    assert picked[0] == "123" and len(picked) == terms.PICK
+    assert not {"cli", "exa", "org"} & set(picked)
+    assert counts.of(dialect, "identities", "999") == 0  # counted whole: in no address
+
+    assert await found(db, "client123@example.org") == [123]
+    assert await found(db, "lient12") == [12, *range(120, 130)]
+    assert await found(db, "client999@example.org") == []
+    async with db.write() as conn:  # past the count (and on SQLite past the index)
+        await conn.execute(insert(clients).values(id=301, created_at=T0, updated_at=T0))
+        email = {"client_id": 301, "kind": "email", "value": "client301@example.org"}
+        await conn.execute(insert(identities).values(**email, created_at=T0))
+    assert await found(db, "client301@example.org") == [301]
+    await catch_up(db)
+    assert await found(db, "client301@example.org") == [301]
+
+
+def test_a_trigram_not_counted_is_rare_only_when_the_count_is_whole() -> None:
+    """Not counted in a whole count: in no row (read first, an empty list). Not counted
+    while the count lags: taken as common. PostgreSQL counts ASCII trigrams only."""
+    rows = {("identities", "abc"): 5, ("identities", "bcd"): 50, ("identities", "cde"): 500}
+    whole = terms.Counts(rows, frozenset({"identities"}))
+    lagging = terms.Counts(rows)
+    assert terms.rarest("sqlite", "identities", "abcdef", whole) == ["def", "abc", "bcd"]
+    assert terms.rarest("sqlite", "identities", "abcdef", lagging) == ["abc", "bcd", "cde"]
+    assert terms.rarest("sqlite", "identities", "abcde", whole) == []  # three: all of them
+    assert whole.of("postgresql", "identities", "ёжи") is None
+    assert whole.of("sqlite", "identities", "ёжи") == 0
+    assert terms.trigrams("postgresql", "Ann.Lee@x12") == ["ann", "lee", "x12"]  # pg_trgm's words
+    assert len(terms.trigrams("sqlite", "Ann.Lee@x12")) == 9

@@ -24,7 +24,7 @@ from tests import pg
 
 
 async def test_migrations_are_applied_once(db: Database) -> None:
-    assert await current(db) == "0020"
+    assert await current(db) == "0021"
     assert await upgrade(db) == []
 
 
