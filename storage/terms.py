@@ -39,7 +39,6 @@ from sqlalchemy import (
     bindparam,
     column,
     delete,
-    exists,
     func,
     insert,
     literal_column,
@@ -403,7 +402,16 @@ async def behind(conn: AsyncConnection) -> bool:
 def _behind(kept: dict[str, ColumnElement[int]]) -> Select[Any]:
     """Whether any key of ``kept`` (index name → the key its position counts) has
     rows past its position."""
-    return select(or_(*(exists().where(key > _position(name)) for name, key in kept.items())))
+    return select(or_(*(_past(key, name) for name, key in kept.items())))
+
+
+def _past(key: ColumnElement[int], name: str) -> ColumnElement[bool]:
+    """Whether the newest ``key`` is past the position ``name``: read from the end of
+    its index (PostgreSQL plans ``EXISTS (... key > (subquery))`` as a scan of the
+    whole table, 0.1 s for a million identities)."""
+    newest = select(key).order_by(key.desc()).limit(1).scalar_subquery()
+    past: ColumnElement[bool] = func.coalesce(newest, 0) > _position(name)
+    return past
 
 
 _BEHIND_SQLITE = _behind(
@@ -420,12 +428,12 @@ _BEHIND_SQLITE = _behind(
 _COUNTED_SOURCES = ("identities", "usernames")
 _COUNTS_BEHIND = {
     True: select(
-        exists().where(_IDENTITIES.c.rowid > _position("identity trigrams")),
-        exists().where(_USERNAMES.c.rowid > _position("username trigrams")),
+        _past(_IDENTITIES.c.rowid, "identity trigrams"),
+        _past(_USERNAMES.c.rowid, "username trigrams"),
     ),
     False: select(
-        exists().where(identities.c.id > _position("identity trigrams")),
-        exists().where(_PG_USERNAMES.c.interaction_id > _position("username trigrams")),
+        _past(identities.c.id, "identity trigrams"),
+        _past(_PG_USERNAMES.c.interaction_id, "username trigrams"),
     ),
 }
 # PostgreSQL keeps its other indexes itself: only the usernames' table follows the
