@@ -134,15 +134,14 @@ def newest_said(conn: Connection, said: str) -> list[int]:
     ``NEWEST`` of it (then ten times wider while too few are found): the GIN index and
     the primary key's range intersected, a few thousand rows read rather than every
     match. Any other word reads its every match, which are few."""
-    # A plan for the values at hand every time: the generic plan PostgreSQL settles on
-    # after a few runs of a prepared statement would intersect with the primary key's
-    # range even a word of fifty matches, reading millions of keys.
-    conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
-    # Room for the bitmap of a common word's every match (100,000 at 10,000,000
+    # Two settings for these statements, made by the first of them (each statement is
+    # a round trip). A plan for the values at hand every time: the generic plan
+    # PostgreSQL settles on after a few runs of a prepared statement would intersect
+    # with the primary key's range even a word of fifty matches, reading millions of
+    # keys. Room for the bitmap of a common word's every match (100,000 at 10,000,000
     # messages): in the default 4 MB it turns lossy, and the rows of each lossy page
     # are tested again by computing to_tsvector (40 ms more).
-    conn.exec_driver_sql("SET LOCAL work_mem = '32MB'")
-    share, high = conn.execute(_SHARE, {"log_words": said}).one()
+    mode, memory, _, _, share, high = conn.execute(_SHARE, {"log_words": said}).one()
     found: list[int] = []
     if not share or share * high < COMMON:
         found += conn.execute(_EVERY, {"log_words": said, "limit": NEWEST}).scalars()
@@ -153,8 +152,8 @@ def newest_said(conn: Connection, said: str) -> list[int]:
             values = {"log_words": said, "low": low, "high": high, "limit": NEWEST - len(found)}
             found += conn.execute(_STRETCH, values).scalars()
             high, width = low, width * 10
-    conn.exec_driver_sql("RESET plan_cache_mode")  # the search's own statement as before
-    conn.exec_driver_sql("RESET work_mem")
+    # The search's own statement as before (its generic plan needs no planning).
+    conn.execute(_RESTORE, {"mode": mode, "memory": memory})
     return list(dict.fromkeys(found))
 
 
@@ -191,12 +190,21 @@ _STRETCH = _said(
 # newest id. The frequencies array carries three more numbers than the elements
 # (minimum, maximum, nulls): unnest pairs them with no element.
 _SHARE = text(
-    "SELECT (SELECT min(coalesce(m.f, 0)) FROM unnest(tsvector_to_array("
+    "SELECT was.mode, was.memory,"
+    " set_config('plan_cache_mode', 'force_custom_plan', true),"
+    " set_config('work_mem', '32MB', true),"
+    " (SELECT min(coalesce(m.f, 0)) FROM unnest(tsvector_to_array("
     "to_tsvector('simple'::regconfig, :log_words))) AS w(lexeme) LEFT JOIN ("
     "SELECT e, f FROM pg_stats s, unnest(s.most_common_elems::text::text[],"
     " s.most_common_elem_freqs) AS m(e, f) WHERE s.schemaname = current_schema()"
     " AND s.tablename = 'ix_interactions_fts') AS m ON m.e = w.lexeme),"
     " (SELECT coalesce(max(id), 0) FROM interactions)"
+    # Read before they are set: a subquery kept apart (OFFSET 0) is computed first.
+    " FROM (SELECT current_setting('plan_cache_mode') AS mode,"
+    " current_setting('work_mem') AS memory OFFSET 0) AS was"
+)
+_RESTORE = text(
+    "SELECT set_config('plan_cache_mode', :mode, true), set_config('work_mem', :memory, true)"
 )
 
 

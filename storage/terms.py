@@ -238,15 +238,17 @@ def username_hits(dialect: str) -> list[Select[Any]]:
     ]
 
 
-# -- a long fragment is read by its rarest trigrams ----------------------------------------
+# -- a fragment is read by its rarest trigrams --------------------------------------------
 #
 # An index reads the whole list of every trigram it is asked for: an address like
 # ``client123456@example.org`` read the lists of "cli", "exa" and ".or", each as long as
-# the client base, to find one row. A fragment of more than ``PICK`` trigrams is read by
-# its ``PICK`` rarest instead (of those counted, in ``search_terms_trigrams``, filled
-# behind the indexes), and the whole fragment is checked on each row they find.
+# the client base, to find one row. A fragment is read by its rarest few trigrams
+# instead (as counted in ``search_terms_trigrams``, filled behind the indexes), and the
+# whole fragment is checked on each row they find.
 
 PICK = 3
+COMMONER = 10  # a trigram read besides the rarest is at most so many times commoner,
+CHEAP = 1_000  # or in so few rows that its list costs nothing
 _TRIGRAMS = table(
     "search_terms_trigrams",
     column("source", String),
@@ -287,41 +289,52 @@ def trigrams(dialect: str, fragment: str) -> list[str]:
 
 
 def counted(conn: Connection, fragments: Sequence[str]) -> Counts:
-    """How many rows of each index hold the trigrams of the fragments long enough to
-    pick from, and which counts are complete (two statements, none when no fragment
-    is long enough)."""
+    """How many rows of each index hold the trigrams of the fragments that have more
+    than one, and which counts are complete (one statement, none when no fragment has
+    more than one)."""
     dialect = conn.dialect.name
     wanted = {
         gram
         for fragment in fragments
-        if len(grams := trigrams(dialect, fragment)) > PICK
+        if len(grams := trigrams(dialect, fragment)) > 1
         for gram in grams
     }
     if not wanted:
         return NO_COUNTS
-    rows = conn.execute(_COUNTED, {"terms": sorted(wanted)})
-    behind = conn.execute(_COUNTS_BEHIND[dialect == "sqlite"]).one()
-    complete = frozenset(s for s, late in zip(_COUNTED_SOURCES, behind, strict=True) if not late)
-    return Counts({(source, term): n for source, term, n in rows}, complete)
+    rows = conn.execute(_COUNTED[dialect == "sqlite"], {"terms": sorted(wanted)}).all()
+    complete = frozenset(s for s, late in zip(_COUNTED_SOURCES, rows[0], strict=False) if not late)
+    return Counts({(row[2], row[3]): row[4] for row in rows if row[2] is not None}, complete)
 
 
-_COUNTED = select(_TRIGRAMS.c.source, _TRIGRAMS.c.term, _TRIGRAMS.c.n).where(
-    _TRIGRAMS.c.term.in_(bindparam("terms", expanding=True))
-)
+def _counted(identities_key: ColumnElement[int], usernames_key: ColumnElement[int]) -> Select[Any]:
+    """Whether the counts of identities and of usernames are behind their index, and
+    the counts of the trigrams bound as ``terms``: a row each (or one of nothing)."""
+    t = _TRIGRAMS.c
+    late = select(
+        _past(identities_key, "identity trigrams").label("identities_late"),
+        _past(usernames_key, "username trigrams").label("usernames_late"),
+    ).subquery("late")
+    of_terms = t.term.in_(bindparam("terms", expanding=True))
+    return select(*late.c, t.source, t.term, t.n).select_from(late.outerjoin(_TRIGRAMS, of_terms))
 
 
 def rarest(dialect: str, source: str, fragment: str, known: Counts) -> list[str]:
-    """The trigrams of ``fragment`` the index of ``source`` is read by: its ``PICK``
-    rarest, or none (the whole fragment) when it has no more than ``PICK`` or none is
-    known. A trigram whose count is not known is taken as common: a wrong guess costs
-    time, never a result."""
+    """The trigrams of ``fragment`` the index of ``source`` is read by: the rarest,
+    then up to ``PICK`` in all of those not much commoner (reading a list costs less
+    than checking a row it would have ruled out); none (the whole fragment) when none
+    is known. A trigram whose count is not known is taken as common: a wrong guess
+    costs time, never a result."""
     grams = trigrams(dialect, fragment)
-    if len(grams) <= PICK:
-        return []
     ranked = sorted(
         (n, gram) for gram in grams if (n := known.of(dialect, source, gram)) is not None
     )
-    return [gram for _, gram in ranked[:PICK]]
+    if not ranked:
+        return []
+    fewest = ranked[0][0]
+    if fewest == 0:  # in no row: its empty list answers
+        return [ranked[0][1]]
+    bound = max(fewest * COMMONER, CHEAP)
+    return [gram for n, gram in ranked[:PICK] if n <= bound]
 
 
 def _rare_likes(column: ColumnElement[str], kind: str) -> list[ColumnElement[bool]]:
@@ -423,18 +436,10 @@ _BEHIND_SQLITE = _behind(
         "username trigrams": _USERNAMES.c.rowid,
     }
 )
-# Whether the counts of identities and of usernames are behind their index (SQLite,
-# PostgreSQL).
-_COUNTED_SOURCES = ("identities", "usernames")
-_COUNTS_BEHIND = {
-    True: select(
-        _past(_IDENTITIES.c.rowid, "identity trigrams"),
-        _past(_USERNAMES.c.rowid, "username trigrams"),
-    ),
-    False: select(
-        _past(identities.c.id, "identity trigrams"),
-        _past(_PG_USERNAMES.c.interaction_id, "username trigrams"),
-    ),
+_COUNTED_SOURCES = ("identities", "usernames")  # in the order _counted says them
+_COUNTED = {  # by whether on SQLite
+    True: _counted(_IDENTITIES.c.rowid, _USERNAMES.c.rowid),
+    False: _counted(identities.c.id, _PG_USERNAMES.c.interaction_id),
 }
 # PostgreSQL keeps its other indexes itself: only the usernames' table follows the
 # log, and the counts follow the identities and the usernames' table.
@@ -512,14 +517,14 @@ _COUNT_SQLITE = (
     " INSERT INTO search_terms_trigrams(source, term, n)"
     " SELECT '{source}', gram, count(*) FROM (SELECT DISTINCT id, substr(s, i, 3) AS gram"
     " FROM cut) WHERE true GROUP BY gram"
-    " ON CONFLICT(source, term) DO UPDATE SET n = n + excluded.n"
+    " ON CONFLICT(term, source) DO UPDATE SET n = n + excluded.n"
 )
 _COUNT_POSTGRESQL = (
     "INSERT INTO search_terms_trigrams(source, term, n)"
     " SELECT '{source}', gram, count(*) FROM {table}, unnest(show_trgm({text})) AS gram"
     " WHERE {key} > :last AND {key} <= :top{only}"
     " AND length(gram) = 3 AND strpos(gram, ' ') = 0 GROUP BY gram"
-    " ON CONFLICT (source, term) DO UPDATE SET n = search_terms_trigrams.n + excluded.n"
+    " ON CONFLICT (term, source) DO UPDATE SET n = search_terms_trigrams.n + excluded.n"
 )
 _KINDS_SQL = " AND kind IN (" + ", ".join(f"'{kind}'" for kind in KINDS) + ")"
 # Each count: its position's name, the key it follows and its statement.

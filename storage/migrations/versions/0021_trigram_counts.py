@@ -28,7 +28,8 @@ def upgrade() -> None:
     rowid = " WITHOUT ROWID" if op.get_bind().dialect.name == "sqlite" else ""
     op.execute(
         "CREATE TABLE search_terms_trigrams (source TEXT NOT NULL, term TEXT NOT NULL,"
-        " n INTEGER NOT NULL, CONSTRAINT search_terms_trigrams_pkey PRIMARY KEY (source, term))"
+        # By term first: a search looks its trigrams up in every index at once.
+        " n INTEGER NOT NULL, CONSTRAINT search_terms_trigrams_pkey PRIMARY KEY (term, source))"
         + rowid
     )
 
