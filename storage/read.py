@@ -133,7 +133,10 @@ def read_clients(
     shape, values = _ways(search, conn) if search is not None else (None, {})
     values |= {"first": limit + offset, "limit": limit, "offset": offset}
     if shape is not None and shape.log and dialect != "sqlite":
-        values["log_clients"] = full_text.newest_said(conn, values["log_words"])
+        # Only the first of them by id can reach the page (a page is ordered by id, and
+        # messages always belong to a current client: a merge moves them).
+        said = full_text.newest_said(conn, values["log_words"])
+        values["log_clients"] = sorted(said)[: limit + offset]
     if shape is not None and shape.username and dialect != "sqlite":
         values |= terms.position_values(conn)
     rows = conn.execute(_search_statement(dialect, shape), values).all()
