@@ -8,7 +8,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, Connection, Select, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Select,
+    bindparam,
+    delete,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.rows import gathered, moment
@@ -307,26 +317,32 @@ def _card_statement(dialect: str) -> Select[Any]:
     c, m, i, v, r = clients.c, managers.c, identities.c, conversations.c, reminders.c
     x = interactions.c
     wanted: BindParameter[int] = bindparam("client_id")
+    # Constants written into the statement, not bound: each bound value is processed
+    # at every run, and a literal IN list is even bound anew (SQLAlchemy's post-compile
+    # step had been a third of the card's own time).
     idents = select(i.id, i.kind, i.value).where(i.client_id == wanted)
     open_ = (
         select(v.updated_at, v.id, m.name, v.due_at)
         .join_from(conversations, managers, v.assignee_id == m.id, isouter=True)
-        .where(v.client_id == wanted, v.status != "resolved")
+        .where(v.client_id == wanted, v.status != literal_column("'resolved'"))
     )
     recent = (
         select(x.id, x.at, x.direction, x.channel, x.text)
-        .where(x.client_id == wanted, x.direction.in_(("in", "out")))
+        .where(x.client_id == wanted, x.direction.in_([literal_column(f"'{d}'") for d in SAID]))
         .order_by(x.id.desc())
-        .limit(5)
+        .limit(literal_column("5"))
     )
     pending = (
         select(r.due_at, r.id, r.text)
-        .where(r.client_id == wanted, r.status == "pending")
+        .where(r.client_id == wanted, r.status == literal_column("'pending'"))
         .order_by(r.due_at, r.id)
-        .limit(5)
+        .limit(literal_column("5"))
     )
     gathers = (gathered(dialect, q) for q in (idents, open_, recent, pending))
     return _client_select(*gathers).where(c.id == wanted)
+
+
+SAID = ("in", "out")  # the directions of what was said (not the hub's own events)
 
 
 _CARD: dict[str, Select[Any]] = {}
