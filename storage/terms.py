@@ -28,9 +28,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Integer,
     Select,
@@ -50,7 +51,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import operators
-from sqlalchemy.sql.elements import UnaryExpression
+from sqlalchemy.sql.elements import TextClause, UnaryExpression
 
 from storage.tables import clients, identities, interactions, search_positions
 
@@ -507,58 +508,101 @@ _PG_FILL = (
 )
 
 
-# The trigrams of the rows indexed in (:last, :top], counted once per row (SQLite:
-# three characters in a row, as FTS5's trigram tokenizer reads them; PostgreSQL:
-# ``show_trgm``'s trigrams of letters and digits, not those padded at a word's edge).
-_COUNT_SQLITE = (
+# The trigrams of some indexed rows (``{rows}``), counted once per row (SQLite: three
+# characters in a row, as FTS5's trigram tokenizer reads them; PostgreSQL:
+# ``show_trgm``'s trigrams of letters and digits, not those padded at a word's edge),
+# then added to the counts or taken from them.
+_GRAMS_SQLITE = (
     "WITH RECURSIVE cut(id, s, i) AS (SELECT rowid, lower(term), 1 FROM {table}"
-    " WHERE rowid > :last AND rowid <= :top AND length(term) >= 3"
-    " UNION ALL SELECT id, s, i + 1 FROM cut WHERE i + 3 <= length(s))"
-    " INSERT INTO search_terms_trigrams(source, term, n)"
-    " SELECT '{source}', gram, count(*) FROM (SELECT DISTINCT id, substr(s, i, 3) AS gram"
-    " FROM cut) WHERE true GROUP BY gram"
-    " ON CONFLICT(term, source) DO UPDATE SET n = n + excluded.n"
+    " WHERE {rows} AND length(term) >= 3"
+    " UNION ALL SELECT id, s, i + 1 FROM cut WHERE i + 3 <= length(s)),"
+    " grams(gram, k) AS (SELECT gram, count(*) FROM (SELECT DISTINCT id, substr(s, i, 3)"
+    " AS gram FROM cut) GROUP BY gram) "
 )
-_COUNT_POSTGRESQL = (
-    "INSERT INTO search_terms_trigrams(source, term, n)"
-    " SELECT '{source}', gram, count(*) FROM {table}, unnest(show_trgm({text})) AS gram"
-    " WHERE {key} > :last AND {key} <= :top{only}"
-    " AND length(gram) = 3 AND strpos(gram, ' ') = 0 GROUP BY gram"
-    " ON CONFLICT (term, source) DO UPDATE SET n = search_terms_trigrams.n + excluded.n"
+_GRAMS_POSTGRESQL = (
+    "WITH grams(gram, k) AS (SELECT gram, count(*) FROM {table},"
+    " unnest(show_trgm({text})) AS gram WHERE {rows}"
+    " AND length(gram) = 3 AND strpos(gram, ' ') = 0 GROUP BY gram) "
 )
-_KINDS_SQL = " AND kind IN (" + ", ".join(f"'{kind}'" for kind in KINDS) + ")"
-# Each count: its position's name, the key it follows and its statement.
+_ADD = (
+    "INSERT INTO search_terms_trigrams(source, term, n) SELECT '{source}', gram, k FROM grams"
+    " WHERE true ON CONFLICT (term, source) DO UPDATE SET n = search_terms_trigrams.n + excluded.n"
+)
+_TAKE = (
+    "UPDATE search_terms_trigrams SET n = n - (SELECT k FROM grams"
+    " WHERE gram = search_terms_trigrams.term) WHERE source = '{source}'"
+    " AND term IN (SELECT gram FROM grams)"
+)
+_KINDS_SQL = "kind IN (" + ", ".join(f"'{kind}'" for kind in KINDS) + ")"
+
+
+class _Count(NamedTuple):
+    """A count kept behind an index: its position's name, the key it follows, and its
+    rows as the statements name them."""
+
+    position: str
+    key: ColumnElement[int]
+    source: str
+    grams: str  # _GRAMS_* for its table and text
+    key_sql: str
+    owned: str  # its rows of the clients bound as :ids
+    only: str = "true"
+
+    def add(self) -> str:
+        """Count the rows in (:last, :top]."""
+        rows = f"{self.key_sql} > :last AND {self.key_sql} <= :top AND {self.only}"
+        return self.grams.format(rows=rows) + _ADD.format(source=self.source)
+
+    def take(self) -> TextClause:
+        """Take back the counted rows of the clients :ids."""
+        counted_up_to = (
+            "(SELECT coalesce(max(last_id), 0) FROM search_positions WHERE name = :position)"
+        )
+        rows = f"{self.owned} AND {self.key_sql} <= {counted_up_to} AND {self.only}"
+        sql = self.grams.format(rows=rows) + _TAKE.format(source=self.source)
+        ids: BindParameter[Any] = bindparam("ids", expanding=True)
+        return text(sql).bindparams(ids, position=_POSITIONS[self.position])
+
+
+_SAID_BY = "(SELECT id FROM interactions WHERE client_id IN :ids)"
 _COUNTS = {
     "sqlite": (
-        (
+        _Count(
             "identity trigrams",
             _IDENTITIES.c.rowid,
-            _COUNT_SQLITE.format(table="search_terms_identities", source="identities"),
+            "identities",
+            _GRAMS_SQLITE.replace("{table}", "search_terms_identities"),
+            "rowid",
+            "rowid IN (SELECT id FROM identities WHERE client_id IN :ids)",
         ),
-        (
+        _Count(
             "username trigrams",
             _USERNAMES.c.rowid,
-            _COUNT_SQLITE.format(table="search_terms_usernames", source="usernames"),
+            "usernames",
+            _GRAMS_SQLITE.replace("{table}", "search_terms_usernames"),
+            "rowid",
+            f"rowid IN {_SAID_BY}",
         ),
     ),
     "postgresql": (
-        (
+        _Count(
             "identity trigrams",
             identities.c.id,
-            _COUNT_POSTGRESQL.format(
-                source="identities", table="identities", text="value", key="id", only=_KINDS_SQL
-            ),
+            "identities",
+            _GRAMS_POSTGRESQL.replace("{table}", "identities").replace("{text}", "value"),
+            "id",
+            "client_id IN :ids",
+            _KINDS_SQL,
         ),
-        (
+        _Count(
             "username trigrams",
             _PG_USERNAMES.c.interaction_id,
-            _COUNT_POSTGRESQL.format(
-                source="usernames",
-                table="search_terms_usernames",
-                text="term",
-                key="interaction_id",
-                only="",
+            "usernames",
+            _GRAMS_POSTGRESQL.replace("{table}", "search_terms_usernames").replace(
+                "{text}", "term"
             ),
+            "interaction_id",
+            f"interaction_id IN {_SAID_BY}",
         ),
     ),
 }
@@ -575,8 +619,8 @@ async def index_new(conn: AsyncConnection, limit: int = 20_000) -> int:
     else:
         for name, (source, fill) in _FILL.items():
             done += await _index_from(conn, _POSITIONS[name], source.c.id, fill, limit)
-    for name, key, count in _COUNTS["sqlite" if sqlite else "postgresql"]:
-        done += await _index_from(conn, _POSITIONS[name], key, count, limit)
+    for count in _COUNTS["sqlite" if sqlite else "postgresql"]:
+        done += await _index_from(conn, _POSITIONS[count.position], count.key, count.add(), limit)
     return done
 
 
@@ -628,6 +672,11 @@ async def forget(conn: AsyncConnection, client_ids: Sequence[int]) -> None:
     if not client_ids:
         return
     ids = list(client_ids)
+    # Their trigrams leave the counts too: a count of one would tell that someone's
+    # address held those three characters.
+    for count in _COUNTS["sqlite" if conn.dialect.name == "sqlite" else "postgresql"]:
+        await conn.execute(count.take(), {"ids": ids})
+    await conn.execute(delete(_TRIGRAMS).where(_TRIGRAMS.c.n <= 0))
     if conn.dialect.name != "sqlite":
         said = select(interactions.c.id).where(interactions.c.client_id.in_(ids))
         await conn.execute(delete(_PG_USERNAMES).where(_PG_USERNAMES.c.interaction_id.in_(said)))

@@ -308,7 +308,7 @@ async def test_a_name_is_read_from_the_first_clients_then_from_its_index(
     assert await page(2) == annas[:2]
 
 
-async def test_a_long_fragment_is_read_by_its_rarest_trigrams(db: Database) -> None:
+async def test_a_long_fragment_is_read_by_its_rarest_trigrams(db: Database, tmp_path: Path) -> None:
     """Addresses sharing a domain and a prefix: the trigrams counted behind the index
     pick the rarest few of a long fragment ("123", not "cli" or "exa", which every
     address holds); the whole fragment is still checked on each row they find, and an
@@ -352,6 +352,22 @@ async def test_a_long_fragment_is_read_by_its_rarest_trigrams(db: Database) -> N
     assert await found(db, "client301@example.org") == [301]
     await catch_up(db)
     assert await found(db, "client301@example.org") == [301]
+
+    # Forgetting takes a person's trigrams back from the counts ("301" only theirs).
+    assert await _count_of(db, "301") == 1
+    files = AttachmentStore(tmp_path / "files", 10**6)
+    await Privacy(db, FrozenClock(T0), files).forget(301, actor="admin", reason="asked to")
+    assert await _count_of(db, "301") is None
+    assert await _count_of(db, "exa") == 300
+    assert await found(db, "client30@example.org") == [30]
+
+
+async def _count_of(db: Database, gram: str) -> int | None:
+    async with db.read() as conn:
+        query = text(
+            "SELECT n FROM search_terms_trigrams WHERE source = 'identities' AND term = :t"
+        )
+        return (await conn.execute(query, {"t": gram})).scalar_one_or_none()
 
 
 def test_a_trigram_not_counted_is_rare_only_when_the_count_is_whole() -> None:
