@@ -13,12 +13,14 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    JSON,
     BindParameter,
     CompoundSelect,
     Connection,
     Select,
     bindparam,
     false,
+    func,
     select,
     true,
     union,
@@ -140,12 +142,16 @@ def read_clients(
     if shape is not None and shape.username and dialect != "sqlite":
         values |= terms.position_values(conn)
     rows = conn.execute(_search_statement(dialect, shape), values).all()
-    if not rows:
-        return []
-    found: dict[int, list[IdentityView]] = {row[0]: [] for row in rows}
-    for client_id, kind, value in conn.execute(_IDENTITIES_OF, {"ids": list(found)}):
-        found[client_id].append(IdentityView(kind, value))
-    return [ClientSummary(row[0], row[1], row[2], row[3], tuple(found[row[0]])) for row in rows]
+    return [
+        ClientSummary(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            tuple([IdentityView(kind, value) for _, kind, value in sorted(row[4] or ())]),
+        )
+        for row in rows
+    ]
 
 
 async def client_card(conn: AsyncConnection, client_id: int) -> ClientRecord | None:
@@ -361,7 +367,7 @@ def _search_statement(dialect: str, shape: _Shape | None) -> Select[Any]:
     """The search's statement for ``shape`` (every client when ``None``), built once."""
     c, m = clients.c, managers.c
     query = (
-        select(c.id, c.name, c.stage, m.name.label("owner"))
+        select(c.id, c.name, c.stage, m.name.label("owner"), _identities_of(dialect))
         .join_from(clients, managers, c.owner_id == m.id, isouter=True)
         .where(c.merged_into.is_(None))  # a merged record lives on in the kept one
     )
@@ -418,8 +424,12 @@ def _matching(dialect: str, shape: _Shape) -> CompoundSelect[Any]:
     return union(*found)
 
 
-_IDENTITIES_OF = (
-    select(identities.c.client_id, identities.c.kind, identities.c.value)
-    .where(identities.c.client_id.in_(bindparam("ids", expanding=True)))
-    .order_by(identities.c.id)
-)
+def _identities_of(dialect: str) -> Any:
+    """Each found client's identities as one JSON array of ``[id, kind, value]``, read
+    with the client (a statement fewer: one round trip less on PostgreSQL)."""
+    i = identities.c
+    if dialect == "sqlite":
+        every = func.json_group_array(func.json_array(i.id, i.kind, i.value), type_=JSON)
+    else:
+        every = func.json_agg(func.json_build_array(i.id, i.kind, i.value), type_=JSON)
+    return select(every).where(i.client_id == clients.c.id).scalar_subquery().label("identities")

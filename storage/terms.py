@@ -299,6 +299,7 @@ def counted(conn: Connection, fragments: Sequence[str]) -> Counts:
         for fragment in fragments
         if len(grams := trigrams(dialect, fragment)) > 1
         for gram in grams
+        if dialect == "sqlite" or gram.isascii()  # PostgreSQL counts no other (Counts.of)
     }
     if not wanted:
         return NO_COUNTS
