@@ -100,10 +100,17 @@ class Database:
         For reads of several statements (a client's card, its timeline). On SQLite
         the work runs in a reader thread over a plain pysqlite connection: one
         thread hop for the whole read, where aiosqlite takes several per statement.
-        On PostgreSQL (and SQLite in memory, which another engine cannot see) it
-        runs through the async driver (``run_sync``).
+        On PostgreSQL it runs through the async driver (``run_sync``) without a
+        transaction: each statement sees what was committed when it ran, and the
+        read saves BEGIN and ROLLBACK, two of a card's four round trips (a fifth
+        of its time). SQLite in memory, which another engine cannot see, reads
+        through the async driver in a transaction.
         """
-        if not self.is_sqlite or in_memory(str(self.url)):
+        if not self.is_sqlite:
+            async with self.engine.connect() as conn:
+                untransacted = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                return await untransacted.run_sync(work)
+        if in_memory(str(self.url)):
             async with self.read() as conn:
                 return await conn.run_sync(work)
         if self._readers is None:

@@ -142,21 +142,25 @@ def newest_said(conn: Connection, said: str) -> list[int]:
     # keys. Room for the bitmap of a common word's every match (100,000 at 10,000,000
     # messages): in the default 4 MB it turns lossy, and the rows of each lossy page
     # are tested again by computing to_tsvector (40 ms more).
+    # Set for the session (a read may run without a transaction: Database.run_read)
+    # and given back after, so that the search's own statement keeps its generic plan,
+    # which needs no planning, and the connection goes back to the pool as it came.
     mode, memory, _, _, lexemes, high = conn.execute(_SHARE, {"log_words": said}).one()
-    shares = _common_shares(conn)
-    share = min((shares.get(lexeme, 0.0) for lexeme in lexemes or ()), default=0.0)
-    found: list[int] = []
-    if not share or share * high < COMMON:
-        found += conn.execute(_EVERY, {"log_words": said, "limit": NEWEST}).scalars()
-    else:
-        width = int(2 * NEWEST / share)
-        while high > 0 and len(found) < NEWEST:
-            low = max(high - width, 0)
-            values = {"log_words": said, "low": low, "high": high, "limit": NEWEST - len(found)}
-            found += conn.execute(_STRETCH, values).scalars()
-            high, width = low, width * 10
-    # The search's own statement as before (its generic plan needs no planning).
-    conn.execute(_RESTORE, {"mode": mode, "memory": memory})
+    try:
+        shares = _common_shares(conn)
+        share = min((shares.get(lexeme, 0.0) for lexeme in lexemes or ()), default=0.0)
+        found: list[int] = []
+        if not share or share * high < COMMON:
+            found += conn.execute(_EVERY, {"log_words": said, "limit": NEWEST}).scalars()
+        else:
+            width = int(2 * NEWEST / share)
+            while high > 0 and len(found) < NEWEST:
+                low = max(high - width, 0)
+                values = {"log_words": said, "low": low, "high": high, "limit": NEWEST - len(found)}
+                found += conn.execute(_STRETCH, values).scalars()
+                high, width = low, width * 10
+    finally:
+        conn.execute(_RESTORE, {"mode": mode, "memory": memory})
     return list(dict.fromkeys(found))
 
 
@@ -192,8 +196,8 @@ _STRETCH = _said(
 # too, read first: a subquery kept apart (OFFSET 0) is computed first.
 _SHARE = text(
     "SELECT was.mode, was.memory,"
-    " set_config('plan_cache_mode', 'force_custom_plan', true),"
-    " set_config('work_mem', '32MB', true),"
+    " set_config('plan_cache_mode', 'force_custom_plan', false),"
+    " set_config('work_mem', '32MB', false),"
     " tsvector_to_array(to_tsvector('simple'::regconfig, :log_words)),"
     " (SELECT coalesce(max(id), 0) FROM interactions)"
     " FROM (SELECT current_setting('plan_cache_mode') AS mode,"
@@ -224,7 +228,7 @@ def _common_shares(conn: Connection) -> dict[str, float]:
 
 
 _RESTORE = text(
-    "SELECT set_config('plan_cache_mode', :mode, true), set_config('work_mem', :memory, true)"
+    "SELECT set_config('plan_cache_mode', :mode, false), set_config('work_mem', :memory, false)"
 )
 
 
