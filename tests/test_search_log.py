@@ -124,3 +124,43 @@ def _stretches(conn: Connection, word: str) -> int:
     finally:
         event.remove(conn, "before_cursor_execute", count)
     return sum(" <= " in statement for statement in seen)
+
+
+async def test_a_word_of_the_log_gives_its_settings_back(db: Database, tmp_path: Path) -> None:
+    """PostgreSQL reads a word with two settings of its own, made for the session
+    (``Database.run_read`` reads without a transaction) and given back after, even
+    when a statement fails: the connection goes back to the pool as it came."""
+    if db.engine.dialect.name == "sqlite":
+        pytest.skip("PostgreSQL's plan cache and work memory")
+    async with running(db, tmp_path) as ingest:
+        await ingest(message(Channel.TELEGRAM, "t1", ANNA_TG, text="накладная"))
+    show = "SELECT current_setting('plan_cache_mode'), current_setting('work_mem')"
+
+    def search(conn: Connection) -> tuple[Any, Any, Any]:
+        before = conn.exec_driver_sql(show).one()
+        seen: list[Any] = []
+
+        def during(*args: Any) -> None:
+            if "hits" in args[2]:  # the word's own statement
+                seen.append(args[0].exec_driver_sql(show).one())
+
+        event.listen(conn, "after_cursor_execute", during)
+        try:
+            full_text.newest_said(conn, "накладная")
+        finally:
+            event.remove(conn, "after_cursor_execute", during)
+        return before, seen, conn.exec_driver_sql(show).one()
+
+    before, during, after = await db.run_read(search)
+    assert during == [("force_custom_plan", "32MB")]
+    assert after == before == ("auto", "4MB")
+
+    def failing(conn: Connection) -> Any:
+        with pytest.raises(Exception, match="division by zero"):
+            broken = text("SELECT 1 / 0 AS hits")
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(full_text, "_EVERY", broken)
+                full_text.newest_said(conn, "накладная")
+        return conn.exec_driver_sql(show).one()
+
+    assert await db.run_read(failing) == ("auto", "4MB")
