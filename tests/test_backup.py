@@ -290,6 +290,18 @@ async def test_refusals_name_what_is_wrong(tmp_path: Path) -> None:
     assert code == 1 and "is not a hub backup's manifest" in said, said
 
     (backup / "manifest.json").write_text(json.dumps(manifest))
+    # A file of the backup whose content is not its name: the rest comes back, the
+    # command says which file is lost and fails.
+    digest = hashlib.sha256(b"a receipt").hexdigest()
+    bad = backup / "attachments" / digest[:2] / digest
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_bytes(b"not the receipt")
+    code, said = await _cli("restore", "--force", "--config", path, str(backup))
+    assert code == 1 and "restored from" in said, said
+    assert f"attachments/{digest[:2]}/{digest} in the backup does not match" in said, said
+    assert not (tmp_path / "data" / "files" / digest[:2] / digest).exists()
+    bad.unlink()
+
     with open(backup / "hub.db", "r+b") as fh:
         fh.seek(5000)
         fh.write(b"\x00damage\x00")

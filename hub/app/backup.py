@@ -363,13 +363,15 @@ def _restore(args: argparse.Namespace) -> int:
     with datalock.hold(config, exclusive=True):
         try:
             _check_target(config, manifest, force=args.force)
-            lines = _bring_back(config, folder, manifest)
+            lines, damaged = _bring_back(config, folder, manifest)
         except (copies.BackupError, OSError) as exc:
             raise BackupRefused(f"restore failed: {exc}") from None
     print(f"restored from {folder.absolute()} (backup of {manifest.finished_at.isoformat()}):")
     for line in lines:
         print(f"  {line}")
-    return 0
+    for name in damaged:  # the rest is back; these files are lost with this backup
+        print(f"hub restore: {FILES}/{name} in the backup does not match its name: not restored")
+    return 1 if damaged else 0
 
 
 def _check_backup(folder: Path, manifest: Manifest, config: Config) -> None:
@@ -433,8 +435,9 @@ async def _pg_state(url: str) -> tuple[int, bool]:
         await db.dispose()
 
 
-def _bring_back(config: Config, folder: Path, manifest: Manifest) -> list[str]:
-    """Database, spool, attachments; what was done, a line each."""
+def _bring_back(config: Config, folder: Path, manifest: Manifest) -> tuple[list[str], list[str]]:
+    """Database, spool, attachments; what was done, a line each, and the attachments
+    found damaged in the backup (not copied)."""
     url = config.storage.url
     sqlite = copies.sqlite_file(url)
     if sqlite is not None:
@@ -455,11 +458,9 @@ def _bring_back(config: Config, folder: Path, manifest: Manifest) -> list[str]:
     files = Path(config.storage.attachments_dir)
     found = copies.copy_files(folder / FILES, files)
     lines.append(f"attachments: {files}, {found.copied} files copied, {found.files} in all")
-    if found.damaged:
-        lines.append(f"attachments damaged in the backup, not copied: {', '.join(found.damaged)}")
     if manifest.database.revision != copies.code_head():
         lines.append("the schema is older than this hub's: hub run (or hub migrate) upgrades it")
-    return lines
+    return lines, found.damaged
 
 
 def _pg_restore(url: str, dump: Path) -> None:
