@@ -671,6 +671,7 @@ class RecordingStaff:
         self.chat_id = chat_id
         self.handled: list[Update] = []
         self.sent: list[OutboundMessage] = []
+        self.stopped = False
 
     async def handles(self, update: Update) -> bool:
         message = update.message or update.edited_message
@@ -683,6 +684,9 @@ class RecordingStaff:
         self.sent.append(message)
         sent = await bot.send_message(self.chat_id, message.text)
         return SendResult(f"staff:{sent.message_id}")
+
+    async def stop(self) -> None:
+        self.stopped = True
 
 
 async def test_staff_updates_and_kinds_go_to_the_staff_surface(
@@ -708,6 +712,8 @@ async def test_staff_updates_and_kinds_go_to_the_staff_surface(
         assert result.external_id is not None and result.external_id.startswith("staff:")
         assert [m["text"] for m in server.sent_to(server.forum)] == ["Anna: hi"]
         assert server.sent_to(anna) == []
+        assert not staff.stopped
+    assert staff.stopped  # the channel's stop ends the staff side's own work
     assert len(await inbound(db)) == 1
 
 

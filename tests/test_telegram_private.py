@@ -469,3 +469,24 @@ async def test_the_card_in_the_private_chat_tells_times_in_the_managers_zone(
     card = visible(last(hub, maria))
     assert card.startswith(f"👤 Anna · #{anna}")
     assert "⏰ 05.01 22:00 call back" in card  # 12:00 UTC, in Maria's zone
+
+
+async def test_confirmations_waiting_for_a_busy_chat_end_with_the_hub() -> None:
+    """A confirmation waits for its chat's next free moment in a task of its own; the
+    staff side's stop cancels such tasks rather than leaving them to the loop's end."""
+    from typing import cast
+
+    from channels.telegram.staff.digests import Digests
+
+    class FarPacer:
+        def estimate(self, chat: int) -> float:
+            return 3600.0  # the chat's next slot is an hour away
+
+    class Calls:
+        pacer = FarPacer()
+
+    digests = Digests(cast(Any, None), cast(Any, Calls()))
+    digests.confirm(cast(Any, None), 42, "✓ Sent")
+    [waiting] = digests._flushing.values()
+    await digests.close()
+    assert waiting.cancelled() and digests._flushing == {} and digests._confirmations == {}

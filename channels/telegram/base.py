@@ -28,3 +28,6 @@ class StaffSurface(Protocol):
 
     async def send(self, bot: Bot, message: OutboundMessage) -> SendResult:
         """Deliver a staff kind (see STAFF_KINDS); raise the hub's delivery errors."""
+
+    async def stop(self) -> None:
+        """End the work it keeps running in the process (before the bot's session closes)."""

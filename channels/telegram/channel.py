@@ -168,6 +168,8 @@ class TelegramChannel:
         receiver, self._receiver = self._receiver, None
         if receiver is not None:
             await receiver.stop()
+        if self.staff is not None:
+            await self.staff.stop()
         bot, self.bot = self.bot, None
         self._sender = self._sink = None
         if bot is not None:

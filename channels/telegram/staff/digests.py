@@ -122,6 +122,16 @@ class Digests:
         finally:
             self._flushing.pop(chat, None)
 
+    async def close(self) -> None:
+        """Cancel the confirmations still waiting for a free moment in their chat (the
+        hub stops: a confirmation is a courtesy, the answers themselves went)."""
+        waiting = list(self._flushing.values())
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        self._flushing.clear()  # a task cancelled before it began never ran its finally
+        self._confirmations.clear()
+
     def _footer(self, chat: int, html: str) -> str:
         """``html`` with the chat's waiting confirmations below it, as many as fit."""
         lines = self._confirmations.get(chat, [])

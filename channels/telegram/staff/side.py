@@ -141,6 +141,9 @@ class StaffSide:
         budgets: see :meth:`Topics.spent`."""
         self.mirrors.topics.spent(recent)
 
+    async def stop(self) -> None:
+        await self.notices.digests.close()
+
     async def send(self, bot: Bot, message: OutboundMessage) -> SendResult:
         if message.kind == "mirror":
             return await self.mirrors.send(bot, message)
