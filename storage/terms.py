@@ -283,6 +283,8 @@ def trigrams(dialect: str, fragment: str) -> list[str]:
     three characters in a row (lower case) on SQLite, those of letters and digits on
     PostgreSQL (``pg_trgm`` indexes words)."""
     lowered = fragment.lower()
+    if len(lowered) != len(fragment):  # "İ" lowers to two characters: read it whole
+        return []
     grams = [lowered[n : n + 3] for n in range(len(lowered) - 2)]
     if dialect != "sqlite":
         grams = [gram for gram in grams if gram.isalnum()]

@@ -387,3 +387,4 @@ def test_a_trigram_not_counted_is_rare_only_when_the_count_is_whole() -> None:
     assert whole.of("sqlite", "identities", "ёжи") == 0
     assert terms.trigrams("postgresql", "Ann.Lee@x12") == ["ann", "lee", "x12"]  # pg_trgm's words
     assert len(terms.trigrams("sqlite", "Ann.Lee@x12")) == 9
+    assert terms.trigrams("sqlite", "İstanbul") == []  # lower case is longer: read whole
