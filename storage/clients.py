@@ -8,7 +8,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    func,
+    insert,
+    literal,
+    not_,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage import terms
@@ -229,6 +240,23 @@ async def keepers(conn: AsyncConnection, client_id: int) -> list[tuple[int, str 
     """(manager id, team) of the client's owner and the assignees of its open
     conversations."""
     return (await keepers_of(conn, [client_id])).get(client_id, [])
+
+
+def kept_by(
+    client_id: ColumnElement[int], owner_id: ColumnElement[int | None], ids: Sequence[int]
+) -> ColumnElement[bool]:
+    """A client (``client_id``, whose owner is ``owner_id``) that nobody keeps, or that
+    one of ``ids`` keeps: the desk's rule of who sees whom (``Desk.visible`` over
+    :func:`keepers_of`) as a condition, for lists read in one statement. The keepers
+    are the owner and the assignees of the client's unresolved requests."""
+    k = conversations.alias("keeping")
+    assigned = select(k.c.id).where(
+        k.c.client_id == client_id, k.c.status.in_(UNRESOLVED), k.c.assignee_id.is_not(None)
+    )
+    wanted = list(ids)
+    by_them = or_(owner_id.in_(wanted), assigned.where(k.c.assignee_id.in_(wanted)).exists())
+    kept = or_(owner_id.is_not(None), assigned.exists())
+    return or_(by_them, not_(kept))
 
 
 async def keepers_of(

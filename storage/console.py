@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage import clients as clients_q
 from storage.models import (
     ApiToken,
     ConsoleImport,
@@ -264,15 +265,8 @@ def _where(f: InboxFilter) -> list[Any]:
     if f.due_between is not None:
         where.append(c.due_at >= f.due_between[0])
         where.append(c.due_at < f.due_between[1])
-    if f.visible_to is not None:
-        ids = list(f.visible_to)
-        where.append(
-            or_(
-                c.assignee_id.in_(ids),
-                cl.owner_id.in_(ids),
-                and_(c.assignee_id.is_(None), cl.owner_id.is_(None)),
-            )
-        )
+    if f.visible_to is not None:  # the desk's rule, not one of the inbox's own
+        where.append(clients_q.kept_by(c.client_id, cl.owner_id, f.visible_to))
     return where
 
 
@@ -312,9 +306,10 @@ async def inbox_page(
 
 
 async def team_ids(conn: AsyncConnection, team: str | None) -> list[int]:
-    """The active managers of ``team`` (those without a team are one team)."""
+    """The managers of ``team`` (those without a team are one team), gone ones too: a
+    client they still keep stays their team's, as the desk sees it."""
     m = managers.c
-    rows = await conn.execute(select(m.id, m.attrs).where(m.active.is_(True)))
+    rows = await conn.execute(select(m.id, m.attrs))
     return [int(mid) for mid, attrs in rows if (attrs or {}).get("team") == team]
 
 

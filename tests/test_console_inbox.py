@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 
 from hub.console.live import Live
 from storage import Database
@@ -124,6 +124,65 @@ async def test_the_inbox_filters_pages_and_narrows_to_what_a_manager_may_see(
     async with db.read() as conn:
         [row] = await q.inbox_page(conn, q.InboxFilter(statuses=unresolved), limit=1, offset=1)
         assert (row.id, row.last_text, row.assignee) == (owned, "owned by Bob", None)
+
+
+async def test_the_inbox_shows_a_manager_what_the_desk_lets_them_see(db: Database) -> None:
+    """The inbox narrows by the desk's rule (``Desk.visible``), not one of its own: a
+    client kept by a teammate through another request, a client whose other request a
+    stranger holds, an owner's client, nobody's; a manager without a team too."""
+    from hub.desk.desk import Desk
+    from hub.kernel.types import ManagerRef
+
+    ann = await _manager(db, "Ann", 1, "north")
+    ada = await _manager(db, "Ada", 3, "north")
+    bob = await _manager(db, "Bob", 2, "south")
+    lone = await _manager(db, "Lone", 4, None)
+    await _request(db, "nobody's")
+    await _another(db, await _request(db, "Ada's client, unassigned"), assignee=ada)
+    await _another(db, await _request(db, "Bob's client, unassigned"), assignee=bob)
+    await _request(db, "owned by Ada", owner=ada)
+    await _request(db, "Bob's, owned by Ann", assignee=bob, owner=ann)
+    await _request(db, "Lone's", assignee=lone)
+    await _request(db, "resolved Bob's keeps nobody", status="resolved", assignee=bob)
+    unresolved = ("open", "pending", "waiting")
+    for manager, team in ((ann, "north"), (bob, "south"), (lone, None)):
+        async with db.read() as conn:
+            every = await q.inbox_page(conn, q.InboxFilter(unresolved), limit=50, offset=0)
+            mine = await q.team_ids(conn, team)
+            shown = await q.inbox_page(
+                conn, q.InboxFilter(unresolved, visible_to=tuple(mine)), limit=50, offset=0
+            )
+            me = ManagerRef(manager, "", 0, "manager", team=team)
+            seen = set(await Desk.visible(conn, me, [r.client_id for r in every]))
+        assert [r.id for r in shown] == [r.id for r in every if r.client_id in seen], team
+        assert 0 < len(shown) < len(every)
+
+
+async def _another(db: Database, conversation: int, *, assignee: int | None) -> int:
+    """A second request of the client of ``conversation``."""
+    now = datetime.now(UTC)
+    async with db.write() as conn:
+        client = (
+            await conn.execute(
+                select(Conversation.client_id).where(Conversation.id == conversation)
+            )
+        ).scalar_one()
+        return int(
+            (
+                await conn.execute(
+                    insert(Conversation).returning(Conversation.id),
+                    {
+                        "client_id": client,
+                        "channel": "email",
+                        "account": "support",
+                        "status": "open",
+                        "assignee_id": assignee,
+                        "created_at": now,
+                        "updated_at": now,
+                    },
+                )
+            ).scalar_one()
+        )
 
 
 async def test_the_live_feed_tells_each_subscriber_of_a_change(db: Database) -> None:
