@@ -305,18 +305,19 @@ def counted(conn: Connection, fragments: Sequence[str]) -> Counts:
     }
     if not wanted:
         return NO_COUNTS
-    rows = conn.execute(_COUNTED[dialect == "sqlite"], {"terms": sorted(wanted)}).all()
-    complete = frozenset(s for s, late in zip(_COUNTED_SOURCES, rows[0], strict=False) if not late)
-    return Counts({(row[2], row[3]): row[4] for row in rows if row[2] is not None}, complete)
+    counts = _COUNTS[_backend(dialect)]
+    rows = conn.execute(_COUNTED[_backend(dialect)], {"terms": sorted(wanted)}).all()
+    complete = frozenset(c.source for c, late in zip(counts, rows[0], strict=False) if not late)
+    known = {(row[-3], row[-2]): row[-1] for row in rows if row[-3] is not None}
+    return Counts(known, complete)
 
 
-def _counted(identities_key: ColumnElement[int], usernames_key: ColumnElement[int]) -> Select[Any]:
-    """Whether the counts of identities and of usernames are behind their index, and
-    the counts of the trigrams bound as ``terms``: a row each (or one of nothing)."""
+def _counted(counts: Sequence[_Count]) -> Select[Any]:
+    """Whether each of ``counts`` is behind its index, then the counts of the
+    trigrams bound as ``terms``: a row each (or one of nothing)."""
     t = _TRIGRAMS.c
     late = select(
-        _past(identities_key, "identity trigrams").label("identities_late"),
-        _past(usernames_key, "username trigrams").label("usernames_late"),
+        *(_past(c.key, c.position).label(f"late_{n}") for n, c in enumerate(counts))
     ).subquery("late")
     of_terms = t.term.in_(bindparam("terms", expanding=True))
     return select(*late.c, t.source, t.term, t.n).select_from(late.outerjoin(_TRIGRAMS, of_terms))
@@ -411,9 +412,13 @@ def _phrase(fragment: str) -> str:
 
 async def behind(conn: AsyncConnection) -> bool:
     """Whether identities, clients or messages were written since the index last
-    caught up (a read: an idle check takes no write lock)."""
-    sqlite = conn.dialect.name == "sqlite"
-    return bool((await conn.execute(_BEHIND_SQLITE if sqlite else _BEHIND_POSTGRESQL)).scalar())
+    caught up, or indexed since their trigrams were counted (a read: an idle check
+    takes no write lock)."""
+    return bool((await conn.execute(_BEHIND[_backend(conn.dialect.name)])).scalar())
+
+
+def _backend(dialect: str) -> str:
+    return "sqlite" if dialect == "sqlite" else "postgresql"
 
 
 def _behind(kept: dict[str, ColumnElement[int]]) -> Select[Any]:
@@ -429,31 +434,6 @@ def _past(key: ColumnElement[int], name: str) -> ColumnElement[bool]:
     newest = select(key).order_by(key.desc()).limit(1).scalar_subquery()
     past: ColumnElement[bool] = func.coalesce(newest, 0) > _position(name)
     return past
-
-
-_BEHIND_SQLITE = _behind(
-    {
-        "identities": identities.c.id,
-        "names": clients.c.id,
-        "usernames": interactions.c.id,
-        "identity trigrams": _IDENTITIES.c.rowid,
-        "username trigrams": _USERNAMES.c.rowid,
-    }
-)
-_COUNTED_SOURCES = ("identities", "usernames")  # in the order _counted says them
-_COUNTED = {  # by whether on SQLite
-    True: _counted(_IDENTITIES.c.rowid, _USERNAMES.c.rowid),
-    False: _counted(identities.c.id, _PG_USERNAMES.c.interaction_id),
-}
-# PostgreSQL keeps its other indexes itself: only the usernames' table follows the
-# log, and the counts follow the identities and the usernames' table.
-_BEHIND_POSTGRESQL = _behind(
-    {
-        "usernames": interactions.c.id,
-        "identity trigrams": identities.c.id,
-        "username trigrams": _PG_USERNAMES.c.interaction_id,
-    }
-)
 
 
 # Each source: the table read, and the statement indexing its rows in (:last, :top].
@@ -611,6 +591,22 @@ _COUNTS = {
 }
 
 
+# The indexes kept behind the log, by the key each position follows (PostgreSQL keeps
+# its others itself), and with them the counts kept behind the indexes.
+_BEHIND = {
+    backend: _behind({**indexes, **{c.position: c.key for c in _COUNTS[backend]}})
+    for backend, indexes in {
+        "sqlite": {
+            "identities": identities.c.id,
+            "names": clients.c.id,
+            "usernames": interactions.c.id,
+        },
+        "postgresql": {"usernames": interactions.c.id},
+    }.items()
+}
+_COUNTED = {backend: _counted(counts) for backend, counts in _COUNTS.items()}
+
+
 async def index_new(conn: AsyncConnection, limit: int = 20_000) -> int:
     """Index up to ``limit`` rows of each source written since the last call, then
     count the trigrams of up to ``limit`` rows indexed; how many rows were read."""
@@ -622,7 +618,7 @@ async def index_new(conn: AsyncConnection, limit: int = 20_000) -> int:
     else:
         for name, (source, fill) in _FILL.items():
             done += await _index_from(conn, _POSITIONS[name], source.c.id, fill, limit)
-    for count in _COUNTS["sqlite" if sqlite else "postgresql"]:
+    for count in _COUNTS[_backend(conn.dialect.name)]:
         done += await _index_from(conn, _POSITIONS[count.position], count.key, count.add(), limit)
     return done
 
@@ -677,7 +673,7 @@ async def forget(conn: AsyncConnection, client_ids: Sequence[int]) -> None:
     ids = list(client_ids)
     # Their trigrams leave the counts too: a count of one would tell that someone's
     # address held those three characters.
-    for count in _COUNTS["sqlite" if conn.dialect.name == "sqlite" else "postgresql"]:
+    for count in _COUNTS[_backend(conn.dialect.name)]:
         await conn.execute(count.take(), {"ids": ids})
     await conn.execute(delete(_TRIGRAMS).where(_TRIGRAMS.c.n <= 0))
     if conn.dialect.name != "sqlite":
