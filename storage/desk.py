@@ -328,7 +328,10 @@ def _card_statement(dialect: str) -> Select[Any]:
     )
     recent = (
         select(x.id, x.at, x.direction, x.channel, x.text)
-        .where(x.client_id == wanted, x.direction.in_([literal_column(f"'{d}'") for d in SAID]))
+        .where(
+            x.client_id == wanted,
+            x.direction.in_([literal_column("'in'"), literal_column("'out'")]),
+        )
         .order_by(x.id.desc())
         .limit(literal_column("5"))
     )
@@ -340,9 +343,6 @@ def _card_statement(dialect: str) -> Select[Any]:
     )
     gathers = (gathered(dialect, q) for q in (idents, open_, recent, pending))
     return _client_select(*gathers).where(c.id == wanted)
-
-
-SAID = ("in", "out")  # the directions of what was said (not the hub's own events)
 
 
 _CARD: dict[str, Select[Any]] = {}

@@ -136,15 +136,15 @@ def newest_said(conn: Connection, said: str) -> list[int]:
     the primary key's range intersected, a few thousand rows read rather than every
     match. Any other word reads its every match, which are few."""
     # Two settings for these statements, made by the first of them (each statement is
-    # a round trip). A plan for the values at hand every time: the generic plan
+    # a round trip) for the session, as a read may run without a transaction
+    # (Database.run_read), and given back after: the search's own statement keeps its
+    # generic plan, which needs no planning, and the connection goes back to the pool
+    # as it came. A plan for the values at hand every time: the generic plan
     # PostgreSQL settles on after a few runs of a prepared statement would intersect
     # with the primary key's range even a word of fifty matches, reading millions of
     # keys. Room for the bitmap of a common word's every match (100,000 at 10,000,000
     # messages): in the default 4 MB it turns lossy, and the rows of each lossy page
     # are tested again by computing to_tsvector (40 ms more).
-    # Set for the session (a read may run without a transaction: Database.run_read)
-    # and given back after, so that the search's own statement keeps its generic plan,
-    # which needs no planning, and the connection goes back to the pool as it came.
     mode, memory, _, _, lexemes, high = conn.execute(_SHARE, {"log_words": said}).one()
     try:
         shares = _common_shares(conn)
